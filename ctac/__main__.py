@@ -1,0 +1,5 @@
+import sys
+
+from ctac.cli import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""The `ctac` command line.
+
+Exit codes: 0 success, 1 an internal failure (a bug: run with --debug for the traceback),
+2 a user error (bad file, unsupported op, bad flag), printed as one `error:` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ctac.errors import CtacError
+
+EXAMPLES_COMPILE = """examples:
+  ctac compile tests/models/bert_ts_eager.onnx --shape input_ids=2x16,attention_mask=2x16 --emit onnx
+  ctac compile model.onnx --shape input_ids=1x128 --shape attention_mask=1x128 -o model.mlir
+"""
+
+EXAMPLES_EVAL = """examples:
+  ctac eval model.mlir --input input_ids=ids.npy --input attention_mask=mask.npy -o out.npz
+  ctac eval model.mlir --seed 0          (random valid inputs: token ids inside the vocabulary)
+"""
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a whole file or nothing: a temporary file in the same folder, then a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from ctac.importer import import_model, parse_shape_flags
+    from ctac.pipeline import module_text, run_passes
+
+    imported = import_model(args.model, parse_shape_flags(args.shape), args.max_tensor_bytes)
+    run_passes(imported.module, "canonicalize")
+    text = module_text(imported.module)
+    if args.output:
+        write_atomically(args.output, text.encode())
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _load_inputs(flags: Sequence[str]) -> dict[str, np.ndarray]:
+    inputs = {}
+    for flag in flags:
+        name, sep, path = flag.partition("=")
+        if not sep or not name or not path:
+            raise CtacError(f"--input '{flag}' should look like NAME=FILE.npy")
+        try:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CtacError(
+                f"--input {name}: cannot read '{path}' as a .npy array: {exc}"
+            ) from None
+    return inputs
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ctac.pipeline import parse_module
+    from ctac.runtime.evaluator import evaluate, random_inputs
+
+    path = Path(args.module)
+    if not path.is_file():
+        raise CtacError(f"module file '{path}' not found")
+    module = parse_module(path.read_text(), str(path))
+    inputs = random_inputs(module, args.seed)
+    inputs.update(_load_inputs(args.input))
+    outputs = evaluate(module, inputs)
+    for name, array in outputs.items():
+        summary = f"{name}: {array.dtype}{list(array.shape)}"
+        if array.size and np.issubdtype(array.dtype, np.number):
+            summary += f" mean={array.mean():.6g} min={array.min():.6g} max={array.max():.6g}"
+        print(summary)
+    if args.output:
+        from io import BytesIO
+
+        buffer = BytesIO()
+        np.savez(buffer, **outputs)
+        write_atomically(args.output, buffer.getvalue())
+        print(f"wrote {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctac",
+        description="Compile ONNX transformers for a Compressed Token Attention accelerator.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    compile_parser = commands.add_parser(
+        "compile",
+        help="import an ONNX model and compile it",
+        epilog=EXAMPLES_COMPILE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compile_parser.add_argument("model", help="the .onnx file")
+    compile_parser.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=DxD",
+        help="fix an input's shape (repeatable, or comma-separated: a=1x16,b=1x16)",
+    )
+    compile_parser.add_argument(
+        "--emit",
+        choices=["onnx"],
+        default="onnx",
+        help="what to produce: 'onnx' prints the canonicalised onnx-dialect module",
+    )
+    compile_parser.add_argument("-o", "--output", help="write to this file instead of stdout")
+    compile_parser.add_argument(
+        "--max-tensor-bytes",
+        type=int,
+        default=4 * 1024**3,
+        help="refuse models declaring a larger tensor (default 4 GiB)",
+    )
+    compile_parser.set_defaults(handler=_compile)
+
+    eval_parser = commands.add_parser(
+        "eval",
+        help="run a module with the numpy reference evaluator",
+        epilog=EXAMPLES_EVAL,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    eval_parser.add_argument("module", help="a .mlir module printed by ctac")
+    eval_parser.add_argument(
+        "--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array"
+    )
+    eval_parser.add_argument(
+        "--seed", type=int, default=0, help="seed for inputs not given with --input"
+    )
+    eval_parser.add_argument("-o", "--output", help="save the outputs to this .npz file")
+    eval_parser.set_defaults(handler=_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except CtacError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug in ctac, not in the input
+        if args.debug:
+            raise
+        print(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""ONNX protobuf -> `onnx` dialect module, built directly (never printed and parsed).
+
+Steps: load (external data only from the model's folder), onnx.checker, fix symbolic input
+dimensions from --shape, onnx shape inference, then one op per node. Large initializers become
+`onnx.Weight` references to the weight store; small ones stay inline as `onnx.Constant`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DenseArrayBase,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    f32,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Region, SSAValue
+from xdsl.irdl import OptOperandDef, VarOperandDef, VarResultDef
+
+from ctac.dialects import onnx as onnx_dialect
+from ctac.errors import CtacError
+from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES, load_onnx
+from ctac.runtime.evaluator import operand_arrays
+from ctac.runtime.reference import SEMANTICS, shape_op_result
+from ctac.weights import WeightStore, constant_node_value, register_store
+
+# Tensors up to this many elements are printed inline; larger ones stay in the weight store.
+INLINE_ELEMENTS = 64
+# Values up to this size are tracked as known constants so shape arithmetic can be evaluated.
+KNOWN_ELEMENTS = 1 << 16
+NAME_ATTRIBUTE = "onnx.name"
+
+
+@dataclass
+class ImportedModel:
+    module: ModuleOp
+    store: WeightStore
+    input_names: list[str]
+    output_names: list[str]
+
+
+def parse_shape_flags(flags: Sequence[str]) -> dict[str, list[int]]:
+    """`NAME=DxDxD` flags (repeatable, or comma-separated in one flag) -> {name: dims}."""
+    shapes: dict[str, list[int]] = {}
+    for flag in flags:
+        for item in flag.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, dims = item.rpartition("=")
+            if not sep or not name:
+                raise CtacError(f"--shape '{item}' should look like NAME=2x128")
+            try:
+                values = [int(d) for d in dims.lower().split("x")] if dims else []
+            except ValueError:
+                raise CtacError(
+                    f"--shape '{item}': dimensions must be integers like 2x128"
+                ) from None
+            if any(v <= 0 for v in values):
+                raise CtacError(f"--shape '{item}': dimensions must be positive")
+            shapes[name] = values
+    return shapes
+
+
+_ONNX_TO_ELEMENT = {
+    onnx.TensorProto.FLOAT: onnx_dialect.element_type_of(np.float32),
+    onnx.TensorProto.FLOAT16: onnx_dialect.element_type_of(np.float16),
+    onnx.TensorProto.DOUBLE: onnx_dialect.element_type_of(np.float64),
+    onnx.TensorProto.INT64: onnx_dialect.element_type_of(np.int64),
+    onnx.TensorProto.INT32: onnx_dialect.element_type_of(np.int32),
+    onnx.TensorProto.INT16: onnx_dialect.element_type_of(np.int16),
+    onnx.TensorProto.INT8: onnx_dialect.element_type_of(np.int8),
+    onnx.TensorProto.UINT8: onnx_dialect.element_type_of(np.uint8),
+    onnx.TensorProto.BOOL: onnx_dialect.element_type_of(np.bool_),
+}
+
+
+def element_type_of_onnx(data_type: int, where: str) -> Attribute:
+    element = _ONNX_TO_ELEMENT.get(data_type)
+    if element is None:
+        name = (
+            onnx.TensorProto.DataType.Name(data_type)
+            if data_type in onnx.TensorProto.DataType.values()
+            else str(data_type)
+        )
+        raise CtacError(f"{where}: element type {name} is not supported")
+    return element
+
+
+def _apply_input_shapes(graph: onnx.GraphProto, shapes: Mapping[str, list[int]]) -> list[str]:
+    initializer_names = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializer_names]
+    names = [i.name for i in inputs]
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise CtacError(f"--shape names unknown input(s) {unknown}; the model's inputs are {names}")
+    for value in inputs:
+        if not value.type.HasField("tensor_type"):
+            raise CtacError(f"input '{value.name}' is not a tensor")
+        shape_proto = value.type.tensor_type.shape
+        given = shapes.get(value.name)
+        if given is not None:
+            if value.type.tensor_type.HasField("shape") and len(shape_proto.dim) != len(given):
+                raise CtacError(
+                    f"--shape {value.name}={'x'.join(map(str, given))} has rank {len(given)} but "
+                    f"input '{value.name}' has rank {len(shape_proto.dim)}"
+                )
+            for axis, (dim, size) in enumerate(zip(shape_proto.dim, given, strict=False)):
+                if dim.HasField("dim_value") and dim.dim_value != size:
+                    raise CtacError(
+                        f"--shape {value.name}: dimension {axis} is fixed to {dim.dim_value} in "
+                        f"the model, not {size}"
+                    )
+            value.type.tensor_type.ClearField("shape")
+            for size in given:
+                value.type.tensor_type.shape.dim.add().dim_value = size
+            continue
+        if not value.type.tensor_type.HasField("shape"):
+            raise CtacError(
+                f"input '{value.name}' has no shape; pass --shape {value.name}=DxD (one size per axis)"
+            )
+        for axis, dim in enumerate(shape_proto.dim):
+            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                symbol = dim.dim_param or "?"
+                example = "x".join(
+                    str(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else "N"
+                    for d in shape_proto.dim
+                )
+                raise CtacError(
+                    f"input '{value.name}' has symbolic dimension '{symbol}' (axis {axis}); "
+                    f"fix it with --shape {value.name}={example} (N = the size you want)"
+                )
+    return names
+
+
+def _node_label(node: onnx.NodeProto) -> str:
+    return f"'{node.name or node.output[0]}' ({node.op_type})"
+
+
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.$-]")
+
+
+def ssa_name(onnx_name: str) -> str:
+    """A readable SSA name for an ONNX value name ('/enc/layer.0/Add_output_0' -> 'enc_layer.0_Add')."""
+    name = onnx_name.strip("/").removesuffix("_output_0")
+    name = _NAME_CHARS.sub("_", name)
+    if not name or name[0].isdigit():
+        name = "v" + name
+    return name
+
+
+def _convert_attribute(node: onnx.NodeProto, attribute: onnx.AttributeProto) -> Attribute:
+    kind = attribute.type
+    where = f"node {_node_label(node)}, attribute '{attribute.name}'"
+    if node.op_type == "Cast" and attribute.name == "to":
+        return element_type_of_onnx(attribute.i, where)
+    if kind == onnx.AttributeProto.INT:
+        return IntegerAttr(attribute.i, i64)
+    if kind == onnx.AttributeProto.FLOAT:
+        return FloatAttr(attribute.f, f32)
+    if kind == onnx.AttributeProto.STRING:
+        return StringAttr(attribute.s.decode("utf-8", errors="replace"))
+    if kind == onnx.AttributeProto.INTS:
+        return DenseArrayBase.from_list(i64, list(attribute.ints))
+    if kind == onnx.AttributeProto.FLOATS:
+        return DenseArrayBase.from_list(f32, list(attribute.floats))
+    if kind == onnx.AttributeProto.TENSOR:
+        array = numpy_helper.to_array(attribute.t)
+        element_type_of_onnx(attribute.t.data_type, where)
+        return onnx_dialect.dense_from_numpy(array)
+    raise CtacError(
+        f"{where}: attribute kind {onnx.AttributeProto.AttributeType.Name(kind)} is not supported"
+    )
+
+
+# Inputs that older opsets passed as attributes: (op type, attribute) -> operand position.
+_ATTRIBUTE_INPUTS = {
+    ("Squeeze", "axes"): 1,
+    ("Unsqueeze", "axes"): 1,
+    ("ReduceMean", "axes"): 1,
+    ("ReduceSum", "axes"): 1,
+    ("ReduceMax", "axes"): 1,
+    ("ReduceMin", "axes"): 1,
+    ("Split", "split"): 1,
+}
+
+
+class _GraphBuilder:
+    def __init__(self, model: onnx.ModelProto, store: WeightStore) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.store = store
+        self.block: Block | None = None
+        self.values: dict[str, SSAValue] = {}
+        self.known: dict[SSAValue, np.ndarray] = {}
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+    def input_type(self, value: onnx.ValueInfoProto) -> TensorType:
+        tensor = value.type.tensor_type
+        element = element_type_of_onnx(tensor.elem_type, f"input '{value.name}'")
+        return TensorType(element, [d.dim_value for d in tensor.shape.dim])
+
+    def infer_output_types(self, node: onnx.NodeProto, outputs: list[str]) -> list[TensorType]:
+        """Static result types from ONNX's per-node inference, fed the constants known so far."""
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.opset, node.domain)
+        except onnx.defs.SchemaError:
+            raise CtacError(
+                f"node {_node_label(node)}: {node.op_type} does not exist in opset {self.opset}"
+            ) from None
+        input_types = {n: self.type_proto(self.values[n]) for n in node.input if n}
+        input_data = {
+            n: numpy_helper.from_array(self.known[self.values[n]], n)
+            for n in node.input
+            if n and self.values[n] in self.known
+        }
+        try:
+            inferred = onnx.shape_inference.infer_node_outputs(
+                schema, node, input_types, input_data, opset_imports=list(self.model.opset_import)
+            )
+        except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
+            raise CtacError(
+                f"node {_node_label(node)}: ONNX shape inference failed: {exc}"
+            ) from None
+        types = []
+        for name in outputs:
+            proto = inferred.get(name)
+            tensor = proto.tensor_type if proto is not None else None
+            if (
+                tensor is None
+                or not tensor.HasField("shape")
+                or not all(d.HasField("dim_value") for d in tensor.shape.dim)
+            ):
+                raise CtacError(
+                    f"node {_node_label(node)}: the shape of '{name}' cannot be made static "
+                    "(it depends on input values); ctac compiles for fixed shapes only"
+                )
+            element = element_type_of_onnx(tensor.elem_type, f"node {_node_label(node)}")
+            types.append(TensorType(element, [d.dim_value for d in tensor.shape.dim]))
+        return types
+
+    def type_proto(self, value: SSAValue) -> onnx.TypeProto:
+        return onnx.helper.make_tensor_type_proto(
+            onnx.helper.np_dtype_to_tensor_dtype(
+                onnx_dialect.numpy_dtype(onnx_dialect.element_of(value))
+            ),
+            list(onnx_dialect.shape_of(value)),
+        )
+
+    def remember_constant(self, op: onnx_dialect.OnnxOp) -> None:
+        """Evaluate an op whose operands are all known small constants (shape arithmetic)."""
+        if isinstance(op, onnx_dialect.ShapeOp):
+            self.known[op.shape] = shape_op_result(op)
+            return
+        if isinstance(op, onnx_dialect.ConstantOp):
+            self.known[op.output] = op.to_numpy()
+            return
+        if not all(v in self.known for v in op.operands):
+            return
+        if any(int(np.prod(onnx_dialect.shape_of(r))) > KNOWN_ELEMENTS for r in op.results):
+            return
+        arrays = operand_arrays(op, self.known)
+        for result, array in zip(op.results, SEMANTICS[type(op)](op, *arrays), strict=True):
+            self.known[result] = np.asarray(array).astype(
+                onnx_dialect.numpy_dtype(onnx_dialect.element_of(result))
+            )
+
+    def check_supported(self) -> None:
+        unsupported = []
+        for node in self.graph.node:
+            supported = node.domain in ("", "ai.onnx") and (
+                node.op_type in onnx_dialect.OP_BY_ONNX_TYPE
+            )
+            if not supported:
+                domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
+                unsupported.append(f"'{node.name or node.output[0]}' ({domain}{node.op_type})")
+        if unsupported:
+            raise CtacError(
+                f"{len(unsupported)} node(s) use operators ctac does not support: "
+                + ", ".join(unsupported)
+            )
+
+    def add(self, op: onnx_dialect.OnnxOp) -> onnx_dialect.OnnxOp:
+        assert self.block is not None
+        self.block.add_op(op)
+        return op
+
+    def constant_value(self, name: str, array: np.ndarray, where: str) -> SSAValue:
+        element_type_of_onnx(onnx.helper.np_dtype_to_tensor_dtype(array.dtype), where)
+        if array.size <= INLINE_ELEMENTS:
+            op = onnx_dialect.ConstantOp.from_numpy(array)
+        else:
+            result_type = onnx_dialect.tensor_type(
+                array.shape, onnx_dialect.element_type_of(array.dtype)
+            )
+            op = onnx_dialect.WeightOp.build(
+                properties={"ref": StringAttr(name)}, result_types=[result_type]
+            )
+        self.add(op)
+        op.results[0].name_hint = ssa_name(name)
+        if array.size <= KNOWN_ELEMENTS:
+            self.known[op.results[0]] = array
+        return op.results[0]
+
+    def operand(self, name: str, node: onnx.NodeProto) -> SSAValue:
+        value = self.values.get(name)
+        if value is None:
+            raise CtacError(f"node {_node_label(node)} reads '{name}', which no node produces")
+        return value
+
+    def build_node(self, node: onnx.NodeProto) -> None:
+        if node.op_type == "Constant":
+            self.values[node.output[0]] = self.constant_value(
+                node.output[0], constant_node_value(node), f"node {_node_label(node)}"
+            )
+            return
+        if node.op_type == "Softmax" and self.opset < 13:
+            raise CtacError(
+                f"node {_node_label(node)}: Softmax before opset 13 flattens its input; "
+                "re-export the model with opset 13 or newer"
+            )
+        op_class = onnx_dialect.OP_BY_ONNX_TYPE[node.op_type]
+        definition = op_class.get_irdl_definition()
+        inputs = list(node.input)
+        properties: dict[str, Attribute] = {}
+        for attribute in node.attribute:
+            moved = _ATTRIBUTE_INPUTS.get((node.op_type, attribute.name))
+            if moved is not None:
+                while len(inputs) <= moved:
+                    inputs.append("")
+                array = np.array(list(attribute.ints), dtype=np.int64)
+                constant_name = f"{node.output[0]}__{attribute.name}"
+                self.values[constant_name] = self.constant_value(constant_name, array, "")
+                inputs[moved] = constant_name
+                continue
+            if attribute.name not in definition.properties:
+                raise CtacError(
+                    f"node {_node_label(node)}: attribute '{attribute.name}' is not supported"
+                )
+            properties[attribute.name] = _convert_attribute(node, attribute)
+        operands: list = []
+        position = 0
+        for operand_name, operand_definition in definition.operands:
+            if isinstance(operand_definition, VarOperandDef) and not isinstance(
+                operand_definition, OptOperandDef
+            ):
+                operands.append([self.operand(n, node) for n in inputs[position:] if n])
+                position = len(inputs)
+                continue
+            name = inputs[position] if position < len(inputs) else ""
+            position += 1
+            if isinstance(operand_definition, OptOperandDef):
+                operands.append([self.operand(name, node)] if name else [])
+            elif not name:
+                raise CtacError(
+                    f"node {_node_label(node)}: required input '{operand_name}' is missing"
+                )
+            else:
+                operands.append(self.operand(name, node))
+        if any(inputs[position:]):
+            raise CtacError(f"node {_node_label(node)} has more inputs than {node.op_type} takes")
+        result_definitions = definition.results
+        variadic = any(isinstance(d, VarResultDef) for _, d in result_definitions)
+        outputs = list(node.output) if variadic else list(node.output[: len(result_definitions)])
+        used = self.used_names
+        for extra in node.output[len(outputs) :]:
+            if extra and extra in used:
+                raise CtacError(
+                    f"node {_node_label(node)}: its optional output '{extra}' is used, "
+                    "which ctac does not support"
+                )
+        result_types = self.infer_output_types(node, outputs)
+        op = op_class.build(
+            operands=operands,
+            result_types=[result_types] if variadic else result_types,
+            properties=properties,
+        )
+        self.add(op)
+        for name, result in zip(outputs, op.results, strict=True):
+            result.name_hint = ssa_name(name)
+            self.values[name] = result
+        self.remember_constant(op)
+
+    def build(self, input_names: list[str]) -> ModuleOp:
+        self.used_names = {name for node in self.graph.node for name in node.input}
+        self.used_names.update(o.name for o in self.graph.output)
+        by_name = {v.name: v for v in self.graph.input}
+        input_types = [self.input_type(by_name[name]) for name in input_names]
+        self.block = Block(arg_types=input_types)
+        for name, argument in zip(input_names, self.block.args, strict=True):
+            argument.name_hint = ssa_name(name)
+            self.values[name] = argument
+        initializer_names = set(input_names)
+        for tensor in self.graph.initializer:
+            if tensor.name in initializer_names:
+                continue
+            where = f"initializer '{tensor.name}'"
+            element_type_of_onnx(tensor.data_type, where)
+            if int(np.prod(tensor.dims)) <= INLINE_ELEMENTS:
+                self.values[tensor.name] = self.constant_value(
+                    tensor.name, numpy_helper.to_array(tensor), where
+                )
+            else:
+                result_type = TensorType(_ONNX_TO_ELEMENT[tensor.data_type], list(tensor.dims))
+                op = onnx_dialect.WeightOp.build(
+                    properties={"ref": StringAttr(tensor.name)}, result_types=[result_type]
+                )
+                self.add(op)
+                op.output.name_hint = ssa_name(tensor.name)
+                self.values[tensor.name] = op.output
+        for node in self.graph.node:
+            self.build_node(node)
+        output_names = [o.name for o in self.graph.output]
+        results = [self.operand(name, self.graph.node[-1]) for name in output_names]
+        self.block.add_op(func.ReturnOp(*results))
+        function = func.FuncOp(
+            "main",
+            (input_types, [r.type for r in results]),
+            Region(self.block),
+            arg_attrs=ArrayAttr(
+                [DictionaryAttr({NAME_ATTRIBUTE: StringAttr(n)}) for n in input_names]
+            ),
+            res_attrs=ArrayAttr(
+                [DictionaryAttr({NAME_ATTRIBUTE: StringAttr(n)}) for n in output_names]
+            ),
+        )
+        module = ModuleOp([function])
+        self.store.attach(module)
+        return module
+
+
+def import_model(
+    path: str | Path,
+    shapes: Mapping[str, list[int]] | None = None,
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+) -> ImportedModel:
+    """Import an ONNX model file as an `onnx` dialect module with static shapes."""
+    path = Path(path)
+    model = load_onnx(path, max_tensor_bytes)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise CtacError(f"'{path}' fails the ONNX checker: {first_line}") from None
+    store = WeightStore(path, model)
+    register_store(store)
+    input_names = _apply_input_shapes(model.graph, shapes or {})
+    builder = _GraphBuilder(model, store)
+    builder.check_supported()
+    module = builder.build(input_names)
+    try:
+        module.verify()
+    except Exception as exc:  # a verifier failure here means the ONNX graph is inconsistent
+        raise CtacError(f"the imported model does not verify: {exc}") from None
+    return ImportedModel(module, store, input_names, [o.name for o in model.graph.output])

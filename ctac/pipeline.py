@@ -1,0 +1,68 @@
+"""The pass registry, the dialect context, and module text I/O shared by `ctac` and `ctac-opt`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import StringIO
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import Builtin, ModuleOp
+from xdsl.dialects.func import Func
+from xdsl.parser import Parser
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import ParseError, VerifyException
+
+from ctac.dialects.onnx import Onnx
+from ctac.errors import CtacError
+
+PROJECT_DIALECTS = [Onnx]
+
+
+def _canonicalize() -> type[ModulePass]:
+    from ctac.passes.canonicalize import CanonicalizePass
+
+    return CanonicalizePass
+
+
+# Pass name -> factory returning the pass class (imported lazily, as xdsl-opt expects).
+PROJECT_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "canonicalize": _canonicalize,
+}
+
+
+def make_context() -> Context:
+    context = Context()
+    for dialect in (Builtin, Func, *PROJECT_DIALECTS):
+        context.load_dialect(dialect)
+    return context
+
+
+def module_text(module: ModuleOp) -> str:
+    """The module in custom syntax, exactly as `ctac-opt` prints it."""
+    stream = StringIO()
+    Printer(stream=stream).print_op(module)
+    stream.write("\n")
+    return stream.getvalue()
+
+
+def parse_module(text: str, source_name: str = "<input>") -> ModuleOp:
+    try:
+        module = Parser(make_context(), text, source_name).parse_module()
+        module.verify()
+    except ParseError as exc:
+        raise CtacError(f"{source_name}: cannot parse the module:\n{exc}") from None
+    except VerifyException as exc:
+        raise CtacError(f"{source_name}: the module does not verify: {exc}") from None
+    return module
+
+
+def run_passes(module: ModuleOp, spec: str) -> None:
+    """Run a pass pipeline spec such as 'canonicalize,detect-attention{...}' in place."""
+    if not spec:
+        return
+    try:
+        pipeline = PassPipeline.parse_spec(PROJECT_PASSES, spec)
+    except Exception as exc:
+        raise CtacError(f"bad pass pipeline '{spec}': {exc}") from None
+    pipeline.apply(make_context(), module)

@@ -1,0 +1,1 @@
+"""IRDL dialects of ctac: `onnx` (imported models), later `cta` and `ctaisa`."""

@@ -1,0 +1,1 @@
+"""Runtime: numpy semantics of the IR (reference evaluator) and, later, the ISA interpreter."""

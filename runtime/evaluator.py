@@ -1,0 +1,161 @@
+"""Reference evaluator: runs a module's `main` function op by op with numpy (runtime/reference.py).
+
+It is the golden model of the IR: slow paths are fine, wrong answers are not. Every result is
+checked against its static type, so a verifier gap or a semantics bug shows up as an error here
+instead of a silently different number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Operation, SSAValue
+from xdsl.irdl import OptOperandDef, VarOperandDef
+
+from ctac.dialects import onnx as ox
+from ctac.errors import CtacError
+from ctac.runtime.reference import SEMANTICS
+from ctac.weights import store_for_module
+
+NAME_ATTRIBUTE = "onnx.name"
+
+
+def main_function(module: ModuleOp) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
+            return op
+    raise CtacError("the module has no func.func @main")
+
+
+def _names(attrs, count: int, prefix: str) -> list[str]:
+    names = []
+    for index in range(count):
+        name = None
+        if attrs is not None and index < len(attrs.data):
+            entry = attrs.data[index].data.get(NAME_ATTRIBUTE)
+            if isinstance(entry, StringAttr):
+                name = entry.data
+        names.append(name or f"{prefix}{index}")
+    return names
+
+
+def input_names(module: ModuleOp) -> list[str]:
+    function = main_function(module)
+    return _names(function.arg_attrs, len(function.body.block.args), "arg")
+
+
+def output_names(module: ModuleOp) -> list[str]:
+    function = main_function(module)
+    return _names(function.res_attrs, len(function.function_type.outputs.data), "result")
+
+
+def input_signature(module: ModuleOp) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each input's name -> (shape, numpy dtype)."""
+    function = main_function(module)
+    return {
+        name: (ox.shape_of(argument), ox.numpy_dtype(ox.element_of(argument)))
+        for name, argument in zip(input_names(module), function.body.block.args, strict=True)
+    }
+
+
+def _check_result(op: Operation, value: SSAValue, array: np.ndarray) -> np.ndarray:
+    expected_shape = ox.shape_of(value)
+    expected_dtype = ox.numpy_dtype(ox.element_of(value))
+    array = np.asarray(array)
+    if array.shape != expected_shape:
+        raise CtacError(
+            f"{op.name} produced shape {array.shape} where its type says {expected_shape}"
+        )
+    if array.dtype != expected_dtype:
+        array = array.astype(expected_dtype)
+    return array
+
+
+def evaluate(module: ModuleOp, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run `main` on named inputs; returns named outputs."""
+    function = main_function(module)
+    signature = input_signature(module)
+    missing = [name for name in signature if name not in inputs]
+    if missing:
+        raise CtacError(f"missing input(s) {missing}; the module takes {list(signature)}")
+    values: dict[SSAValue, np.ndarray] = {}
+    for (name, (shape, dtype)), argument in zip(
+        signature.items(), function.body.block.args, strict=True
+    ):
+        array = np.asarray(inputs[name])
+        if array.shape != shape:
+            raise CtacError(f"input '{name}' has shape {array.shape}, the module expects {shape}")
+        values[argument] = array.astype(dtype, copy=False)
+    store = None
+    outputs: list[np.ndarray] = []
+    for op in function.body.block.ops:
+        if isinstance(op, func.ReturnOp):
+            outputs = [values[v] for v in op.arguments]
+            break
+        if isinstance(op, ox.WeightOp):
+            store = store or store_for_module(module)
+            if store is None:
+                raise CtacError("the module uses onnx.Weight but has no ctac.weights attribute")
+            values[op.output] = _check_result(op, op.output, store.get(op.ref.data))
+            continue
+        implementation = SEMANTICS.get(type(op))
+        if implementation is None:
+            raise CtacError(f"the reference evaluator has no semantics for {op.name}")
+        arguments = operand_arrays(op, values)
+        results = implementation(op, *arguments)
+        for result, array in zip(op.results, results, strict=True):
+            values[result] = _check_result(op, result, array)
+    return dict(zip(output_names(module), outputs, strict=True))
+
+
+def operand_arrays(op: Operation, values: Mapping[SSAValue, np.ndarray]) -> list:
+    """Operands in definition order: variadic groups spread out, absent optionals as None."""
+    if not isinstance(op, ox.OnnxOp):
+        return [values[v] for v in op.operands]
+    arrays: list = []
+    definitions = type(op).get_irdl_definition().operands
+    for (_, definition), group in zip(definitions, op.operand_groups(), strict=True):
+        if isinstance(definition, VarOperandDef) and not isinstance(definition, OptOperandDef):
+            arrays.extend(values[v] for v in group)
+        else:
+            arrays.append(values[group[0]] if group else None)
+    return arrays
+
+
+def random_inputs(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
+    """Valid random inputs: token ids inside the vocabulary of the embedding they index, masks of
+    ones, normal floats."""
+    rng = np.random.default_rng(seed)
+    function = main_function(module)
+    inputs = {}
+    for (name, (shape, dtype)), argument in zip(
+        input_signature(module).items(), function.body.block.args, strict=True
+    ):
+        if np.issubdtype(dtype, np.floating):
+            inputs[name] = rng.standard_normal(shape).astype(dtype)
+            continue
+        vocabulary = _indexed_extent(argument)
+        if vocabulary is not None:
+            inputs[name] = rng.integers(0, vocabulary, size=shape).astype(dtype)
+        else:
+            inputs[name] = np.ones(shape, dtype=dtype)
+    return inputs
+
+
+def _indexed_extent(value: SSAValue, depth: int = 0) -> int | None:
+    """If `value` (through casts/reshapes) indexes a Gather, the size of the gathered axis."""
+    for use in value.uses:
+        user = use.operation
+        if isinstance(user, ox.GatherOp) and use.index == 1:
+            axis = user.int_attr("axis", 0)
+            return ox.shape_of(user.data)[axis]
+        if depth < 4 and isinstance(
+            user, ox.CastOp | ox.ReshapeOp | ox.UnsqueezeOp | ox.SqueezeOp | ox.FlattenOp
+        ):
+            found = _indexed_extent(user.results[0], depth + 1)
+            if found is not None:
+                return found
+    return None

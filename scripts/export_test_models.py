@@ -1,0 +1,663 @@
+"""Export the small random-weight transformer test models in tests/models/.
+
+Builds tiny BERT, RoBERTa, DistilBERT, ViT and GPT-2 models from transformers config classes
+(seeded random weights, no model hub), exports each one with both ONNX exporters (TorchScript,
+``dynamo=False``, and dynamo, ``dynamo=True``) and both attention implementations (``eager`` and
+``sdpa``), checks every file with ``onnx.checker``, compares onnxruntime against torch on the test
+inputs and on a second input shape (to prove the dynamic axes work), and writes
+``manifest.json`` describing every model.
+
+Usage::
+
+    python scripts/export_test_models.py                      # all 20 models -> tests/models
+    python scripts/export_test_models.py --only bert gpt2_ts_sdpa
+    python scripts/export_test_models.py --out /tmp/models
+    python scripts/export_test_models.py --bert-base /tmp/ctac_cache   # BERT-base, not committed
+
+GPT-2 and the TorchScript exporter: transformers 5 calls ``torch.diff`` (packed-sequence
+detection in ``masking_utils.find_packed_sequence_indices``) only when no ``attention_mask`` is
+passed, and ``aten::diff`` has no TorchScript ONNX symbolic at any opset. Every text model here
+takes an explicit ``attention_mask`` input, so that path is never traced and opset 17 works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx.external_data_helper
+import onnxruntime as ort
+import torch
+import transformers
+from torch.export import Dim
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "tests" / "models"
+MANIFEST_NAME = "manifest.json"
+
+TORCHSCRIPT_OPSET = 17
+DYNAMO_OPSET = 20  # the dynamo exporter's default in torch 2.13
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_ABS_ERR_LIMIT = 1e-4
+VECTOR_NOISE = 0.1  # std of the noise added to biases and LayerNorm parameters
+
+TEST_BATCH, TEST_SEQ = 2, 16
+SECOND_BATCH, SECOND_SEQ = 3, 9
+VOCAB_SIZE = 256
+IMAGE_SIZE, PATCH_SIZE, CHANNELS = 32, 8, 3
+
+EXPORTERS = ("ts", "dynamo")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+EXPORTER_NAMES = {"ts": "torchscript", "dynamo": "dynamo"}
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """How to build one model family and describe its inputs."""
+
+    name: str
+    seed: int
+    build: Callable[[str], torch.nn.Module]  # attn_implementation -> backbone module
+    is_vision: bool
+    vocab_size: int
+    hidden_size: int
+    num_heads: int
+    num_layers: int
+    max_positions: int  # largest sequence length the position embeddings allow
+
+
+@dataclass
+class ExportResult:
+    """Outcome of exporting one model, before it is turned into a manifest entry."""
+
+    dynamic: bool
+    opset: int
+    notes: list[str] = field(default_factory=list)
+
+
+class TextWrapper(torch.nn.Module):
+    """Calls a transformers text backbone with keywords and returns its last hidden state."""
+
+    def __init__(self, model: torch.nn.Module, accepts_use_cache: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.accepts_use_cache = accepts_use_cache
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.accepts_use_cache:
+            kwargs["use_cache"] = False
+        return self.model(**kwargs, return_dict=False)[0]
+
+
+class VisionWrapper(torch.nn.Module):
+    """Calls a transformers vision backbone with keywords and returns its last hidden state."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values, return_dict=False)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Model families
+# --------------------------------------------------------------------------------------------
+
+
+def build_bert(attn: str) -> torch.nn.Module:
+    """Tiny BERT: hidden 64, 2 layers, 4 heads."""
+    config = transformers.BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        attn_implementation=attn,
+    )
+    return TextWrapper(transformers.BertModel(config, add_pooling_layer=False), True)
+
+
+def build_roberta(attn: str) -> torch.nn.Module:
+    """Tiny RoBERTa: hidden 48, 3 layers, 3 heads (positions start at pad_token_id + 1)."""
+    config = transformers.RobertaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=3,
+        intermediate_size=192,
+        max_position_embeddings=130,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        attn_implementation=attn,
+    )
+    return TextWrapper(transformers.RobertaModel(config, add_pooling_layer=False), True)
+
+
+def build_distilbert(attn: str) -> torch.nn.Module:
+    """Tiny DistilBERT: dim 64, 2 layers, 2 heads."""
+    config = transformers.DistilBertConfig(
+        vocab_size=VOCAB_SIZE,
+        dim=64,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=192,
+        max_position_embeddings=128,
+        attn_implementation=attn,
+    )
+    return TextWrapper(transformers.DistilBertModel(config), False)
+
+
+def build_vit(attn: str) -> torch.nn.Module:
+    """Tiny ViT: 32x32x3 images, 8x8 patches (16 patches + CLS), hidden 64, 2 layers, 4 heads."""
+    config = transformers.ViTConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        num_channels=CHANNELS,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        attn_implementation=attn,
+    )
+    return VisionWrapper(transformers.ViTModel(config, add_pooling_layer=False))
+
+
+def build_gpt2(attn: str) -> torch.nn.Module:
+    """Tiny GPT-2 (base GPT2Model): n_embd 64, 2 layers, 4 heads, causal."""
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB_SIZE,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_inner=256,
+        n_positions=128,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation=attn,
+    )
+    return TextWrapper(transformers.GPT2Model(config), True)
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    spec.name: spec
+    for spec in (
+        FamilySpec("bert", 1, build_bert, False, VOCAB_SIZE, 64, 4, 2, 128),
+        FamilySpec("roberta", 2, build_roberta, False, VOCAB_SIZE, 48, 3, 3, 128),
+        FamilySpec("distilbert", 3, build_distilbert, False, VOCAB_SIZE, 64, 2, 2, 128),
+        FamilySpec("vit", 4, build_vit, True, 0, 64, 4, 2, 0),
+        FamilySpec("gpt2", 5, build_gpt2, False, VOCAB_SIZE, 64, 4, 2, 128),
+    )
+}
+
+
+def build_bert_base(attn: str) -> torch.nn.Module:
+    """BERT-base shape (the BertConfig defaults): hidden 768, 12 layers, 12 heads, vocab 30522."""
+    config = transformers.BertConfig(attn_implementation=attn)
+    return TextWrapper(transformers.BertModel(config, add_pooling_layer=False), True)
+
+
+BERT_BASE = FamilySpec("bert", 0, build_bert_base, False, 30522, 768, 12, 12, 512)
+
+
+def all_model_names() -> list[str]:
+    """Every model name in canonical order: family, then exporter, then attention."""
+    return [
+        f"{family}_{exporter}_{attn}"
+        for family in FAMILIES
+        for exporter in EXPORTERS
+        for attn in ATTN_IMPLEMENTATIONS
+    ]
+
+
+def parse_model_name(name: str) -> tuple[FamilySpec, str, str]:
+    """Split ``bert_ts_eager`` into its family spec, exporter key and attention implementation."""
+    family, exporter, attn = name.split("_")
+    return FAMILIES[family], exporter, attn
+
+
+def build_model(spec: FamilySpec, attn: str) -> torch.nn.Module:
+    """Build a family's wrapper with seeded random weights, in eval mode.
+
+    transformers initialises every bias to 0 and every LayerNorm to (1, 0); the vectors are
+    perturbed so that bias and LayerNorm handling is actually exercised (and so the TorchScript
+    exporter does not deduplicate the identical initializers into Identity aliases).
+    """
+    torch.manual_seed(spec.seed)
+    model = spec.build(attn).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 1:
+                parameter.add_(VECTOR_NOISE * torch.randn_like(parameter))
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def make_inputs(spec: FamilySpec, batch: int, seq: int, seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic example inputs; the text attention mask pads the tail of the last row."""
+    gen = torch.Generator().manual_seed(seed)
+    if spec.is_vision:
+        shape = (batch, CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
+        return {"pixel_values": torch.randn(shape, generator=gen)}
+    # Avoid low ids so RoBERTa's padding id (1) never appears in the tokens.
+    input_ids = torch.randint(3, spec.vocab_size, (batch, seq), generator=gen, dtype=torch.int64)
+    attention_mask = torch.ones(batch, seq, dtype=torch.int64)
+    attention_mask[-1, seq - seq // 4 :] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def test_inputs(spec: FamilySpec) -> dict[str, torch.Tensor]:
+    return make_inputs(spec, TEST_BATCH, TEST_SEQ, seed=0)
+
+
+def second_inputs(spec: FamilySpec) -> dict[str, torch.Tensor]:
+    return make_inputs(spec, SECOND_BATCH, SECOND_SEQ, seed=1)
+
+
+def input_description(spec: FamilySpec, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The manifest's "inputs" object: shape, dtype, kind (and vocab size for token ids)."""
+    kinds = {"input_ids": "token_ids", "attention_mask": "attention_mask", "pixel_values": "pixels"}
+    described: dict[str, Any] = {}
+    for name, tensor in inputs.items():
+        entry: dict[str, Any] = {
+            "shape": list(tensor.shape),
+            "dtype": str(tensor.dtype).removeprefix("torch."),
+            "kind": kinds[name],
+        }
+        if name == "input_ids":
+            entry["vocab_size"] = spec.vocab_size
+        described[name] = entry
+    return described
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+def torchscript_dynamic_axes(spec: FamilySpec) -> dict[str, dict[int, str]]:
+    if spec.is_vision:
+        return {"pixel_values": {0: "batch"}, "last_hidden_state": {0: "batch"}}
+    seq_axes = {0: "batch", 1: "sequence"}
+    return {"input_ids": seq_axes, "attention_mask": seq_axes, "last_hidden_state": seq_axes}
+
+
+def dynamo_dynamic_shapes(spec: FamilySpec) -> dict[str, dict[int, Dim]]:
+    batch = Dim("batch")
+    if spec.is_vision:
+        return {"pixel_values": {0: batch}}
+    sequence = Dim("sequence", max=spec.max_positions)
+    return {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+
+
+def run_exporter(
+    model: torch.nn.Module,
+    spec: FamilySpec,
+    exporter: str,
+    path: Path,
+    dynamic: bool,
+) -> int:
+    """Export ``model`` to ``path`` with weights embedded; returns the opset used."""
+    inputs = test_inputs(spec)
+    args = tuple(inputs.values())
+    common: dict[str, Any] = {
+        "input_names": list(inputs),
+        "output_names": ["last_hidden_state"],
+    }
+    if exporter == "ts":
+        torch.onnx.export(
+            model,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=TORCHSCRIPT_OPSET,
+            dynamic_axes=torchscript_dynamic_axes(spec) if dynamic else None,
+            **common,
+        )
+        return TORCHSCRIPT_OPSET
+    torch.onnx.export(
+        model,
+        args,
+        str(path),
+        dynamo=True,
+        opset_version=DYNAMO_OPSET,
+        external_data=False,
+        verbose=False,
+        dynamic_shapes=dynamo_dynamic_shapes(spec) if dynamic else None,
+        **common,
+    )
+    drop_stack_traces(path)
+    return DYNAMO_OPSET
+
+
+def drop_stack_traces(path: Path) -> None:
+    """Remove the dynamo exporter's per-node Python stack traces from the saved model.
+
+    They hold absolute paths of the exporting machine (so files would differ per checkout);
+    the other per-node metadata (namespace, class hierarchy, fx node) is kept as exported.
+    """
+    model = onnx.load(str(path))
+    for node in iter_nodes(model.graph):
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(path))
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe_exception(exc: BaseException, limit: int = 400) -> str:
+    """One line naming the root cause of ``exc`` (exporters wrap the real error)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in ANSI_ESCAPE.sub("", str(exc)).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:limit]
+
+
+def export_model(
+    model: torch.nn.Module, spec: FamilySpec, exporter: str, path: Path
+) -> ExportResult:
+    """Export with dynamic batch/sequence axes, falling back to static shapes if that fails."""
+    try:
+        opset = run_exporter(model, spec, exporter, path, dynamic=True)
+        return ExportResult(dynamic=True, opset=opset)
+    except Exception as exc:  # any exporter failure triggers the static fallback
+        reason = f"dynamic export failed: {describe_exception(exc)}"
+        print(f"    {reason}; retrying with static shapes", flush=True)
+        opset = run_exporter(model, spec, exporter, path, dynamic=False)
+        return ExportResult(dynamic=False, opset=opset, notes=[reason])
+
+
+# --------------------------------------------------------------------------------------------
+# Inspection and verification
+# --------------------------------------------------------------------------------------------
+
+
+def iter_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """All nodes of a graph, including nodes of subgraphs (If/Loop/Scan bodies)."""
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                nodes.extend(iter_nodes(attr.g))
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    nodes.extend(iter_nodes(sub))
+    return nodes
+
+
+def op_types(model: onnx.ModelProto) -> list[str]:
+    """Sorted op types of the graph and its local functions; ``domain::Op`` outside ai.onnx."""
+    nodes = iter_nodes(model.graph)
+    for function in model.functions:
+        nodes.extend(function.node)
+    local = {(f.domain, f.name) for f in model.functions}
+    return sorted(
+        {
+            node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+            for node in nodes
+            if (node.domain, node.op_type) not in local
+        }
+    )
+
+
+def symbolic_dims(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """For each graph input, the names of its symbolic (dim_param) dimensions."""
+    result: dict[str, list[str]] = {}
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        result[value.name] = [d.dim_param for d in dims if d.HasField("dim_param")]
+    return result
+
+
+def torch_reference(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    with torch.no_grad():
+        return model(**inputs).numpy()
+
+
+def run_onnxruntime(path: Path, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {name: tensor.numpy() for name, tensor in inputs.items()}
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def compare_with_torch(
+    model: torch.nn.Module, path: Path, inputs: dict[str, torch.Tensor]
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Max abs difference between torch and onnxruntime, and onnxruntime's outputs."""
+    expected = torch_reference(model, inputs)
+    outputs = run_onnxruntime(path, inputs)
+    actual = outputs["last_hidden_state"]
+    if actual.shape != expected.shape:
+        raise RuntimeError(f"{path.name}: output shape {actual.shape} != torch {expected.shape}")
+    return float(np.max(np.abs(actual - expected))), outputs
+
+
+def check_file(path: Path, max_bytes: int | None = MAX_FILE_BYTES) -> onnx.ModelProto:
+    """Load, check size and self-containedness, and run the full ONNX checker."""
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise RuntimeError(f"{path.name}: {size} bytes exceeds the {max_bytes}-byte limit")
+    model = onnx.load(str(path), load_external_data=False)
+    external = [
+        t.name for t in model.graph.initializer if onnx.external_data_helper.uses_external_data(t)
+    ]
+    if external:
+        raise RuntimeError(f"{path.name}: weights stored as external data: {external[:3]}")
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Driving
+# --------------------------------------------------------------------------------------------
+
+
+def export_and_describe(name: str, spec: FamilySpec, exporter: str, attn: str, out: Path) -> dict:
+    """Export one model, verify it, and return its manifest entry."""
+    path = out / f"{name}.onnx"
+    model = build_model(spec, attn)
+    result = export_model(model, spec, exporter, path)
+    proto = check_file(path)
+
+    inputs = test_inputs(spec)
+    err, outputs = compare_with_torch(model, path, inputs)
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "family": spec.name,
+        "exporter": EXPORTER_NAMES[exporter],
+        "attn_implementation": attn,
+        "opset": result.opset,
+        "dynamic": result.dynamic,
+        "inputs": input_description(spec, inputs),
+        "symbolic_dims": symbolic_dims(proto),
+        "outputs": {key: list(value.shape) for key, value in outputs.items()},
+        "num_attention_layers": spec.num_layers,
+        "hidden_size": spec.hidden_size,
+        "num_heads": spec.num_heads,
+        "op_types": op_types(proto),
+        "max_abs_err_vs_torch": err,
+    }
+    if result.dynamic:
+        second = second_inputs(spec)
+        entry["second_shape_inputs"] = {k: list(v.shape) for k, v in second.items()}
+        entry["max_abs_err_second_shape"] = compare_with_torch(model, path, second)[0]
+    if result.notes:
+        entry["notes"] = result.notes
+    worst = max(err, entry.get("max_abs_err_second_shape", 0.0))
+    if not worst < MAX_ABS_ERR_LIMIT:
+        raise RuntimeError(f"{name}: onnxruntime differs from torch by {worst:.3g}")
+    return entry
+
+
+def load_manifest(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """Existing manifest entries and skip reasons, keyed by file name (empty if none)."""
+    if not path.exists():
+        return {}, {}
+    manifest = json.loads(path.read_text())
+    entries = {entry["file"]: entry for entry in manifest["models"]}
+    skipped = {item["file"]: item["reason"] for item in manifest.get("skipped", [])}
+    return entries, skipped
+
+
+INT_LIST = re.compile(r"\[[\d\s,-]*\]")
+
+
+def one_line_int_list(match: re.Match[str]) -> str:
+    """Rewrite a multi-line JSON list of integers (a shape) as ``[2, 16]``."""
+    items = [item.strip() for item in match.group(0)[1:-1].split(",")]
+    return "[" + ", ".join(item for item in items if item) + "]"
+
+
+def write_manifest(path: Path, entries: dict[str, dict], skipped: dict[str, str]) -> None:
+    """Write ``{"generated_by", "models": [...], "skipped": [...]}`` in canonical model order."""
+    order = {f"{name}.onnx": i for i, name in enumerate(all_model_names())}
+
+    def position(file: str) -> tuple[int, str]:
+        return order.get(file, len(order)), file
+
+    manifest: dict[str, Any] = {
+        "generated_by": {
+            "script": "scripts/export_test_models.py",
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
+        },
+        "models": [entries[file] for file in sorted(entries, key=position)],
+    }
+    if skipped:
+        manifest["skipped"] = [
+            {"file": file, "reason": skipped[file]} for file in sorted(skipped, key=position)
+        ]
+    text = json.dumps(manifest, indent=2)
+    path.write_text(INT_LIST.sub(one_line_int_list, text) + "\n")
+
+
+def select_models(only: list[str] | None) -> list[str]:
+    """Model names matching ``--only`` (full names or family names); all models by default."""
+    names = all_model_names()
+    if not only:
+        return names
+    selected = [n for n in names if n in only or n.split("_")[0] in only]
+    unknown = [o for o in only if o not in names and o not in FAMILIES]
+    if unknown:
+        raise SystemExit(f"unknown model or family: {', '.join(unknown)}; choose from {names}")
+    return selected
+
+
+def export_test_models(out: Path, only: list[str] | None) -> int:
+    """Export the selected test models into ``out`` and update its manifest; returns failures."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST_NAME
+    entries, skipped = load_manifest(manifest_path)
+    failures = 0
+    for name in select_models(only):
+        spec, exporter, attn = parse_model_name(name)
+        start = time.perf_counter()
+        print(f"[{name}] exporting ({EXPORTER_NAMES[exporter]}, {attn})", flush=True)
+        file = f"{name}.onnx"
+        try:
+            entry = export_and_describe(name, spec, exporter, attn, out)
+        except Exception as exc:  # record, skip, and go on with the other models
+            failures += 1
+            reason = describe_exception(exc)
+            print(f"[{name}] FAILED, skipped: {reason}", flush=True)
+            (out / file).unlink(missing_ok=True)
+            entries.pop(file, None)
+            skipped[file] = reason
+            continue
+        skipped.pop(file, None)
+        entries[file] = entry
+        size_kb = (out / entry["file"]).stat().st_size / 1024
+        print(
+            f"[{name}] ok: {size_kb:.0f} KiB, opset {entry['opset']}, "
+            f"dynamic={entry['dynamic']}, max|err| {entry['max_abs_err_vs_torch']:.2e}"
+            f" / {entry.get('max_abs_err_second_shape', float('nan')):.2e}, "
+            f"{time.perf_counter() - start:.1f}s",
+            flush=True,
+        )
+    write_manifest(manifest_path, entries, skipped)
+    print(f"wrote {manifest_path} ({len(entries)} models, {len(skipped)} skipped)")
+    return failures
+
+
+def export_bert_base(out: Path) -> None:
+    """Export a random-weight BERT-base (TorchScript, eager, dynamic axes) to out/bert_base.onnx."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = BERT_BASE
+    model = build_model(spec, "eager")
+    path = out / "bert_base.onnx"
+    start = time.perf_counter()
+    print(f"[bert_base] exporting to {path}", flush=True)
+    run_exporter(model, spec, "ts", path, dynamic=True)
+    check_file(path, max_bytes=None)
+    err = compare_with_torch(model, path, test_inputs(spec))[0]
+    err2 = compare_with_torch(model, path, second_inputs(spec))[0]
+    size_mb = path.stat().st_size / 1e6
+    print(
+        f"[bert_base] ok: {size_mb:.1f} MB, max|err| {err:.2e} / {err2:.2e}, "
+        f"{time.perf_counter() - start:.1f}s",
+        flush=True,
+    )
+
+
+def quiet_exporters() -> None:
+    """Silence the exporters' deprecation/tracer warnings and transformers' config chatter."""
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger("torch.export").setLevel(logging.ERROR)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="model names or families")
+    parser.add_argument(
+        "--bert-base",
+        type=Path,
+        metavar="OUT_DIR",
+        help="export only a random-weight BERT-base to OUT_DIR/bert_base.onnx",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_exporters()
+    if args.bert_base is not None:
+        export_bert_base(args.bert_base)
+        return 0
+    return 1 if export_test_models(args.out, args.only) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
