@@ -38,8 +38,9 @@ from ctac.runtime.evaluator import operand_arrays
 from ctac.runtime.reference import SEMANTICS, shape_op_result
 from ctac.weights import WeightStore, constant_node_value, register_store
 
-# Tensors up to this many elements are printed inline; larger ones stay in the weight store.
-INLINE_ELEMENTS = 64
+# Tensors up to this many elements (and splats of any size) are printed inline; others stay in
+# the weight store.
+INLINE_ELEMENTS = 16
 # Values up to this size are tracked as known constants so shape arithmetic can be evaluated.
 KNOWN_ELEMENTS = 1 << 16
 NAME_ATTRIBUTE = "onnx.name"
@@ -105,6 +106,7 @@ def _apply_input_shapes(graph: onnx.GraphProto, shapes: Mapping[str, list[int]])
     initializer_names = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializer_names]
     names = [i.name for i in inputs]
+    unset: list[tuple[str, list[str], str]] = []
     unknown = sorted(set(shapes) - set(names))
     if unknown:
         raise CtacError(f"--shape names unknown input(s) {unknown}; the model's inputs are {names}")
@@ -133,17 +135,28 @@ def _apply_input_shapes(graph: onnx.GraphProto, shapes: Mapping[str, list[int]])
             raise CtacError(
                 f"input '{value.name}' has no shape; pass --shape {value.name}=DxD (one size per axis)"
             )
-        for axis, dim in enumerate(shape_proto.dim):
-            if not dim.HasField("dim_value") or dim.dim_value <= 0:
-                symbol = dim.dim_param or "?"
-                example = "x".join(
-                    str(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else "N"
-                    for d in shape_proto.dim
-                )
-                raise CtacError(
-                    f"input '{value.name}' has symbolic dimension '{symbol}' (axis {axis}); "
-                    f"fix it with --shape {value.name}={example} (N = the size you want)"
-                )
+        symbols = [
+            dim.dim_param or f"axis {axis}"
+            for axis, dim in enumerate(shape_proto.dim)
+            if not dim.HasField("dim_value") or dim.dim_value <= 0
+        ]
+        if symbols:
+            template = "x".join(
+                str(d.dim_value)
+                if d.HasField("dim_value") and d.dim_value > 0
+                else f"<{d.dim_param or '?'}>"
+                for d in shape_proto.dim
+            )
+            unset.append((value.name, symbols, template))
+    if unset:
+        described = "; ".join(
+            f"'{name}' has {', '.join(repr(s) for s in symbols)}" for name, symbols, _ in unset
+        )
+        flags = ",".join(f"{name}={template}" for name, _, template in unset)
+        raise CtacError(
+            f"symbolic input dimensions are not set: {described}; pass --shape {flags} "
+            "with your sizes in place of each <...>"
+        )
     return names
 
 
@@ -197,6 +210,10 @@ _ATTRIBUTE_INPUTS = {
     ("ReduceMin", "axes"): 1,
     ("Split", "split"): 1,
 }
+
+
+def _is_splat(array: np.ndarray) -> bool:
+    return array.size > 1 and bool((array == array.flat[0]).all())
 
 
 class _GraphBuilder:
@@ -301,7 +318,7 @@ class _GraphBuilder:
 
     def constant_value(self, name: str, array: np.ndarray, where: str) -> SSAValue:
         element_type_of_onnx(onnx.helper.np_dtype_to_tensor_dtype(array.dtype), where)
-        if array.size <= INLINE_ELEMENTS:
+        if array.size <= INLINE_ELEMENTS or _is_splat(array):
             op = onnx_dialect.ConstantOp.from_numpy(array)
         else:
             result_type = onnx_dialect.tensor_type(
@@ -410,18 +427,9 @@ class _GraphBuilder:
                 continue
             where = f"initializer '{tensor.name}'"
             element_type_of_onnx(tensor.data_type, where)
-            if int(np.prod(tensor.dims)) <= INLINE_ELEMENTS:
-                self.values[tensor.name] = self.constant_value(
-                    tensor.name, numpy_helper.to_array(tensor), where
-                )
-            else:
-                result_type = TensorType(_ONNX_TO_ELEMENT[tensor.data_type], list(tensor.dims))
-                op = onnx_dialect.WeightOp.build(
-                    properties={"ref": StringAttr(tensor.name)}, result_types=[result_type]
-                )
-                self.add(op)
-                op.output.name_hint = ssa_name(tensor.name)
-                self.values[tensor.name] = op.output
+            self.values[tensor.name] = self.constant_value(
+                tensor.name, numpy_helper.to_array(tensor), where
+            )
         for node in self.graph.node:
             self.build_node(node)
         output_names = [o.name for o in self.graph.output]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.utils.exceptions import DiagnosticException, ParseError
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from ctac.errors import CtacError
@@ -35,7 +36,11 @@ class CtacOptMain(xDSLOptMain):
 def main(argv: list[str] | None = None) -> int:
     try:
         CtacOptMain(description="ctac's modular optimizer driver", args=argv).run()
-    except CtacError as exc:
+    except ParseError as exc:
+        location = exc.span.get_location()
+        print(f"error: {location.file}:{location.line}:{location.col}: {exc.msg}", file=sys.stderr)
+        return 2
+    except (CtacError, DiagnosticException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -51,7 +51,10 @@ def parse_module(text: str, source_name: str = "<input>") -> ModuleOp:
         module = Parser(make_context(), text, source_name).parse_module()
         module.verify()
     except ParseError as exc:
-        raise CtacError(f"{source_name}: cannot parse the module:\n{exc}") from None
+        location = exc.span.get_location()
+        raise CtacError(
+            f"{source_name}:{location.line}:{location.col}: {exc.msg.strip()}"
+        ) from None
     except VerifyException as exc:
         raise CtacError(f"{source_name}: the module does not verify: {exc}") from None
     return module

@@ -92,6 +92,11 @@ def register_store(store: WeightStore) -> None:
     _OPEN_STORES[store.source] = store
 
 
+def forget_stores() -> None:
+    """Drop every open store (their models are re-read on next use)."""
+    _OPEN_STORES.clear()
+
+
 def store_for_module(module: ModuleOp) -> WeightStore | None:
     """The weight store a module refers to, opened once per path; None if it has no weights."""
     attribute = module.attributes.get(WEIGHTS_ATTRIBUTE)

@@ -2,9 +2,9 @@
 
 - Folds every value computable from constants and static shapes (Shape, shape arithmetic,
   ConstantOfShape, Range, masks built from constants, Cast of constants...) into `onnx.Constant`.
-  A folded result is kept when it is a splat or has at most FOLD_ELEMENTS elements and reads no
-  `onnx.Weight`: computations on weights (embedding lookups, transposes) stay ops over the
-  weight store, so the printed IR never carries weights.
+  A folded result is kept when it is a splat, or has at most FOLD_ELEMENTS elements and is not
+  float data computed from an `onnx.Weight`: computations on weights (embedding lookups,
+  transposes) stay ops over the weight store, so the printed IR never carries weights.
 - Removes Identity and inference-mode Dropout.
 - Recognises the decomposed LayerNorm (ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div[/Mul/Add]) and
   GELU (Erf form and Tanh form) and replaces each with one `onnx.LayerNormalization` / `onnx.Gelu`.
@@ -73,7 +73,10 @@ class _Folder:
             if array.shape != ox.shape_of(result):
                 return None
             splat = array.size > 0 and bool((array == array.flat[0]).all())
-            if not splat and (array.size > FOLD_ELEMENTS or reads_weights):
+            # Integer and boolean results are indices and masks, not weights: fold them even
+            # when they come from the weight store (position-id buffers, tril masks).
+            weight_data = reads_weights and array.dtype.kind == "f"
+            if not splat and (array.size > FOLD_ELEMENTS or weight_data):
                 return None
             folded.append(array)
         return folded

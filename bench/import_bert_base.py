@@ -1,0 +1,108 @@
+"""Import + canonicalize + print of a BERT-base-size model (12 layers, hidden 768, 12 heads).
+
+The model (random weights, ~436 MB) is exported once by scripts/export_test_models.py into a
+cache folder ($CTAC_CACHE or ~/.cache/ctac), never committed; that step needs the `export` extra
+(pip install -e ".[export]"). Prints a table and writes bench/results/import_bert_base.json.
+
+    python bench/import_bert_base.py [--seq 128] [--runs 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CTAC_CACHE", Path.home() / ".cache" / "ctac"))
+
+
+def bert_base_model() -> Path:
+    path = cache_dir() / "bert_base.onnx"
+    if not path.exists():
+        print(f"exporting BERT-base into {path.parent} (once) ...", flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "export_test_models.py"),
+                "--bert-base",
+                str(path.parent),
+            ],
+            check=True,
+        )
+    return path
+
+
+def time_once(model: Path, seq: int) -> dict[str, float]:
+    from ctac.importer import import_model
+    from ctac.pipeline import module_text, run_passes
+    from ctac.weights import forget_stores
+
+    forget_stores()
+    start = time.perf_counter()
+    imported = import_model(model, {"input_ids": [1, seq], "attention_mask": [1, seq]})
+    imported_at = time.perf_counter()
+    run_passes(imported.module, "canonicalize")
+    canonical_at = time.perf_counter()
+    text = module_text(imported.module)
+    printed_at = time.perf_counter()
+    return {
+        "import_s": imported_at - start,
+        "canonicalize_s": canonical_at - imported_at,
+        "print_s": printed_at - canonical_at,
+        "total_s": printed_at - start,
+        "ir_bytes": len(text.encode()),
+        "ops": sum(1 for _ in imported.module.walk()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="3 runs")
+    args = parser.parse_args()
+    runs = 3 if args.quick else args.runs
+    model = bert_base_model()
+    samples = [time_once(model, args.seq) for _ in range(runs)]
+    summary = {}
+    for key in ("import_s", "canonicalize_s", "print_s", "total_s"):
+        values = [s[key] for s in samples]
+        summary[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    result = {
+        "benchmark": "import_bert_base",
+        "model": str(model),
+        "model_bytes": model.stat().st_size,
+        "sequence": args.seq,
+        "runs": runs,
+        "ir_bytes": samples[0]["ir_bytes"],
+        "ops": samples[0]["ops"],
+        "timings": summary,
+        "targets": {"total_s": 10.0, "ir_bytes": 2 * 1024 * 1024},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    }
+    print(f"BERT-base (seq {args.seq}), {runs} runs, model {result['model_bytes'] / 1e6:.0f} MB")
+    print(f"{'step':<14}{'median s':>10}{'min s':>10}{'max s':>10}")
+    for key, stats in summary.items():
+        print(f"{key:<14}{stats['median']:>10.3f}{stats['min']:>10.3f}{stats['max']:>10.3f}")
+    print(
+        f"printed IR: {result['ir_bytes'] / 1e6:.3f} MB, {result['ops']} ops (target < 10 s, < 2 MB)"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "import_bert_base.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'import_bert_base.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""canonicalize on hand-built graphs: each LayerNorm / GELU variant is recognised, near misses are
+not, and the result still equals onnxruntime."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ctac.importer import import_model
+from ctac.pipeline import run_passes
+from ctac.runtime.evaluator import evaluate
+
+X_SHAPE = [2, 5, 8]
+
+
+class Graph:
+    """A tiny builder: values by name, scalars become initializers."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def const(self, value, dtype=np.float32) -> str:
+        name = f"c{len(self.initializers)}"
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, **attributes) -> str:
+        self.count += 1
+        name = f"v{self.count}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], **attributes))
+        return name
+
+    def save(self, output: str, path: Path) -> Path:
+        graph = helper.make_graph(
+            self.nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, X_SHAPE)],
+            [helper.make_tensor_value_info(output, TensorProto.UNDEFINED, None)],
+            self.initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model = onnx.shape_inference.infer_shapes(model)
+        onnx.save(model, str(path))
+        return path
+
+
+def layer_norm_graph(square: str, eps_first: bool, scale: bool, bias: bool, axes) -> Graph:
+    g = Graph()
+    mean = (
+        g.op("ReduceMean", "x", g.const(axes, np.int64) if False else "x", keepdims=1)
+        if False
+        else None
+    )
+    mean = g.op("ReduceMean", "x", axes=axes, keepdims=1)
+    centered = g.op("Sub", "x", mean)
+    squared = (
+        g.op("Pow", centered, g.const(2.0)) if square == "pow" else g.op("Mul", centered, centered)
+    )
+    variance = g.op("ReduceMean", squared, axes=axes, keepdims=1)
+    eps = g.const(1e-6)
+    shifted = g.op("Add", eps, variance) if eps_first else g.op("Add", variance, eps)
+    normalized = g.op("Div", centered, g.op("Sqrt", shifted))
+    result = normalized
+    rng = np.random.default_rng(0)
+    if scale:
+        result = g.op("Mul", result, g.const(rng.standard_normal(8)))
+    if bias:
+        result = g.op("Add", g.const(rng.standard_normal(8)), result)
+    g.output = result
+    return g
+
+
+def canonical_ops_and_check(g: Graph, path: Path) -> list[str]:
+    model_path = g.save(g.output, path)
+    imported = import_model(model_path)
+    run_passes(imported.module, "canonicalize")
+    x = np.random.default_rng(1).standard_normal(X_SHAPE).astype(np.float32) * 3 + 1
+    expected = ort.InferenceSession(str(model_path)).run(None, {"x": x})[0]
+    got = next(iter(evaluate(imported.module, {"x": x}).values()))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    return [op.name for op in imported.module.walk() if op.name.startswith("onnx.")]
+
+
+@pytest.mark.parametrize("square", ["pow", "mul"])
+@pytest.mark.parametrize("eps_first", [False, True])
+@pytest.mark.parametrize(("scale", "bias"), [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("axes", [[-1], [2]])
+def test_layer_norm_forms(square, eps_first, scale, bias, axes, tmp_path: Path) -> None:
+    ops = canonical_ops_and_check(
+        layer_norm_graph(square, eps_first, scale, bias, axes), tmp_path / "m.onnx"
+    )
+    assert ops.count("onnx.LayerNormalization") == 1
+    assert not {"onnx.ReduceMean", "onnx.Sqrt", "onnx.Div", "onnx.Sub"} & set(ops)
+
+
+def test_layer_norm_over_two_axes(tmp_path: Path) -> None:
+    ops = canonical_ops_and_check(
+        layer_norm_graph("pow", False, False, False, [1, 2]), tmp_path / "m.onnx"
+    )
+    assert ops.count("onnx.LayerNormalization") == 1
+
+
+def test_variance_of_uncentered_input_is_not_layer_norm(tmp_path: Path) -> None:
+    g = Graph()
+    mean = g.op("ReduceMean", "x", axes=[-1], keepdims=1)
+    centered = g.op("Sub", "x", mean)
+    variance = g.op("ReduceMean", g.op("Pow", "x", g.const(2.0)), axes=[-1], keepdims=1)
+    g.output = g.op("Div", centered, g.op("Sqrt", g.op("Add", variance, g.const(1e-5))))
+    ops = canonical_ops_and_check(g, tmp_path / "m.onnx")
+    assert "onnx.LayerNormalization" not in ops
+
+
+def test_mean_over_a_middle_axis_is_not_layer_norm(tmp_path: Path) -> None:
+    ops = canonical_ops_and_check(
+        layer_norm_graph("pow", False, True, True, [1]), tmp_path / "m.onnx"
+    )
+    assert "onnx.LayerNormalization" not in ops
+
+
+def gelu_erf_graph(scale_form: str, product: str) -> Graph:
+    g = Graph()
+    if scale_form == "div":
+        scaled = g.op("Div", "x", g.const(math.sqrt(2.0)))
+    else:
+        scaled = g.op("Mul", g.const(1 / math.sqrt(2.0)), "x")
+    inner = g.op("Add", g.op("Erf", scaled), g.const(1.0))
+    half = g.const(0.5)
+    if product == "x_inner_half":
+        g.output = g.op("Mul", g.op("Mul", "x", inner), half)
+    elif product == "half_x_inner":
+        g.output = g.op("Mul", g.op("Mul", half, "x"), inner)
+    else:
+        g.output = g.op("Mul", g.op("Mul", inner, half), "x")
+    return g
+
+
+@pytest.mark.parametrize("scale_form", ["div", "mul"])
+@pytest.mark.parametrize("product", ["x_inner_half", "half_x_inner", "inner_half_x"])
+def test_gelu_erf_forms(scale_form: str, product: str, tmp_path: Path) -> None:
+    ops = canonical_ops_and_check(gelu_erf_graph(scale_form, product), tmp_path / "m.onnx")
+    assert ops == ["onnx.Gelu"]
+
+
+def test_gelu_with_wrong_constant_is_left_alone(tmp_path: Path) -> None:
+    g = Graph()
+    inner = g.op("Add", g.op("Erf", g.op("Div", "x", g.const(1.5))), g.const(1.0))
+    g.output = g.op("Mul", g.op("Mul", "x", inner), g.const(0.5))
+    ops = canonical_ops_and_check(g, tmp_path / "m.onnx")
+    assert "onnx.Gelu" not in ops and "onnx.Erf" in ops
+
+
+@pytest.mark.parametrize("cube", ["pow", "mul"])
+def test_gelu_tanh_form(cube: str, tmp_path: Path) -> None:
+    g = Graph()
+    half_x = g.op("Mul", "x", g.const(0.5))
+    if cube == "pow":
+        cubed = g.op("Pow", "x", g.const(3.0))
+    else:
+        cubed = g.op("Mul", g.op("Mul", "x", "x"), "x")
+    inner = g.op("Add", "x", g.op("Mul", cubed, g.const(0.044715)))
+    tanh = g.op("Tanh", g.op("Mul", inner, g.const(math.sqrt(2 / math.pi))))
+    g.output = g.op("Mul", half_x, g.op("Add", tanh, g.const(1.0)))
+    ops = canonical_ops_and_check(g, tmp_path / "m.onnx")
+    assert ops == ["onnx.Gelu"]
+
+
+def test_folding_of_shape_arithmetic(tmp_path: Path) -> None:
+    g = Graph()
+    shape = g.op("Shape", "x")
+    batch = g.op("Gather", shape, g.const(0, np.int64), axis=0)
+    target = g.op(
+        "Concat",
+        g.op("Unsqueeze", batch, g.const([0], np.int64)),
+        g.const([-1], np.int64),
+        axis=0,
+    )
+    flat = g.op("Reshape", "x", target)
+    positions = g.op("Range", g.const(0, np.int64), g.const(40, np.int64), g.const(1, np.int64))
+    mask = g.op(
+        "Cast",
+        g.op(
+            "Trilu",
+            g.op(
+                "ConstantOfShape",
+                g.const([40, 40], np.int64),
+                value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+            ),
+            upper=0,
+        ),
+        to=TensorProto.FLOAT,
+    )
+    row = g.op("ReduceSum", mask, g.const([0], np.int64), keepdims=0)
+    bias = g.op(
+        "Cast",
+        g.op("Add", g.op("Identity", positions), g.op("Cast", row, to=TensorProto.INT64)),
+        to=TensorProto.FLOAT,
+    )
+    g.output = g.op("Add", flat, g.op("Dropout", bias))
+    ops = canonical_ops_and_check(g, tmp_path / "m.onnx")
+    assert sorted(ops) == ["onnx.Add", "onnx.Constant", "onnx.Constant", "onnx.Reshape"]

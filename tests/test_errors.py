@@ -1,0 +1,179 @@
+"""User errors: one `error:` line, exit status 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import MODELS
+from onnx import TensorProto, helper, numpy_helper
+
+from ctac.errors import CtacError
+from ctac.importer import import_model, parse_shape_flags
+
+BERT = MODELS / "bert_ts_eager.onnx"
+BERT_SHAPES = "input_ids=2x16,attention_mask=2x16"
+
+
+def run_ctac(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ctac", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert result.stdout == ""
+
+
+def test_truncated_model(tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(BERT.read_bytes()[:20_000])
+    assert_user_error(
+        run_ctac("compile", str(truncated), "--shape", BERT_SHAPES), "truncated.onnx", "corrupt"
+    )
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    assert_user_error(run_ctac("compile", str(tmp_path / "nope.onnx")), "not found")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    assert_user_error(run_ctac("compile", str(empty)), "empty.onnx")
+
+
+def test_unsupported_ops_are_all_listed(tmp_path: Path) -> None:
+    model = onnx.load(str(BERT))
+    renamed = []
+    for node in model.graph.node:
+        if node.op_type == "Softmax":
+            node.op_type = "Hardmax"
+            renamed.append(node.name)
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    for node in model.graph.node:
+        if node.op_type == "Erf":
+            node.domain = "com.example"
+            node.op_type = "FancyErf"
+            renamed.append(node.name)
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(model, str(path))
+    result = run_ctac("compile", str(path), "--shape", BERT_SHAPES)
+    assert_user_error(result, "4 node(s)", "(Hardmax)", "(com.example.FancyErf)")
+    for name in renamed:
+        assert name in result.stderr
+
+
+def test_unset_symbolic_dimension_names_input_and_flag() -> None:
+    assert_user_error(
+        run_ctac("compile", str(BERT)),
+        "'input_ids' has 'batch', 'sequence'",
+        "--shape input_ids=<batch>x<sequence>,attention_mask=<batch>x<sequence>",
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "fragment"),
+    [
+        ("foo=2x16", "unknown input(s) ['foo']"),
+        ("input_ids=2x16x3,attention_mask=2x16", "has rank 3"),
+        ("input_ids=2xQ", "must be integers"),
+        ("input_ids=0x16,attention_mask=2x16", "must be positive"),
+    ],
+)
+def test_bad_shape_flags(flag: str, fragment: str) -> None:
+    assert_user_error(run_ctac("compile", str(BERT), "--shape", flag), fragment)
+
+
+def test_shape_flags_repeat_or_comma_separate() -> None:
+    assert parse_shape_flags(["a=1x2", "b=3"]) == parse_shape_flags(["a=1x2,b=3"])
+
+
+def test_failed_compile_leaves_no_output_file(tmp_path: Path) -> None:
+    output = tmp_path / "out.mlir"
+    assert_user_error(run_ctac("compile", str(BERT), "-o", str(output)), "symbolic")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_successful_compile_writes_readable_file(tmp_path: Path) -> None:
+    output = tmp_path / "out.mlir"
+    result = run_ctac("compile", str(BERT), "--shape", BERT_SHAPES, "-o", str(output))
+    assert result.returncode == 0, result.stderr
+    assert output.read_text().startswith("builtin.module")
+    assert oct(output.stat().st_mode & 0o444) == oct(0o444)
+
+
+def _external_data_model(folder: Path, location: str) -> Path:
+    weight = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../secret.bin"])
+def test_external_data_outside_model_folder_is_refused(tmp_path: Path, location: str) -> None:
+    (tmp_path / "secret.bin").write_bytes(np.ones(16, np.float32).tobytes())
+    path = _external_data_model(tmp_path / "model", location)
+    with pytest.raises(CtacError, match="external data"):
+        import_model(path)
+
+
+def test_external_data_symlink_out_of_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret.bin").write_bytes(np.ones(16, np.float32).tobytes())
+    folder = tmp_path / "model"
+    path = _external_data_model(folder, "weights.bin")
+    os.symlink(tmp_path / "secret.bin", folder / "weights.bin")
+    with pytest.raises(CtacError, match="outside the model's folder"):
+        import_model(path)
+
+
+def test_external_data_inside_folder_loads(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    path = _external_data_model(folder, "weights.bin")
+    (folder / "weights.bin").write_bytes(np.full(16, 2.0, np.float32).tobytes())
+    imported = import_model(path)
+    from ctac.runtime.evaluator import evaluate
+
+    result = evaluate(imported.module, {"x": np.eye(4, dtype=np.float32)})["y"]
+    np.testing.assert_array_equal(result, np.full((4, 4), 2.0, np.float32))
+
+
+def test_external_data_shorter_than_declared_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    path = _external_data_model(folder, "weights.bin")
+    (folder / "weights.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(CtacError, match="holds 10 bytes"):
+        import_model(path)
+
+
+def test_eval_of_missing_module(tmp_path: Path) -> None:
+    result = run_ctac("eval", str(tmp_path / "missing.mlir"))
+    assert_user_error(result, "not found")
+
+
+def test_corrupt_module_text_is_a_user_error(tmp_path: Path) -> None:
+    module = tmp_path / "bad.mlir"
+    module.write_text("builtin.module { this is not ir }")
+    assert_user_error(run_ctac("eval", str(module)), "bad.mlir")
