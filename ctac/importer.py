@@ -291,7 +291,9 @@ class _GraphBuilder:
         if any(int(np.prod(onnx_dialect.shape_of(r))) > KNOWN_ELEMENTS for r in op.results):
             return
         arrays = operand_arrays(op, self.known)
-        for result, array in zip(op.results, SEMANTICS[type(op)](op, *arrays), strict=True):
+        with np.errstate(all="ignore"):
+            results = SEMANTICS[type(op)](op, *arrays)
+        for result, array in zip(op.results, results, strict=True):
             self.known[result] = np.asarray(array).astype(
                 onnx_dialect.numpy_dtype(onnx_dialect.element_of(result))
             )

@@ -66,7 +66,9 @@ class _Folder:
             return None
         reads_weights = any(isinstance(v.owner, ox.WeightOp) for v in op.operands)
         arrays = {v: self.value_of(v) for v in op.operands}
-        results = SEMANTICS[type(op)](op, *operand_arrays(op, arrays))
+        # Folding computes what the program would: inf/nan results are values, not warnings.
+        with np.errstate(all="ignore"):
+            results = SEMANTICS[type(op)](op, *operand_arrays(op, arrays))
         folded = []
         for result, array in zip(op.results, results, strict=True):
             array = np.asarray(array).astype(ox.numpy_dtype(ox.element_of(result)))
@@ -193,6 +195,14 @@ def _plus_one(value: SSAValue) -> SSAValue | None:
     return None
 
 
+def _gelu_result(x: SSAValue, inner: SSAValue) -> tuple[SSAValue, SSAValue] | None:
+    product = _match_half_x_times(inner, x)
+    # Shapes only grow through broadcasting: equal end shapes mean no constant broadcast x.
+    if product is None or ox.shape_of(product.result) != ox.shape_of(x):
+        return None
+    return x, product.result
+
+
 def match_gelu_erf(erf: ox.ErfOp) -> tuple[SSAValue, SSAValue] | None:
     """Erf form: 0.5 * x * (1 + erf(x / sqrt 2)). Returns (x, result)."""
     scaled = erf.X.owner
@@ -208,8 +218,7 @@ def match_gelu_erf(erf: ox.ErfOp) -> tuple[SSAValue, SSAValue] | None:
     inner = _plus_one(erf.Y)
     if inner is None:
         return None
-    product = _match_half_x_times(inner, x)
-    return None if product is None else (x, product.result)
+    return _gelu_result(x, inner)
 
 
 def match_gelu_tanh(tanh: ox.TanhOp) -> tuple[SSAValue, SSAValue] | None:
@@ -243,8 +252,7 @@ def match_gelu_tanh(tanh: ox.TanhOp) -> tuple[SSAValue, SSAValue] | None:
         inner = _plus_one(tanh.Y)
         if inner is None:
             return None
-        product = _match_half_x_times(inner, x)
-        return None if product is None else (x, product.result)
+        return _gelu_result(x, inner)
     return None
 
 
@@ -294,6 +302,11 @@ def match_layer_norm(div: ox.DivOp) -> LayerNormMatch | None:
     epsilon = scalar_of(pair[0])
     variance = pair[1].owner
     if not isinstance(variance, ox.ReduceMeanOp) or _trailing_axes(variance.axes, rank) != axis:
+        return None
+    # keepdims on both means, so sqrt(variance) broadcasts along the normalised axes only.
+    if ox.shape_of(variance.reduced) != ox.shape_of(mean) or ox.shape_of(sqrt.Y) != ox.shape_of(
+        mean
+    ):
         return None
     square = variance.data.owner
     is_square = (

@@ -70,3 +70,22 @@ def test_no_weights_printed(canonical) -> None:
     inline = [op.to_numpy() for op in canonical.walk() if op.name == "onnx.Constant"]
     non_splat = [a.size for a in inline if a.size > 1 and not (a == a.flat[0]).all()]
     assert max(non_splat, default=0) <= FOLD_ELEMENTS
+
+
+def test_cli_compile_then_ctac_opt_is_byte_identical(model_entry: dict, tmp_path, capsys) -> None:
+    """Acceptance: `ctac compile M --emit onnx > m.mlir` and `ctac-opt m.mlir` print the same."""
+    from ctac.cli import main as ctac_main
+    from ctac.opt import main as opt_main
+
+    flags = ",".join(f"{k}={'x'.join(map(str, v))}" for k, v in shape_flags(model_entry).items())
+    assert (
+        ctac_main(
+            ["compile", str(MODELS / model_entry["file"]), "--shape", flags, "--emit", "onnx"]
+        )
+        == 0
+    )
+    compiled = capsys.readouterr().out
+    module_file = tmp_path / "m.mlir"
+    module_file.write_text(compiled)
+    assert opt_main([str(module_file)]) == 0
+    assert capsys.readouterr().out == compiled
