@@ -20,6 +20,12 @@ from ctac.errors import CtacError
 EXAMPLES_COMPILE = """examples:
   ctac compile tests/models/bert_ts_eager.onnx --shape input_ids=2x16,attention_mask=2x16 --emit onnx
   ctac compile model.onnx --shape input_ids=1x128 --shape attention_mask=1x128 -o model.mlir
+  ctac compile model.onnx --shape input_ids=1x128,attention_mask=1x128 --emit cta
+"""
+
+EXAMPLES_INSPECT = """examples:
+  ctac inspect tests/models/gpt2_ts_eager.onnx --shape input_ids=2x16,attention_mask=2x16
+  ctac inspect model.onnx --shape input_ids=1x128,attention_mask=1x128 --json
 """
 
 EXAMPLES_EVAL = """examples:
@@ -47,17 +53,63 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
-def _compile(args: argparse.Namespace) -> int:
+def _front_end(args: argparse.Namespace, emit: str):
+    """Import, canonicalize and (for emit != 'onnx') detect attention; returns (module, reports)."""
     from ctac.importer import import_model, parse_shape_flags
-    from ctac.pipeline import module_text, run_passes
+    from ctac.passes.detect_attention import detect_attention
+    from ctac.pipeline import run_passes
 
     imported = import_model(args.model, parse_shape_flags(args.shape), args.max_tensor_bytes)
     run_passes(imported.module, "canonicalize")
-    text = module_text(imported.module)
+    reports, refused = [], []
+    if emit != "onnx":
+        reports, refused = detect_attention(imported.module, verify=args.verify_attention)
+        for line in refused:
+            print(f"warning: attention match refused at {line}", file=sys.stderr)
+    return imported.module, reports
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from ctac.pipeline import module_text
+
+    module, _ = _front_end(args, args.emit)
+    text = module_text(module)
     if args.output:
         write_atomically(args.output, text.encode())
     else:
         sys.stdout.write(text)
+    return 0
+
+
+INSPECT_COLUMNS = [
+    ("layer", "layer"),
+    ("form", "form recognised"),
+    ("num_heads", "heads"),
+    ("kv_heads", "kv heads"),
+    ("head_dim", "head dim"),
+    ("q_len", "q len"),
+    ("kv_len", "kv len"),
+    ("mask_kind", "mask"),
+    ("causal", "causal"),
+    ("projections", "projections captured"),
+    ("verified", "verified (max rel err)"),
+]
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    _, reports = _front_end(args, "cta")
+    rows = [asdict(report) for report in reports]
+    if args.json:
+        print(json.dumps({"model": str(args.model), "attention": rows}, indent=2))
+        return 0
+    print(f"{args.model}: {len(rows)} attention layer(s)")
+    for index, row in enumerate(rows):
+        print(f"[{index}]")
+        for key, title in INSPECT_COLUMNS:
+            print(f"  {title:<24}{row[key]}")
     return 0
 
 
@@ -102,6 +154,29 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the .onnx file")
+    parser.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=DxD",
+        help="fix an input's shape (repeatable, or comma-separated: a=1x16,b=1x16)",
+    )
+    parser.add_argument(
+        "--max-tensor-bytes",
+        type=int,
+        default=4 * 1024**3,
+        help="refuse models declaring a larger tensor (default 4 GiB)",
+    )
+    parser.add_argument(
+        "--verify-attention",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="prove each attention match numerically on random inputs (default on)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctac",
@@ -116,28 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES_COMPILE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    compile_parser.add_argument("model", help="the .onnx file")
-    compile_parser.add_argument(
-        "--shape",
-        action="append",
-        default=[],
-        metavar="NAME=DxD",
-        help="fix an input's shape (repeatable, or comma-separated: a=1x16,b=1x16)",
-    )
+    _model_arguments(compile_parser)
     compile_parser.add_argument(
         "--emit",
-        choices=["onnx"],
-        default="onnx",
-        help="what to produce: 'onnx' prints the canonicalised onnx-dialect module",
+        choices=["onnx", "cta"],
+        default="cta",
+        help="what to produce: 'onnx' = the canonicalised onnx-dialect module, "
+        "'cta' = after attention detection (default)",
     )
     compile_parser.add_argument("-o", "--output", help="write to this file instead of stdout")
-    compile_parser.add_argument(
-        "--max-tensor-bytes",
-        type=int,
-        default=4 * 1024**3,
-        help="refuse models declaring a larger tensor (default 4 GiB)",
-    )
     compile_parser.set_defaults(handler=_compile)
+
+    inspect_parser = commands.add_parser(
+        "inspect",
+        help="list the attention layers ctac finds in a model",
+        epilog=EXAMPLES_INSPECT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(inspect_parser)
+    inspect_parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect_parser.set_defaults(handler=_inspect)
 
     eval_parser = commands.add_parser(
         "eval",

@@ -165,6 +165,7 @@ def _node_label(node: onnx.NodeProto) -> str:
 
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.$-]")
+_NUMBER_SUFFIX = re.compile(r"_(\d+)$")
 
 
 def ssa_name(onnx_name: str) -> str:
@@ -173,7 +174,9 @@ def ssa_name(onnx_name: str) -> str:
     name = _NAME_CHARS.sub("_", name)
     if not name or name[0].isdigit():
         name = "v" + name
-    return name
+    # xDSL drops a trailing `_<digits>` from name hints (it reserves it for uniquing), which
+    # would turn every `val_123` of a dynamo export into `val`: keep the number as `.123`.
+    return _NUMBER_SUFFIX.sub(r".\1", name)
 
 
 def _convert_attribute(node: onnx.NodeProto, attribute: onnx.AttributeProto) -> Attribute:

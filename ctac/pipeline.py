@@ -13,10 +13,11 @@ from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
+from ctac.dialects.cta import Cta
 from ctac.dialects.onnx import Onnx
 from ctac.errors import CtacError
 
-PROJECT_DIALECTS = [Onnx]
+PROJECT_DIALECTS = [Onnx, Cta]
 
 
 def _canonicalize() -> type[ModulePass]:
@@ -25,9 +26,16 @@ def _canonicalize() -> type[ModulePass]:
     return CanonicalizePass
 
 
+def _detect_attention() -> type[ModulePass]:
+    from ctac.passes.detect_attention import DetectAttentionPass
+
+    return DetectAttentionPass
+
+
 # Pass name -> factory returning the pass class (imported lazily, as xdsl-opt expects).
 PROJECT_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "canonicalize": _canonicalize,
+    "detect-attention": _detect_attention,
 }
 
 

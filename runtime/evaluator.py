@@ -159,3 +159,62 @@ def _indexed_extent(value: SSAValue, depth: int = 0) -> int | None:
             if found is not None:
                 return found
     return None
+
+
+def evaluate_values(
+    targets: list[SSAValue],
+    bindings: Mapping[SSAValue, np.ndarray],
+    module: ModuleOp | None = None,
+    max_ops: int = 100_000,
+) -> list[np.ndarray]:
+    """Evaluate some values from given values of others: walks each target's producers back to
+    bound values, constants and weights, then runs those ops in order. Raises CtacError if an
+    unbound block argument is needed."""
+    values: dict[SSAValue, np.ndarray] = dict(bindings)
+    needed: list[Operation] = []
+    seen: set[Operation] = set()
+    stack = [t for t in targets if t not in values]
+    while stack:
+        value = stack.pop()
+        owner = value.owner
+        if not isinstance(owner, Operation):
+            raise CtacError(f"evaluating needs an unbound argument {value.name_hint or value}")
+        if owner in seen:
+            continue
+        seen.add(owner)
+        needed.append(owner)
+        if len(needed) > max_ops:
+            raise CtacError("the value depends on too many ops to evaluate")
+        stack.extend(v for v in owner.operands if v not in values)
+    block = None
+    for op in needed:
+        block = op.parent_block()
+        if block is not None:
+            break
+    order = {op: index for index, op in enumerate(block.ops)} if block is not None else {}
+    needed.sort(key=lambda op: order.get(op, -1))
+    store = None
+    for op in needed:
+        if isinstance(op, ox.WeightOp):
+            if store is None:
+                owner_module = module or _enclosing_module(op)
+                store = store_for_module(owner_module) if owner_module is not None else None
+            if store is None:
+                raise CtacError("onnx.Weight needs a module with a ctac.weights attribute")
+            values[op.output] = store.get(op.ref.data)
+            continue
+        implementation = SEMANTICS.get(type(op))
+        if implementation is None:
+            raise CtacError(f"the reference evaluator has no semantics for {op.name}")
+        with np.errstate(all="ignore"):
+            results = implementation(op, *operand_arrays(op, values))
+        for result, array in zip(op.results, results, strict=True):
+            values[result] = _check_result(op, result, array)
+    return [values[t] for t in targets]
+
+
+def _enclosing_module(op: Operation) -> ModuleOp | None:
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, ModuleOp):
+        parent = parent.parent_op()
+    return parent

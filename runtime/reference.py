@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ctac.dialects import cta
 from ctac.dialects import onnx as ox
 from ctac.errors import CtacError
 
@@ -476,4 +477,83 @@ def _cumsum(op: ox.CumSumOp, x: Array, axis: Array) -> list[Array]:
 
 def missing_semantics() -> list[str]:
     """Ops of the dialect that have no numpy semantics yet (must be empty; a test checks)."""
-    return [op.name for op in ox.ALL_OPS if op not in SEMANTICS and op is not ox.WeightOp]
+    ops = [*ox.ALL_OPS, cta.ProjectOp, cta.AttentionOp]
+    return [op.name for op in ops if op not in SEMANTICS and op is not ox.WeightOp]
+
+
+# ---------------------------------------------------------------------------------------------
+# cta dialect
+# ---------------------------------------------------------------------------------------------
+
+
+def attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Array | None,
+    *,
+    num_heads: int,
+    kv_heads: int,
+    scale: float,
+    causal: bool,
+    mask_kind: str,
+) -> Array:
+    """softmax(q k^T * scale + mask) v per head; a query row with no visible key gives zeros."""
+    group = num_heads // kv_heads
+    if group > 1:
+        k = np.repeat(k, group, axis=1)
+        v = np.repeat(v, group, axis=1)
+    scores = np.matmul(q.astype(np.float64), np.swapaxes(k.astype(np.float64), -1, -2)) * scale
+    visible = None
+    if mask_kind == "additive":
+        scores = scores + mask
+    elif mask_kind == "key_padding":
+        visible = (np.asarray(mask) != 0)[:, None, None, :]
+    if causal:
+        q_len, k_len = q.shape[2], k.shape[2]
+        rows = np.arange(q_len)[:, None] + (k_len - q_len)
+        lower = np.arange(k_len)[None, :] <= rows
+        visible = lower if visible is None else visible & lower
+    if visible is not None:
+        scores = np.where(visible, scores, -np.inf)
+    peak = np.max(scores, axis=-1, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    weights = np.exp(scores - peak)
+    total = weights.sum(axis=-1, keepdims=True)
+    probabilities = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return np.matmul(probabilities, v.astype(np.float64))
+
+
+@semantics(cta.AttentionOp)
+def _attention(
+    op: cta.AttentionOp, q: Array, k: Array, v: Array, mask: Array | None
+) -> list[Array]:
+    return [
+        attention(
+            q,
+            k,
+            v,
+            mask,
+            num_heads=op.int_attr("num_heads"),
+            kv_heads=op.int_attr("kv_heads"),
+            scale=op.float_attr("scale"),
+            causal=bool(op.int_attr("causal", 0)),
+            mask_kind=op.str_attr("mask_kind", "none"),
+        )
+    ]
+
+
+def project(
+    x: Array, w: Array, b: Array | None, heads: int, head_dim: int, columns: tuple[int, int]
+) -> Array:
+    start, end = columns
+    y = x @ w[:, start:end]
+    if b is not None:
+        y = y + b[start:end]
+    batch, seq = x.shape[0], x.shape[1]
+    return y.reshape(batch, seq, heads, head_dim).transpose(0, 2, 1, 3)
+
+
+@semantics(cta.ProjectOp)
+def _project(op: cta.ProjectOp, x: Array, w: Array, b: Array | None) -> list[Array]:
+    return [project(x, w, b, op.int_attr("heads"), op.int_attr("head_dim"), op.column_range())]
