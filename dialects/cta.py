@@ -82,7 +82,8 @@ class AttentionOp(OnnxOp):
 
     q: (B, num_heads, Sq, head_dim); k: (B, kv_heads, Sk, head_dim); v: (B, kv_heads, Sk, Dv);
     result: (B, num_heads, Sq, Dv). Query head h reads key/value head h // (num_heads / kv_heads).
-    A causal mask lets query i see keys j <= i + (Sk - Sq).
+    A causal mask lets query i see keys j <= i + causal_offset (default Sk - Sq: the last query
+    sees every key, as with a KV cache; ONNX Attention without past uses 0).
     """
 
     name = "cta.attention"
@@ -96,6 +97,7 @@ class AttentionOp(OnnxOp):
     head_dim = prop_def(IntegerAttr)
     scale = prop_def(FloatAttr)
     causal = opt_prop_def(IntegerAttr)
+    causal_offset = opt_prop_def(IntegerAttr)
     mask_kind = opt_prop_def(StringAttr)
     traits = traits_def(Pure())
     irdl_options = (AttrSizedOperandSegments(as_property=True),)

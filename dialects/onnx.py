@@ -927,6 +927,23 @@ class ClipOp(OnnxOp):
 
 
 @irdl_op_definition
+class PadOp(OnnxOp):
+    name = "onnx.Pad"
+    data = operand_def(TensorType)
+    pads = operand_def(TensorType)
+    constant_value = opt_operand_def(TensorType)
+    axes = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    mode = opt_prop_def(StringAttr)
+    traits = traits_def(Pure())
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+
+    def verify_onnx(self) -> None:
+        if self.str_attr("mode", "constant") not in ("constant", "reflect", "edge", "wrap"):
+            _fail(self, f"unknown mode '{self.str_attr('mode')}'")
+
+
+@irdl_op_definition
 class ConstantOfShapeOp(OnnxOp):
     name = "onnx.ConstantOfShape"
     input = operand_def(TensorType)

@@ -5,7 +5,9 @@
   A folded result is kept when it is a splat, or has at most FOLD_ELEMENTS elements and is not
   float data computed from an `onnx.Weight`: computations on weights (embedding lookups,
   transposes) stay ops over the weight store, so the printed IR never carries weights.
-- Removes Identity and inference-mode Dropout.
+- Removes Identity and inference-mode Dropout, and ops that do nothing: x + 0, x * 1, Cast or
+  Expand to the operand's own type, identity Transpose, Where on a constant condition, chains
+  of Reshape/Unsqueeze/Squeeze/Flatten that return to an earlier shape.
 - Recognises the decomposed LayerNorm (ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div[/Mul/Add]) and
   GELU (Erf form and Tanh form) and replaces each with one `onnx.LayerNormalization` / `onnx.Gelu`.
 - Removes ops whose results are unused.
@@ -383,6 +385,57 @@ def rewrite_gelu(x: SSAValue, result: SSAValue, approximate: str) -> None:
     result.replace_all_uses_with(gelu.Y)
 
 
+_LAYOUT_OPS = (ox.ReshapeOp, ox.UnsqueezeOp, ox.SqueezeOp, ox.FlattenOp)
+_NO_OP_WHEN_SAME_TYPE = (ox.CastOp, ox.CastLikeOp, ox.ExpandOp, *_LAYOUT_OPS)
+
+
+def _constant_splat(value: SSAValue) -> float | None:
+    owner = value.owner
+    if isinstance(owner, ox.ConstantOp):
+        array = owner.to_numpy()
+        if array.size and (array == array.flat[0]).all():
+            return float(array.flat[0])
+    return None
+
+
+def simplified_value(op: Operation) -> SSAValue | None:
+    """A value that `op`'s single result always equals, if `op` does nothing (x + 0, x * 1,
+    Cast to its own type, Where on a constant condition, Reshape back to an earlier shape...)."""
+    if len(op.results) != 1:
+        return None
+    result = op.results[0]
+    if isinstance(op, _NO_OP_WHEN_SAME_TYPE) and op.operands[0].type == result.type:
+        return op.operands[0]
+    if isinstance(op, ox.TransposeOp) and op.permutation() == tuple(
+        range(len(ox.shape_of(op.data)))
+    ):
+        return op.data
+    if isinstance(op, _LAYOUT_OPS):
+        # Row-major reshapes compose: Reshape(Unsqueeze(x)) with x's shape is x.
+        source = op.operands[0]
+        while isinstance(source.owner, _LAYOUT_OPS):
+            source = source.owner.operands[0]
+            if source.type == result.type:
+                return source
+    identity = {ox.AddOp: 0.0, ox.SubOp: 0.0, ox.MulOp: 1.0, ox.DivOp: 1.0}.get(type(op))
+    if identity is not None:
+        candidates = [(op.operands[0], op.operands[1])]
+        if isinstance(op, ox.AddOp | ox.MulOp):
+            candidates.append((op.operands[1], op.operands[0]))
+        for kept, other in candidates:
+            if kept.type == result.type and _constant_splat(other) == identity:
+                return kept
+    if isinstance(op, ox.WhereOp):
+        condition = op.condition.owner
+        if isinstance(condition, ox.ConstantOp):
+            mask = condition.to_numpy()
+            if mask.all() and op.X.type == result.type:
+                return op.X
+            if not mask.any() and op.Y.type == result.type:
+                return op.Y
+    return None
+
+
 def canonicalize_function(module: ModuleOp, function: func.FuncOp) -> None:
     folder = _Folder(module)
     for op in list(function.body.block.ops):
@@ -398,6 +451,10 @@ def canonicalize_function(module: ModuleOp, function: func.FuncOp) -> None:
             folded = folder.try_fold(op)
             if folded is not None:
                 _replace_with_constants(op, folded)
+                continue
+            same = simplified_value(op)
+            if same is not None:
+                _forward_operand(op, same)
     remove_dead_ops(function)
     for op in list(function.body.block.ops):
         if op.parent_block() is None:

@@ -443,6 +443,29 @@ def _constant(op: ox.ConstantOp) -> list[Array]:
     return [op.to_numpy()]
 
 
+@semantics(ox.PadOp)
+def _pad(
+    op: ox.PadOp, x: Array, pads: Array, value: Array | None, axes: Array | None
+) -> list[Array]:
+    axis_list = [a % x.ndim for a in _axis_list(axes)] or list(range(x.ndim))
+    amounts = [int(p) for p in pads.reshape(-1)]
+    widths = [(0, 0)] * x.ndim
+    for index, axis in enumerate(axis_list):
+        widths[axis] = (amounts[index], amounts[index + len(axis_list)])
+    if any(b < 0 or a < 0 for b, a in widths):
+        # Negative pads crop.
+        slices = tuple(
+            slice(max(-b, 0), x.shape[i] - max(-a, 0)) for i, (b, a) in enumerate(widths)
+        )
+        x = x[slices]
+        widths = [(max(b, 0), max(a, 0)) for b, a in widths]
+    mode = op.str_attr("mode", "constant")
+    if mode == "constant":
+        fill = np.asarray(value).reshape(-1)[0] if value is not None and value.size else 0
+        return [np.pad(x, widths, mode="constant", constant_values=fill)]
+    return [np.pad(x, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])]
+
+
 @semantics(ox.ConstantOfShapeOp)
 def _constant_of_shape(op: ox.ConstantOfShapeOp, shape: Array) -> list[Array]:
     value = (
@@ -497,6 +520,7 @@ def attention(
     scale: float,
     causal: bool,
     mask_kind: str,
+    causal_offset: int | None = None,
 ) -> Array:
     """softmax(q k^T * scale + mask) v per head; a query row with no visible key gives zeros."""
     group = num_heads // kv_heads
@@ -511,7 +535,8 @@ def attention(
         visible = (np.asarray(mask) != 0)[:, None, None, :]
     if causal:
         q_len, k_len = q.shape[2], k.shape[2]
-        rows = np.arange(q_len)[:, None] + (k_len - q_len)
+        offset = k_len - q_len if causal_offset is None else causal_offset
+        rows = np.arange(q_len)[:, None] + offset
         lower = np.arange(k_len)[None, :] <= rows
         visible = lower if visible is None else visible & lower
     if visible is not None:
@@ -539,6 +564,7 @@ def _attention(
             scale=op.float_attr("scale"),
             causal=bool(op.int_attr("causal", 0)),
             mask_kind=op.str_attr("mask_kind", "none"),
+            causal_offset=op.int_attr("causal_offset"),
         )
     ]
 

@@ -107,6 +107,8 @@ CASES = {
         [c([2, 3])],
         {"value": helper.make_tensor("v", TensorProto.FLOAT, [1], [0.25])},
     ),
+    "Pad": ("Pad", [F, c([0, 1, 2, 0, 0, 1]), c(-1.5, np.float32)], {}),
+    "PadAxesEdge": ("Pad", [F, c([1, 2]), None, c([-1])], {"mode": "edge"}),
     "Range": ("Range", [c(1), c(11), c(3)], {}),
     "Trilu": ("Trilu", [F, c(1)], {"upper": 0}),
     "CumSum": ("CumSum", [F, c(1)], {"exclusive": 1, "reverse": 1}),
