@@ -33,6 +33,7 @@ from xdsl.irdl import OptOperandDef, VarOperandDef, VarResultDef
 
 from ctac.dialects import onnx as onnx_dialect
 from ctac.errors import CtacError
+from ctac.functions import check_limits, expand, has_function
 from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES, load_onnx
 from ctac.runtime.evaluator import operand_arrays
 from ctac.runtime.reference import SEMANTICS, shape_op_result
@@ -305,7 +306,7 @@ class _GraphBuilder:
         unsupported = []
         for node in self.graph.node:
             supported = node.domain in ("", "ai.onnx") and (
-                node.op_type in onnx_dialect.OP_BY_ONNX_TYPE
+                node.op_type in onnx_dialect.OP_BY_ONNX_TYPE or has_function(node, self.opset)
             )
             if not supported:
                 domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
@@ -315,6 +316,17 @@ class _GraphBuilder:
                 f"{len(unsupported)} node(s) use operators ctac does not support: "
                 + ", ".join(unsupported)
             )
+
+    def build_from_function(self, node: onnx.NodeProto, depth: int) -> None:
+        """An op ctac has no op for, replaced by the function body ONNX defines for it."""
+        if depth > 4 or not has_function(node, self.opset):
+            raise CtacError(f"node {_node_label(node)}: {node.op_type} is not supported")
+        check_limits(node, self.used_names)
+        input_types = [self.type_proto(self.operand(n, node)) for n in node.input if n]
+        body = expand(node, self.opset, input_types)
+        self.used_names.update(name for inner in body for name in inner.input)
+        for inner in body:
+            self.build_node(inner, depth + 1)
 
     def add(self, op: onnx_dialect.OnnxOp) -> onnx_dialect.OnnxOp:
         assert self.block is not None
@@ -344,7 +356,10 @@ class _GraphBuilder:
             raise CtacError(f"node {_node_label(node)} reads '{name}', which no node produces")
         return value
 
-    def build_node(self, node: onnx.NodeProto) -> None:
+    def build_node(self, node: onnx.NodeProto, depth: int = 0) -> None:
+        if node.op_type not in onnx_dialect.OP_BY_ONNX_TYPE:
+            self.build_from_function(node, depth)
+            return
         if node.op_type == "Constant":
             self.values[node.output[0]] = self.constant_value(
                 node.output[0], constant_node_value(node), f"node {_node_label(node)}"

@@ -82,6 +82,7 @@ class AttentionOp(OnnxOp):
 
     q: (B, num_heads, Sq, head_dim); k: (B, kv_heads, Sk, head_dim); v: (B, kv_heads, Sk, Dv);
     result: (B, num_heads, Sq, Dv). Query head h reads key/value head h // (num_heads / kv_heads).
+    With softcap c > 0 the scaled scores become c * tanh(scores / c) before the mask.
     A causal mask lets query i see keys j <= i + causal_offset (default Sk - Sq: the last query
     sees every key, as with a KV cache; ONNX Attention without past uses 0).
     """
@@ -98,6 +99,7 @@ class AttentionOp(OnnxOp):
     scale = prop_def(FloatAttr)
     causal = opt_prop_def(IntegerAttr)
     causal_offset = opt_prop_def(IntegerAttr)
+    softcap = opt_prop_def(FloatAttr)
     mask_kind = opt_prop_def(StringAttr)
     traits = traits_def(Pure())
     irdl_options = (AttrSizedOperandSegments(as_property=True),)

@@ -61,6 +61,10 @@ class _Folder:
             return None
         if isinstance(op, ox.ShapeOp):
             return [shape_op_result(op)]
+        if isinstance(op, ox.CastLikeOp) and isinstance(op.input.owner, ox.ConstantOp):
+            # Only the target's element type matters, not its values.
+            target = ox.numpy_dtype(ox.element_of(op.output))
+            return [op.input.owner.to_numpy().astype(target)]
         if not all(isinstance(v.owner, ox.ConstantOp | ox.WeightOp) for v in op.operands):
             return None
         touched = sum(_size(v) for v in op.operands) + sum(_size(r) for r in op.results)
@@ -425,6 +429,8 @@ def simplified_value(op: Operation) -> SSAValue | None:
         for kept, other in candidates:
             if kept.type == result.type and _constant_splat(other) == identity:
                 return kept
+    if isinstance(op, ox.PadOp) and op.data.type == result.type:
+        return op.data
     if isinstance(op, ox.WhereOp):
         condition = op.condition.owner
         if isinstance(condition, ox.ConstantOp):

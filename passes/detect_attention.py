@@ -291,6 +291,27 @@ class Scores:
     bias_terms: list[SSAValue]
     where_masks: list[WhereMask]
     form: list[str]
+    softcap: float = 0.0
+
+
+def _softcap_input(value: SSAValue) -> tuple[SSAValue, float] | None:
+    """c * tanh(s / c) (or tanh(s * (1/c)) * c) -> (s, c)."""
+    owner = value.owner
+    if not isinstance(owner, ox.MulOp):
+        return None
+    for tanh_value, other in ((owner.A, owner.B), (owner.B, owner.A)):
+        cap = scalar_of(other)
+        tanh = tanh_value.owner
+        if cap is None or cap <= 0 or not isinstance(tanh, ox.TanhOp):
+            continue
+        inner, factor, _ = peel_scalars(tanh.X)
+        if (
+            inner is not tanh.X
+            and abs(factor * cap - 1.0) <= 1e-6
+            and _shape(inner) == _shape(value)
+        ):
+            return inner, cap
+    return None
 
 
 def _very_negative(value: SSAValue) -> float | None:
@@ -306,6 +327,15 @@ def walk_scores(value: SSAValue, depth: int = 0) -> list[Scores]:
     found: list[Scores] = []
     if isinstance(owner, ox.MatMulOp) and len(_shape(owner.Y)) == 4:
         found.append(Scores(owner, 1.0, [], [], []))
+    softcapped = _softcap_input(value)
+    if softcapped is not None:
+        inner, cap = softcapped
+        for scores in walk_scores(inner, depth + 1):
+            # Masks inside the tanh are not expressible; the scale is.
+            if not scores.bias_terms and not scores.where_masks and not scores.softcap:
+                scores.softcap = cap
+                scores.form.append("softcap")
+                found.append(scores)
     if isinstance(owner, ox.MulOp | ox.DivOp) or (
         isinstance(owner, ox.CastOp) and _is_float(owner.input)
     ):
@@ -688,6 +718,8 @@ def rewrite(
         "head_dim": IntegerAttr(_shape(query)[3], i64),
         "scale": FloatAttr(match.scale, f64),
     }
+    if match.scores.softcap:
+        properties["softcap"] = FloatAttr(match.scores.softcap, f64)
     if decision.causal_offset is not None:
         properties["causal"] = IntegerAttr(1, i64)
         if decision.causal_offset != sk - sq:

@@ -521,6 +521,7 @@ def attention(
     causal: bool,
     mask_kind: str,
     causal_offset: int | None = None,
+    softcap: float = 0.0,
 ) -> Array:
     """softmax(q k^T * scale + mask) v per head; a query row with no visible key gives zeros."""
     group = num_heads // kv_heads
@@ -528,6 +529,8 @@ def attention(
         k = np.repeat(k, group, axis=1)
         v = np.repeat(v, group, axis=1)
     scores = np.matmul(q.astype(np.float64), np.swapaxes(k.astype(np.float64), -1, -2)) * scale
+    if softcap > 0:
+        scores = softcap * np.tanh(scores / softcap)
     visible = None
     if mask_kind == "additive":
         scores = scores + mask
@@ -565,6 +568,7 @@ def _attention(
             causal=bool(op.int_attr("causal", 0)),
             mask_kind=op.str_attr("mask_kind", "none"),
             causal_offset=op.int_attr("causal_offset"),
+            softcap=op.float_attr("softcap", 0.0),
         )
     ]
 
