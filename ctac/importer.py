@@ -31,6 +31,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.irdl import OptOperandDef, VarOperandDef, VarResultDef
 
+from ctac.contrib import CONTRIB_DOMAIN, CONTRIB_OPS, ContribBuilder
 from ctac.dialects import onnx as onnx_dialect
 from ctac.errors import CtacError
 from ctac.functions import check_limits, expand, has_function
@@ -305,9 +306,10 @@ class _GraphBuilder:
     def check_supported(self) -> None:
         unsupported = []
         for node in self.graph.node:
-            supported = node.domain in ("", "ai.onnx") and (
-                node.op_type in onnx_dialect.OP_BY_ONNX_TYPE or has_function(node, self.opset)
-            )
+            supported = (
+                node.domain in ("", "ai.onnx")
+                and (node.op_type in onnx_dialect.OP_BY_ONNX_TYPE or has_function(node, self.opset))
+            ) or (node.domain == CONTRIB_DOMAIN and node.op_type in CONTRIB_OPS)
             if not supported:
                 domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
                 unsupported.append(f"'{node.name or node.output[0]}' ({domain}{node.op_type})")
@@ -316,6 +318,16 @@ class _GraphBuilder:
                 f"{len(unsupported)} node(s) use operators ctac does not support: "
                 + ", ".join(unsupported)
             )
+
+    def build_contrib(self, node: onnx.NodeProto) -> None:
+        """onnxruntime's fused attention ops, straight to cta ops (ctac/contrib.py)."""
+        inputs = [self.operand(n, node) if n else None for n in node.input]
+        builder = ContribBuilder(node, inputs, self.add, self.used_names)
+        results = CONTRIB_OPS[node.op_type](builder)
+        for name, value in zip(node.output, results, strict=False):
+            if name:
+                value.name_hint = ssa_name(name)
+                self.values[name] = value
 
     def build_from_function(self, node: onnx.NodeProto, depth: int) -> None:
         """An op ctac has no op for, replaced by the function body ONNX defines for it."""
@@ -357,6 +369,9 @@ class _GraphBuilder:
         return value
 
     def build_node(self, node: onnx.NodeProto, depth: int = 0) -> None:
+        if node.domain == CONTRIB_DOMAIN:
+            self.build_contrib(node)
+            return
         if node.op_type not in onnx_dialect.OP_BY_ONNX_TYPE:
             self.build_from_function(node, depth)
             return
