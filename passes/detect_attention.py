@@ -23,6 +23,7 @@ evaluated on the same random inputs and a match that differs by more than 1e-4 i
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -702,7 +703,8 @@ def rewrite(
         return "mask too complex to inspect"
     new_ops: list[Operation] = []
     captured: list[str] = []
-    prefix = (pv.Y.name_hint or "attention").removesuffix("_MatMul_1")
+    prefix = re.sub(r"_?[Ss]oftmax(\.\d+)?$", "", match.softmax.output.name_hint or "")
+    prefix = prefix or pv.Y.name_hint or "attention"
     query = _materialize(match.query, block, pv, new_ops, captured)
     key = _materialize(match.key, block, pv, new_ops, captured)
     value = _materialize(match.value, block, pv, new_ops, captured)

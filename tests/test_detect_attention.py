@@ -57,3 +57,58 @@ def test_cta_module_round_trips(detected) -> None:
     module, _, _ = detected
     text = module_text(module)
     assert module_text(parse_module(text)) == text
+
+
+def test_inspect_reports_every_layer(capsys) -> None:
+    import json
+
+    from ctac.cli import main
+
+    model = MODELS / "gpt2_dynamo_sdpa.onnx"
+    assert (
+        main(["inspect", str(model), "--shape", "input_ids=2x16,attention_mask=2x16", "--json"])
+        == 0
+    )
+    rows = json.loads(capsys.readouterr().out)["attention"]
+    assert len(rows) == 2
+    assert {row["mask_kind"] for row in rows} == {"key_padding"}
+    assert all(row["causal"] and row["num_heads"] == 4 and row["q_len"] == 16 for row in rows)
+    assert all("NaN guard" in row["form"] for row in rows)
+    assert main(["inspect", str(model), "--shape", "input_ids=2x16,attention_mask=2x16"]) == 0
+    text = capsys.readouterr().out
+    assert "2 attention layer(s)" in text and "projections captured" in text
+
+
+def test_emit_cta_and_emit_onnx(capsys) -> None:
+    from ctac.cli import main
+
+    model = MODELS / "bert_ts_eager.onnx"
+    assert (
+        main(
+            [
+                "compile",
+                str(model),
+                "--shape",
+                "input_ids=2x16,attention_mask=2x16",
+                "--emit",
+                "cta",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.count("= cta.attention ") == 2
+    assert (
+        main(
+            [
+                "compile",
+                str(model),
+                "--shape",
+                "input_ids=2x16,attention_mask=2x16",
+                "--emit",
+                "onnx",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "cta." not in text and text.count("onnx.Softmax") == 2
