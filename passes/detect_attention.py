@@ -171,7 +171,8 @@ def key_heads_of_transposed(kt: SSAValue) -> tuple[Heads, float] | None:
         inner, inner_factor, _ = peel_scalars(owner.data)
         if perm == (0, 1, 3, 2):
             unrepeated, repeat = _unrepeat(inner)
-            heads = heads_of(unrepeated) if repeat == 1 else Heads(unrepeated, "bhsd", repeat)
+            heads = heads_of(unrepeated)
+            heads.repeat = repeat
             heads.form.append("K^T=Transpose[0,1,3,2]")
             return heads, factor * inner_factor
         if perm == (0, 2, 3, 1):
@@ -189,7 +190,8 @@ def key_heads_of_transposed(kt: SSAValue) -> tuple[Heads, float] | None:
         if _shape(inner) != (b, h, s, d) or _shape(flat.reshaped) != (b * h, s, d):
             return None
         unrepeated, repeat = _unrepeat(inner)
-        heads = heads_of(unrepeated) if repeat == 1 else Heads(unrepeated, "bhsd", repeat)
+        heads = heads_of(unrepeated)
+        heads.repeat = repeat
         heads.form.append("K^T=Reshape/Transpose[0,2,1]/Reshape")
         return heads, factor * inner_factor
     return None
@@ -293,6 +295,12 @@ class Scores:
     where_masks: list[WhereMask]
     form: list[str]
     softcap: float = 0.0
+    # One factor per bias term: a scale applied above the Add that added it scales it too.
+    bias_factors: list[float] = field(default_factory=list)
+
+
+def _close_to(value: float | None, target: float) -> bool:
+    return value is not None and abs(value - target) <= 1e-6 * max(1.0, abs(target))
 
 
 def _softcap_input(value: SSAValue) -> tuple[SSAValue, float] | None:
@@ -305,12 +313,19 @@ def _softcap_input(value: SSAValue) -> tuple[SSAValue, float] | None:
         tanh = tanh_value.owner
         if cap is None or cap <= 0 or not isinstance(tanh, ox.TanhOp):
             continue
-        inner, factor, _ = peel_scalars(tanh.X)
-        if (
-            inner is not tanh.X
-            and abs(factor * cap - 1.0) <= 1e-6
-            and _shape(inner) == _shape(value)
-        ):
+        # Only the 1/c factor belongs to the softcap; a scale inside the tanh stays for
+        # walk_scores to find.
+        divide = tanh.X.owner
+        inner = None
+        if isinstance(divide, ox.DivOp) and _close_to(scalar_of(divide.B), cap):
+            inner = divide.A
+        elif isinstance(divide, ox.MulOp):
+            for candidate, other in ((divide.A, divide.B), (divide.B, divide.A)):
+                factor = scalar_of(other)
+                if factor is not None and _close_to(factor * cap, 1.0):
+                    inner = candidate
+                    break
+        if inner is not None and _shape(inner) == _shape(value):
             return inner, cap
     return None
 
@@ -344,6 +359,8 @@ def walk_scores(value: SSAValue, depth: int = 0) -> list[Scores]:
         if inner is not value:
             for scores in walk_scores(inner, depth + 1):
                 scores.scale *= factor
+                # A scale applied after a bias was added scales that bias too.
+                scores.bias_factors = [f * factor for f in scores.bias_factors]
                 scores.form.append(f"scale {type(owner).__name__.removesuffix('Op')} after QK^T")
                 found.append(scores)
     if isinstance(owner, ox.AddOp):
@@ -352,6 +369,7 @@ def walk_scores(value: SSAValue, depth: int = 0) -> list[Scores]:
                 continue
             for scores in walk_scores(score_side, depth + 1):
                 scores.bias_terms.append(term)
+                scores.bias_factors.append(1.0)
                 found.append(scores)
     if isinstance(owner, ox.WhereOp) and _shape(owner.output) in (_shape(owner.X), _shape(owner.Y)):
         fill_y, fill_x = _very_negative(owner.Y), _very_negative(owner.X)
@@ -460,8 +478,8 @@ def _bias_of(scores: Scores, bindings: dict[SSAValue, np.ndarray], module: Modul
     terms = [*scores.bias_terms, *(m.condition for m in scores.where_masks)]
     arrays = evaluate_values(terms, bindings, module) if terms else []
     total = np.zeros((), dtype=np.float64)
-    for array in arrays[: len(scores.bias_terms)]:
-        total = total + array.astype(np.float64)
+    for array, factor in zip(arrays[: len(scores.bias_terms)], scores.bias_factors, strict=True):
+        total = total + array.astype(np.float64) * factor
     for mask, condition in zip(scores.where_masks, arrays[len(scores.bias_terms) :], strict=True):
         keep = condition if mask.keep_when else np.logical_not(condition)
         total = total + np.where(keep, 0.0, -np.inf)
@@ -780,7 +798,16 @@ def rewrite(
 
 def _additive_mask(scores: Scores, new_ops: list[Operation]) -> SSAValue:
     """One float tensor summing the bias terms and the Where masks (as 0 / -big)."""
-    terms = list(scores.bias_terms)
+    terms = []
+    for term, factor in zip(scores.bias_terms, scores.bias_factors, strict=True):
+        if factor != 1.0:
+            constant = ox.ConstantOp.from_numpy(
+                np.array(factor, dtype=ox.numpy_dtype(ox.element_of(term)))
+            )
+            scaled = ox.MulOp.build(operands=[term, constant.output], result_types=[term.type])
+            new_ops.extend([constant, scaled])
+            term = scaled.C
+        terms.append(term)
     for mask in scores.where_masks:
         zero = ox.ConstantOp.from_numpy(np.zeros((), dtype=np.float32))
         fill = ox.ConstantOp.from_numpy(np.array(mask.fill, dtype=np.float32))

@@ -2,6 +2,7 @@
 
 // Additive padding masks built from an int64 (batch, seq) attention_mask argument become a
 // key_padding mask whose operand is the argument itself; a float bias argument stays additive.
+// The attribute lists are matched whole: an attribute left out of a CHECK line is absent.
 // q, k, v are (B, H, S, D) = (2, 2, 4, 4).
 
 // BERT eager: (1 - Cast(Unsqueeze(Unsqueeze(m)))) * -10000 added to the scaled scores.
@@ -134,6 +135,45 @@ func.func @float_bias_argument(%q: tensor<2x2x4x4xf32>, %k: tensor<2x2x4x4xf32>,
   %sqrt_d = onnx.Constant dense<2.000000e+00> : tensor<f32>
   %scaled = onnx.Div %qk, %sqrt_d : (tensor<2x2x4x4xf32>, tensor<f32>) -> tensor<2x2x4x4xf32>
   %scores = onnx.Add %scaled, %bias : (tensor<2x2x4x4xf32>, tensor<2x1x4x4xf32>) -> tensor<2x2x4x4xf32>
+  %p = onnx.Softmax %scores {axis = -1 : i64} : (tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
+  %o = onnx.MatMul %p, %v : (tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
+  func.return %o : tensor<2x2x4x4xf32>
+}
+
+// A bool (batch, seq) mask argument used directly: Where(m, 0, -inf).
+// CHECK-LABEL: func.func @bool_mask_argument(
+// CHECK-NOT:     onnx.Softmax
+// CHECK:         %o = cta.attention %q, %k, %v, mask %m {num_heads = 2 : i64, kv_heads = 2 : i64, head_dim = 4 : i64, scale = 1.000000e+00 : f64, mask_kind = "key_padding", ctac.source
+// CHECK-SAME:    (tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32>, tensor<2x4xi1>) -> tensor<2x2x4x4xf32>
+// CHECK-NEXT:    func.return %o
+func.func @bool_mask_argument(%q: tensor<2x2x4x4xf32>, %k: tensor<2x2x4x4xf32>, %v: tensor<2x2x4x4xf32>, %m: tensor<2x4xi1>) -> tensor<2x2x4x4xf32> {
+  %ax = onnx.Constant dense<[1, 2]> : tensor<2xi64>
+  %m4 = onnx.Unsqueeze %m, %ax : (tensor<2x4xi1>, tensor<2xi64>) -> tensor<2x1x1x4xi1>
+  %zero = onnx.Constant dense<0.000000e+00> : tensor<f32>
+  %ninf = onnx.Constant dense<"0x000080FF"> : tensor<f32>
+  %bias = onnx.Where %m4, %zero, %ninf : (tensor<2x1x1x4xi1>, tensor<f32>, tensor<f32>) -> tensor<2x1x1x4xf32>
+  %kt = onnx.Transpose %k {perm = array<i64: 0, 1, 3, 2>} : (tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
+  %qk = onnx.MatMul %q, %kt : (tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
+  %scores = onnx.Add %qk, %bias : (tensor<2x2x4x4xf32>, tensor<2x1x1x4xf32>) -> tensor<2x2x4x4xf32>
+  %p = onnx.Softmax %scores {axis = -1 : i64} : (tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
+  %o = onnx.MatMul %p, %v : (tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
+  func.return %o : tensor<2x2x4x4xf32>
+}
+
+// The padding positions selected instead of the kept ones: Where(Equal(m, 0), float min, scores).
+// CHECK-LABEL: func.func @where_padding_selects_fill(
+// CHECK-NOT:     onnx.Softmax
+// CHECK:         %o = cta.attention %q, %k, %v, mask %m {num_heads = 2 : i64, kv_heads = 2 : i64, head_dim = 4 : i64, scale = 1.000000e+00 : f64, mask_kind = "key_padding", ctac.source
+// CHECK-NEXT:    func.return %o
+func.func @where_padding_selects_fill(%q: tensor<2x2x4x4xf32>, %k: tensor<2x2x4x4xf32>, %v: tensor<2x2x4x4xf32>, %m: tensor<2x4xi64>) -> tensor<2x2x4x4xf32> {
+  %ax = onnx.Constant dense<[1, 2]> : tensor<2xi64>
+  %m4 = onnx.Unsqueeze %m, %ax : (tensor<2x4xi64>, tensor<2xi64>) -> tensor<2x1x1x4xi64>
+  %z = onnx.Constant dense<0> : tensor<i64>
+  %pad = onnx.Equal %m4, %z : (tensor<2x1x1x4xi64>, tensor<i64>) -> tensor<2x1x1x4xi1>
+  %kt = onnx.Transpose %k {perm = array<i64: 0, 1, 3, 2>} : (tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
+  %qk = onnx.MatMul %q, %kt : (tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
+  %min = onnx.Constant dense<-3.40282347E+38> : tensor<f32>
+  %scores = onnx.Where %pad, %min, %qk : (tensor<2x1x1x4xi1>, tensor<f32>, tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
   %p = onnx.Softmax %scores {axis = -1 : i64} : (tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
   %o = onnx.MatMul %p, %v : (tensor<2x2x4x4xf32>, tensor<2x2x4x4xf32>) -> tensor<2x2x4x4xf32>
   func.return %o : tensor<2x2x4x4xf32>

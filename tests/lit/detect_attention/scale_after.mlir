@@ -2,6 +2,7 @@
 
 // Scale applied to the scores after Q.K^T: Div by sqrt(d), or Mul by 1/sqrt(d) with the constant
 // on either side. q, k, v are (B, H, S, D) = (1, 2, 4, 4): scale = 1/sqrt(4) = 0.5.
+// The attribute lists are matched whole: an attribute left out of a CHECK line is absent.
 
 // CHECK-LABEL: func.func @div_sqrt_d(
 // CHECK-NOT:     onnx.Softmax

@@ -3,6 +3,7 @@
 // Scale applied before Q.K^T. Split scales (as TorchScript SDPA exports): Q and K^T each
 // multiplied by sqrt(1/sqrt(d)); with d = 4 that is sqrt(0.5), and the product is 0.5 (up to f32
 // rounding of the constant). q, k, v are (B, H, S, D) = (1, 2, 4, 4).
+// The attribute lists are matched whole: an attribute left out of a CHECK line is absent.
 
 // CHECK-LABEL: func.func @split_scale_q_kt(
 // CHECK-NOT:     onnx.Softmax
