@@ -73,11 +73,67 @@ def _compile(args: argparse.Namespace) -> int:
     from ctac.pipeline import module_text
 
     module, _ = _front_end(args, args.emit)
-    text = module_text(module)
-    if args.output:
-        write_atomically(args.output, text.encode())
+    if args.emit in ("onnx", "cta"):
+        _write_text(args.output, module_text(module))
+        return 0
+    from ctac.emit import program_from_module
+    from ctac.hw import load_hardware
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.runtime.program import disassemble, encode_program
+
+    lowered = lower_module(module, load_hardware(args.hw))
+    if args.emit == "isa":
+        _write_text(args.output, module_text(lowered))
+        return 0
+    program = program_from_module(lowered)
+    if args.emit == "asm":
+        _write_text(args.output, disassemble(program))
+        return 0
+    target = args.output or f"{Path(args.model).stem}.ctab"
+    write_atomically(target, encode_program(program))
+    print(f"wrote {target}: {len(program.instructions)} instructions, {len(program.data)} data elements", file=sys.stderr)
+    return 0
+
+
+def _write_text(path: str | None, text: str) -> None:
+    if path:
+        write_atomically(path, text.encode())
     else:
         sys.stdout.write(text)
+
+
+def _disasm(args: argparse.Namespace) -> int:
+    from ctac.hw import load_hardware
+    from ctac.runtime.program import disassemble, read_program
+
+    hw = load_hardware(args.hw)
+    program = read_program(args.program, hw.digest, {b.index: b.capacity for b in hw.buffers})
+    _write_text(args.output, disassemble(program, include_data=not args.no_data))
+    return 0
+
+
+def _asm(args: argparse.Namespace) -> int:
+    from ctac.hw import load_hardware
+    from ctac.runtime.program import assemble, decode_program, encode_program
+
+    path = Path(args.source)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CtacError(f"cannot read '{path}': {exc.strerror}") from None
+    hw = load_hardware(args.hw)
+    blob = encode_program(assemble(text, str(path)))
+    decode_program(blob, hw.digest, {b.index: b.capacity for b in hw.buffers})
+    target = args.output or f"{path.stem}.ctab"
+    write_atomically(target, blob)
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+def _isa(args: argparse.Namespace) -> int:
+    from ctac.runtime.isa import markdown_table
+
+    sys.stdout.write(markdown_table())
     return 0
 
 
@@ -194,13 +250,53 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(compile_parser)
     compile_parser.add_argument(
         "--emit",
-        choices=["onnx", "cta"],
-        default="cta",
-        help="what to produce: 'onnx' = the canonicalised onnx-dialect module, "
-        "'cta' = after attention detection (default)",
+        choices=["onnx", "cta", "isa", "asm", "ctab"],
+        default="ctab",
+        help="what to produce: the program file (ctab, default: -o or MODEL.ctab), its assembly "
+        "(asm), the ctaisa module (isa), the module after attention detection (cta) or the "
+        "canonicalised onnx-dialect module (onnx); text goes to stdout without -o",
     )
-    compile_parser.add_argument("-o", "--output", help="write to this file instead of stdout")
+    compile_parser.add_argument(
+        "--attention",
+        choices=["exact"],
+        default="exact",
+        help="how attention runs on the accelerator: exact (default)",
+    )
+    compile_parser.add_argument("--hw", help="hardware config TOML (default: ctac's own)")
+    compile_parser.add_argument("-o", "--output", help="output file")
     compile_parser.set_defaults(handler=_compile)
+
+    disasm_parser = commands.add_parser(
+        "disasm",
+        help="print a program file as assembly",
+        epilog="examples:\n  ctac disasm bert.ctab -o bert.s\n  ctac disasm bert.ctab --no-data | less\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    disasm_parser.add_argument("program", help="a .ctab file")
+    disasm_parser.add_argument("--hw", help="the hardware config it was compiled for")
+    disasm_parser.add_argument("--no-data", action="store_true", help="leave out the data segment")
+    disasm_parser.add_argument("-o", "--output", help="write to this file instead of stdout")
+    disasm_parser.set_defaults(handler=_disasm)
+
+    asm_parser = commands.add_parser(
+        "asm",
+        help="assemble a program from assembly",
+        epilog="examples:\n  ctac asm bert.s -o bert.ctab\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    asm_parser.add_argument("source", help="an assembly file written by ctac disasm")
+    asm_parser.add_argument("--hw", help="hardware config to check the program against")
+    asm_parser.add_argument("-o", "--output", help="output .ctab (default: SOURCE.ctab)")
+    asm_parser.set_defaults(handler=_asm)
+
+    isa_parser = commands.add_parser(
+        "isa",
+        help="print the instruction set table",
+        epilog="examples:\n  ctac isa --markdown > docs/isa.md\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    isa_parser.add_argument("--markdown", action="store_true", help="as Markdown (the only format)")
+    isa_parser.set_defaults(handler=_isa)
 
     inspect_parser = commands.add_parser(
         "inspect",

@@ -14,10 +14,11 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from ctac.dialects.cta import Cta
+from ctac.dialects.ctaisa import CtaIsa
 from ctac.dialects.onnx import Onnx
 from ctac.errors import CtacError
 
-PROJECT_DIALECTS = [Onnx, Cta]
+PROJECT_DIALECTS = [Onnx, Cta, CtaIsa]
 
 
 def _canonicalize() -> type[ModulePass]:
@@ -26,16 +27,30 @@ def _canonicalize() -> type[ModulePass]:
     return CanonicalizePass
 
 
+def _lower_to_isa() -> type[ModulePass]:
+    from ctac.passes.lower_to_isa import LowerToIsaPass
+
+    return LowerToIsaPass
+
+
 def _detect_attention() -> type[ModulePass]:
     from ctac.passes.detect_attention import DetectAttentionPass
 
     return DetectAttentionPass
 
 
+def _cta_compress() -> type[ModulePass]:
+    from ctac.passes.cta_compress import CtaCompressPass
+
+    return CtaCompressPass
+
+
 # Pass name -> factory returning the pass class (imported lazily, as xdsl-opt expects).
 PROJECT_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "canonicalize": _canonicalize,
     "detect-attention": _detect_attention,
+    "lower-to-isa": _lower_to_isa,
+    "cta-compress": _cta_compress,
 }
 
 

@@ -61,6 +61,15 @@ class _Folder:
             return None
         if isinstance(op, ox.ShapeOp):
             return [shape_op_result(op)]
+        if isinstance(op, ox.GatherOp | ox.GatherElementsOp | ox.GatherNDOp):
+            # Any element of a splat is the splat value, whatever the (input-dependent) indices.
+            data = op.data.owner
+            if isinstance(data, ox.ConstantOp):
+                array = data.to_numpy()
+                if array.size and (array == array.flat[0]).all():
+                    result = op.results[0]
+                    dtype = ox.numpy_dtype(ox.element_of(result))
+                    return [np.full(ox.shape_of(result), array.flat[0], dtype=dtype)]
         if isinstance(op, ox.CastLikeOp) and isinstance(op.input.owner, ox.ConstantOp):
             # Only the target's element type matters, not its values.
             target = ox.numpy_dtype(ox.element_of(op.output))

@@ -105,7 +105,9 @@ def test_failed_compile_leaves_no_output_file(tmp_path: Path) -> None:
 
 def test_successful_compile_writes_readable_file(tmp_path: Path) -> None:
     output = tmp_path / "out.mlir"
-    result = run_ctac("compile", str(BERT), "--shape", BERT_SHAPES, "-o", str(output))
+    result = run_ctac(
+        "compile", str(BERT), "--shape", BERT_SHAPES, "--emit", "onnx", "-o", str(output)
+    )
     assert result.returncode == 0, result.stderr
     assert output.read_text().startswith("builtin.module")
     assert oct(output.stat().st_mode & 0o444) == oct(0o444)

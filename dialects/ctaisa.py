@@ -1,0 +1,226 @@
+"""The `ctaisa` dialect: one op per instruction of runtime/isa.py, generated from that table.
+
+A lowered module holds, in order: `ctaisa.data` ops (the data segment: weights by name, small
+constants inline), `ctaisa.symbol` ops (inputs and outputs in DRAM), then the instruction ops,
+each with one property per instruction field and the layer it came from:
+
+    ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=16 k=64 n=64 ... src "layer.0/q"
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DenseIntOrFPElementsAttr,
+    FloatAttr,
+    IntAttr,
+    IntegerAttr,
+    StringAttr,
+    f32,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect
+from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_prop_def, prop_def
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import VerifyException
+
+from ctac.runtime import isa
+from ctac.runtime.program import BUFFER_NAMES, DTYPES
+
+
+class InstructionOp(IRDLOperation):
+    """Base of the generated instruction ops; `INSTRUCTION` names the table row."""
+
+    INSTRUCTION: ClassVar[str] = ""
+
+    def field_values(self) -> dict[str, int | float | str]:
+        spec = isa.BY_NAME[self.INSTRUCTION]
+        values: dict[str, int | float | str] = {}
+        for field_spec in spec.fields:
+            attr = self.properties[field_spec.name]
+            if field_spec.kind == "buf":
+                values[field_spec.name] = BUFFER_NAMES.index(attr.data)
+            elif field_spec.kind == "enum":
+                values[field_spec.name] = attr.data
+            elif field_spec.kind == "f32":
+                values[field_spec.name] = attr.value.data
+            else:
+                values[field_spec.name] = attr.value.data
+        return values
+
+    @property
+    def source(self) -> str:
+        attr = self.attributes.get("src")
+        return attr.data if isinstance(attr, StringAttr) else ""
+
+    @classmethod
+    def create_from(cls, fields: dict, source: str = "") -> InstructionOp:
+        spec = isa.BY_NAME[cls.INSTRUCTION]
+        properties: dict[str, Attribute] = {}
+        for field_spec in spec.fields:
+            value = fields.get(field_spec.name, field_spec.choices[0] if field_spec.kind == "enum" else 0)
+            field_spec.check(value, cls.INSTRUCTION)
+            if field_spec.kind == "buf":
+                properties[field_spec.name] = StringAttr(BUFFER_NAMES[int(value)])
+            elif field_spec.kind == "enum":
+                properties[field_spec.name] = StringAttr(str(value))
+            elif field_spec.kind == "f32":
+                properties[field_spec.name] = FloatAttr(float(value), f32)
+            else:
+                properties[field_spec.name] = IntegerAttr(int(value), i64)
+        return cls.build(properties=properties, attributes={"src": StringAttr(source)} if source else {})
+
+    def print(self, printer: Printer) -> None:
+        spec = isa.BY_NAME[self.INSTRUCTION]
+        values = self.field_values()
+        for field_spec in spec.fields:
+            value = values[field_spec.name]
+            text = BUFFER_NAMES[value] if field_spec.kind == "buf" else isa.format_value(field_spec, value)
+            printer.print_string(f" {field_spec.name}={text}")
+        if self.source:
+            printer.print_string(" src ")
+            printer.print_string_literal(self.source)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> InstructionOp:
+        spec = isa.BY_NAME[cls.INSTRUCTION]
+        fields: dict = {}
+        for field_spec in spec.fields:
+            parser.parse_keyword(field_spec.name)
+            parser.parse_punctuation("=")
+            if field_spec.kind == "buf":
+                name = parser.parse_identifier()
+                if name not in BUFFER_NAMES:
+                    parser.raise_error(f"unknown buffer '{name}'")
+                fields[field_spec.name] = BUFFER_NAMES.index(name)
+            elif field_spec.kind == "enum":
+                fields[field_spec.name] = parser.parse_identifier()
+            elif field_spec.kind == "f32":
+                fields[field_spec.name] = parser.parse_float()
+            else:
+                fields[field_spec.name] = parser.parse_integer()
+        source = ""
+        if parser.parse_optional_keyword("src") is not None:
+            source = parser.parse_str_literal()
+        try:
+            return cls.create_from(fields, source)
+        except ValueError as exc:
+            parser.raise_error(str(exc))
+
+    def verify_(self) -> None:
+        try:
+            spec = isa.BY_NAME[self.INSTRUCTION]
+            values = self.field_values()
+            for field_spec in spec.fields:
+                field_spec.check(values[field_spec.name], self.INSTRUCTION)
+        except (ValueError, KeyError) as exc:
+            raise VerifyException(f"{self.name}: {exc}") from None
+
+
+def _instruction_op(spec: isa.Instruction) -> type[InstructionOp]:
+    properties = {}
+    for field_spec in spec.fields:
+        kind = {"buf": StringAttr, "enum": StringAttr, "f32": FloatAttr}.get(field_spec.kind, IntegerAttr)
+        properties[field_spec.name] = prop_def(kind)
+    namespace = {
+        "name": f"ctaisa.{spec.name.lower()}",
+        "INSTRUCTION": spec.name,
+        "__annotations__": {"INSTRUCTION": ClassVar[str]},
+        "__module__": __name__,
+        "__doc__": spec.doc,
+        **properties,
+    }
+    return irdl_op_definition(type(f"{spec.name.title().replace('_', '')}Op", (InstructionOp,), namespace))
+
+
+INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {spec.name: _instruction_op(spec) for spec in isa.INSTRUCTIONS}
+
+
+@irdl_op_definition
+class DataOp(IRDLOperation):
+    """A data-segment entry: `ctaisa.data at=ADDR size=N "weight name"` or `... dense<...>`."""
+
+    name = "ctaisa.data"
+    address = prop_def(IntAttr)
+    ref = opt_prop_def(StringAttr)
+    value = opt_prop_def(DenseIntOrFPElementsAttr)
+    size = prop_def(IntAttr)
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(f" at={self.address.data} size={self.size.data} ")
+        if self.ref is not None:
+            printer.print_string_literal(self.ref.data)
+        else:
+            from ctac.dialects.onnx import print_dense
+
+            print_dense(printer, self.value)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> DataOp:
+        parser.parse_keyword("at")
+        parser.parse_punctuation("=")
+        address = parser.parse_integer()
+        parser.parse_keyword("size")
+        parser.parse_punctuation("=")
+        size = parser.parse_integer()
+        ref = parser.parse_optional_str_literal()
+        properties: dict[str, Attribute] = {"address": IntAttr(address), "size": IntAttr(size)}
+        if ref is not None:
+            properties["ref"] = StringAttr(ref)
+        else:
+            value = parser.parse_attribute()
+            if not isinstance(value, DenseIntOrFPElementsAttr):
+                parser.raise_error("ctaisa.data expects a weight name or a dense<...> value")
+            properties["value"] = value
+        return cls.build(properties=properties)
+
+    def verify_(self) -> None:
+        if (self.ref is None) == (self.value is None):
+            raise VerifyException("ctaisa.data needs exactly one of a weight name and a value")
+
+
+@irdl_op_definition
+class SymbolOp(IRDLOperation):
+    """An input or output in DRAM: `ctaisa.symbol input "input_ids" int64 [2, 16] at=4096`."""
+
+    name = "ctaisa.symbol"
+    kind = prop_def(StringAttr)
+    sym = prop_def(StringAttr)
+    dtype = prop_def(StringAttr)
+    shape = prop_def(ArrayAttr)
+    address = prop_def(IntAttr)
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(f" {self.kind.data} ")
+        printer.print_string_literal(self.sym.data)
+        dims = ", ".join(str(d.data) for d in self.shape.data)
+        printer.print_string(f" {self.dtype.data} [{dims}] at={self.address.data}")
+
+    @classmethod
+    def parse(cls, parser: Parser) -> SymbolOp:
+        kind = parser.parse_identifier()
+        name = parser.parse_str_literal()
+        dtype = parser.parse_identifier()
+        dims = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, parser.parse_integer)
+        parser.parse_keyword("at")
+        parser.parse_punctuation("=")
+        address = parser.parse_integer()
+        return cls.build(
+            properties={
+                "kind": StringAttr(kind),
+                "sym": StringAttr(name),
+                "dtype": StringAttr(dtype),
+                "shape": ArrayAttr([IntAttr(d) for d in dims]),
+                "address": IntAttr(address),
+            }
+        )
+
+    def verify_(self) -> None:
+        if self.kind.data not in ("input", "output") or self.dtype.data not in DTYPES:
+            raise VerifyException(f"ctaisa.symbol: kind {self.kind.data} / dtype {self.dtype.data} unknown")
+
+
+CtaIsa = Dialect("ctaisa", [DataOp, SymbolOp, *INSTRUCTION_OPS.values()], [])

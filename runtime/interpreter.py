@@ -1,0 +1,318 @@
+"""Functional model of the CTA accelerator: runs a decoded program with numpy.
+
+Each instruction of runtime/isa.py has one function here (`SEMANTICS[name]`) that performs the
+whole tile operation with bulk numpy array code, so a program runs near numpy speed. Timing is a
+separate model (runtime/costmodel.py) over the same instruction stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ctac.errors import CtacError
+from ctac.runtime import isa
+from ctac.runtime.program import Program
+from ctac.runtime.reference import erf
+
+Fields = dict
+
+
+class Machine:
+    """Buffers and DRAM as flat float32 arrays; addresses are element offsets."""
+
+    def __init__(self, program: Program, capacities: Mapping[int, int]) -> None:
+        self.program = program
+        self.buffers = {
+            index: np.zeros(size, dtype=np.float32) for index, size in capacities.items()
+        }
+        self.dram = np.zeros(program.dram_elements, dtype=np.float32)
+        self.dram[: len(program.data)] = program.data
+
+    def tile(self, buffer: int, address: int, rows: int, cols: int) -> np.ndarray:
+        """A writable (rows, cols) view of a dense tile."""
+        return self.buffers[buffer][address : address + rows * cols].reshape(rows, cols)
+
+    def broadcast(
+        self, buffer: int, address: int, rows: int, cols: int, mode: str, imm: float = 0.0
+    ) -> np.ndarray:
+        if mode == "full":
+            return self.tile(buffer, address, rows, cols)
+        if mode == "row":
+            return self.tile(buffer, address, 1, cols)
+        if mode == "col":
+            return self.tile(buffer, address, rows, 1)
+        if mode == "scalar":
+            return self.tile(buffer, address, 1, 1)
+        return np.float32(imm)
+
+
+def _load(machine: Machine, f: Fields) -> None:
+    rows, cols, stride = f["rows"], f["cols"], f["stride"]
+    source = np.lib.stride_tricks.as_strided(
+        machine.dram[f["src"] :], shape=(rows, cols), strides=(stride * 4, 4), writeable=False
+    )
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = source
+
+
+def _store(machine: Machine, f: Fields) -> None:
+    rows, cols, stride = f["rows"], f["cols"], f["stride"]
+    target = np.lib.stride_tricks.as_strided(
+        machine.dram[f["dst"] :], shape=(rows, cols), strides=(stride * 4, 4)
+    )
+    target[...] = machine.tile(f["src"], f["src_addr"], rows, cols)
+
+
+def _indices(values: np.ndarray, limit: int, what: str) -> np.ndarray:
+    indices = values.astype(np.int64)
+    indices = np.where(indices < 0, indices + limit, indices)
+    if indices.size and (indices.min() < 0 or indices.max() >= limit):
+        raise CtacError(
+            f"{what}: an index is outside [0, {limit}) (token id beyond the vocabulary?)"
+        )
+    return indices
+
+
+def _gather(machine: Machine, f: Fields) -> None:
+    rows, cols = f["rows"], f["cols"]
+    table = machine.dram[f["table"] : f["table"] + f["table_rows"] * cols].reshape(
+        f["table_rows"], cols
+    )
+    indices = _indices(
+        machine.tile(f["idx"], f["idx_addr"], rows, 1)[:, 0], f["table_rows"], "GATHER"
+    )
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = table[indices]
+
+
+def _gemm(machine: Machine, f: Fields) -> None:
+    m, k, n = f["m"], f["k"], f["n"]
+    a = machine.tile(f["a"], f["a_addr"], m, k)
+    b = (
+        machine.tile(f["b"], f["b_addr"], n, k).T
+        if f["transpose_b"]
+        else machine.tile(f["b"], f["b_addr"], k, n)
+    )
+    result = a @ b
+    if f["has_bias"]:
+        result = result + machine.tile(f["bias"], f["bias_addr"], 1, n)
+    out = machine.tile(f["dst"], f["dst_addr"], m, n)
+    if f["accumulate"]:
+        out += result
+    else:
+        out[...] = result
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "max": np.maximum,
+    "min": np.minimum,
+    "pow": np.power,
+    "eq": lambda a, b: (a == b).astype(np.float32),
+    "lt": lambda a, b: (a < b).astype(np.float32),
+    "le": lambda a, b: (a <= b).astype(np.float32),
+    "gt": lambda a, b: (a > b).astype(np.float32),
+    "ge": lambda a, b: (a >= b).astype(np.float32),
+    "and": lambda a, b: ((a != 0) & (b != 0)).astype(np.float32),
+    "or": lambda a, b: ((a != 0) | (b != 0)).astype(np.float32),
+}
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "not": lambda a: (a == 0).astype(np.float32),
+    "neg": np.negative,
+    "abs": np.abs,
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "rsqrt": lambda a: 1.0 / np.sqrt(a),
+    "recip": lambda a: 1.0 / a,
+    "erf": lambda a: erf(a),
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+    "tanh": np.tanh,
+    "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
+    "relu": lambda a: np.maximum(a, 0),
+    "trunc": np.trunc,
+    "nonzero": lambda a: (a != 0).astype(np.float32),
+    "cumsum": lambda a: np.cumsum(a, axis=1),
+}
+
+
+def _vec(machine: Machine, f: Fields) -> None:
+    rows, cols, op = f["rows"], f["cols"], f["op"]
+    a = machine.tile(f["a"], f["a_addr"], rows, cols)
+    with np.errstate(all="ignore"):
+        if op == "copy":
+            b = machine.broadcast(f["b"], f["b_addr"], rows, cols, f["bcast"], f["imm"])
+            machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = b
+            return
+        if op == "transpose":
+            result = a.T.copy()
+            machine.tile(f["dst"], f["dst_addr"], cols, rows)[...] = result
+            return
+        if op in _UNARY:
+            result = _UNARY[op](a.astype(np.float64) if op in ("erf", "gelu") else a)
+        else:
+            b = machine.broadcast(f["b"], f["b_addr"], rows, cols, f["bcast"], f["imm"])
+            result = _BINARY[op](a, b)
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = result
+
+
+def _select(machine: Machine, f: Fields) -> None:
+    rows, cols = f["rows"], f["cols"]
+    condition = machine.broadcast(f["cond"], f["cond_addr"], rows, cols, f["cond_bcast"])
+    a = machine.broadcast(f["a"], f["a_addr"], rows, cols, f["a_bcast"])
+    b = machine.broadcast(f["b"], f["b_addr"], rows, cols, f["b_bcast"])
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = np.where(condition != 0, a, b)
+
+
+def _reduce(machine: Machine, f: Fields) -> None:
+    source = machine.tile(f["src"], f["src_addr"], f["rows"], f["cols"])
+    function = {"sum": np.sum, "max": np.max, "mean": np.mean, "min": np.min}[f["op"]]
+    machine.tile(f["dst"], f["dst_addr"], f["rows"], 1)[:, 0] = function(source, axis=1)
+
+
+def _layernorm(machine: Machine, f: Fields) -> None:
+    rows, cols = f["rows"], f["cols"]
+    x = machine.tile(f["src"], f["src_addr"], rows, cols).astype(np.float64)
+    mean = x.mean(axis=1, keepdims=True)
+    variance = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+    y = (
+        (x - mean)
+        / np.sqrt(variance + f["eps"])
+        * machine.tile(f["gamma"], f["gamma_addr"], 1, cols)
+    )
+    if f["has_beta"]:
+        y = y + machine.tile(f["beta"], f["beta_addr"], 1, cols)
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = y
+
+
+def _softmax(machine: Machine, f: Fields) -> None:
+    rows, cols = f["rows"], f["cols"]
+    scores = machine.tile(f["src"], f["src_addr"], rows, cols).astype(np.float64) * f["scale"]
+    if f["softcap"] > 0:
+        scores = f["softcap"] * np.tanh(scores / f["softcap"])
+    visible = np.ones((rows, cols), dtype=bool)
+    if f["mask"] == "keys":
+        visible &= machine.tile(f["mask_buf"], f["mask_addr"], 1, cols) != 0
+    elif f["mask"] == "additive":
+        scores = scores + machine.tile(f["mask_buf"], f["mask_addr"], rows, cols)
+    if f["causal"]:
+        frontier = np.arange(rows)[:, None] + f["row0"] + f["causal_offset"]
+        visible &= np.arange(cols)[None, :] <= frontier
+    weights_per_column = None
+    if f["has_counts"]:
+        counts = machine.tile(f["counts"], f["counts_addr"], 1, cols)
+        visible &= counts > 0
+        weights_per_column = counts
+    scores = np.where(visible, scores, -np.inf)
+    peak = scores.max(axis=1, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    weights = np.exp(scores - peak)
+    if weights_per_column is not None:
+        weights = weights * weights_per_column
+    total = weights.sum(axis=1, keepdims=True)
+    out = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = out
+
+
+def _hash(machine: Machine, f: Fields) -> None:
+    rows, cols, bits = f["rows"], f["cols"], f["bits"]
+    tokens = machine.tile(f["src"], f["src_addr"], rows, cols)
+    projection = machine.tile(f["proj"], f["proj_addr"], cols, bits)
+    signs = (tokens @ projection) > 0
+    codes = (signs * (1 << np.arange(bits))).sum(axis=1)
+    machine.tile(f["dst"], f["dst_addr"], rows, 1)[:, 0] = codes
+
+
+def _cluster(machine: Machine, f: Fields) -> None:
+    from ctac.runtime.compression import threshold_cluster
+
+    rows, cols = f["rows"], f["cols"]
+    tokens = machine.tile(f["src"], f["src_addr"], rows, cols)
+    codes = machine.tile(f["codes"], f["codes_addr"], rows, 1)[:, 0].astype(np.int64)
+    valid = (
+        machine.tile(f["valid"], f["valid_addr"], rows, 1)[:, 0] != 0 if f["has_valid"] else None
+    )
+    centroids, counts, ids = threshold_cluster(tokens, codes, valid, f["threshold"])
+    machine.tile(f["centroids"], f["centroids_addr"], rows, cols)[...] = centroids
+    machine.tile(f["counts"], f["counts_addr"], 1, rows)[0] = counts
+    machine.tile(f["ids"], f["ids_addr"], rows, 1)[:, 0] = ids
+
+
+def _scatter_add(machine: Machine, f: Fields) -> None:
+    rows, cols = f["rows"], f["cols"]
+    target = machine.tile(f["dst"], f["dst_addr"], f["dst_rows"], cols)
+    indices = _indices(
+        machine.tile(f["idx"], f["idx_addr"], rows, 1)[:, 0], f["dst_rows"], "SCATTER_ADD"
+    )
+    np.add.at(target, indices, machine.tile(f["src"], f["src_addr"], rows, cols))
+
+
+def _gather_buf(machine: Machine, f: Fields) -> None:
+    rows, cols = f["rows"], f["cols"]
+    table = machine.tile(f["src"], f["src_addr"], f["src_rows"], cols)
+    indices = _indices(
+        machine.tile(f["idx"], f["idx_addr"], rows, 1)[:, 0], f["src_rows"], "GATHER_BUF"
+    )
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = table[indices]
+
+
+SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
+    "LOAD": _load,
+    "STORE": _store,
+    "GATHER": _gather,
+    "GEMM": _gemm,
+    "VEC": _vec,
+    "SELECT": _select,
+    "REDUCE": _reduce,
+    "LAYERNORM": _layernorm,
+    "SOFTMAX": _softmax,
+    "HASH": _hash,
+    "CLUSTER": _cluster,
+    "SCATTER_ADD": _scatter_add,
+    "GATHER_BUF": _gather_buf,
+    "SYNC": lambda machine, f: None,
+    "HALT": lambda machine, f: None,
+}
+assert set(SEMANTICS) == set(isa.BY_NAME), "every instruction needs semantics"
+
+
+def run_program(
+    program: Program, capacities: Mapping[int, int], inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Execute the whole program on named inputs; returns named outputs in their dtypes."""
+    machine = Machine(program, capacities)
+    for symbol in program.inputs:
+        if symbol.name not in inputs:
+            raise CtacError(f"missing input '{symbol.name}' {symbol.dtype}{list(symbol.shape)}")
+        array = np.asarray(inputs[symbol.name])
+        if array.shape != symbol.shape:
+            raise CtacError(
+                f"input '{symbol.name}' has shape {array.shape}, the program expects {symbol.shape}"
+            )
+        machine.dram[symbol.address : symbol.address + symbol.size] = array.reshape(-1).astype(
+            np.float32
+        )
+    for index, (name, fields) in enumerate(program.instructions):
+        try:
+            SEMANTICS[name](machine, fields)
+        except CtacError as exc:
+            source = program.sources[index] if program.sources else ""
+            raise CtacError(f"instruction {index} ({name}, {source}): {exc}") from None
+    outputs = {}
+    for symbol in program.outputs:
+        flat = machine.dram[symbol.address : symbol.address + symbol.size]
+        outputs[symbol.name] = flat.reshape(symbol.shape).astype(symbol.dtype)
+    return outputs

@@ -1,0 +1,549 @@
+"""The CTA accelerator ISA, defined once.
+
+Every instruction is one row of `INSTRUCTIONS`: its opcode, the unit that executes it, its fields
+(name, kind, width in bits), what it does, and its cost (cycles and energy actions). The encoder,
+decoder, assembler, disassembler, the `ctaisa` dialect, the interpreter's dispatch, the cost model
+and docs/isa.md all read this table; adding an instruction is one row plus its semantics in
+runtime/interpreter.py.
+
+Machine model: named on-chip buffers of float32 elements (addresses are element offsets), a DRAM
+of float32 elements (integers such as token ids are stored exactly as floats below 2**24), and
+units that each run their instructions in order, concurrently with the other units; an
+instruction waits for earlier instructions whose buffer or DRAM ranges it reads or overwrites
+(a scoreboard, so the compiler emits no explicit dependency tokens). Instructions are coarse: one
+moves or computes a whole tile.
+
+Encoding: each instruction is one 256-bit little-endian word: the opcode in bits 0-7, then the
+fields in table order, each in its declared width (signed fields in two's complement, `f32`
+fields as IEEE-754 bits).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+WORD_BYTES = 32
+WORD_BITS = WORD_BYTES * 8
+OPCODE_BITS = 8
+
+UNITS = ("dma", "pe", "vector", "hash", "cluster", "control")
+
+# Vector ALU operations (VEC.op). Unary ops ignore operand b.
+VECTOR_OPS = (
+    "copy", "add", "sub", "mul", "div", "max", "min", "pow",
+    "eq", "lt", "le", "gt", "ge", "and", "or", "not",
+    "neg", "abs", "exp", "log", "sqrt", "rsqrt", "recip", "erf", "gelu", "gelu_tanh",
+    "tanh", "sigmoid", "relu", "trunc", "nonzero", "cumsum", "transpose",
+)  # fmt: skip
+# How operand b is broadcast over the (rows, cols) tile.
+BROADCASTS = ("full", "row", "col", "scalar", "imm")
+REDUCE_OPS = ("sum", "max", "mean", "min")
+# SOFTMAX mask modes: none, a (1, cols) 0/1 key mask, or a (rows, cols) additive bias.
+MASK_MODES = ("none", "keys", "additive")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # uint | int | f32 | buf | enum
+    bits: int
+    doc: str
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: int | float | str, instruction: str) -> int:
+        """The field's encoded integer; raises ValueError naming the field if out of range."""
+        where = f"{instruction}.{self.name}"
+        if self.kind == "f32":
+            return struct.unpack("<I", struct.pack("<f", float(value)))[0]
+        if self.kind == "enum":
+            if isinstance(value, str):
+                if value not in self.choices:
+                    raise ValueError(f"{where}: '{value}' is not one of {list(self.choices)}")
+                return self.choices.index(value)
+            number = int(value)
+            if not 0 <= number < len(self.choices):
+                raise ValueError(f"{where}: enum index {number} out of range")
+            return number
+        number = int(value)
+        if self.kind == "int":
+            low, high = -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+            if not low <= number <= high:
+                raise ValueError(f"{where}: {number} does not fit {self.bits} signed bits")
+            return number & ((1 << self.bits) - 1)
+        if not 0 <= number < (1 << self.bits):
+            raise ValueError(f"{where}: {number} does not fit {self.bits} unsigned bits")
+        return number
+
+    def decode(self, raw: int) -> int | float | str:
+        if self.kind == "f32":
+            return struct.unpack("<f", struct.pack("<I", raw))[0]
+        if self.kind == "enum":
+            if raw >= len(self.choices):
+                raise ValueError(f"field {self.name}: enum index {raw} out of range")
+            return self.choices[raw]
+        if self.kind == "int" and raw >= 1 << (self.bits - 1):
+            return raw - (1 << self.bits)
+        return raw
+
+
+def _buf(name: str, doc: str) -> Field:
+    return Field(name, "buf", 4, doc)
+
+
+def _addr(name: str, doc: str) -> Field:
+    return Field(name, "uint", 24, doc)
+
+
+def _dram(name: str, doc: str) -> Field:
+    return Field(name, "uint", 32, doc)
+
+
+def _dim(name: str, doc: str) -> Field:
+    return Field(name, "uint", 16, doc)
+
+
+Cost = Callable[[Mapping, "HardwareView"], int]
+Actions = Callable[[Mapping, "HardwareView"], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class HardwareView:
+    """The hardware numbers the cost formulas read (built from the TOML config)."""
+
+    pe_rows: int
+    pe_cols: int
+    vector_lanes: int
+    vector_pipeline: int
+    special_function_passes: int
+    dram_bytes_per_cycle: float
+    dram_latency: int
+    element_bytes: int
+    hash_macs_per_cycle: int
+    cluster_lanes: int
+
+
+@dataclass(frozen=True)
+class Instruction:
+    name: str
+    opcode: int
+    unit: str
+    fields: tuple[Field, ...]
+    doc: str
+    cost_doc: str
+    cycles: Cost
+    actions: Actions
+    reads: Callable[[Mapping], list[tuple[str, int, int]]] = field(default=lambda f: [])
+    writes: Callable[[Mapping], list[tuple[str, int, int]]] = field(default=lambda f: [])
+
+    def field(self, name: str) -> Field:
+        for candidate in self.fields:
+            if candidate.name == name:
+                return candidate
+        raise KeyError(f"{self.name} has no field '{name}'")
+
+    @property
+    def bits(self) -> int:
+        return OPCODE_BITS + sum(f.bits for f in self.fields)
+
+
+def _ceil(a: float, b: float) -> int:
+    return int(math.ceil(a / b)) if b else 0
+
+
+def _dma_cycles(elements: int, hw: HardwareView) -> int:
+    return hw.dram_latency + _ceil(elements * hw.element_bytes, hw.dram_bytes_per_cycle)
+
+
+def _vector_cycles(elements: int, hw: HardwareView, passes: int = 1) -> int:
+    return passes * _ceil(elements, hw.vector_lanes) + hw.vector_pipeline
+
+
+SPECIAL_OPS = {
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "recip",
+    "erf",
+    "gelu",
+    "gelu_tanh",
+    "tanh",
+    "sigmoid",
+    "pow",
+    "div",
+}
+
+
+def _region(buffer_field: str, address_field: str, size: Callable[[Mapping], int]):
+    return lambda f: (f[buffer_field], f[address_field], size(f))
+
+
+def _rc(f: Mapping) -> int:
+    return f["rows"] * f["cols"]
+
+
+def _broadcast_elements(f: Mapping, mode: str) -> int:
+    return {"full": _rc(f), "row": f["cols"], "col": f["rows"], "scalar": 1, "imm": 0}[mode]
+
+
+def _b_elements(f: Mapping) -> int:
+    return _broadcast_elements(f, f["bcast"])
+
+
+INSTRUCTIONS: tuple[Instruction, ...] = (
+    Instruction(
+        "LOAD", 1, "dma",
+        (
+            _buf("dst", "destination buffer"), _addr("dst_addr", "destination element offset"),
+            _dram("src", "DRAM element address of the first row"),
+            _dim("rows", "rows"), _dim("cols", "elements per row"),
+            Field("stride", "int", 32, "DRAM elements between rows (0 repeats one row)"),
+        ),
+        "DRAM -> buffer: a 2-D strided tile, stored densely (rows x cols).",
+        "latency + rows*cols*element_bytes / DRAM bytes per cycle",
+        lambda f, hw: _dma_cycles(_rc(f), hw),
+        lambda f, hw: {"dram_bytes": _rc(f) * hw.element_bytes, "buffer_write": _rc(f)},
+        reads=lambda f: [("dram", f["src"], max(f["stride"], f["cols"]) * (f["rows"] - 1) + f["cols"])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
+        "STORE", 2, "dma",
+        (
+            _buf("src", "source buffer"), _addr("src_addr", "source element offset"),
+            _dram("dst", "DRAM element address of the first row"),
+            _dim("rows", "rows"), _dim("cols", "elements per row"),
+            Field("stride", "int", 32, "DRAM elements between rows"),
+        ),
+        "Buffer -> DRAM: a dense (rows x cols) tile written as a 2-D strided tile.",
+        "latency + rows*cols*element_bytes / DRAM bytes per cycle",
+        lambda f, hw: _dma_cycles(_rc(f), hw),
+        lambda f, hw: {"dram_bytes": _rc(f) * hw.element_bytes, "buffer_read": _rc(f)},
+        reads=lambda f: [(f["src"], f["src_addr"], _rc(f))],
+        writes=lambda f: [("dram", f["dst"], f["stride"] * (f["rows"] - 1) + f["cols"])],
+    ),
+    Instruction(
+        "GATHER", 3, "dma",
+        (
+            _buf("dst", "destination buffer"), _addr("dst_addr", "destination element offset"),
+            _dram("table", "DRAM address of row 0 of the table"),
+            _buf("idx", "buffer holding the row indices"), _addr("idx_addr", "index offset"),
+            _dim("rows", "rows to gather"), _dim("cols", "elements per row"),
+            Field("table_rows", "uint", 32, "rows in the table (indices are checked against it)"),
+        ),
+        "Row gather: dst[i, :] = table[idx[i], :] (embedding lookup, recovery by cluster id).",
+        "latency + rows * (latency/4 + cols*element_bytes / DRAM bytes per cycle)",
+        lambda f, hw: hw.dram_latency + f["rows"] * (hw.dram_latency // 4 + _ceil(f["cols"] * hw.element_bytes, hw.dram_bytes_per_cycle)),
+        lambda f, hw: {"dram_bytes": _rc(f) * hw.element_bytes, "buffer_write": _rc(f), "buffer_read": f["rows"]},
+        reads=lambda f: [("dram", f["table"], f["table_rows"] * f["cols"]), (f["idx"], f["idx_addr"], f["rows"])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
+        "GEMM", 4, "pe",
+        (
+            _buf("dst", "accumulator buffer"), _addr("dst_addr", "output offset (m x n)"),
+            _buf("a", "left operand buffer"), _addr("a_addr", "left operand offset (m x k)"),
+            _buf("b", "right operand buffer"), _addr("b_addr", "right operand offset (k x n, or n x k if transposed)"),
+            _dim("m", "rows of the output"), _dim("k", "inner dimension"), _dim("n", "columns of the output"),
+            Field("accumulate", "uint", 1, "add to dst instead of overwriting it"),
+            Field("transpose_b", "uint", 1, "b is stored n x k"),
+            Field("has_bias", "uint", 1, "add a (1 x n) bias row"),
+            _buf("bias", "bias buffer"), _addr("bias_addr", "bias offset"),
+        ),
+        "dst (+)= a @ b (+ bias) on the weight-stationary PE array.",
+        "ceil(k/R)*ceil(n/C) folds of (2R + C + m - 2) cycles (SCALE-Sim, weight stationary)",
+        lambda f, hw: _ceil(f["k"], hw.pe_rows) * _ceil(f["n"], hw.pe_cols) * (2 * hw.pe_rows + hw.pe_cols + f["m"] - 2),
+        lambda f, hw: {
+            "macs": f["m"] * f["k"] * f["n"],
+            "buffer_read": f["m"] * f["k"] * _ceil(f["n"], hw.pe_cols) + f["k"] * f["n"],
+            "buffer_write": f["m"] * f["n"],
+        },
+        reads=lambda f: [
+            (f["a"], f["a_addr"], f["m"] * f["k"]),
+            (f["b"], f["b_addr"], f["k"] * f["n"]),
+            *([(f["dst"], f["dst_addr"], f["m"] * f["n"])] if f["accumulate"] else []),
+            *([(f["bias"], f["bias_addr"], f["n"])] if f["has_bias"] else []),
+        ],
+        writes=lambda f: [(f["dst"], f["dst_addr"], f["m"] * f["n"])],
+    ),
+    Instruction(
+        "VEC", 5, "vector",
+        (
+            Field("op", "enum", 6, "operation", VECTOR_OPS),
+            _buf("dst", "destination buffer"), _addr("dst_addr", "destination offset"),
+            _buf("a", "operand a buffer"), _addr("a_addr", "operand a offset (rows x cols)"),
+            _buf("b", "operand b buffer"), _addr("b_addr", "operand b offset"),
+            _dim("rows", "rows"), _dim("cols", "columns"),
+            Field("bcast", "enum", 3, "how b covers the tile", BROADCASTS),
+            Field("imm", "f32", 32, "immediate operand (bcast=imm) or exponent"),
+        ),
+        "Elementwise dst = a OP b over a (rows x cols) tile; b full, one row, one column, one "
+        "element or the immediate. copy writes b (broadcast); cumsum scans each row; transpose "
+        "writes cols x rows.",
+        "passes * ceil(rows*cols / lanes) + pipeline depth (special functions take more passes)",
+        lambda f, hw: _vector_cycles(_rc(f), hw, hw.special_function_passes if f["op"] in SPECIAL_OPS else 1),
+        lambda f, hw: {"vector_ops": _rc(f), "buffer_read": _rc(f) + _b_elements(f), "buffer_write": _rc(f)},
+        reads=lambda f: [*([(f["a"], f["a_addr"], _rc(f))] if f["op"] != "copy" else []), *([(f["b"], f["b_addr"], _b_elements(f))] if _b_elements(f) else [])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
+        "SELECT", 6, "vector",
+        (
+            _buf("dst", "destination buffer"), _addr("dst_addr", "destination offset"),
+            _buf("cond", "condition buffer (nonzero = true)"), _addr("cond_addr", "condition offset"),
+            _buf("a", "value-if-true buffer"), _addr("a_addr", "offset"),
+            _buf("b", "value-if-false buffer"), _addr("b_addr", "offset"),
+            _dim("rows", "rows"), _dim("cols", "columns"),
+            Field("cond_bcast", "enum", 3, "broadcast of cond", BROADCASTS),
+            Field("a_bcast", "enum", 3, "broadcast of a", BROADCASTS),
+            Field("b_bcast", "enum", 3, "broadcast of b", BROADCASTS),
+        ),
+        "dst = cond ? a : b elementwise (each operand full or broadcast).",
+        "ceil(rows*cols / lanes) + pipeline depth",
+        lambda f, hw: _vector_cycles(_rc(f), hw),
+        lambda f, hw: {"vector_ops": _rc(f), "buffer_read": 3 * _rc(f), "buffer_write": _rc(f)},
+        reads=lambda f: [
+            (f[name], f[f"{name}_addr"], _broadcast_elements(f, f[f"{name}_bcast"]))
+            for name in ("cond", "a", "b")
+            if f[f"{name}_bcast"] != "imm"
+        ],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
+        "REDUCE", 7, "vector",
+        (
+            Field("op", "enum", 2, "reduction", REDUCE_OPS),
+            _buf("dst", "destination buffer"), _addr("dst_addr", "destination offset (rows x 1)"),
+            _buf("src", "source buffer"), _addr("src_addr", "source offset (rows x cols)"),
+            _dim("rows", "rows"), _dim("cols", "columns reduced"),
+        ),
+        "Row reduction: dst[r] = OP over src[r, :].",
+        "ceil(rows*cols / lanes) + pipeline depth",
+        lambda f, hw: _vector_cycles(_rc(f), hw),
+        lambda f, hw: {"vector_ops": _rc(f), "buffer_read": _rc(f), "buffer_write": f["rows"]},
+        reads=lambda f: [(f["src"], f["src_addr"], _rc(f))],
+        writes=lambda f: [(f["dst"], f["dst_addr"], f["rows"])],
+    ),
+    Instruction(
+        "LAYERNORM", 8, "vector",
+        (
+            _buf("dst", "destination buffer"), _addr("dst_addr", "destination offset"),
+            _buf("src", "source buffer"), _addr("src_addr", "source offset (rows x cols)"),
+            _buf("gamma", "scale buffer"), _addr("gamma_addr", "scale offset (1 x cols)"),
+            _buf("beta", "bias buffer"), _addr("beta_addr", "bias offset (1 x cols)"),
+            Field("has_beta", "uint", 1, "add the bias row"),
+            _dim("rows", "rows"), _dim("cols", "normalised width"),
+            Field("eps", "f32", 32, "epsilon"),
+        ),
+        "Row-wise LayerNorm: (x - mean) / sqrt(var + eps) * gamma + beta.",
+        "3 passes (mean, variance, normalise) of ceil(rows*cols / lanes) + pipeline depth",
+        lambda f, hw: _vector_cycles(_rc(f), hw, 3),
+        lambda f, hw: {"vector_ops": 5 * _rc(f), "buffer_read": 3 * _rc(f) + 2 * f["cols"], "buffer_write": _rc(f)},
+        reads=lambda f: [(f["src"], f["src_addr"], _rc(f)), (f["gamma"], f["gamma_addr"], f["cols"]), *([(f["beta"], f["beta_addr"], f["cols"])] if f["has_beta"] else [])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
+        "SOFTMAX", 9, "vector",
+        (
+            _buf("dst", "destination buffer"), _addr("dst_addr", "destination offset"),
+            _buf("src", "scores buffer"), _addr("src_addr", "scores offset (rows x cols)"),
+            _dim("rows", "query rows"), _dim("cols", "key columns"),
+            Field("scale", "f32", 32, "multiplies the scores first"),
+            Field("softcap", "f32", 32, "c > 0: scores = c * tanh(scores / c)"),
+            Field("mask", "enum", 2, "mask mode", MASK_MODES),
+            _buf("mask_buf", "mask buffer"), _addr("mask_addr", "mask offset"),
+            Field("has_counts", "uint", 1, "weight column j by count[j] (compressed keys)"),
+            _buf("counts", "counts buffer"), _addr("counts_addr", "counts offset (1 x cols)"),
+            Field("causal", "uint", 1, "row r sees columns j <= row0 + r + causal_offset"),
+            Field("row0", "uint", 16, "query index of the tile's first row"),
+            Field("causal_offset", "int", 16, "causal frontier offset"),
+        ),
+        "Row softmax of scale*scores (softcapped, masked, causal, count-weighted); a row with no "
+        "visible column becomes zeros.",
+        "3 passes (max, exp+sum, normalise) of ceil(rows*cols / lanes) + pipeline depth",
+        lambda f, hw: _vector_cycles(_rc(f), hw, 2 + hw.special_function_passes),
+        lambda f, hw: {"vector_ops": 5 * _rc(f), "buffer_read": 3 * _rc(f), "buffer_write": _rc(f)},
+        reads=lambda f: [
+            (f["src"], f["src_addr"], _rc(f)),
+            *([(f["mask_buf"], f["mask_addr"], f["cols"] if f["mask"] == "keys" else _rc(f))] if f["mask"] != "none" else []),
+            *([(f["counts"], f["counts_addr"], f["cols"])] if f["has_counts"] else []),
+        ],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
+        "HASH", 10, "hash",
+        (
+            _buf("dst", "code buffer (rows x 1)"), _addr("dst_addr", "code offset"),
+            _buf("src", "token buffer"), _addr("src_addr", "token offset (rows x cols)"),
+            _buf("proj", "projection buffer"), _addr("proj_addr", "projection offset (cols x bits)"),
+            _dim("rows", "tokens"), _dim("cols", "features"), Field("bits", "uint", 6, "hash bits"),
+        ),
+        "Sign-random-projection codes: dst[r] = sum_b 2^b [src[r] . proj[:, b] > 0].",
+        "rows*cols*bits / hash MACs per cycle + pipeline depth",
+        lambda f, hw: _ceil(_rc(f) * f["bits"], hw.hash_macs_per_cycle) + hw.vector_pipeline,
+        lambda f, hw: {"hash_macs": _rc(f) * f["bits"], "buffer_read": _rc(f) + f["cols"] * f["bits"], "buffer_write": f["rows"]},
+        reads=lambda f: [(f["src"], f["src_addr"], _rc(f)), (f["proj"], f["proj_addr"], f["cols"] * f["bits"])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], f["rows"])],
+    ),
+    Instruction(
+        "CLUSTER", 11, "cluster",
+        (
+            _buf("src", "token buffer"), _addr("src_addr", "token offset (rows x cols)"),
+            _buf("codes", "hash codes buffer"), _addr("codes_addr", "codes offset (rows x 1)"),
+            _buf("valid", "validity buffer (rows x 1, 0 = padding)"), _addr("valid_addr", "offset"),
+            Field("has_valid", "uint", 1, "use the validity column"),
+            _buf("centroids", "centroid buffer"), _addr("centroids_addr", "centroids offset (rows x cols)"),
+            _buf("counts", "count buffer"), _addr("counts_addr", "counts offset (1 x rows)"),
+            _buf("ids", "cluster id buffer"), _addr("ids_addr", "ids offset (rows x 1)"),
+            _dim("rows", "tokens"), _dim("cols", "features"),
+            Field("threshold", "f32", 32, "merge when |x - c| < threshold * |c|"),
+        ),
+        "Bucket + threshold merge: tokens with equal codes join the nearest running centroid "
+        "within threshold * its norm, else open a cluster; padding never merges.",
+        "rows * ceil(cols / cluster lanes) + pipeline depth",
+        lambda f, hw: f["rows"] * _ceil(f["cols"], hw.cluster_lanes) + hw.vector_pipeline,
+        lambda f, hw: {"vector_ops": 3 * _rc(f), "buffer_read": 2 * _rc(f), "buffer_write": _rc(f) + 2 * f["rows"]},
+        reads=lambda f: [(f["src"], f["src_addr"], _rc(f)), (f["codes"], f["codes_addr"], f["rows"]), *([(f["valid"], f["valid_addr"], f["rows"])] if f["has_valid"] else [])],
+        writes=lambda f: [(f["centroids"], f["centroids_addr"], _rc(f)), (f["counts"], f["counts_addr"], f["rows"]), (f["ids"], f["ids_addr"], f["rows"])],
+    ),
+    Instruction(
+        "SCATTER_ADD", 12, "vector",
+        (
+            _buf("dst", "accumulated rows buffer"), _addr("dst_addr", "offset (dst_rows x cols)"),
+            _buf("src", "source rows buffer"), _addr("src_addr", "offset (rows x cols)"),
+            _buf("idx", "index buffer"), _addr("idx_addr", "offset (rows x 1)"),
+            _dim("rows", "source rows"), _dim("cols", "columns"), _dim("dst_rows", "rows in dst"),
+        ),
+        "dst[idx[r], :] += src[r, :] (centroid accumulation).",
+        "ceil(rows*cols / lanes) + pipeline depth",
+        lambda f, hw: _vector_cycles(_rc(f), hw),
+        lambda f, hw: {"vector_ops": _rc(f), "buffer_read": 2 * _rc(f), "buffer_write": _rc(f)},
+        reads=lambda f: [(f["src"], f["src_addr"], _rc(f)), (f["idx"], f["idx_addr"], f["rows"]), (f["dst"], f["dst_addr"], f["dst_rows"] * f["cols"])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], f["dst_rows"] * f["cols"])],
+    ),
+    Instruction(
+        "GATHER_BUF", 13, "vector",
+        (
+            _buf("dst", "destination buffer"), _addr("dst_addr", "offset (rows x cols)"),
+            _buf("src", "table buffer"), _addr("src_addr", "offset (src_rows x cols)"),
+            _buf("idx", "index buffer"), _addr("idx_addr", "offset (rows x 1)"),
+            _dim("rows", "rows"), _dim("cols", "columns"), _dim("src_rows", "rows in the table"),
+        ),
+        "On-chip row gather: dst[r, :] = src[idx[r], :] (recovery of per-token rows).",
+        "ceil(rows*cols / lanes) + pipeline depth",
+        lambda f, hw: _vector_cycles(_rc(f), hw),
+        lambda f, hw: {"buffer_read": _rc(f) + f["rows"], "buffer_write": _rc(f)},
+        reads=lambda f: [(f["src"], f["src_addr"], f["src_rows"] * f["cols"]), (f["idx"], f["idx_addr"], f["rows"])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
+        "SYNC", 14, "control", (),
+        "Barrier: waits until every unit has finished all earlier instructions.",
+        "1 cycle after the last unit drains",
+        lambda f, hw: 1,
+        lambda f, hw: {},
+    ),
+    Instruction(
+        "HALT", 15, "control", (),
+        "End of program (waits for every unit).",
+        "1 cycle after the last unit drains",
+        lambda f, hw: 1,
+        lambda f, hw: {},
+    ),
+)  # fmt: skip
+
+BY_NAME: dict[str, Instruction] = {i.name: i for i in INSTRUCTIONS}
+BY_OPCODE: dict[int, Instruction] = {i.opcode: i for i in INSTRUCTIONS}
+
+
+def _validate_table() -> None:
+    assert len(BY_NAME) == len(INSTRUCTIONS) and len(BY_OPCODE) == len(INSTRUCTIONS)
+    for instruction in INSTRUCTIONS:
+        assert instruction.unit in UNITS, instruction.name
+        assert instruction.bits <= WORD_BITS, f"{instruction.name} needs {instruction.bits} bits"
+        names = [f.name for f in instruction.fields]
+        assert len(set(names)) == len(names), instruction.name
+
+
+_validate_table()
+
+
+def encode(name: str, fields: Mapping[str, int | float | str]) -> bytes:
+    """One 32-byte instruction word. Missing fields are zero; unknown ones are an error."""
+    instruction = BY_NAME[name]
+    unknown = set(fields) - {f.name for f in instruction.fields}
+    if unknown:
+        raise ValueError(f"{name}: unknown field(s) {sorted(unknown)}")
+    word = instruction.opcode
+    shift = OPCODE_BITS
+    for spec in instruction.fields:
+        word |= (
+            spec.check(fields.get(spec.name, 0 if spec.kind != "enum" else spec.choices[0]), name)
+            << shift
+        )
+        shift += spec.bits
+    return word.to_bytes(WORD_BYTES, "little")
+
+
+def decode(word: bytes) -> tuple[Instruction, dict[str, int | float | str]]:
+    """Instruction and field values of one word; raises ValueError on anything malformed."""
+    if len(word) != WORD_BYTES:
+        raise ValueError(f"an instruction word is {WORD_BYTES} bytes, got {len(word)}")
+    value = int.from_bytes(word, "little")
+    opcode = value & ((1 << OPCODE_BITS) - 1)
+    instruction = BY_OPCODE.get(opcode)
+    if instruction is None:
+        raise ValueError(f"unknown opcode {opcode}")
+    fields: dict[str, int | float | str] = {}
+    shift = OPCODE_BITS
+    for spec in instruction.fields:
+        fields[spec.name] = spec.decode((value >> shift) & ((1 << spec.bits) - 1))
+        shift += spec.bits
+    if value >> shift:
+        raise ValueError(f"{instruction.name}: nonzero bits beyond its last field")
+    return instruction, fields
+
+
+def format_value(spec: Field, value: int | float | str) -> str:
+    if spec.kind == "f32":
+        return repr(float(value))
+    if spec.kind in ("enum",):
+        return str(value)
+    return str(int(value))
+
+
+def markdown_table() -> str:
+    """docs/isa.md: every instruction with its unit, fields, semantics and cost formula."""
+    lines = [
+        "# CTA accelerator ISA",
+        "",
+        "Generated by `ctac isa --markdown` from runtime/isa.py; a test fails when this file differs.",
+        "",
+        f"Every instruction is one {WORD_BITS}-bit little-endian word: the opcode in bits 0-{OPCODE_BITS - 1}, "
+        "then the fields below in order. Addresses are element offsets (buffers) or element "
+        "addresses (DRAM); `buf` fields name a buffer by its index in the hardware config.",
+        "",
+        "| opcode | instruction | unit | bits | what it does | cycles |",
+        "|---|---|---|---|---|---|",
+    ]
+    for instruction in INSTRUCTIONS:
+        lines.append(
+            f"| {instruction.opcode} | `{instruction.name}` | {instruction.unit} | {instruction.bits} "
+            f"| {instruction.doc} | {instruction.cost_doc} |"
+        )
+    for instruction in INSTRUCTIONS:
+        lines += ["", f"## {instruction.name}", "", instruction.doc, ""]
+        if not instruction.fields:
+            lines.append("No fields.")
+            continue
+        lines += ["| field | kind | bits | meaning |", "|---|---|---|---|"]
+        for spec in instruction.fields:
+            meaning = spec.doc + (f" ({', '.join(spec.choices)})" if spec.choices else "")
+            lines.append(f"| `{spec.name}` | {spec.kind} | {spec.bits} | {meaning} |")
+    lines += [
+        "",
+        "Vector operations (`VEC.op`): " + ", ".join(f"`{op}`" for op in VECTOR_OPS) + ".",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,414 @@
+"""The program file (.ctab) and its assembly form.
+
+Binary layout (little-endian):
+
+    magic "CTAB" | version u16 | reserved u16 | hardware SHA-256 (32 bytes)
+    instruction count u32 | data elements u64 | DRAM elements u64
+    symbol table bytes u32 | source table bytes u32
+    instructions: count x 32-byte words (runtime/isa.py)
+    data segment: float32 elements, placed at DRAM address 0 (weights, constants)
+    symbol table: canonical JSON, inputs and outputs with name, shape, dtype, DRAM address
+    source table: canonical JSON {"strings": [...], "index": [one per instruction]}
+    SHA-256 of everything above
+
+`read_program` validates all of it (checksum, version, every field, every address range) before
+anything runs; a corrupt file is a CtacError naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ctac.errors import CtacError
+from ctac.runtime import isa
+
+MAGIC = b"CTAB"
+VERSION = 1
+HEADER = struct.Struct("<4sHH32sIQQII")
+DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8", "int8")
+BUFFER_NAMES = ("act", "wgt", "acc", "vec")
+# Enough for any model we compile; refusing more keeps a hostile header from allocating terabytes.
+MAX_DRAM_ELEMENTS = 1 << 34
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    kind: str  # input | output
+    shape: tuple[int, ...]
+    dtype: str
+    address: int
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "address": self.address,
+        }
+
+
+@dataclass
+class Program:
+    hw_digest: bytes
+    instructions: list[tuple[str, dict]]
+    data: np.ndarray
+    dram_elements: int
+    symbols: list[Symbol]
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list[Symbol]:
+        return [s for s in self.symbols if s.kind == "input"]
+
+    @property
+    def outputs(self) -> list[Symbol]:
+        return [s for s in self.symbols if s.kind == "output"]
+
+    def source_table(self) -> dict:
+        strings: list[str] = []
+        positions: dict[str, int] = {}
+        index = []
+        for source in self.sources:
+            if source not in positions:
+                positions[source] = len(strings)
+                strings.append(source)
+            index.append(positions[source])
+        return {"strings": strings, "index": index}
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def encode_program(program: Program) -> bytes:
+    words = b"".join(isa.encode(name, fields) for name, fields in program.instructions)
+    data = np.ascontiguousarray(program.data, dtype="<f4").tobytes()
+    symbols = _canonical([s.to_json() for s in program.symbols])
+    sources = _canonical(program.source_table())
+    header = HEADER.pack(
+        MAGIC,
+        VERSION,
+        0,
+        program.hw_digest,
+        len(program.instructions),
+        len(program.data),
+        program.dram_elements,
+        len(symbols),
+        len(sources),
+    )
+    body = header + words + data + symbols + sources
+    return body + hashlib.sha256(body).digest()
+
+
+def _fail(message: str) -> CtacError:
+    return CtacError(f"corrupt program: {message}")
+
+
+def decode_program(
+    blob: bytes, hw_digest: bytes | None = None, capacities: dict[int, int] | None = None
+) -> Program:
+    """Parse and validate a program; `capacities` (buffer index -> elements) checks buffer ranges."""
+    if len(blob) < HEADER.size + 32:
+        raise _fail(f"{len(blob)} bytes is shorter than a header and checksum")
+    body, checksum = blob[:-32], blob[-32:]
+    if hashlib.sha256(body).digest() != checksum:
+        raise _fail("checksum mismatch (the file is truncated or was modified)")
+    (
+        magic,
+        version,
+        reserved,
+        digest,
+        count,
+        data_elements,
+        dram_elements,
+        symbol_bytes,
+        source_bytes,
+    ) = HEADER.unpack_from(body)
+    if magic != MAGIC:
+        raise _fail(f"magic {magic!r} is not {MAGIC!r}; not a ctac program")
+    if version != VERSION:
+        raise _fail(f"version {version}; this ctac reads version {VERSION}")
+    if reserved != 0:
+        raise _fail("reserved header field is not zero")
+    if hw_digest is not None and digest != hw_digest:
+        raise CtacError(
+            "the program was compiled for another hardware config (hash mismatch); "
+            "recompile it or pass the same --hw file"
+        )
+    expected = (
+        HEADER.size + count * isa.WORD_BYTES + data_elements * 4 + symbol_bytes + source_bytes
+    )
+    if expected != len(body):
+        raise _fail(f"sections add up to {expected} bytes but the file has {len(body)}")
+    if not data_elements <= dram_elements <= MAX_DRAM_ELEMENTS:
+        raise _fail(f"DRAM size {dram_elements} is smaller than the data segment or too large")
+    offset = HEADER.size
+    instructions = []
+    for index in range(count):
+        word = body[offset : offset + isa.WORD_BYTES]
+        offset += isa.WORD_BYTES
+        try:
+            spec, fields = isa.decode(word)
+        except ValueError as exc:
+            raise _fail(f"instruction {index}: {exc}") from None
+        _check_ranges(index, spec, fields, dram_elements, capacities)
+        instructions.append((spec.name, fields))
+    data = np.frombuffer(body, dtype="<f4", count=data_elements, offset=offset).astype(np.float32)
+    offset += data_elements * 4
+    try:
+        symbol_list = json.loads(body[offset : offset + symbol_bytes])
+        offset += symbol_bytes
+        source_table = json.loads(body[offset : offset + source_bytes])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(f"symbol or source table is not JSON: {exc}") from None
+    symbols = _symbols(symbol_list, dram_elements)
+    sources = _sources(source_table, count)
+    if not instructions or instructions[-1][0] != "HALT":
+        raise _fail("the program does not end with HALT")
+    return Program(digest, instructions, data, dram_elements, symbols, sources)
+
+
+def _check_ranges(
+    index: int,
+    spec: isa.Instruction,
+    fields: dict,
+    dram_elements: int,
+    capacities: dict[int, int] | None,
+) -> None:
+    for field_spec in spec.fields:
+        if field_spec.kind == "buf" and fields[field_spec.name] >= len(BUFFER_NAMES):
+            raise _fail(
+                f"instruction {index} ({spec.name}): buffer id {fields[field_spec.name]} does not exist"
+            )
+    for dim in ("rows", "cols"):
+        if dim in fields and spec.name != "SYNC" and fields[dim] == 0:
+            raise _fail(f"instruction {index} ({spec.name}): {dim} is 0")
+    try:
+        regions = spec.reads(fields) + spec.writes(fields)
+    except (KeyError, TypeError) as exc:
+        raise _fail(f"instruction {index} ({spec.name}): {exc}") from None
+    for where, start, size in regions:
+        if where == "dram":
+            if start < 0 or size < 0 or start + size > dram_elements:
+                raise _fail(
+                    f"instruction {index} ({spec.name}): DRAM range [{start}, {start + size}) is outside [0, {dram_elements})"
+                )
+        elif capacities is not None and (start < 0 or size < 0 or start + size > capacities[where]):
+            raise _fail(
+                f"instruction {index} ({spec.name}): {BUFFER_NAMES[where]} range [{start}, "
+                f"{start + size}) exceeds its {capacities[where]} elements"
+            )
+    if spec.name in ("LOAD", "STORE") and fields["stride"] < 0:
+        raise _fail(f"instruction {index} ({spec.name}): negative stride")
+
+
+def _symbols(raw: object, dram_elements: int) -> list[Symbol]:
+    if not isinstance(raw, list):
+        raise _fail("symbol table is not a list")
+    symbols = []
+    for entry in raw:
+        try:
+            symbol = Symbol(
+                str(entry["name"]),
+                str(entry["kind"]),
+                tuple(int(d) for d in entry["shape"]),
+                str(entry["dtype"]),
+                int(entry["address"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _fail(f"symbol {entry!r}: {exc}") from None
+        if symbol.kind not in ("input", "output") or symbol.dtype not in DTYPES:
+            raise _fail(
+                f"symbol '{symbol.name}': kind {symbol.kind} / dtype {symbol.dtype} unknown"
+            )
+        if (
+            any(d <= 0 for d in symbol.shape)
+            or not 0 <= symbol.address <= dram_elements - symbol.size
+        ):
+            raise _fail(
+                f"symbol '{symbol.name}': shape {symbol.shape} at {symbol.address} is outside DRAM"
+            )
+        symbols.append(symbol)
+    return symbols
+
+
+def _sources(raw: object, count: int) -> list[str]:
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("strings"), list)
+        or not isinstance(raw.get("index"), list)
+    ):
+        raise _fail("source table must be {strings: [...], index: [...]}")
+    strings, index = raw["strings"], raw["index"]
+    if len(index) != count or any(
+        not isinstance(i, int) or not 0 <= i < len(strings) for i in index
+    ):
+        raise _fail("source table index does not match the instructions")
+    return [str(strings[i]) for i in index]
+
+
+def write_program(program: Program, path: str | Path) -> None:
+    from ctac.cli import write_atomically
+
+    write_atomically(path, encode_program(program))
+
+
+def read_program(
+    path: str | Path, hw_digest: bytes | None = None, capacities: dict[int, int] | None = None
+) -> Program:
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise CtacError(f"cannot read program '{path}': {exc.strerror}") from None
+    return decode_program(blob, hw_digest, capacities)
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembly
+# ---------------------------------------------------------------------------------------------
+
+
+def _format_fields(spec: isa.Instruction, fields: dict) -> str:
+    parts = []
+    for field_spec in spec.fields:
+        value = fields[field_spec.name]
+        text = (
+            BUFFER_NAMES[value] if field_spec.kind == "buf" else isa.format_value(field_spec, value)
+        )
+        parts.append(f"{field_spec.name}={text}")
+    return " ".join(parts)
+
+
+def disassemble(program: Program, include_data: bool = True) -> str:
+    """Readable assembly; with the data segment it assembles back to the same bytes."""
+    lines = [
+        "; ctac CTA-ISA assembly",
+        f".version {VERSION}",
+        f".hw {program.hw_digest.hex()}",
+        f".dram {program.dram_elements}",
+    ]
+    for symbol in program.symbols:
+        shape = "x".join(map(str, symbol.shape)) or "scalar"
+        lines.append(
+            f".{symbol.kind} {json.dumps(symbol.name)} {symbol.dtype} {shape} @{symbol.address}"
+        )
+    lines.append(f".data {len(program.data)}")
+    if include_data:
+        raw = np.ascontiguousarray(program.data, dtype="<f4").tobytes()
+        encoded = base64.b64encode(raw).decode()
+        lines += [f".bytes {encoded[i : i + 96]}" for i in range(0, len(encoded), 96)]
+    lines.append(".text")
+    sources = program.sources or [""] * len(program.instructions)
+    for (name, fields), source in zip(program.instructions, sources, strict=True):
+        spec = isa.BY_NAME[name]
+        text = f"{name} {_format_fields(spec, fields)}".rstrip()
+        lines.append(f"{text:<100} ;@ {json.dumps(source)}")
+    return "\n".join(lines) + "\n"
+
+
+def assemble(text: str, source_name: str = "<asm>") -> Program:
+    digest = None
+    dram = None
+    symbols: list[Symbol] = []
+    data_count = None
+    chunks: list[str] = []
+    instructions: list[tuple[str, dict]] = []
+    sources: list[str] = []
+    in_text = False
+
+    def fail(number: int, message: str) -> CtacError:
+        return CtacError(f"{source_name}:{number}: {message}")
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        code, _, comment = line.partition(";")
+        code = code.strip()
+        if not code:
+            continue
+        if not in_text:
+            keyword, _, rest = code.partition(" ")
+            if keyword == ".version":
+                if rest.strip() != str(VERSION):
+                    raise fail(
+                        number, f"version {rest.strip()}; this ctac assembles version {VERSION}"
+                    )
+            elif keyword == ".hw":
+                try:
+                    digest = bytes.fromhex(rest.strip())
+                except ValueError:
+                    raise fail(number, "the .hw digest is not hex") from None
+            elif keyword == ".dram":
+                dram = int(rest)
+            elif keyword in (".input", ".output"):
+                try:
+                    decoder = json.JSONDecoder()
+                    name, end = decoder.raw_decode(rest.strip())
+                    dtype, shape, address = rest.strip()[end:].split()
+                    dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
+                    symbols.append(Symbol(name, keyword[1:], dims, dtype, int(address.lstrip("@"))))
+                except (ValueError, json.JSONDecodeError):
+                    raise fail(number, f"malformed {keyword} line") from None
+            elif keyword == ".data":
+                data_count = int(rest)
+            elif keyword == ".bytes":
+                chunks.append(rest.strip())
+            elif keyword == ".text":
+                in_text = True
+            else:
+                raise fail(number, f"unknown directive '{keyword}'")
+            continue
+        name, *pairs = code.split()
+        spec = isa.BY_NAME.get(name)
+        if spec is None:
+            raise fail(number, f"unknown instruction '{name}'")
+        fields: dict = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise fail(number, f"'{pair}' should be field=value")
+            try:
+                field_spec = spec.field(key)
+            except KeyError:
+                raise fail(number, f"{name} has no field '{key}'") from None
+            if field_spec.kind == "buf":
+                if value not in BUFFER_NAMES:
+                    raise fail(number, f"unknown buffer '{value}'")
+                fields[key] = BUFFER_NAMES.index(value)
+            elif field_spec.kind == "f32":
+                fields[key] = float(value)
+            elif field_spec.kind == "enum":
+                fields[key] = value
+            else:
+                try:
+                    fields[key] = int(value)
+                except ValueError:
+                    raise fail(number, f"{name}.{key}: '{value}' is not an integer") from None
+        try:
+            word = isa.encode(name, fields)
+            _, decoded = isa.decode(word)
+        except ValueError as exc:
+            raise fail(number, str(exc)) from None
+        instructions.append((name, decoded))
+        marker = comment.strip()
+        sources.append(json.loads(marker[1:].strip()) if marker.startswith("@") else "")
+    if digest is None or dram is None or data_count is None:
+        raise CtacError(f"{source_name}: missing .hw, .dram or .data directive")
+    raw = base64.b64decode("".join(chunks)) if chunks else b""
+    if len(raw) != data_count * 4:
+        raise CtacError(
+            f"{source_name}: .data says {data_count} elements but .bytes hold {len(raw) // 4}"
+        )
+    data = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    return Program(digest, instructions, data, dram, symbols, sources)

@@ -1,0 +1,207 @@
+"""The CTA-ISA: table, encoding, program files, lowering of every test model, and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import MODELS, manifest_inputs, shape_flags
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctac.emit import program_from_module
+from ctac.errors import CtacError
+from ctac.hw import load_hardware
+from ctac.importer import import_model
+from ctac.passes.detect_attention import detect_attention
+from ctac.passes.lower_to_isa import lower_module
+from ctac.pipeline import module_text, parse_module, run_passes
+from ctac.runtime import isa
+from ctac.runtime.interpreter import run_program
+from ctac.runtime.program import assemble, decode_program, disassemble, encode_program
+
+REPO = Path(__file__).resolve().parent.parent
+HW = load_hardware()
+CAPACITIES = {b.index: b.capacity for b in HW.buffers}
+
+
+def compile_entry(entry: dict):
+    imported = import_model(MODELS / entry["file"], shape_flags(entry))
+    run_passes(imported.module, "canonicalize")
+    detect_attention(imported.module)
+    lowered = lower_module(imported.module, HW)
+    return lowered, program_from_module(lowered)
+
+
+@pytest.fixture
+def compiled(model_entry: dict):
+    return compile_entry(model_entry)
+
+
+def test_program_runs_like_onnxruntime(model_entry: dict, compiled) -> None:
+    _, program = compiled
+    program = decode_program(encode_program(program), HW.digest, CAPACITIES)
+    inputs = manifest_inputs(model_entry, seed=5)
+    expected = ort.InferenceSession(str(MODELS / model_entry["file"])).run(None, inputs)
+    got = list(run_program(program, CAPACITIES, inputs).values())
+    for ours, theirs in zip(got, expected, strict=True):
+        assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_disasm_asm_is_byte_identical(compiled) -> None:
+    _, program = compiled
+    blob = encode_program(program)
+    text = disassemble(decode_program(blob, HW.digest, CAPACITIES))
+    assert encode_program(assemble(text)) == blob
+
+
+def test_isa_module_round_trips(compiled) -> None:
+    lowered, _ = compiled
+    text = module_text(lowered)
+    assert module_text(parse_module(text)) == text
+
+
+def test_no_tile_exceeds_its_buffer(compiled) -> None:
+    _, program = compiled
+    for name, fields in program.instructions:
+        for where, start, size in isa.BY_NAME[name].reads(fields) + isa.BY_NAME[name].writes(
+            fields
+        ):
+            if where != "dram":
+                assert start >= 0 and start + size <= CAPACITIES[where], (name, fields)
+
+
+def test_docs_isa_md_is_generated_from_the_table() -> None:
+    assert (REPO / "docs" / "isa.md").read_text() == isa.markdown_table()
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_every_instruction_encodes_and_decodes(data) -> None:
+    spec = data.draw(st.sampled_from(isa.INSTRUCTIONS))
+    fields = {}
+    for field in spec.fields:
+        if field.kind == "enum":
+            fields[field.name] = data.draw(st.sampled_from(field.choices))
+        elif field.kind == "f32":
+            fields[field.name] = float(np.float32(data.draw(st.floats(-1e6, 1e6, allow_nan=False))))
+        elif field.kind == "int":
+            fields[field.name] = data.draw(
+                st.integers(-(1 << (field.bits - 1)), (1 << (field.bits - 1)) - 1)
+            )
+        else:
+            fields[field.name] = data.draw(st.integers(0, (1 << field.bits) - 1))
+    decoded_spec, decoded = isa.decode(isa.encode(spec.name, fields))
+    assert decoded_spec is spec and decoded == fields
+
+
+def test_field_overflow_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"GEMM\.m"):
+        isa.encode("GEMM", {"m": 1 << 16})
+
+
+def _small_program():
+    entry = {
+        "file": "bert_ts_eager.onnx",
+        "inputs": {"input_ids": {"shape": [2, 16]}, "attention_mask": {"shape": [2, 16]}},
+    }
+    return compile_entry(entry)[1]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda b: b[:-1], "checksum"),
+        (lambda b: b"XXXX" + b[4:], "checksum"),
+        (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "checksum"),
+    ],
+)
+def test_corrupt_programs_are_refused(corrupt, message: str) -> None:
+    blob = encode_program(_small_program())
+    with pytest.raises(CtacError, match=message):
+        decode_program(corrupt(blob), HW.digest, CAPACITIES)
+
+
+def _resign(body: bytes) -> bytes:
+    import hashlib
+
+    return body + hashlib.sha256(body).digest()
+
+
+def test_decoder_checks_fields_behind_a_valid_checksum() -> None:
+    blob = encode_program(_small_program())
+    body = bytearray(blob[:-32])
+    header = 4 + 2 + 2 + 32 + 4 + 8 + 8 + 4 + 4
+    bad_magic = bytes(b"NOPE" + body[4:])
+    with pytest.raises(CtacError, match="magic"):
+        decode_program(_resign(bad_magic), HW.digest, CAPACITIES)
+    bad_version = bytearray(body)
+    bad_version[4] = 9
+    with pytest.raises(CtacError, match="version"):
+        decode_program(_resign(bytes(bad_version)), HW.digest, CAPACITIES)
+    bad_opcode = bytearray(body)
+    bad_opcode[header] = 200
+    with pytest.raises(CtacError, match="unknown opcode"):
+        decode_program(_resign(bytes(bad_opcode)), HW.digest, CAPACITIES)
+    bad_buffer = bytearray(body)
+    bad_buffer[header + 1] |= 0x0F  # first instruction's first buffer field -> id 15
+    with pytest.raises(CtacError, match="buffer id"):
+        decode_program(_resign(bytes(bad_buffer)), HW.digest, CAPACITIES)
+    with pytest.raises(CtacError, match="another hardware config"):
+        decode_program(blob, b"\0" * 32, CAPACITIES)
+
+
+def test_unlowerable_ops_are_all_named(tmp_path: Path) -> None:
+    text = """
+func.func @main(%x: tensor<1x3x8x8xf32> {onnx.name = "x"}) -> (tensor<1x4x8x8xf32> {onnx.name = "y"}, tensor<1x4x8x8xf32> {onnx.name = "z"}) {
+  %w = onnx.Constant dense<1.000000e+00> : tensor<4x3x3x3xf32>
+  %y = onnx.Conv %x, %w {pads = array<i64: 1, 1, 1, 1>} : (tensor<1x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<1x4x8x8xf32>
+  %z = onnx.Conv %x, %w {pads = array<i64: 1, 1, 1, 1>, strides = array<i64: 1, 1>} : (tensor<1x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<1x4x8x8xf32>
+  func.return %y, %z : tensor<1x4x8x8xf32>, tensor<1x4x8x8xf32>
+}
+"""
+    module = parse_module(text)
+    with pytest.raises(CtacError, match=r"2 op\(s\) cannot be lowered") as error:
+        lower_module(module, HW)
+    assert "'y' (onnx.Conv)" in str(error.value) and "'z' (onnx.Conv)" in str(error.value)
+
+
+def test_hardware_numbers_need_sources(tmp_path: Path) -> None:
+    text = (REPO / "ctac" / "data" / "default_hw.toml").read_text()
+    broken = tmp_path / "hw.toml"
+    broken.write_text(
+        text.replace(
+            'lanes = { value = 64, source = "[assumed] 64-lane vector/softmax unit" }', "lanes = 64"
+        )
+    )
+    with pytest.raises(CtacError, match="vector.lanes = 64 has no source"):
+        load_hardware(broken)
+    untagged = tmp_path / "hw2.toml"
+    untagged.write_text(text.replace("[assumed] 64-lane", "64-lane"))
+    with pytest.raises(CtacError, match="vector.lanes needs a source"):
+        load_hardware(untagged)
+
+
+def test_cli_compile_disasm_asm(tmp_path: Path, capsys) -> None:
+    from ctac.cli import main
+
+    program = tmp_path / "gpt2.ctab"
+    shapes = "input_ids=2x16,attention_mask=2x16"
+    assert (
+        main(["compile", str(MODELS / "gpt2_ts_eager.onnx"), "--shape", shapes, "-o", str(program)])
+        == 0
+    )
+    assert main(["disasm", str(program), "-o", str(tmp_path / "gpt2.s")]) == 0
+    assert main(["asm", str(tmp_path / "gpt2.s"), "-o", str(tmp_path / "again.ctab")]) == 0
+    assert (tmp_path / "again.ctab").read_bytes() == program.read_bytes()
+    capsys.readouterr()
+    assert (
+        main(["compile", str(MODELS / "gpt2_ts_eager.onnx"), "--shape", shapes, "--emit", "asm"])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert text.startswith("; ctac CTA-ISA assembly") and "SOFTMAX" in text and "HALT" in text
+    assert main(["isa", "--markdown"]) == 0
+    assert capsys.readouterr().out == (REPO / "docs" / "isa.md").read_text()
