@@ -91,7 +91,10 @@ def _compile(args: argparse.Namespace) -> int:
         return 0
     target = args.output or f"{Path(args.model).stem}.ctab"
     write_atomically(target, encode_program(program))
-    print(f"wrote {target}: {len(program.instructions)} instructions, {len(program.data)} data elements", file=sys.stderr)
+    print(
+        f"wrote {target}: {len(program.instructions)} instructions, {len(program.data)} data elements",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -127,6 +130,104 @@ def _asm(args: argparse.Namespace) -> int:
     target = args.output or f"{path.stem}.ctab"
     write_atomically(target, blob)
     print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    from ctac.hw import load_hardware
+    from ctac.run import (
+        attention_report,
+        compare_with_onnxruntime,
+        execute,
+        load_inputs,
+        load_program,
+        profile_json,
+        profile_program,
+        random_inputs,
+    )
+
+    hw = load_hardware(args.hw)
+    program = load_program(args.program, hw)
+    inputs = random_inputs(program, args.seed)
+    inputs.update(load_inputs(args.input))
+    outputs, stats = execute(program, hw, inputs)
+    profile = profile_program(program, hw, stats)
+    errors = compare_with_onnxruntime(args.compare, inputs, outputs) if args.compare else {}
+    if args.output:
+        from io import BytesIO
+
+        buffer = BytesIO()
+        np.savez(buffer, **outputs)
+        write_atomically(args.output, buffer.getvalue())
+    report = {
+        "outputs": {
+            name: {
+                "shape": list(array.shape),
+                **(
+                    {
+                        "max_abs_err": errors[name]["max_abs_err"],
+                        "max_rel_err": errors[name]["max_rel_err"],
+                    }
+                    if name in errors
+                    else {}
+                ),
+            }
+            for name, array in outputs.items()
+        },
+        "profile": profile_json(profile),
+        "attention": attention_report(program, stats),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for name, entry in report["outputs"].items():
+        line = f"{name}: {outputs[name].dtype}{entry['shape']}"
+        if "max_abs_err" in entry:
+            line += f"  vs onnxruntime: max abs err {entry['max_abs_err']:.3g}, max rel err {entry['max_rel_err']:.3g}"
+        print(line)
+    p = report["profile"]
+    print(
+        f"{p['cycles']:,} cycles = {p['seconds'] * 1e3:.3f} ms, {p['energy_pj'] / 1e6:.3f} uJ, {p['dram_bytes'] / 1e6:.3f} MB DRAM"
+    )
+    for layer in report["attention"]:
+        print(
+            f"attention {layer['layer']}: {layer['tokens']} tokens -> {layer['query_clusters']} query / {layer['kv_clusters']} key-value clusters"
+        )
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from ctac.hw import load_hardware
+    from ctac.run import execute, load_inputs, load_program, profile_program, random_inputs
+    from ctac.runtime.profile import format_blocks, format_summary, write_reports
+
+    hw = load_hardware(args.hw)
+    program = load_program(args.program, hw)
+    stats = None
+    if not args.timing_only:
+        inputs = random_inputs(program, args.seed)
+        inputs.update(load_inputs(args.input))
+        _, stats = execute(program, hw, inputs)
+    profile = profile_program(program, hw, stats)
+    print(
+        format_summary(
+            profile,
+            f"{args.program} ({len(program.instructions):,} instructions{', timing only' if args.timing_only else ''})",
+        )
+    )
+    print()
+    print(format_blocks(profile))
+    paths = write_reports(profile, Path(args.out), Path(args.program).stem)
+    print()
+    for kind, path in paths.items():
+        print(f"wrote {path}  ({kind})")
+    print(
+        "open trace.json in https://ui.perfetto.dev (Open trace file) to see every unit's timeline"
+    )
     return 0
 
 
@@ -288,6 +389,50 @@ def build_parser() -> argparse.ArgumentParser:
     asm_parser.add_argument("--hw", help="hardware config to check the program against")
     asm_parser.add_argument("-o", "--output", help="output .ctab (default: SOURCE.ctab)")
     asm_parser.set_defaults(handler=_asm)
+
+    run_parser = commands.add_parser(
+        "run",
+        help="run a program on the accelerator model",
+        epilog="examples:\n  ctac run bert.ctab --compare tests/models/bert_ts_eager.onnx\n"
+        "  ctac run bert.ctab --input input_ids=ids.npy --input attention_mask=mask.npy -o out.npz --json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_parser.add_argument("program", help="a .ctab file")
+    run_parser.add_argument(
+        "--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array"
+    )
+    run_parser.add_argument(
+        "--seed", type=int, default=0, help="seed for inputs not given with --input"
+    )
+    run_parser.add_argument(
+        "--compare", metavar="MODEL.onnx", help="compare the outputs with onnxruntime"
+    )
+    run_parser.add_argument("--json", action="store_true", help="print one JSON object")
+    run_parser.add_argument("--hw", help="the hardware config it was compiled for")
+    run_parser.add_argument("-o", "--output", help="save the outputs to this .npz file")
+    run_parser.set_defaults(handler=_run)
+
+    profile_parser = commands.add_parser(
+        "profile",
+        help="cycles, energy and traffic per unit and layer, with a trace and plots",
+        epilog="examples:\n  ctac profile bert.ctab --out prof/\n  ctac profile bert.ctab --out prof/ --timing-only\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    profile_parser.add_argument("program", help="a .ctab file")
+    profile_parser.add_argument(
+        "--out", required=True, help="folder for profile.json, trace.json and plots"
+    )
+    profile_parser.add_argument(
+        "--timing-only", action="store_true", help="skip the numerics (nominal sizes)"
+    )
+    profile_parser.add_argument(
+        "--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array"
+    )
+    profile_parser.add_argument(
+        "--seed", type=int, default=0, help="seed for inputs not given with --input"
+    )
+    profile_parser.add_argument("--hw", help="the hardware config it was compiled for")
+    profile_parser.set_defaults(handler=_profile)
 
     isa_parser = commands.add_parser(
         "isa",

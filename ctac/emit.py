@@ -34,10 +34,19 @@ def program_from_module(module: ModuleOp) -> Program:
 
             values = numpy_from_dense(entry.value)
         if values.size != count:
-            raise CtacError(f"data entry at {start}: {values.size} elements where {count} are declared")
+            raise CtacError(
+                f"data entry at {start}: {values.size} elements where {count} are declared"
+            )
         data[start : start + count] = values.reshape(-1).astype(np.float32)
     symbols = [
-        Symbol(op.sym.data, op.kind.data, tuple(d.data for d in op.shape.data), op.dtype.data, op.address.data)
+        Symbol(
+            op.sym.data,
+            op.kind.data,
+            tuple(d.data for d in op.shape.data),
+            op.dtype.data,
+            op.address.data,
+            op.vocab.data if op.vocab is not None else 0,
+        )
         for op in module.ops
         if isinstance(op, SymbolOp)
     ]

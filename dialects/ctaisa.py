@@ -61,7 +61,9 @@ class InstructionOp(IRDLOperation):
         spec = isa.BY_NAME[cls.INSTRUCTION]
         properties: dict[str, Attribute] = {}
         for field_spec in spec.fields:
-            value = fields.get(field_spec.name, field_spec.choices[0] if field_spec.kind == "enum" else 0)
+            value = fields.get(
+                field_spec.name, field_spec.choices[0] if field_spec.kind == "enum" else 0
+            )
             field_spec.check(value, cls.INSTRUCTION)
             if field_spec.kind == "buf":
                 properties[field_spec.name] = StringAttr(BUFFER_NAMES[int(value)])
@@ -71,14 +73,20 @@ class InstructionOp(IRDLOperation):
                 properties[field_spec.name] = FloatAttr(float(value), f32)
             else:
                 properties[field_spec.name] = IntegerAttr(int(value), i64)
-        return cls.build(properties=properties, attributes={"src": StringAttr(source)} if source else {})
+        return cls.build(
+            properties=properties, attributes={"src": StringAttr(source)} if source else {}
+        )
 
     def print(self, printer: Printer) -> None:
         spec = isa.BY_NAME[self.INSTRUCTION]
         values = self.field_values()
         for field_spec in spec.fields:
             value = values[field_spec.name]
-            text = BUFFER_NAMES[value] if field_spec.kind == "buf" else isa.format_value(field_spec, value)
+            text = (
+                BUFFER_NAMES[value]
+                if field_spec.kind == "buf"
+                else isa.format_value(field_spec, value)
+            )
             printer.print_string(f" {field_spec.name}={text}")
         if self.source:
             printer.print_string(" src ")
@@ -123,7 +131,9 @@ class InstructionOp(IRDLOperation):
 def _instruction_op(spec: isa.Instruction) -> type[InstructionOp]:
     properties = {}
     for field_spec in spec.fields:
-        kind = {"buf": StringAttr, "enum": StringAttr, "f32": FloatAttr}.get(field_spec.kind, IntegerAttr)
+        kind = {"buf": StringAttr, "enum": StringAttr, "f32": FloatAttr}.get(
+            field_spec.kind, IntegerAttr
+        )
         properties[field_spec.name] = prop_def(kind)
     namespace = {
         "name": f"ctaisa.{spec.name.lower()}",
@@ -133,10 +143,14 @@ def _instruction_op(spec: isa.Instruction) -> type[InstructionOp]:
         "__doc__": spec.doc,
         **properties,
     }
-    return irdl_op_definition(type(f"{spec.name.title().replace('_', '')}Op", (InstructionOp,), namespace))
+    return irdl_op_definition(
+        type(f"{spec.name.title().replace('_', '')}Op", (InstructionOp,), namespace)
+    )
 
 
-INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {spec.name: _instruction_op(spec) for spec in isa.INSTRUCTIONS}
+INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {
+    spec.name: _instruction_op(spec) for spec in isa.INSTRUCTIONS
+}
 
 
 @irdl_op_definition
@@ -192,12 +206,15 @@ class SymbolOp(IRDLOperation):
     dtype = prop_def(StringAttr)
     shape = prop_def(ArrayAttr)
     address = prop_def(IntAttr)
+    vocab = opt_prop_def(IntAttr)
 
     def print(self, printer: Printer) -> None:
         printer.print_string(f" {self.kind.data} ")
         printer.print_string_literal(self.sym.data)
         dims = ", ".join(str(d.data) for d in self.shape.data)
         printer.print_string(f" {self.dtype.data} [{dims}] at={self.address.data}")
+        if self.vocab is not None:
+            printer.print_string(f" vocab={self.vocab.data}")
 
     @classmethod
     def parse(cls, parser: Parser) -> SymbolOp:
@@ -208,19 +225,23 @@ class SymbolOp(IRDLOperation):
         parser.parse_keyword("at")
         parser.parse_punctuation("=")
         address = parser.parse_integer()
-        return cls.build(
-            properties={
-                "kind": StringAttr(kind),
-                "sym": StringAttr(name),
-                "dtype": StringAttr(dtype),
-                "shape": ArrayAttr([IntAttr(d) for d in dims]),
-                "address": IntAttr(address),
-            }
-        )
+        properties: dict[str, Attribute] = {
+            "kind": StringAttr(kind),
+            "sym": StringAttr(name),
+            "dtype": StringAttr(dtype),
+            "shape": ArrayAttr([IntAttr(d) for d in dims]),
+            "address": IntAttr(address),
+        }
+        if parser.parse_optional_keyword("vocab") is not None:
+            parser.parse_punctuation("=")
+            properties["vocab"] = IntAttr(parser.parse_integer())
+        return cls.build(properties=properties)
 
     def verify_(self) -> None:
         if self.kind.data not in ("input", "output") or self.dtype.data not in DTYPES:
-            raise VerifyException(f"ctaisa.symbol: kind {self.kind.data} / dtype {self.dtype.data} unknown")
+            raise VerifyException(
+                f"ctaisa.symbol: kind {self.kind.data} / dtype {self.dtype.data} unknown"
+            )
 
 
 CtaIsa = Dialect("ctaisa", [DataOp, SymbolOp, *INSTRUCTION_OPS.values()], [])

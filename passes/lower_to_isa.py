@@ -29,7 +29,7 @@ from ctac.dialects import onnx as ox
 from ctac.dialects.ctaisa import INSTRUCTION_OPS, DataOp, SymbolOp
 from ctac.errors import CtacError
 from ctac.hw import Hardware, load_hardware
-from ctac.runtime.evaluator import input_names, main_function, output_names
+from ctac.runtime.evaluator import indexed_extent, input_names, main_function, output_names
 
 ACT, WGT, ACC, VEC = 0, 1, 2, 3
 # Elements of `vec` kept for rows that live through a whole op.
@@ -127,7 +127,10 @@ def _runs(indices: np.ndarray) -> list[tuple[int, int, int]]:
             if stride not in (0, 1):
                 stride = 1
             else:
-                while position + length < len(indices) and int(indices[position + length]) == start + stride * length:
+                while (
+                    position + length < len(indices)
+                    and int(indices[position + length]) == start + stride * length
+                ):
                     length += 1
         runs.append((start, length, stride))
         position += length
@@ -167,19 +170,53 @@ class Lowering:
 
     def persistent(self, size: int) -> int:
         if self.persistent_top + size > PERSISTENT:
-            raise Unsupported(f"needs {size} persistent vector elements; {PERSISTENT - self.persistent_top} left")
+            raise Unsupported(
+                f"needs {size} persistent vector elements; {PERSISTENT - self.persistent_top} left"
+            )
         address = 2 * self.half[VEC] + self.persistent_top
         self.persistent_top += size
         return address
 
-    def load(self, buffer: int, address: int, source: int, rows: int, cols: int, stride: int) -> None:
-        self.emit("LOAD", dst=buffer, dst_addr=address, src=source, rows=rows, cols=cols, stride=stride)
+    def load(
+        self, buffer: int, address: int, source: int, rows: int, cols: int, stride: int
+    ) -> None:
+        self.emit(
+            "LOAD", dst=buffer, dst_addr=address, src=source, rows=rows, cols=cols, stride=stride
+        )
 
-    def store(self, buffer: int, address: int, target: int, rows: int, cols: int, stride: int) -> None:
-        self.emit("STORE", src=buffer, src_addr=address, dst=target, rows=rows, cols=cols, stride=stride)
+    def store(
+        self, buffer: int, address: int, target: int, rows: int, cols: int, stride: int
+    ) -> None:
+        self.emit(
+            "STORE", src=buffer, src_addr=address, dst=target, rows=rows, cols=cols, stride=stride
+        )
 
-    def vec(self, op: str, dst: int, dst_addr: int, a: tuple[int, int], rows: int, cols: int, b: tuple[int, int] = (0, 0), bcast: str = "imm", imm: float = 0.0) -> None:
-        self.emit("VEC", op=op, dst=dst, dst_addr=dst_addr, a=a[0], a_addr=a[1], b=b[0], b_addr=b[1], rows=rows, cols=cols, bcast=bcast, imm=imm)
+    def vec(
+        self,
+        op: str,
+        dst: int,
+        dst_addr: int,
+        a: tuple[int, int],
+        rows: int,
+        cols: int,
+        b: tuple[int, int] = (0, 0),
+        bcast: str = "imm",
+        imm: float = 0.0,
+    ) -> None:
+        self.emit(
+            "VEC",
+            op=op,
+            dst=dst,
+            dst_addr=dst_addr,
+            a=a[0],
+            a_addr=a[1],
+            b=b[0],
+            b_addr=b[1],
+            rows=rows,
+            cols=cols,
+            bcast=bcast,
+            imm=imm,
+        )
 
     # ------------------------------------------------------------------ DRAM
     def data_tensor(self, value: SSAValue) -> Tensor:
@@ -243,7 +280,10 @@ class Lowering:
         for name, argument in zip(names, block.args, strict=True):
             address = self.arena.allocate(_size(ox.shape_of(argument)))
             self.tensors[argument] = Tensor(address, ox.shape_of(argument))
-            self.symbols.append(_symbol("input", name, _dtype_name(argument), ox.shape_of(argument), address))
+            vocab = indexed_extent(argument) or 0
+            self.symbols.append(
+                _symbol("input", name, _dtype_name(argument), ox.shape_of(argument), address, vocab)
+            )
         last_use: dict[SSAValue, int] = {}
         for index, op in enumerate(ops):
             for operand in op.operands:
@@ -269,7 +309,9 @@ class Lowering:
                 self.persistent_top = 0
                 lower(self, op)
             except Unsupported as exc:
-                label = op.results[0].name_hint if op.results and op.results[0].name_hint else op.name
+                label = (
+                    op.results[0].name_hint if op.results and op.results[0].name_hint else op.name
+                )
                 problems.append(f"'{label}' ({op.name}): {exc}")
             for operand in set(op.operands):
                 base = root(operand)
@@ -284,13 +326,16 @@ class Lowering:
                     self.arena.release(tensor.address, _size(tensor.shape))
         if problems:
             raise CtacError(
-                f"{len(problems)} op(s) cannot be lowered to the CTA-ISA:\n  " + "\n  ".join(problems)
+                f"{len(problems)} op(s) cannot be lowered to the CTA-ISA:\n  "
+                + "\n  ".join(problems)
             )
         for name, value in zip(output_names(self.module), ret.arguments, strict=True):
             tensor = self.tensors.get(value) or self.tensors.get(root(value))
             if tensor is None:
                 raise CtacError(f"output '{name}' has no DRAM location")
-            self.symbols.append(_symbol("output", name, _dtype_name(value), ox.shape_of(value), tensor.address))
+            self.symbols.append(
+                _symbol("output", name, _dtype_name(value), ox.shape_of(value), tensor.address)
+            )
         self.source = "end"
         self.emit("HALT")
         return self._module()
@@ -316,24 +361,28 @@ class Lowering:
         return module
 
 
-def _symbol(kind: str, name: str, dtype: str, shape: tuple[int, ...], address: int) -> SymbolOp:
-    return SymbolOp.build(
-        properties={
-            "kind": StringAttr(kind),
-            "sym": StringAttr(name),
-            "dtype": StringAttr(dtype),
-            "shape": ArrayAttr([IntAttr(d) for d in shape]),
-            "address": IntAttr(address),
-        }
-    )
+def _symbol(
+    kind: str, name: str, dtype: str, shape: tuple[int, ...], address: int, vocab: int = 0
+) -> SymbolOp:
+    properties = {
+        "kind": StringAttr(kind),
+        "sym": StringAttr(name),
+        "dtype": StringAttr(dtype),
+        "shape": ArrayAttr([IntAttr(d) for d in shape]),
+        "address": IntAttr(address),
+    }
+    if vocab:
+        properties["vocab"] = IntAttr(vocab)
+    return SymbolOp.build(properties=properties)
 
 
 def _source_of(op: Operation) -> str:
+    """'<op>:<name>': the op kind (attention is told apart by it) and the layer's name."""
     source = op.attributes.get("ctac.source")
     if isinstance(source, StringAttr):
-        return source.data
+        return f"{op.name}:{source.data}"
     if op.results and op.results[0].name_hint:
-        return op.results[0].name_hint
+        return f"{op.name}:{op.results[0].name_hint}"
     return op.name
 
 
@@ -360,7 +409,9 @@ def _round_down(value: int, multiple: int) -> int:
     return value if value <= multiple else value - value % multiple
 
 
-def gemm_tiles(lowering: Lowering, m: int, k: int, n: int, n_step: int | None = None) -> tuple[int, int, int]:
+def gemm_tiles(
+    lowering: Lowering, m: int, k: int, n: int, n_step: int | None = None
+) -> tuple[int, int, int]:
     """Tile sizes (tm, tk, tn) whose A, B and C tiles each fit half a buffer."""
     half_a, half_b, half_c = lowering.half[ACT], lowering.half[WGT], lowering.half[ACC]
     rows = lowering.hw.view().pe_rows
@@ -411,7 +462,9 @@ def emit_gemm(lowering: Lowering, plan: GemmPlan) -> None:
             bias_address = 0
             if plan.bias is not None:
                 bias_address = lowering.persistent(cols)
-                lowering.load(VEC, bias_address, plan.bias.address + plan.bias_offset + n0, 1, cols, cols)
+                lowering.load(
+                    VEC, bias_address, plan.bias.address + plan.bias_offset + n0, 1, cols, cols
+                )
             for k0, depth in _split_ranges(plan.k, tk):
                 if not single_k:
                     lowering.next_stage()
@@ -459,7 +512,14 @@ def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
         rows = _size(a_shape[:-1])
         emit_gemm(
             lowering,
-            GemmPlan(rows, k, n, _dense_loader(lowering, ACT, a.address, k), _dense_loader(lowering, WGT, b.address, n), _dense_storer(lowering, out.address, n)),
+            GemmPlan(
+                rows,
+                k,
+                n,
+                _dense_loader(lowering, ACT, a.address, k),
+                _dense_loader(lowering, WGT, b.address, n),
+                _dense_storer(lowering, out.address, n),
+            ),
         )
         return
     batch = out_shape[:-2]
@@ -471,7 +531,14 @@ def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
         c_base = out.address + index * m * n
         emit_gemm(
             lowering,
-            GemmPlan(m, k, n, _dense_loader(lowering, ACT, a_base, k), _dense_loader(lowering, WGT, b_base, n), _dense_storer(lowering, c_base, n)),
+            GemmPlan(
+                m,
+                k,
+                n,
+                _dense_loader(lowering, ACT, a_base, k),
+                _dense_loader(lowering, WGT, b_base, n),
+                _dense_storer(lowering, c_base, n),
+            ),
         )
 
 
@@ -483,7 +550,11 @@ def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
 
 @lowering(ox.GemmOp)
 def lower_gemm(lowering: Lowering, op: ox.GemmOp) -> None:
-    if op.int_attr("transA", 0) or op.float_attr("alpha", 1.0) != 1.0 or op.float_attr("beta", 1.0) != 1.0:
+    if (
+        op.int_attr("transA", 0)
+        or op.float_attr("alpha", 1.0) != 1.0
+        or op.float_attr("beta", 1.0) != 1.0
+    ):
         raise Unsupported("Gemm with transA, alpha or beta")
     a, b, out = lowering.tensor(op.A), lowering.tensor(op.B), lowering.tensors[op.Y]
     m, k = ox.shape_of(op.A)
@@ -501,7 +572,19 @@ def lower_gemm(lowering: Lowering, op: ox.GemmOp) -> None:
         else:
             lowering.load(WGT, address, b.address + k0 * n + n0, depth, cols, n)
 
-    emit_gemm(lowering, GemmPlan(m, k, n, _dense_loader(lowering, ACT, a.address, k), load_b, _dense_storer(lowering, out.address, n), transpose, bias))
+    emit_gemm(
+        lowering,
+        GemmPlan(
+            m,
+            k,
+            n,
+            _dense_loader(lowering, ACT, a.address, k),
+            load_b,
+            _dense_storer(lowering, out.address, n),
+            transpose,
+            bias,
+        ),
+    )
 
 
 @lowering(cta.ProjectOp)
@@ -546,8 +629,17 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
     value_dim = ox.shape_of(op.value)[3]
     group = heads // kv_heads
     if kv_len * (head_dim + value_dim) > lowering.half[WGT]:
-        raise Unsupported(f"keys and values of {kv_len} tokens do not fit half of wgt; key tiling is not implemented")
-    rows = max(1, min(q_len, lowering.half[ACC] // max(kv_len, value_dim), lowering.half[ACT] // max(kv_len, head_dim)))
+        raise Unsupported(
+            f"keys and values of {kv_len} tokens do not fit half of wgt; key tiling is not implemented"
+        )
+    rows = max(
+        1,
+        min(
+            q_len,
+            lowering.half[ACC] // max(kv_len, value_dim),
+            lowering.half[ACT] // max(kv_len, head_dim),
+        ),
+    )
     kind = op.str_attr("mask_kind", "none")
     mask = lowering.tensor(op.mask) if op.mask is not None else None
     mask_shape = ox.shape_of(op.mask) if op.mask is not None else ()
@@ -563,13 +655,34 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
             kv = h // group
             k_address = lowering.slot(WGT)
             v_address = k_address + kv_len * head_dim
-            lowering.load(WGT, k_address, k.address + (b * kv_heads + kv) * kv_len * head_dim, kv_len, head_dim, head_dim)
-            lowering.load(WGT, v_address, v.address + (b * kv_heads + kv) * kv_len * value_dim, kv_len, value_dim, value_dim)
+            lowering.load(
+                WGT,
+                k_address,
+                k.address + (b * kv_heads + kv) * kv_len * head_dim,
+                kv_len,
+                head_dim,
+                head_dim,
+            )
+            lowering.load(
+                WGT,
+                v_address,
+                v.address + (b * kv_heads + kv) * kv_len * value_dim,
+                kv_len,
+                value_dim,
+                value_dim,
+            )
             for q0, count in _split_ranges(q_len, rows):
                 lowering.next_stage()
                 q_address = lowering.slot(ACT)
                 s_address = lowering.slot(ACC)
-                lowering.load(ACT, q_address, q.address + ((b * heads + h) * q_len + q0) * head_dim, count, head_dim, head_dim)
+                lowering.load(
+                    ACT,
+                    q_address,
+                    q.address + ((b * heads + h) * q_len + q0) * head_dim,
+                    count,
+                    head_dim,
+                    head_dim,
+                )
                 lowering.emit(
                     "GEMM", dst=ACC, dst_addr=s_address, a=ACT, a_addr=q_address, b=WGT, b_addr=k_address,
                     m=count, k=head_dim, n=kv_len, transpose_b=1,
@@ -579,7 +692,15 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                     mask_mode, mask_address = "keys", key_row
                 elif kind == "additive":
                     mask_mode, mask_address = "additive", lowering.slot(VEC)
-                    _load_broadcast_block(lowering, mask, mask_shape, (batch, heads, q_len, kv_len), (b, h, q0), count, mask_address)
+                    _load_broadcast_block(
+                        lowering,
+                        mask,
+                        mask_shape,
+                        (batch, heads, q_len, kv_len),
+                        (b, h, q0),
+                        count,
+                        mask_address,
+                    )
                 p_address = lowering.slot(ACT) + count * head_dim
                 lowering.emit(
                     "SOFTMAX", dst=ACT, dst_addr=p_address, src=ACC, src_addr=s_address, rows=count, cols=kv_len,
@@ -593,12 +714,25 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                     "GEMM", dst=ACC, dst_addr=o_address, a=ACT, a_addr=p_address, b=WGT, b_addr=v_address,
                     m=count, k=kv_len, n=value_dim,
                 )  # fmt: skip
-                lowering.store(ACC, o_address, out.address + ((b * heads + h) * q_len + q0) * value_dim, count, value_dim, value_dim)
+                lowering.store(
+                    ACC,
+                    o_address,
+                    out.address + ((b * heads + h) * q_len + q0) * value_dim,
+                    count,
+                    value_dim,
+                    value_dim,
+                )
         lowering.persistent_top = 0
 
 
 def _load_broadcast_block(
-    lowering: Lowering, tensor: Tensor, shape: tuple[int, ...], full: tuple[int, int, int, int], position: tuple[int, int, int], rows: int, address: int
+    lowering: Lowering,
+    tensor: Tensor,
+    shape: tuple[int, ...],
+    full: tuple[int, int, int, int],
+    position: tuple[int, int, int],
+    rows: int,
+    address: int,
 ) -> None:
     """Load rows [q0, q0+rows) of the (b, h) score block of a mask broadcast to `full`."""
     padded = (1,) * (4 - len(shape)) + tuple(shape)
@@ -607,11 +741,17 @@ def _load_broadcast_block(
     if padded[3] not in (1, cols):
         raise Unsupported(f"mask shape {shape}")
     strides = [int(np.prod(padded[i + 1 :])) for i in range(4)]
-    base = tensor.address + (b if padded[0] > 1 else 0) * strides[0] + (h if padded[1] > 1 else 0) * strides[1]
+    base = (
+        tensor.address
+        + (b if padded[0] > 1 else 0) * strides[0]
+        + (h if padded[1] > 1 else 0) * strides[1]
+    )
     if padded[3] == 1:
         raise Unsupported("a mask broadcast along the key axis")
     row_stride = strides[2] if padded[2] > 1 else 0
-    lowering.load(VEC, address, base + (q0 if padded[2] > 1 else 0) * strides[2], rows, cols, row_stride)
+    lowering.load(
+        VEC, address, base + (q0 if padded[2] > 1 else 0) * strides[2], rows, cols, row_stride
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,7 +804,11 @@ def operand_plan(lowering: Lowering, value: SSAValue, out_shape: tuple[int, ...]
         return Operand("scalar", tensor=tensor)
     out_lead = out_shape[:-1] if out_shape else ()
     lead = padded[:-1] if padded else ()
-    row_map = np.broadcast_to(np.arange(_size(lead)).reshape(lead), out_lead).reshape(-1) if out_lead else np.zeros(1, np.int64)
+    row_map = (
+        np.broadcast_to(np.arange(_size(lead)).reshape(lead), out_lead).reshape(-1)
+        if out_lead
+        else np.zeros(1, np.int64)
+    )
     columns = padded[-1] if padded else 1
     out_columns = out_shape[-1] if out_shape else 1
     if columns == out_columns and (row_map == row_map[0]).all():
@@ -676,13 +820,30 @@ def _prepare_operand(lowering: Lowering, operand: Operand, columns: int) -> None
     """Load rows and scalars used by every tile once, into the persistent area."""
     if operand.mode == "row":
         operand.persistent = lowering.persistent(columns)
-        lowering.load(VEC, operand.persistent, operand.tensor.address + int(operand.row_map[0]) * columns, 1, columns, columns)
+        lowering.load(
+            VEC,
+            operand.persistent,
+            operand.tensor.address + int(operand.row_map[0]) * columns,
+            1,
+            columns,
+            columns,
+        )
     elif operand.mode == "scalar":
         operand.persistent = lowering.persistent(1)
         lowering.load(VEC, operand.persistent, operand.tensor.address, 1, 1, 1)
 
 
-def _load_operand(lowering: Lowering, operand: Operand, buffer: int, address: int, r0: int, rows: int, c0: int, cols: int, out_columns: int) -> tuple[int, int, str]:
+def _load_operand(
+    lowering: Lowering,
+    operand: Operand,
+    buffer: int,
+    address: int,
+    r0: int,
+    rows: int,
+    c0: int,
+    cols: int,
+    out_columns: int,
+) -> tuple[int, int, str]:
     """Bring the operand's part of a tile on chip: (buffer, address, broadcast mode)."""
     if operand.mode in ("row", "scalar"):
         return VEC, operand.persistent + (c0 if operand.mode == "row" else 0), operand.mode
@@ -693,12 +854,25 @@ def _load_operand(lowering: Lowering, operand: Operand, buffer: int, address: in
     for start, count, stride in _runs(operand.row_map[r0 : r0 + rows]):
         source = operand.tensor.address + start * width + (c0 if operand.mode == "full" else 0)
         row_stride = width if stride == 1 else 0
-        lowering.load(buffer, address + position * (cols if operand.mode == "full" else 1), source, count, cols if operand.mode == "full" else 1, row_stride)
+        lowering.load(
+            buffer,
+            address + position * (cols if operand.mode == "full" else 1),
+            source,
+            count,
+            cols if operand.mode == "full" else 1,
+            row_stride,
+        )
         position += count
     return buffer, address, operand.mode
 
 
-def lower_elementwise(lowering: Lowering, op: Operation, vec_op: str, operands: list[SSAValue], commutative: bool = False) -> None:
+def lower_elementwise(
+    lowering: Lowering,
+    op: Operation,
+    vec_op: str,
+    operands: list[SSAValue],
+    commutative: bool = False,
+) -> None:
     result = op.results[0]
     out_shape = ox.shape_of(result)
     out = lowering.tensors[result]
@@ -706,7 +880,12 @@ def lower_elementwise(lowering: Lowering, op: Operation, vec_op: str, operands: 
     plans = [operand_plan(lowering, v, out_shape) for v in operands]
     for plan in plans:
         _prepare_operand(lowering, plan, columns)
-    if len(plans) == 2 and plans[0].mode != "full" and plans[1].mode == "full" and (commutative or vec_op in SWAPPED):
+    if (
+        len(plans) == 2
+        and plans[0].mode != "full"
+        and plans[1].mode == "full"
+        and (commutative or vec_op in SWAPPED)
+    ):
         plans.reverse()
         vec_op = SWAPPED.get(vec_op, vec_op)
     buffers = [ACT, WGT, ACC]
@@ -717,13 +896,25 @@ def lower_elementwise(lowering: Lowering, op: Operation, vec_op: str, operands: 
         for c0, width in _split_ranges(columns, cols):
             lowering.next_stage()
             located = [
-                _load_operand(lowering, plan, buffers[i], lowering.slot(buffers[i]), r0, rows, c0, width, columns)
+                _load_operand(
+                    lowering,
+                    plan,
+                    buffers[i],
+                    lowering.slot(buffers[i]),
+                    r0,
+                    rows,
+                    c0,
+                    width,
+                    columns,
+                )
                 for i, plan in enumerate(plans)
             ]
             destination = lowering.slot(VEC)
             if vec_op == "select":
                 located = [
-                    _materialize_scalar(lowering, plan) if mode == "imm" else (buffer, address, mode)
+                    _materialize_scalar(lowering, plan)
+                    if mode == "imm"
+                    else (buffer, address, mode)
                     for plan, (buffer, address, mode) in zip(plans, located, strict=True)
                 ]
                 (cb, ca, cm), (ab, aa, am), (bb, ba, bm) = located
@@ -733,7 +924,17 @@ def lower_elementwise(lowering: Lowering, op: Operation, vec_op: str, operands: 
                 )  # fmt: skip
             elif vec_op == "copy":
                 buffer, address, mode = located[0]
-                lowering.vec("copy", VEC, destination, (0, 0), rows, width, b=(buffer, address), bcast=mode, imm=plans[0].imm)
+                lowering.vec(
+                    "copy",
+                    VEC,
+                    destination,
+                    (0, 0),
+                    rows,
+                    width,
+                    b=(buffer, address),
+                    bcast=mode,
+                    imm=plans[0].imm,
+                )
             else:
                 first = located[0]
                 if first[2] != "full":
@@ -743,14 +944,33 @@ def lower_elementwise(lowering: Lowering, op: Operation, vec_op: str, operands: 
                 else:
                     second = located[1]
                     imm = plans[1].imm if second[2] == "imm" else 0.0
-                    lowering.vec(vec_op, VEC, destination, (first[0], first[1]), rows, width, b=(second[0], second[1]), bcast=second[2], imm=imm)
+                    lowering.vec(
+                        vec_op,
+                        VEC,
+                        destination,
+                        (first[0], first[1]),
+                        rows,
+                        width,
+                        b=(second[0], second[1]),
+                        bcast=second[2],
+                        imm=imm,
+                    )
             lowering.store(VEC, destination, out.address + r0 * columns + c0, rows, width, columns)
 
 
-def _materialize(lowering: Lowering, plan: Operand, located: tuple[int, int, str], rows: int, cols: int, address: int) -> tuple[int, int, str]:
+def _materialize(
+    lowering: Lowering,
+    plan: Operand,
+    located: tuple[int, int, str],
+    rows: int,
+    cols: int,
+    address: int,
+) -> tuple[int, int, str]:
     """A full tile from a broadcast operand (VEC copy of b), written at `address` in vec."""
     buffer, source, mode = located
-    lowering.vec("copy", VEC, address, (0, 0), rows, cols, b=(buffer, source), bcast=mode, imm=plan.imm)
+    lowering.vec(
+        "copy", VEC, address, (0, 0), rows, cols, b=(buffer, source), bcast=mode, imm=plan.imm
+    )
     return VEC, address, "full"
 
 
@@ -779,7 +999,12 @@ for _class in UNARY_OPS:
 
 @lowering(ox.GeluOp)
 def lower_gelu(lowering: Lowering, op: ox.GeluOp) -> None:
-    lower_elementwise(lowering, op, "gelu_tanh" if op.str_attr("approximate", "none") == "tanh" else "gelu", [op.X])
+    lower_elementwise(
+        lowering,
+        op,
+        "gelu_tanh" if op.str_attr("approximate", "none") == "tanh" else "gelu",
+        [op.X],
+    )
 
 
 @lowering(ox.CastOp, ox.CastLikeOp)
@@ -861,7 +1086,16 @@ def lower_softmax(lowering: Lowering, op: ox.SoftmaxOp) -> None:
         lowering.next_stage()
         source, target = lowering.slot(ACT), lowering.slot(VEC)
         lowering.load(ACT, source, x.address + r0 * columns, rows, columns, columns)
-        lowering.emit("SOFTMAX", dst=VEC, dst_addr=target, src=ACT, src_addr=source, rows=rows, cols=columns, scale=1.0)
+        lowering.emit(
+            "SOFTMAX",
+            dst=VEC,
+            dst_addr=target,
+            src=ACT,
+            src_addr=source,
+            rows=rows,
+            cols=columns,
+            scale=1.0,
+        )
         lowering.store(VEC, target, out.address + r0 * columns, rows, columns, columns)
 
 
@@ -871,14 +1105,28 @@ def lower_reduce(lowering: Lowering, op: ox.ReduceOp) -> None:
     axes = [] if op.axes is None else [int(a) % len(shape) for a in operand_values(op.axes)]
     if axes != [len(shape) - 1]:
         raise Unsupported(f"reduction over axes {axes}; only the last axis is lowered")
-    kind = {ox.ReduceMeanOp: "mean", ox.ReduceSumOp: "sum", ox.ReduceMaxOp: "max", ox.ReduceMinOp: "min"}[type(op)]
+    kind = {
+        ox.ReduceMeanOp: "mean",
+        ox.ReduceSumOp: "sum",
+        ox.ReduceMaxOp: "max",
+        ox.ReduceMinOp: "min",
+    }[type(op)]
     rows_total, columns = _rows_cols(shape)
     x, out = lowering.tensor(op.data), lowering.tensors[op.reduced]
     for r0, rows in _row_tiles(lowering, rows_total, columns):
         lowering.next_stage()
         source, target = lowering.slot(ACT), lowering.slot(VEC)
         lowering.load(ACT, source, x.address + r0 * columns, rows, columns, columns)
-        lowering.emit("REDUCE", op=kind, dst=VEC, dst_addr=target, src=ACT, src_addr=source, rows=rows, cols=columns)
+        lowering.emit(
+            "REDUCE",
+            op=kind,
+            dst=VEC,
+            dst_addr=target,
+            src=ACT,
+            src_addr=source,
+            rows=rows,
+            cols=columns,
+        )
         lowering.store(VEC, target, out.address + r0, rows, 1, 1)
 
 
@@ -917,7 +1165,9 @@ def lower_gather(lowering: Lowering, op: ox.GatherOp) -> None:
         lowering.next_stage()
         index_address, target = lowering.slot(VEC), lowering.slot(ACT)
         if index_plan.mode == "imm":
-            lowering.vec("copy", VEC, index_address, (0, 0), rows, 1, bcast="imm", imm=index_plan.imm)
+            lowering.vec(
+                "copy", VEC, index_address, (0, 0), rows, 1, bcast="imm", imm=index_plan.imm
+            )
         else:
             lowering.load(VEC, index_address, lowering.tensor(op.indices).address + r0, rows, 1, 1)
         lowering.emit(
@@ -962,7 +1212,9 @@ def lower_transpose(lowering: Lowering, op: ox.TransposeOp) -> None:
         tile, target = lowering.slot(ACT), lowering.slot(VEC)
         if input_major:
             source = x.address + index * rows * cols
-            destination = out.address + sum(p * out_strides[where[a]] for p, a in zip(position, outer_axes, strict=True))
+            destination = out.address + sum(
+                p * out_strides[where[a]] for p, a in zip(position, outer_axes, strict=True)
+            )
             lowering.load(ACT, tile, source, rows, cols, cols)
             lowering.store(ACT, tile, destination, rows, cols, row_stride_out)
             continue
@@ -976,7 +1228,9 @@ def lower_transpose(lowering: Lowering, op: ox.TransposeOp) -> None:
             lowering.vec("transpose", VEC, target, (ACT, tile), cols, rows)
             source_buffer, source = VEC, target
         else:
-            raise Unsupported(f"transpose {list(perm)}: neither output axis is contiguous in the input")
+            raise Unsupported(
+                f"transpose {list(perm)}: neither output axis is contiguous in the input"
+            )
         lowering.store(source_buffer, source, out.address + index * rows * cols, rows, cols, cols)
 
 
@@ -1001,7 +1255,9 @@ def lower_concat(lowering: Lowering, op: ox.ConcatOp) -> None:
                     lowering.vec("copy", ACT, tile, (0, 0), rows, width, bcast="imm", imm=plan.imm)
                 else:
                     lowering.load(ACT, tile, source.address + r0 * inner + c0, rows, width, inner)
-                lowering.store(ACT, tile, out.address + r0 * out_inner + offset + c0, rows, width, out_inner)
+                lowering.store(
+                    ACT, tile, out.address + r0 * out_inner + offset + c0, rows, width, out_inner
+                )
         offset += inner
 
 
@@ -1016,7 +1272,12 @@ def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
     strides = op.ints_attr("strides", [1, 1])
     pads = op.ints_attr("pads", [0, 0, 0, 0])
     dilations = op.ints_attr("dilations", [1, 1])
-    if tuple(strides) != kernel or any(pads) or any(d != 1 for d in dilations) or op.int_attr("group", 1) != 1:
+    if (
+        tuple(strides) != kernel
+        or any(pads)
+        or any(d != 1 for d in dilations)
+        or op.int_attr("group", 1) != 1
+    ):
         raise Unsupported(
             f"Conv with kernel {list(kernel)}, strides {list(strides)}, pads {list(pads)}: only patchify "
             "convolutions (kernel == stride, no padding) are supported"
@@ -1055,7 +1316,9 @@ def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
                 tile, column = lowering.slot(ACT), lowering.slot(WGT)
                 lowering.load(ACT, tile, base + r0 * patches, rows, patches, patches)
                 lowering.load(WGT, column, bias.address + r0, rows, 1, 1)
-                lowering.vec("add", ACT, tile, (ACT, tile), rows, patches, b=(WGT, column), bcast="col")
+                lowering.vec(
+                    "add", ACT, tile, (ACT, tile), rows, patches, b=(WGT, column), bcast="col"
+                )
                 lowering.store(ACT, tile, base + r0 * patches, rows, patches, patches)
     lowering.arena.release(scratch, patches * depth)
 

@@ -137,7 +137,7 @@ def random_inputs(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
         if np.issubdtype(dtype, np.floating):
             inputs[name] = rng.standard_normal(shape).astype(dtype)
             continue
-        vocabulary = _indexed_extent(argument)
+        vocabulary = indexed_extent(argument)
         if vocabulary is not None:
             inputs[name] = rng.integers(0, vocabulary, size=shape).astype(dtype)
         else:
@@ -145,7 +145,7 @@ def random_inputs(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
     return inputs
 
 
-def _indexed_extent(value: SSAValue, depth: int = 0) -> int | None:
+def indexed_extent(value: SSAValue, depth: int = 0) -> int | None:
     """If `value` (through casts/reshapes) indexes a Gather, the size of the gathered axis."""
     for use in value.uses:
         user = use.operation
@@ -155,7 +155,7 @@ def _indexed_extent(value: SSAValue, depth: int = 0) -> int | None:
         if depth < 4 and isinstance(
             user, ox.CastOp | ox.ReshapeOp | ox.UnsqueezeOp | ox.SqueezeOp | ox.FlattenOp
         ):
-            found = _indexed_extent(user.results[0], depth + 1)
+            found = indexed_extent(user.results[0], depth + 1)
             if found is not None:
                 return found
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class Machine:
 
     def __init__(self, program: Program, capacities: Mapping[int, int]) -> None:
         self.program = program
+        self.stats = ExecutionStats()
+        self.index = 0
         self.buffers = {
             index: np.zeros(size, dtype=np.float32) for index, size in capacities.items()
         }
@@ -249,6 +252,7 @@ def _cluster(machine: Machine, f: Fields) -> None:
     machine.tile(f["centroids"], f["centroids_addr"], rows, cols)[...] = centroids
     machine.tile(f["counts"], f["counts_addr"], 1, rows)[0] = counts
     machine.tile(f["ids"], f["ids_addr"], rows, 1)[:, 0] = ids
+    machine.stats.clusters[machine.index] = int((counts > 0).sum())
 
 
 def _scatter_add(machine: Machine, f: Fields) -> None:
@@ -289,11 +293,28 @@ SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
 assert set(SEMANTICS) == set(isa.BY_NAME), "every instruction needs semantics"
 
 
+@dataclass
+class ExecutionStats:
+    """What the data decided during a run: clusters formed per CLUSTER instruction, and for each
+    instruction the fraction of its nominal rows that held real work (the cost model's scale)."""
+
+    clusters: dict[int, int] = field(default_factory=dict)
+    scale: list[float] = field(default_factory=list)
+
+
 def run_program(
-    program: Program, capacities: Mapping[int, int], inputs: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Execute the whole program on named inputs; returns named outputs in their dtypes."""
+    program: Program,
+    capacities: Mapping[int, int],
+    inputs: Mapping[str, np.ndarray],
+    progress: Callable[[int], object] | None = None,
+    stats: ExecutionStats | None = None,
+) -> tuple[dict[str, np.ndarray], ExecutionStats]:
+    """Execute the whole program on named inputs; returns named outputs (in their dtypes) and
+    the data-dependent statistics of the run."""
+    stats = stats or ExecutionStats()
+    stats.scale = [1.0] * len(program.instructions)
     machine = Machine(program, capacities)
+    machine.stats = stats
     for symbol in program.inputs:
         if symbol.name not in inputs:
             raise CtacError(f"missing input '{symbol.name}' {symbol.dtype}{list(symbol.shape)}")
@@ -306,13 +327,16 @@ def run_program(
             np.float32
         )
     for index, (name, fields) in enumerate(program.instructions):
+        machine.index = index
         try:
             SEMANTICS[name](machine, fields)
         except CtacError as exc:
             source = program.sources[index] if program.sources else ""
             raise CtacError(f"instruction {index} ({name}, {source}): {exc}") from None
+        if progress is not None and index % 256 == 255:
+            progress(256)
     outputs = {}
     for symbol in program.outputs:
         flat = machine.dram[symbol.address : symbol.address + symbol.size]
         outputs[symbol.name] = flat.reshape(symbol.shape).astype(symbol.dtype)
-    return outputs
+    return outputs, stats

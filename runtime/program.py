@@ -45,6 +45,8 @@ class Symbol:
     shape: tuple[int, ...]
     dtype: str
     address: int
+    # For integer inputs that index an embedding: the table's rows (random inputs stay inside).
+    vocab: int = 0
 
     @property
     def size(self) -> int:
@@ -57,6 +59,7 @@ class Symbol:
             "shape": list(self.shape),
             "dtype": self.dtype,
             "address": self.address,
+            "vocab": self.vocab,
         }
 
 
@@ -227,6 +230,7 @@ def _symbols(raw: object, dram_elements: int) -> list[Symbol]:
                 tuple(int(d) for d in entry["shape"]),
                 str(entry["dtype"]),
                 int(entry["address"]),
+                int(entry.get("vocab", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _fail(f"symbol {entry!r}: {exc}") from None
@@ -235,7 +239,8 @@ def _symbols(raw: object, dram_elements: int) -> list[Symbol]:
                 f"symbol '{symbol.name}': kind {symbol.kind} / dtype {symbol.dtype} unknown"
             )
         if (
-            any(d <= 0 for d in symbol.shape)
+            symbol.vocab < 0
+            or any(d <= 0 for d in symbol.shape)
             or not 0 <= symbol.address <= dram_elements - symbol.size
         ):
             raise _fail(
@@ -302,8 +307,9 @@ def disassemble(program: Program, include_data: bool = True) -> str:
     ]
     for symbol in program.symbols:
         shape = "x".join(map(str, symbol.shape)) or "scalar"
+        vocab = f" vocab={symbol.vocab}" if symbol.vocab else ""
         lines.append(
-            f".{symbol.kind} {json.dumps(symbol.name)} {symbol.dtype} {shape} @{symbol.address}"
+            f".{symbol.kind} {json.dumps(symbol.name)} {symbol.dtype} {shape} @{symbol.address}{vocab}"
         )
     lines.append(f".data {len(program.data)}")
     if include_data:
@@ -355,9 +361,12 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
                 try:
                     decoder = json.JSONDecoder()
                     name, end = decoder.raw_decode(rest.strip())
-                    dtype, shape, address = rest.strip()[end:].split()
+                    dtype, shape, address, *extra = rest.strip()[end:].split()
                     dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
-                    symbols.append(Symbol(name, keyword[1:], dims, dtype, int(address.lstrip("@"))))
+                    vocab = int(extra[0].removeprefix("vocab=")) if extra else 0
+                    symbols.append(
+                        Symbol(name, keyword[1:], dims, dtype, int(address.lstrip("@")), vocab)
+                    )
                 except (ValueError, json.JSONDecodeError):
                     raise fail(number, f"malformed {keyword} line") from None
             elif keyword == ".data":

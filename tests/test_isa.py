@@ -45,7 +45,7 @@ def test_program_runs_like_onnxruntime(model_entry: dict, compiled) -> None:
     program = decode_program(encode_program(program), HW.digest, CAPACITIES)
     inputs = manifest_inputs(model_entry, seed=5)
     expected = ort.InferenceSession(str(MODELS / model_entry["file"])).run(None, inputs)
-    got = list(run_program(program, CAPACITIES, inputs).values())
+    got = list(run_program(program, CAPACITIES, inputs)[0].values())
     for ours, theirs in zip(got, expected, strict=True):
         assert np.abs(ours - theirs).max() <= 1e-4
 

@@ -1,0 +1,149 @@
+"""Running compiled programs: inputs, the interpreter with progress, onnxruntime comparison,
+and the JSON report of `ctac run`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ctac.errors import CtacError
+from ctac.hw import Hardware
+from ctac.runtime.costmodel import Profile, simulate
+from ctac.runtime.interpreter import ExecutionStats, run_program
+from ctac.runtime.program import Program, read_program
+
+
+def capacities(hw: Hardware) -> dict[int, int]:
+    return {buffer.index: buffer.capacity for buffer in hw.buffers}
+
+
+def load_program(path: str | Path, hw: Hardware) -> Program:
+    return read_program(path, hw.digest, capacities(hw))
+
+
+def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
+    """Valid inputs: token ids inside their vocabulary, masks of ones, normal floats."""
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for symbol in program.inputs:
+        dtype = np.dtype(symbol.dtype)
+        if dtype.kind == "f":
+            inputs[symbol.name] = rng.standard_normal(symbol.shape).astype(dtype)
+        elif symbol.vocab:
+            inputs[symbol.name] = rng.integers(0, symbol.vocab, size=symbol.shape).astype(dtype)
+        else:
+            inputs[symbol.name] = np.ones(symbol.shape, dtype=dtype)
+    return inputs
+
+
+def load_inputs(flags: Sequence[str]) -> dict[str, np.ndarray]:
+    inputs = {}
+    for flag in flags:
+        name, sep, path = flag.partition("=")
+        if not sep or not name or not path:
+            raise CtacError(f"--input '{flag}' should look like NAME=FILE.npy")
+        try:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CtacError(
+                f"--input {name}: cannot read '{path}' as a .npy array: {exc}"
+            ) from None
+    return inputs
+
+
+def execute(
+    program: Program, hw: Hardware, inputs: Mapping[str, np.ndarray], progress: bool = True
+) -> tuple[dict[str, np.ndarray], ExecutionStats]:
+    """Run the program; a progress bar on stderr for long programs (when stderr is a terminal)."""
+    bar = None
+    if progress and len(program.instructions) > 2000 and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(program.instructions), unit="instr", desc="interpreting", leave=False)
+    try:
+        return run_program(program, capacities(hw), inputs, progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def compare_with_onnxruntime(
+    model: str | Path, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+) -> dict[str, dict]:
+    """Per output: max absolute and relative error against onnxruntime on the same inputs."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own errors are many types
+        raise CtacError(f"onnxruntime cannot load '{model}': {exc}") from None
+    feeds = {i.name: np.asarray(inputs[i.name]) for i in session.get_inputs() if i.name in inputs}
+    missing = [i.name for i in session.get_inputs() if i.name not in inputs]
+    if missing:
+        raise CtacError(
+            f"--compare: the model needs inputs {missing} that the program does not take"
+        )
+    expected = dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True)
+    )
+    report = {}
+    for name, array in outputs.items():
+        if name not in expected:
+            continue
+        difference = np.abs(array.astype(np.float64) - expected[name].astype(np.float64))
+        scale = np.maximum(np.abs(expected[name].astype(np.float64)), 1e-6)
+        report[name] = {
+            "shape": list(array.shape),
+            "max_abs_err": float(difference.max()) if difference.size else 0.0,
+            "max_rel_err": float((difference / scale).max()) if difference.size else 0.0,
+        }
+    return report
+
+
+def attention_report(program: Program, stats: ExecutionStats) -> list[dict]:
+    """Per attention layer: tokens, and the query / key-value clusters the program used."""
+    layers: dict[str, dict] = {}
+    for index, (name, fields) in enumerate(program.instructions):
+        source = program.sources[index] if program.sources else ""
+        op, _, layer = source.partition(":")
+        if name == "SOFTMAX" and op == "cta.attention":
+            entry = layers.setdefault(
+                layer, {"layer": layer, "tokens": 0, "query_clusters": None, "kv_clusters": None}
+            )
+            entry["tokens"] = max(entry["tokens"], fields["cols"])
+        if name == "CLUSTER":
+            entry = layers.setdefault(
+                layer, {"layer": layer, "tokens": 0, "query_clusters": None, "kv_clusters": None}
+            )
+            clusters = stats.clusters.get(index)
+            role = (
+                "query_clusters"
+                if "query" in op or entry["query_clusters"] is None
+                else "kv_clusters"
+            )
+            entry[role] = clusters
+            entry["tokens"] = max(entry["tokens"], fields["rows"])
+    for entry in layers.values():
+        entry["query_clusters"] = (
+            entry["query_clusters"] if entry["query_clusters"] is not None else entry["tokens"]
+        )
+        entry["kv_clusters"] = (
+            entry["kv_clusters"] if entry["kv_clusters"] is not None else entry["tokens"]
+        )
+    return list(layers.values())
+
+
+def profile_program(program: Program, hw: Hardware, stats: ExecutionStats | None) -> Profile:
+    return simulate(program, hw, stats.scale if stats is not None else None)
+
+
+def profile_json(profile: Profile) -> dict:
+    return {
+        "cycles": profile.cycles,
+        "seconds": profile.seconds,
+        "energy_pj": profile.energy_pj,
+        "dram_bytes": profile.dram_bytes,
+    }
