@@ -66,6 +66,8 @@ def _front_end(args: argparse.Namespace, emit: str):
         reports, refused = detect_attention(imported.module, verify=args.verify_attention)
         for line in refused:
             print(f"warning: attention match refused at {line}", file=sys.stderr)
+        if getattr(args, "attention", "exact") == "cta" and emit != "cta-detected":
+            run_passes(imported.module, _compress_spec(args))
     return imported.module, reports
 
 
@@ -231,6 +233,49 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import copy
+    import json
+
+    from ctac.compare import compare, format_table, to_json
+    from ctac.hw import load_hardware
+
+    hw = load_hardware(args.hw)
+    detected, _ = _front_end(args, "cta-detected")
+    compressed = _compressed(copy.deepcopy(detected), args)
+    results = compare(Path(args.model), detected, hw, compressed, args.seed)
+    report = to_json(results)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(results))
+    if args.out:
+        from ctac.runtime.profile import plot_blocks
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(out / "compare.json", (json.dumps(report, indent=2) + "\n").encode())
+        profiles = {r.mode.split(" ")[0]: r.profile for r in results if r.profile is not None}
+        plot_blocks(profiles, out / "compare_cycles.png", out / "compare_energy.png")
+        if not args.json:
+            print(
+                f"wrote {out / 'compare.json'}, {out / 'compare_cycles.png'}, {out / 'compare_energy.png'}"
+            )
+    return 0
+
+
+def _compressed(module, args: argparse.Namespace):
+    """The module with cta-compress applied for the CTA mode."""
+    from ctac.pipeline import run_passes
+
+    run_passes(module, _compress_spec(args))
+    return module
+
+
+def _compress_spec(args: argparse.Namespace) -> str:
+    return f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv if args.tau_kv is not None else args.tau} hash-bits={args.hash_bits} method={args.cta_method}}}"
+
+
 def _isa(args: argparse.Namespace) -> int:
     from ctac.runtime.isa import markdown_table
 
@@ -334,6 +379,26 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _compression_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tau",
+        type=float,
+        default=0.2,
+        help="CTA merge threshold for queries (and keys/values unless --tau-kv)",
+    )
+    parser.add_argument(
+        "--tau-kv", type=float, default=None, help="CTA merge threshold for keys and values"
+    )
+    parser.add_argument(
+        "--hash-bits", type=int, default=8, help="sign-random-projection bits of the CTA buckets"
+    )
+    parser.add_argument(
+        "--cta-method",
+        default="hash-leader",
+        help="CTA clustering method (see docs/compression.md)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctac",
@@ -359,10 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument(
         "--attention",
-        choices=["exact"],
+        choices=["exact", "cta"],
         default="exact",
-        help="how attention runs on the accelerator: exact (default)",
+        help="how attention runs on the accelerator: exact (default) or cta (compressed tokens)",
     )
+    _compression_arguments(compile_parser)
     compile_parser.add_argument("--hw", help="hardware config TOML (default: ctac's own)")
     compile_parser.add_argument("-o", "--output", help="output file")
     compile_parser.set_defaults(handler=_compile)
@@ -433,6 +499,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile_parser.add_argument("--hw", help="the hardware config it was compiled for")
     profile_parser.set_defaults(handler=_profile)
+
+    compare_parser = commands.add_parser(
+        "compare",
+        help="exact vs CTA attention on the accelerator vs the GPU roofline, in one table",
+        epilog="examples:\n  ctac compare tests/models/bert_ts_eager.onnx --shape input_ids=2x16,attention_mask=2x16 --tau 0.3\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(compare_parser)
+    _compression_arguments(compare_parser)
+    compare_parser.add_argument("--hw", help="hardware config TOML (default: ctac's own)")
+    compare_parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    compare_parser.add_argument(
+        "--json", action="store_true", help="print JSON instead of the table"
+    )
+    compare_parser.add_argument("--out", help="also write compare.json and side-by-side plots here")
+    compare_parser.set_defaults(handler=_compare)
 
     isa_parser = commands.add_parser(
         "isa",

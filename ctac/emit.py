@@ -50,9 +50,14 @@ def program_from_module(module: ModuleOp) -> Program:
         for op in module.ops
         if isinstance(op, SymbolOp)
     ]
-    instructions, sources = [], []
+    instructions, sources, dynamic = [], [], []
     for op in module.ops:
         if isinstance(op, InstructionOp):
+            dynamic.extend(
+                (len(instructions), name, cluster) for name, cluster in op.dynamic_fields()
+            )
             instructions.append((op.INSTRUCTION, op.field_values()))
             sources.append(op.source)
-    return Program(bytes.fromhex(digest.data), instructions, data, dram.data, symbols, sources)
+    return Program(
+        bytes.fromhex(digest.data), instructions, data, dram.data, symbols, sources, dynamic
+    )

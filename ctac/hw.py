@@ -99,6 +99,8 @@ REQUIRED = [
     ("gpu", "peak_tflops_fp16"),
     ("gpu", "bandwidth_gb_s"),
     ("gpu", "power_w"),
+    ("gpu", "kernel_overhead_us"),
+    ("gpu", "peak_tflops_fp32"),
 ]
 BUFFER_NAMES = ("act", "wgt", "acc", "vec")
 

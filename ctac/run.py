@@ -104,40 +104,29 @@ def compare_with_onnxruntime(
 
 
 def attention_report(program: Program, stats: ExecutionStats) -> list[dict]:
-    """Per attention layer: tokens, and the query / key-value clusters the program used."""
+    """Per attention layer: tokens, and the mean query / key-value clusters per sequence."""
     layers: dict[str, dict] = {}
+    found: dict[tuple[str, str], list[int]] = {}
     for index, (name, fields) in enumerate(program.instructions):
         source = program.sources[index] if program.sources else ""
         op, _, layer = source.partition(":")
-        if name == "SOFTMAX" and op == "cta.attention":
-            entry = layers.setdefault(
-                layer, {"layer": layer, "tokens": 0, "query_clusters": None, "kv_clusters": None}
-            )
+        if name == "SOFTMAX" and op in ("cta.attention", "cta.compressed_attention"):
+            entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
             entry["tokens"] = max(entry["tokens"], fields["cols"])
-        if name == "CLUSTER":
-            entry = layers.setdefault(
-                layer, {"layer": layer, "tokens": 0, "query_clusters": None, "kv_clusters": None}
-            )
-            clusters = stats.clusters.get(index)
-            role = (
-                "query_clusters"
-                if "query" in op or entry["query_clusters"] is None
-                else "kv_clusters"
-            )
-            entry[role] = clusters
+        if name == "CLUSTER" and index in stats.clusters:
+            entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
             entry["tokens"] = max(entry["tokens"], fields["rows"])
-    for entry in layers.values():
-        entry["query_clusters"] = (
-            entry["query_clusters"] if entry["query_clusters"] is not None else entry["tokens"]
-        )
-        entry["kv_clusters"] = (
-            entry["kv_clusters"] if entry["kv_clusters"] is not None else entry["tokens"]
-        )
+            role = "kv" if op.endswith(".kv") else "q" if op.endswith(".q") else "qkv"
+            found.setdefault((layer, role), []).append(stats.clusters[index])
+    for layer, entry in layers.items():
+        for role, key in (("q", "query_clusters"), ("kv", "kv_clusters")):
+            counts = found.get((layer, role)) or found.get((layer, "qkv"))
+            entry[key] = round(float(np.mean(counts)), 2) if counts else entry["tokens"]
     return list(layers.values())
 
 
 def profile_program(program: Program, hw: Hardware, stats: ExecutionStats | None) -> Profile:
-    return simulate(program, hw, stats.scale if stats is not None else None)
+    return simulate(program, hw, stats.clusters if stats is not None else None)
 
 
 def profile_json(profile: Profile) -> dict:

@@ -7,6 +7,11 @@
   groups of query heads (GQA/MQA), an optional causal mask, and a mask operand of one of three
   kinds: none, `key_padding` (a (batch, kv_seq) 0/1 tensor: 0 = padding), `additive` (a float
   tensor broadcast to (batch, heads, q_seq, kv_seq) added to the scores).
+- Compression (CTA): `cta.cluster` (tokens -> padded centroid table, counts, per-token ids),
+  `cta.pool` (means of other tokens over those clusters: values follow keys),
+  `cta.compressed_attention` (attention over centroids, each weighted by its count) and
+  `cta.recover` (every token gathers its cluster's row). Shapes stay static: a clustering of n
+  tokens is an n-row table of which only the rows with count > 0 are used (m of them).
 
 Syntax: the shared `onnx`-dialect form (`name %value` for present optional operands).
 """
@@ -14,11 +19,14 @@ Syntax: the shared `onnx`-dialect form (`name %value` for present optional opera
 from __future__ import annotations
 
 from xdsl.dialects.builtin import (
+    AnyFloat,
     DenseArrayBase,
+    Float32Type,
     FloatAttr,
     IntegerAttr,
     StringAttr,
     TensorType,
+    i64,
 )
 from xdsl.ir import Dialect
 from xdsl.irdl import (
@@ -33,7 +41,7 @@ from xdsl.irdl import (
 )
 from xdsl.traits import Pure
 
-from ctac.dialects.onnx import OnnxOp, _fail, broadcast_shapes, shape_of
+from ctac.dialects.onnx import OnnxOp, _fail, broadcast_shapes, element_of, shape_of
 
 MASK_KINDS = ("none", "key_padding", "additive")
 
@@ -139,4 +147,200 @@ class AttentionOp(OnnxOp):
             )
 
 
-Cta = Dialect("cta", [ProjectOp, AttentionOp], [])
+# ---------------------------------------------------------------------------------------------
+# Compression (passes/cta_compress.py; numpy meaning in runtime/compression.py)
+# ---------------------------------------------------------------------------------------------
+
+CLUSTER_METHODS = ("hash-leader", "leader", "hash-spread", "spread")
+MAX_HASH_BITS = 30
+
+
+def _is_float(value) -> bool:
+    return isinstance(element_of(value), AnyFloat)
+
+
+def _fits_rows(
+    op: OnnxOp, what: str, shape: tuple[int, ...], lead: tuple[int, ...], n: int
+) -> None:
+    """A per-token tensor given per sequence: lead + (n,), or (lead[0], n) shared by the heads."""
+    if shape != (*lead, n) and not (len(shape) == 2 and lead and shape == (lead[0], n)):
+        shared = (lead[0], n) if lead else (n,)
+        _fail(op, f"{what} shape {shape} should be {(*lead, n)} or {shared}")
+
+
+@irdl_op_definition
+class ClusterOp(OnnxOp):
+    """`%c, %n, %id = cta.cluster %x, mask %m {method = "hash-leader", tau = 0.2 : f64, hash_bits = 8 : i64, seed = 0 : i64}`
+
+    Groups the rows of tokens (..., n, d) per leading index (one clustering per sequence, or per
+    sequence and head). Results: centroids (..., n, d), a padded table whose rows >= m are zero;
+    counts (..., n) f32, the valid tokens each row stands for (0 = unused or padding-only);
+    ids (..., n) i64, each token's row. The optional mask ((..., n) or (batch, n); nonzero = real
+    token) keeps padding apart. `block` > 0: clusters never span blocks of that many positions and
+    block c's clusters sit in rows [c*block, (c+1)*block) (causal attention). `max_clusters` > 0
+    caps the clusters of each sequence (or block).
+    """
+
+    name = "cta.cluster"
+    tokens = operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
+    centroids = result_def(TensorType)
+    counts = result_def(TensorType)
+    ids = result_def(TensorType)
+    method = prop_def(StringAttr)
+    tau = prop_def(FloatAttr)
+    hash_bits = prop_def(IntegerAttr)
+    seed = prop_def(IntegerAttr)
+    max_clusters = opt_prop_def(IntegerAttr)
+    block = opt_prop_def(IntegerAttr)
+    traits = traits_def(Pure())
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+
+    def verify_onnx(self) -> None:
+        x = shape_of(self.tokens)
+        if len(x) < 2 or not _is_float(self.tokens):
+            _fail(self, f"tokens must be a float tensor (..., n, d), got {x}")
+        lead, n = x[:-2], x[-2]
+        if shape_of(self.centroids) != x or element_of(self.centroids) != element_of(self.tokens):
+            _fail(self, f"centroids must have the tokens' type, shape {x}")
+        if shape_of(self.counts) != (*lead, n) or not isinstance(
+            element_of(self.counts), Float32Type
+        ):
+            _fail(self, f"counts must be f32 of shape {(*lead, n)}")
+        if shape_of(self.ids) != (*lead, n) or element_of(self.ids) != i64:
+            _fail(self, f"ids must be i64 of shape {(*lead, n)}")
+        if self.mask is not None:
+            _fits_rows(self, "mask", shape_of(self.mask), lead, n)
+            if _is_float(self.mask):
+                _fail(self, "the mask must be an integer or boolean tensor (nonzero = real token)")
+        if self.str_attr("method") not in CLUSTER_METHODS:
+            _fail(self, f"method must be one of {CLUSTER_METHODS}")
+        tau = self.float_attr("tau")
+        if not tau >= 0 or tau == float("inf"):
+            _fail(self, f"tau must be a finite number >= 0, got {tau}")
+        if not 0 <= self.int_attr("hash_bits") <= MAX_HASH_BITS:
+            _fail(self, f"hash_bits must be in [0, {MAX_HASH_BITS}]")
+        if self.int_attr("max_clusters", 0) < 0 or self.int_attr("block", 0) < 0:
+            _fail(self, "max_clusters and block must be >= 0")
+
+
+@irdl_op_definition
+class PoolOp(OnnxOp):
+    """`%vc = cta.pool %v, %ids`: the mean of the tokens (..., n, d) of each cluster, in the
+    table layout of `cta.cluster` (rows nobody uses are zero). Values follow their keys' clusters.
+    ids: (..., n), or (batch, n) shared by the heads."""
+
+    name = "cta.pool"
+    tokens = operand_def(TensorType)
+    ids = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    def verify_onnx(self) -> None:
+        x = shape_of(self.tokens)
+        if len(x) < 2:
+            _fail(self, f"tokens must be (..., n, d), got {x}")
+        _fits_rows(self, "ids", shape_of(self.ids), x[:-2], x[-2])
+        if element_of(self.ids) != i64:
+            _fail(self, "ids must be i64")
+        if shape_of(self.output) != x:
+            _fail(self, f"result shape {shape_of(self.output)} should be {x}")
+
+
+@irdl_op_definition
+class RecoverOp(OnnxOp):
+    """`%o = cta.recover %rows, %ids`: out[..., i, :] = rows[..., ids[..., i], :], a pure gather
+    giving every token its cluster's row. rows: (..., m, d); ids: (..., n) or (batch, n)."""
+
+    name = "cta.recover"
+    rows = operand_def(TensorType)
+    ids = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    def verify_onnx(self) -> None:
+        rows, ids = shape_of(self.rows), shape_of(self.ids)
+        if len(rows) < 2 or not ids:
+            _fail(self, f"rows must be (..., m, d) and ids (..., n), got {rows} and {ids}")
+        lead, n = rows[:-2], ids[-1]
+        _fits_rows(self, "ids", ids, lead, n)
+        if element_of(self.ids) != i64:
+            _fail(self, "ids must be i64")
+        if shape_of(self.output) != (*lead, n, rows[-1]):
+            _fail(self, f"result shape {shape_of(self.output)} should be {(*lead, n, rows[-1])}")
+
+
+@irdl_op_definition
+class CompressedAttentionOp(OnnxOp):
+    """`%o = cta.compressed_attention %qc, %kc, %vc, %counts {num_heads, kv_heads, head_dim, scale}`
+
+    Query rows q (B, num_heads, mq, D) attend over key/value centroids k (B, kv_heads, mk, D),
+    v (B, kv_heads, mk, Dv), each weighted by its count: softmax_j(q.k_j * scale + log c_j) v_j,
+    counts (B, mk) or (B, kv_heads, mk); a count of 0 gets no weight. Result (B, num_heads, mq, Dv).
+    Causal (`causal = 1`): q has one row per query token, k/v/counts are a `block`-clustered table
+    of the kv_seq keys, and `key_tokens`/`value_tokens` (the raw keys and values, same shapes as
+    k/v) plus an optional key_padding `mask` (B, kv_seq) serve each query's own block exactly:
+    query i (key position p = i + causal_offset, default kv_seq - q_seq) sees the cluster rows of
+    blocks before p's block and the raw keys from its block's start to p.
+    """
+
+    name = "cta.compressed_attention"
+    query = operand_def(TensorType)
+    key = operand_def(TensorType)
+    value = operand_def(TensorType)
+    counts = operand_def(TensorType)
+    key_tokens = opt_operand_def(TensorType)
+    value_tokens = opt_operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    num_heads = prop_def(IntegerAttr)
+    kv_heads = prop_def(IntegerAttr)
+    head_dim = prop_def(IntegerAttr)
+    scale = prop_def(FloatAttr)
+    causal = opt_prop_def(IntegerAttr)
+    causal_offset = opt_prop_def(IntegerAttr)
+    softcap = opt_prop_def(FloatAttr)
+    block = opt_prop_def(IntegerAttr)
+    traits = traits_def(Pure())
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+
+    def verify_onnx(self) -> None:
+        q, k, v = shape_of(self.query), shape_of(self.key), shape_of(self.value)
+        heads, kv_heads = self.int_attr("num_heads"), self.int_attr("kv_heads")
+        if len(q) != 4 or len(k) != 4 or len(v) != 4:
+            _fail(self, "query, key and value must be (batch, heads, rows, dim)")
+        if q[1] != heads or k[1] != kv_heads or v[1] != kv_heads:
+            _fail(self, f"head counts {q[1]}/{k[1]}/{v[1]} differ from {heads}/{kv_heads}")
+        if kv_heads < 1 or heads % kv_heads:
+            _fail(self, f"num_heads {heads} is not a multiple of kv_heads {kv_heads}")
+        if q[3] != self.int_attr("head_dim") or k[3] != q[3]:
+            _fail(self, f"query/key head dim {q[3]}/{k[3]} differs from head_dim")
+        if k[2] != v[2] or q[0] != k[0] or k[0] != v[0]:
+            _fail(self, f"key {k} and value {v} do not pair up with query {q}")
+        counts = shape_of(self.counts)
+        if counts not in ((k[0], k[2]), (k[0], kv_heads, k[2])) or not _is_float(self.counts):
+            _fail(self, f"counts must be float of shape {(k[0], k[2])} or {(k[0], kv_heads, k[2])}")
+        causal = bool(self.int_attr("causal", 0))
+        extras = (self.key_tokens, self.value_tokens, self.mask)
+        if not causal and any(e is not None for e in extras):
+            _fail(self, "key_tokens, value_tokens and mask are for causal attention only")
+        if causal:
+            if self.key_tokens is None or self.value_tokens is None:
+                _fail(self, "causal attention needs key_tokens and value_tokens")
+            if shape_of(self.key_tokens) != k or shape_of(self.value_tokens) != v:
+                _fail(self, f"key_tokens/value_tokens must be shaped like key {k} and value {v}")
+            if self.mask is not None and shape_of(self.mask) != (k[0], k[2]):
+                _fail(self, f"the key_padding mask must be {(k[0], k[2])}")
+        if self.int_attr("block", 0) < 0:
+            _fail(self, "block must be >= 0")
+        if shape_of(self.output) != (q[0], heads, q[2], v[3]):
+            _fail(
+                self, f"result shape {shape_of(self.output)} should be {(q[0], heads, q[2], v[3])}"
+            )
+
+
+Cta = Dialect(
+    "cta",
+    [ProjectOp, AttentionOp, ClusterOp, PoolOp, RecoverOp, CompressedAttentionOp],
+    [],
+)

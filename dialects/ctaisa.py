@@ -51,6 +51,17 @@ class InstructionOp(IRDLOperation):
                 values[field_spec.name] = attr.value.data
         return values
 
+    def dynamic_fields(self) -> list[tuple[str, int]]:
+        """(field, CLUSTER instruction index) pairs: sizes the data decides."""
+        attr = self.attributes.get("dynamic")
+        if not isinstance(attr, StringAttr) or not attr.data:
+            return []
+        pairs = []
+        for item in attr.data.split(","):
+            name, _, index = item.partition("=")
+            pairs.append((name, int(index)))
+        return pairs
+
     @property
     def source(self) -> str:
         attr = self.attributes.get("src")
@@ -91,6 +102,10 @@ class InstructionOp(IRDLOperation):
         if self.source:
             printer.print_string(" src ")
             printer.print_string_literal(self.source)
+        dynamic = self.attributes.get("dynamic")
+        if isinstance(dynamic, StringAttr):
+            printer.print_string(" dynamic ")
+            printer.print_string_literal(dynamic.data)
 
     @classmethod
     def parse(cls, parser: Parser) -> InstructionOp:
@@ -113,10 +128,16 @@ class InstructionOp(IRDLOperation):
         source = ""
         if parser.parse_optional_keyword("src") is not None:
             source = parser.parse_str_literal()
+        dynamic = ""
+        if parser.parse_optional_keyword("dynamic") is not None:
+            dynamic = parser.parse_str_literal()
         try:
-            return cls.create_from(fields, source)
+            op = cls.create_from(fields, source)
         except ValueError as exc:
             parser.raise_error(str(exc))
+        if dynamic:
+            op.attributes["dynamic"] = StringAttr(dynamic)
+        return op
 
     def verify_(self) -> None:
         try:

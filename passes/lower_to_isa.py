@@ -154,6 +154,9 @@ class Lowering:
         self.tensors: dict[SSAValue, Tensor] = {}
         self.stage = 0
         self.persistent_top = 0
+        self.hash_planes: dict[Operation, int] = {}
+        self.cluster_instructions: dict[Operation, list[int]] = {}
+        self.dynamic: list[tuple[int, str, int]] = []
 
     # ------------------------------------------------------------------ emission helpers
     def emit(self, name: str, **fields) -> None:
@@ -164,6 +167,10 @@ class Lowering:
         """Address inside the current (or given) half of a buffer."""
         half = self.stage % 2 if parity is None else parity
         return half * self.half[buffer] + offset
+
+    def dynamic_last(self, field_name: str, cluster: int) -> None:
+        """The last emitted instruction's `field_name` is the number of clusters `cluster` formed."""
+        self.dynamic.append((len(self.instructions) - 1, field_name, cluster))
 
     def next_stage(self) -> None:
         self.stage += 1
@@ -350,8 +357,16 @@ class Lowering:
                 properties["value"] = ox.dense_from_numpy(value.astype(np.float32).reshape(-1))
             ops.append(DataOp.build(properties=properties))
         ops.extend(self.symbols)
-        for (name, fields), source in zip(self.instructions, self.sources, strict=True):
-            ops.append(INSTRUCTION_OPS[name].create_from(fields, source))
+        dynamic: dict[int, list[str]] = {}
+        for index, field_name, cluster in self.dynamic:
+            dynamic.setdefault(index, []).append(f"{field_name}={cluster}")
+        for index, ((name, fields), source) in enumerate(
+            zip(self.instructions, self.sources, strict=True)
+        ):
+            op = INSTRUCTION_OPS[name].create_from(fields, source)
+            if index in dynamic:
+                op.attributes["dynamic"] = StringAttr(",".join(dynamic[index]))
+            ops.append(op)
         module = ModuleOp(ops)
         weights = self.module.attributes.get("ctac.weights")
         if weights is not None:
@@ -379,8 +394,10 @@ def _symbol(
 def _source_of(op: Operation) -> str:
     """'<op>:<name>': the op kind (attention is told apart by it) and the layer's name."""
     source = op.attributes.get("ctac.source")
+    role = op.attributes.get("ctac.role")
+    kind = f"{op.name}.{role.data}" if isinstance(role, StringAttr) else op.name
     if isinstance(source, StringAttr):
-        return f"{op.name}:{source.data}"
+        return f"{kind}:{source.data}"
     if op.results and op.results[0].name_hint:
         return f"{op.name}:{op.results[0].name_hint}"
     return op.name
@@ -1321,6 +1338,338 @@ def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
                 )
                 lowering.store(ACT, tile, base + r0 * patches, rows, patches, patches)
     lowering.arena.release(scratch, patches * depth)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compressed attention (cta-compress output): CLUSTER per sequence, then work sized by clusters
+# ---------------------------------------------------------------------------------------------
+
+
+def _sequences(shape: tuple[int, ...]) -> int:
+    return _size(shape[:-2])
+
+
+def _cluster_of(value: SSAValue) -> cta.ClusterOp | None:
+    """The cta.cluster whose clusters index `value`'s rows (through projections and pooling)."""
+    for _ in range(4):
+        owner = value.owner
+        if isinstance(owner, cta.ClusterOp):
+            return owner
+        if isinstance(owner, cta.ProjectOp):
+            value = owner.input
+        elif isinstance(owner, cta.PoolOp):
+            value = owner.ids
+        else:
+            return None
+    return None
+
+
+def _prepare_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
+    from ctac.runtime.compression import hash_planes
+
+    method = op.str_attr("method")
+    if (
+        method not in ("hash-leader", "leader")
+        or op.int_attr("block", 0)
+        or op.int_attr("max_clusters", 0)
+    ):
+        return
+    bits = op.int_attr("hash_bits") if method == "hash-leader" else 0
+    if bits:
+        dim = ox.shape_of(op.tokens)[-1]
+        planes = hash_planes(dim, bits, op.int_attr("seed")).astype(np.float32)
+        address = lowering.data_top
+        lowering.data.append((address, planes.size, None, planes))
+        lowering.data_top += planes.size
+        lowering.hash_planes[op] = address
+
+
+PREPARE[cta.ClusterOp] = _prepare_cluster
+
+
+@lowering(cta.ClusterOp)
+def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
+    """Per sequence: LOAD tokens, HASH into buckets, CLUSTER, STORE centroids, counts and ids."""
+    method = op.str_attr("method")
+    if (
+        method not in ("hash-leader", "leader")
+        or op.int_attr("block", 0)
+        or op.int_attr("max_clusters", 0)
+    ):
+        raise Unsupported(
+            f"clustering method '{method}' (with block/max_clusters) has no CLUSTER form; use hash-leader"
+        )
+    shape = ox.shape_of(op.tokens)
+    n, dim = shape[-2], shape[-1]
+    bits = op.int_attr("hash_bits") if method == "hash-leader" else 0
+    if n * dim > lowering.half[ACT] or 3 * n + n * dim > lowering.half[VEC]:
+        raise Unsupported(f"{n} tokens of {dim} features do not fit the buffers")
+    tokens = lowering.tensor(op.tokens)
+    centroids, counts, ids = (lowering.tensors[r] for r in op.results)
+    mask = lowering.tensor(op.mask) if op.mask is not None else None
+    lead = shape[:-2]
+    planes = None
+    if bits:
+        planes = lowering.persistent(dim * bits)
+        lowering.load(VEC, planes, lowering.hash_planes[op], dim, bits, bits)
+    indices = lowering.cluster_instructions.setdefault(op, [])
+    for sequence in range(_sequences(shape)):
+        lowering.next_stage()
+        source, base = lowering.slot(ACT), lowering.slot(VEC)
+        codes, valid, count_row, id_column, table = (
+            base,
+            base + n,
+            base + 2 * n,
+            base + 3 * n,
+            lowering.slot(WGT),
+        )
+        lowering.load(ACT, source, tokens.address + sequence * n * dim, n, dim, dim)
+        if planes is not None:
+            lowering.emit(
+                "HASH",
+                dst=VEC,
+                dst_addr=codes,
+                src=ACT,
+                src_addr=source,
+                proj=VEC,
+                proj_addr=planes,
+                rows=n,
+                cols=dim,
+                bits=bits,
+            )
+        else:
+            lowering.vec("copy", VEC, codes, (0, 0), n, 1, bcast="imm", imm=0.0)
+        if mask is not None:
+            batch = int(np.unravel_index(sequence, lead)[0]) if lead else 0
+            lowering.load(VEC, valid, mask.address + batch * n, n, 1, 1)
+        indices.append(len(lowering.instructions))
+        lowering.emit(
+            "CLUSTER", src=ACT, src_addr=source, codes=VEC, codes_addr=codes, valid=VEC, valid_addr=valid,
+            has_valid=int(mask is not None), centroids=WGT, centroids_addr=table, counts=VEC, counts_addr=count_row,
+            ids=VEC, ids_addr=id_column, rows=n, cols=dim, threshold=op.float_attr("tau"),
+        )  # fmt: skip
+        lowering.store(WGT, table, centroids.address + sequence * n * dim, n, dim, dim)
+        lowering.dynamic_last("rows", indices[-1])
+        lowering.store(VEC, count_row, counts.address + sequence * n, 1, n, n)
+        lowering.store(VEC, id_column, ids.address + sequence * n, n, 1, 1)
+
+
+@lowering(cta.PoolOp)
+def lower_pool(lowering: Lowering, op: cta.PoolOp) -> None:
+    """Per sequence: value rows summed into their cluster's row (SCATTER_ADD), divided by members."""
+    shape = ox.shape_of(op.tokens)
+    n, dim = shape[-2], shape[-1]
+    tokens, ids, out = (
+        lowering.tensor(op.tokens),
+        lowering.tensor(op.ids),
+        lowering.tensors[op.output],
+    )
+    clusters = lowering.cluster_instructions.get(_cluster_of(op.ids), [])
+    for sequence in range(_sequences(shape)):
+        lowering.next_stage()
+        source, sums, base = lowering.slot(ACT), lowering.slot(ACC), lowering.slot(VEC)
+        id_column, ones, members = base, base + n, base + 2 * n
+        lowering.load(ACT, source, tokens.address + sequence * n * dim, n, dim, dim)
+        lowering.load(VEC, id_column, ids.address + sequence * n, n, 1, 1)
+        lowering.vec("copy", ACC, sums, (0, 0), n, dim, bcast="imm", imm=0.0)
+        lowering.vec("copy", VEC, ones, (0, 0), n, 1, bcast="imm", imm=1.0)
+        lowering.vec("copy", VEC, members, (0, 0), n, 1, bcast="imm", imm=0.0)
+        lowering.emit(
+            "SCATTER_ADD",
+            dst=ACC,
+            dst_addr=sums,
+            src=ACT,
+            src_addr=source,
+            idx=VEC,
+            idx_addr=id_column,
+            rows=n,
+            cols=dim,
+            dst_rows=n,
+        )
+        lowering.emit(
+            "SCATTER_ADD",
+            dst=VEC,
+            dst_addr=members,
+            src=VEC,
+            src_addr=ones,
+            idx=VEC,
+            idx_addr=id_column,
+            rows=n,
+            cols=1,
+            dst_rows=n,
+        )
+        lowering.vec("max", VEC, members, (VEC, members), n, 1, bcast="imm", imm=1.0)
+        lowering.vec("div", ACC, sums, (ACC, sums), n, dim, b=(VEC, members), bcast="col")
+        if sequence < len(clusters):
+            lowering.dynamic_last("rows", clusters[sequence])
+        lowering.store(ACC, sums, out.address + sequence * n * dim, n, dim, dim)
+        if sequence < len(clusters):
+            lowering.dynamic_last("rows", clusters[sequence])
+
+
+@lowering(cta.CompressedAttentionOp)
+def lower_compressed_attention(lowering: Lowering, op: cta.CompressedAttentionOp) -> None:
+    """Attention of query centroids over count-weighted key centroids; every size that depends
+    on the clusters is recorded as dynamic, so the cost model charges m_q x m_k, not n x n."""
+    if op.int_attr("causal", 0) or op.key_tokens is not None or op.mask is not None:
+        raise Unsupported(
+            "the block-causal scheme is not lowered yet; compile causal models with --attention exact"
+        )
+    q, k, v = (lowering.tensor(x) for x in (op.query, op.key, op.value))
+    counts, out = lowering.tensor(op.counts), lowering.tensors[op.output]
+    batch, heads, q_len, head_dim = ox.shape_of(op.query)
+    kv_heads, kv_len = ox.shape_of(op.key)[1], ox.shape_of(op.key)[2]
+    value_dim = ox.shape_of(op.value)[3]
+    group = heads // kv_heads
+    counts_shape = ox.shape_of(op.counts)
+    if kv_len * (head_dim + value_dim) > lowering.half[WGT] or q_len * kv_len > lowering.half[ACC]:
+        raise Unsupported(f"{kv_len} compressed keys do not fit the buffers")
+    q_clusters = lowering.cluster_instructions.get(_cluster_of(op.query), [])
+    k_clusters = lowering.cluster_instructions.get(_cluster_of(op.key), [])
+    for b in range(batch):
+        for h in range(heads):
+            lowering.next_stage()
+            kv = h // group
+            q_seq = _sequence_index(ox.shape_of(op.query), b, h, len(q_clusters))
+            k_seq = _sequence_index(ox.shape_of(op.key), b, kv, len(k_clusters))
+            q_cluster = q_clusters[q_seq] if q_seq is not None else None
+            k_cluster = k_clusters[k_seq] if k_seq is not None else None
+            k_address = lowering.slot(WGT)
+            v_address = k_address + kv_len * head_dim
+            q_address, s_address = lowering.slot(ACT), lowering.slot(ACC)
+            count_row = lowering.slot(VEC)
+            count_base = (
+                counts.address
+                + (b * counts_shape[1] + (kv if len(counts_shape) == 3 else 0)) * kv_len
+                if len(counts_shape) == 3
+                else counts.address + b * kv_len
+            )
+            lowering.load(
+                WGT,
+                k_address,
+                k.address + (b * kv_heads + kv) * kv_len * head_dim,
+                kv_len,
+                head_dim,
+                head_dim,
+            )
+            _dynamic(lowering, "rows", k_cluster)
+            lowering.load(
+                WGT,
+                v_address,
+                v.address + (b * kv_heads + kv) * kv_len * value_dim,
+                kv_len,
+                value_dim,
+                value_dim,
+            )
+            _dynamic(lowering, "rows", k_cluster)
+            lowering.load(VEC, count_row, count_base, 1, kv_len, kv_len)
+            lowering.load(
+                ACT,
+                q_address,
+                q.address + (b * heads + h) * q_len * head_dim,
+                q_len,
+                head_dim,
+                head_dim,
+            )
+            _dynamic(lowering, "rows", q_cluster)
+            lowering.emit(
+                "GEMM",
+                dst=ACC,
+                dst_addr=s_address,
+                a=ACT,
+                a_addr=q_address,
+                b=WGT,
+                b_addr=k_address,
+                m=q_len,
+                k=head_dim,
+                n=kv_len,
+                transpose_b=1,
+            )
+            _dynamic(lowering, "m", q_cluster)
+            _dynamic(lowering, "n", k_cluster)
+            p_address = q_address + q_len * head_dim
+            lowering.emit(
+                "SOFTMAX", dst=ACT, dst_addr=p_address, src=ACC, src_addr=s_address, rows=q_len, cols=kv_len,
+                scale=op.float_attr("scale"), softcap=op.float_attr("softcap", 0.0), has_counts=1, counts=VEC, counts_addr=count_row,
+            )  # fmt: skip
+            _dynamic(lowering, "rows", q_cluster)
+            _dynamic(lowering, "cols", k_cluster)
+            o_address = s_address + q_len * kv_len
+            if o_address + q_len * value_dim > lowering.slot(ACC) + lowering.half[ACC]:
+                o_address = lowering.slot(ACC)
+            lowering.emit(
+                "GEMM",
+                dst=ACC,
+                dst_addr=o_address,
+                a=ACT,
+                a_addr=p_address,
+                b=WGT,
+                b_addr=v_address,
+                m=q_len,
+                k=kv_len,
+                n=value_dim,
+            )
+            _dynamic(lowering, "m", q_cluster)
+            _dynamic(lowering, "k", k_cluster)
+            lowering.store(
+                ACC,
+                o_address,
+                out.address + (b * heads + h) * q_len * value_dim,
+                q_len,
+                value_dim,
+                value_dim,
+            )
+            _dynamic(lowering, "rows", q_cluster)
+
+
+def _sequence_index(shape: tuple[int, ...], b: int, h: int, known: int) -> int | None:
+    """Which clustered sequence row (b, h) of a (B, H, n, d) tensor came from (per head or per input)."""
+    if known == shape[0] * shape[1]:
+        return b * shape[1] + h
+    if known == shape[0]:
+        return b
+    return None
+
+
+def _dynamic(lowering: Lowering, field_name: str, cluster: int | None) -> None:
+    if cluster is not None:
+        lowering.dynamic_last(field_name, cluster)
+
+
+@lowering(cta.RecoverOp)
+def lower_recover(lowering: Lowering, op: cta.RecoverOp) -> None:
+    """Per sequence: every token takes its cluster's row (GATHER_BUF of the cluster table)."""
+    shape = ox.shape_of(op.output)
+    n, dim = shape[-2], shape[-1]
+    rows_tensor, ids, out = (
+        lowering.tensor(op.rows),
+        lowering.tensor(op.ids),
+        lowering.tensors[op.output],
+    )
+    row_count = ox.shape_of(op.rows)[-2]
+    clusters = lowering.cluster_instructions.get(_cluster_of(op.ids), [])
+    for sequence in range(_sequences(shape)):
+        lowering.next_stage()
+        table, id_column, target = lowering.slot(ACT), lowering.slot(VEC), lowering.slot(WGT)
+        lowering.load(
+            ACT, table, rows_tensor.address + sequence * row_count * dim, row_count, dim, dim
+        )
+        if sequence < len(clusters):
+            lowering.dynamic_last("rows", clusters[sequence])
+        lowering.load(VEC, id_column, ids.address + sequence * n, n, 1, 1)
+        lowering.emit(
+            "GATHER_BUF",
+            dst=WGT,
+            dst_addr=target,
+            src=ACT,
+            src_addr=table,
+            idx=VEC,
+            idx_addr=id_column,
+            rows=n,
+            cols=dim,
+            src_rows=row_count,
+        )
+        lowering.store(WGT, target, out.address + sequence * n * dim, n, dim, dim)
 
 
 @dataclass(frozen=True)

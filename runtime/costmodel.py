@@ -6,15 +6,15 @@ instructions in program order; an instruction also waits for every earlier instr
 buffer or DRAM ranges conflict with its own (read after write, write after read, write after
 write), tracked by a scoreboard of blocks of addresses. SYNC and HALT wait for every unit.
 
-Instructions whose work depends on data (compressed attention: the number of clusters) can be
-given effective sizes measured by the interpreter (`scale`: the fraction of the nominal work
-actually done); without them, the model charges the nominal (worst-case) sizes.
+Instructions whose work depends on data (compressed attention: the number of clusters) name
+their dynamic fields in the program (`Program.dynamic`); given the clusters each CLUSTER formed in
+a functional run, the model charges those sizes, otherwise (timing only) the nominal worst case.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,19 +130,20 @@ class _Scoreboard:
             self.last_write[where][self._span(where, start, size)] = end
 
 
-def _scaled(fields: dict, factor: float) -> dict:
-    """Fields with their row-like sizes scaled (effective work of a data-dependent instruction)."""
-    if factor >= 1.0:
-        return fields
-    scaled = dict(fields)
-    for key in ("rows", "m"):
-        if key in scaled:
-            scaled[key] = max(1, int(np.ceil(scaled[key] * factor)))
-    return scaled
+def effective_fields(program: Program, clusters: Mapping[int, int] | None) -> dict[int, dict]:
+    """Per dynamic instruction: its fields with the sizes the data decided."""
+    effective: dict[int, dict] = {}
+    if not clusters:
+        return effective
+    for index, name, source in program.dynamic:
+        if source in clusters:
+            fields = effective.setdefault(index, dict(program.instructions[index][1]))
+            fields[name] = max(1, min(fields[name], clusters[source]))
+    return effective
 
 
-def simulate(program: Program, hw: Hardware, scale: Sequence[float] | None = None) -> Profile:
-    """Cycles, energy and traffic of every instruction; `scale[i]` < 1 shrinks instruction i's rows."""
+def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None = None) -> Profile:
+    """Cycles, energy and traffic of every instruction, with dynamic sizes from `clusters`."""
     view = hw.view()
     energies = {key: hw.number("energy_pj", key) for key in set(ENERGY_ACTIONS.values())}
     sizes: dict[int | str, int] = {b.index: b.capacity for b in hw.buffers}
@@ -155,11 +156,12 @@ def simulate(program: Program, hw: Hardware, scale: Sequence[float] | None = Non
     total_energy = total_dram = total_macs = 0.0
     finish = 0
     sources = program.sources or [""] * len(program.instructions)
+    dynamic = effective_fields(program, clusters)
     for index, ((name, fields), source) in enumerate(
         zip(program.instructions, sources, strict=True)
     ):
         spec = isa.BY_NAME[name]
-        effective = _scaled(fields, scale[index]) if scale is not None else fields
+        effective = dynamic.get(index, fields)
         if spec.unit == "control":
             start = max(finish, max(unit_end.values(), default=0))
             end = start + spec.cycles(effective, view)

@@ -239,20 +239,51 @@ def _hash(machine: Machine, f: Fields) -> None:
     machine.tile(f["dst"], f["dst_addr"], rows, 1)[:, 0] = codes
 
 
-def _cluster(machine: Machine, f: Fields) -> None:
-    from ctac.runtime.compression import threshold_cluster
+def cluster_from_codes(
+    tokens: np.ndarray, codes: np.ndarray, valid: np.ndarray | None, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leader clustering of one sequence inside its hash buckets, the same as
+    `compression.cluster(..., method="hash-leader")`: padding never joins real tokens, clusters
+    are numbered by their first token, centroids average all their tokens, counts count the
+    real ones."""
+    from ctac.runtime.compression import _leader_pass
 
+    n = len(tokens)
+    x = tokens.astype(np.float64)
+    ok = np.ones(n, dtype=bool) if valid is None else valid
+    position = np.arange(n)
+    order = np.lexsort((position, codes, ~ok))
+    keys = np.stack([ok[order], codes[order]], axis=1)
+    boundary = np.ones(n, dtype=bool)
+    boundary[1:] = (keys[1:] != keys[:-1]).any(axis=1)
+    starts = np.flatnonzero(boundary)
+    sizes = np.diff(np.append(starts, n))
+    slots, _ = _leader_pass(x[order], starts, sizes, threshold)
+    labels = np.empty(n, dtype=np.int64)
+    labels[order] = order[slots]
+    _, ids = np.unique(labels, return_inverse=True)
+    centroids = np.zeros_like(x)
+    members = np.zeros(n)
+    np.add.at(centroids, ids, x)
+    np.add.at(members, ids, 1.0)
+    centroids /= np.maximum(members, 1.0)[:, None]
+    counts = np.zeros(n)
+    np.add.at(counts, ids, ok.astype(np.float64))
+    return centroids, counts, ids
+
+
+def _cluster(machine: Machine, f: Fields) -> None:
     rows, cols = f["rows"], f["cols"]
     tokens = machine.tile(f["src"], f["src_addr"], rows, cols)
     codes = machine.tile(f["codes"], f["codes_addr"], rows, 1)[:, 0].astype(np.int64)
     valid = (
         machine.tile(f["valid"], f["valid_addr"], rows, 1)[:, 0] != 0 if f["has_valid"] else None
     )
-    centroids, counts, ids = threshold_cluster(tokens, codes, valid, f["threshold"])
+    centroids, counts, ids = cluster_from_codes(tokens, codes, valid, f["threshold"])
     machine.tile(f["centroids"], f["centroids_addr"], rows, cols)[...] = centroids
     machine.tile(f["counts"], f["counts_addr"], 1, rows)[0] = counts
     machine.tile(f["ids"], f["ids_addr"], rows, 1)[:, 0] = ids
-    machine.stats.clusters[machine.index] = int((counts > 0).sum())
+    machine.stats.clusters[machine.index] = int(ids.max()) + 1 if len(ids) else 0
 
 
 def _scatter_add(machine: Machine, f: Fields) -> None:
@@ -295,11 +326,10 @@ assert set(SEMANTICS) == set(isa.BY_NAME), "every instruction needs semantics"
 
 @dataclass
 class ExecutionStats:
-    """What the data decided during a run: clusters formed per CLUSTER instruction, and for each
-    instruction the fraction of its nominal rows that held real work (the cost model's scale)."""
+    """What the data decided during a run: the clusters each CLUSTER instruction formed (the cost
+    model sizes the program's dynamic fields with them)."""
 
     clusters: dict[int, int] = field(default_factory=dict)
-    scale: list[float] = field(default_factory=list)
 
 
 def run_program(
@@ -312,7 +342,6 @@ def run_program(
     """Execute the whole program on named inputs; returns named outputs (in their dtypes) and
     the data-dependent statistics of the run."""
     stats = stats or ExecutionStats()
-    stats.scale = [1.0] * len(program.instructions)
     machine = Machine(program, capacities)
     machine.stats = stats
     for symbol in program.inputs:

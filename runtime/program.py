@@ -71,6 +71,9 @@ class Program:
     dram_elements: int
     symbols: list[Symbol]
     sources: list[str] = field(default_factory=list)
+    # Data-dependent sizes: (instruction, field, CLUSTER instruction): the field's effective value
+    # is the number of clusters that CLUSTER formed (capped by the field's nominal value).
+    dynamic: list[tuple[int, str, int]] = field(default_factory=list)
 
     @property
     def inputs(self) -> list[Symbol]:
@@ -89,7 +92,11 @@ class Program:
                 positions[source] = len(strings)
                 strings.append(source)
             index.append(positions[source])
-        return {"strings": strings, "index": index}
+        return {
+            "strings": strings,
+            "index": index,
+            "dynamic": [list(entry) for entry in self.dynamic],
+        }
 
 
 def _canonical(value: object) -> bytes:
@@ -179,9 +186,10 @@ def decode_program(
         raise _fail(f"symbol or source table is not JSON: {exc}") from None
     symbols = _symbols(symbol_list, dram_elements)
     sources = _sources(source_table, count)
+    dynamic = _dynamic(source_table, instructions)
     if not instructions or instructions[-1][0] != "HALT":
         raise _fail("the program does not end with HALT")
-    return Program(digest, instructions, data, dram_elements, symbols, sources)
+    return Program(digest, instructions, data, dram_elements, symbols, sources, dynamic)
 
 
 def _check_ranges(
@@ -265,6 +273,29 @@ def _sources(raw: object, count: int) -> list[str]:
     return [str(strings[i]) for i in index]
 
 
+def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int, str, int]]:
+    entries = raw.get("dynamic", [])
+    if not isinstance(entries, list):
+        raise _fail("source table 'dynamic' is not a list")
+    dynamic = []
+    for entry in entries:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not isinstance(entry[0], int)
+            or not isinstance(entry[2], int)
+            or not 0 <= entry[0] < len(instructions)
+            or not 0 <= entry[2] < len(instructions)
+            or instructions[entry[2]][0] != "CLUSTER"
+            or entry[1] not in instructions[entry[0]][1]
+        ):
+            raise _fail(
+                f"dynamic size entry {entry!r} does not name an instruction field and a CLUSTER"
+            )
+        dynamic.append((entry[0], str(entry[1]), entry[2]))
+    return dynamic
+
+
 def write_program(program: Program, path: str | Path) -> None:
     from ctac.cli import write_atomically
 
@@ -318,10 +349,16 @@ def disassemble(program: Program, include_data: bool = True) -> str:
         lines += [f".bytes {encoded[i : i + 96]}" for i in range(0, len(encoded), 96)]
     lines.append(".text")
     sources = program.sources or [""] * len(program.instructions)
-    for (name, fields), source in zip(program.instructions, sources, strict=True):
+    dynamic: dict[int, dict[str, int]] = {}
+    for index, name, cluster in program.dynamic:
+        dynamic.setdefault(index, {})[name] = cluster
+    for index, ((name, fields), source) in enumerate(
+        zip(program.instructions, sources, strict=True)
+    ):
         spec = isa.BY_NAME[name]
         text = f"{name} {_format_fields(spec, fields)}".rstrip()
-        lines.append(f"{text:<100} ;@ {json.dumps(source)}")
+        sizes = f" {json.dumps(dynamic[index])}" if index in dynamic else ""
+        lines.append(f"{text:<100} ;@ {json.dumps(source)}{sizes}")
     return "\n".join(lines) + "\n"
 
 
@@ -333,6 +370,7 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
     chunks: list[str] = []
     instructions: list[tuple[str, dict]] = []
     sources: list[str] = []
+    dynamic: list[tuple[int, str, int]] = []
     in_text = False
 
     def fail(number: int, message: str) -> CtacError:
@@ -409,9 +447,19 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
             _, decoded = isa.decode(word)
         except ValueError as exc:
             raise fail(number, str(exc)) from None
-        instructions.append((name, decoded))
         marker = comment.strip()
-        sources.append(json.loads(marker[1:].strip()) if marker.startswith("@") else "")
+        source = ""
+        if marker.startswith("@"):
+            decoder = json.JSONDecoder()
+            try:
+                source, end = decoder.raw_decode(marker[1:].strip())
+                rest = marker[1:].strip()[end:].strip()
+                for key, cluster in json.loads(rest).items() if rest else []:
+                    dynamic.append((len(instructions), key, int(cluster)))
+            except (json.JSONDecodeError, AttributeError, ValueError):
+                raise fail(number, "malformed ;@ source / dynamic sizes") from None
+        instructions.append((name, decoded))
+        sources.append(source)
     if digest is None or dram is None or data_count is None:
         raise CtacError(f"{source_name}: missing .hw, .dram or .data directive")
     raw = base64.b64decode("".join(chunks)) if chunks else b""
@@ -420,4 +468,4 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
             f"{source_name}: .data says {data_count} elements but .bytes hold {len(raw) // 4}"
         )
     data = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    return Program(digest, instructions, data, dram, symbols, sources)
+    return Program(digest, instructions, data, dram, symbols, sources, dynamic)

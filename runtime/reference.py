@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from xdsl.dialects.builtin import StringAttr
 
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
@@ -500,7 +501,15 @@ def _cumsum(op: ox.CumSumOp, x: Array, axis: Array) -> list[Array]:
 
 def missing_semantics() -> list[str]:
     """Ops of the dialect that have no numpy semantics yet (must be empty; a test checks)."""
-    ops = [*ox.ALL_OPS, cta.ProjectOp, cta.AttentionOp]
+    ops = [
+        *ox.ALL_OPS,
+        cta.ProjectOp,
+        cta.AttentionOp,
+        cta.ClusterOp,
+        cta.PoolOp,
+        cta.RecoverOp,
+        cta.CompressedAttentionOp,
+    ]
     return [op.name for op in ops if op not in SEMANTICS and op is not ox.WeightOp]
 
 
@@ -587,3 +596,75 @@ def project(
 @semantics(cta.ProjectOp)
 def _project(op: cta.ProjectOp, x: Array, w: Array, b: Array | None) -> list[Array]:
     return [project(x, w, b, op.int_attr("heads"), op.int_attr("head_dim"), op.column_range())]
+
+
+# ---------------------------------------------------------------------------------------------
+# cta compression ops (algorithms in runtime/compression.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@semantics(cta.ClusterOp)
+def _cluster(op: cta.ClusterOp, tokens: Array, mask: Array | None) -> list[Array]:
+    from ctac.runtime import compression
+
+    source, role = op.attributes.get("ctac.source"), op.attributes.get("ctac.role")
+    label = "/".join(a.data if isinstance(a, StringAttr) else "" for a in (source, role))
+    result = compression.cluster(
+        tokens,
+        mask,
+        method=op.str_attr("method"),
+        tau=op.float_attr("tau"),
+        hash_bits=op.int_attr("hash_bits"),
+        seed=op.int_attr("seed"),
+        max_clusters=op.int_attr("max_clusters", 0),
+        block=op.int_attr("block", 0),
+        label=label,
+    )
+    return [result.centroids, result.counts, result.ids]
+
+
+@semantics(cta.PoolOp)
+def _pool(op: cta.PoolOp, tokens: Array, ids: Array) -> list[Array]:
+    from ctac.runtime import compression
+
+    return [compression.pool(tokens, ids)]
+
+
+@semantics(cta.RecoverOp)
+def _recover(op: cta.RecoverOp, rows: Array, ids: Array) -> list[Array]:
+    from ctac.runtime import compression
+
+    return [compression.recover(rows, ids)]
+
+
+@semantics(cta.CompressedAttentionOp)
+def _compressed_attention(
+    op: cta.CompressedAttentionOp,
+    q: Array,
+    k: Array,
+    v: Array,
+    counts: Array,
+    key_tokens: Array | None,
+    value_tokens: Array | None,
+    mask: Array | None,
+) -> list[Array]:
+    from ctac.runtime import compression
+
+    return [
+        compression.compressed_attention(
+            q,
+            k,
+            v,
+            counts,
+            key_tokens,
+            value_tokens,
+            mask,
+            num_heads=op.int_attr("num_heads"),
+            kv_heads=op.int_attr("kv_heads"),
+            scale=op.float_attr("scale"),
+            softcap=op.float_attr("softcap", 0.0),
+            causal=bool(op.int_attr("causal", 0)),
+            causal_offset=op.int_attr("causal_offset"),
+            block=op.int_attr("block", 0),
+        )
+    ]

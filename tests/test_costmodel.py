@@ -10,6 +10,7 @@ import pytest
 from conftest import MODELS
 
 from ctac.hw import load_hardware
+from ctac.runtime import isa
 from ctac.runtime.costmodel import simulate
 from ctac.runtime.program import Program
 
@@ -19,9 +20,9 @@ HW = load_hardware()
 
 
 def program(*instructions) -> Program:
-    return Program(
-        HW.digest, [*instructions, ("HALT", {})], np.zeros(0, np.float32), 1 << 20, [], []
-    )
+    """A program of the given instructions (missing fields zero, as the encoder fills them)."""
+    decoded = [(name, isa.decode(isa.encode(name, fields))[1]) for name, fields in instructions]
+    return Program(HW.digest, [*decoded, ("HALT", {})], np.zeros(0, np.float32), 1 << 20, [], [])
 
 
 def test_gemm_cycles_follow_scale_sim() -> None:
@@ -106,13 +107,17 @@ def test_units_overlap_but_respect_dependencies() -> None:
     assert timings[3].start >= timings[1].end  # overwriting A waits for the GEMM that reads it
 
 
-def test_data_dependent_scale_shrinks_work() -> None:
-    gemm = ("GEMM", {"dst": 2, "dst_addr": 0, "a": 0, "a_addr": 0, "b": 1, "b_addr": 0, "m": 128, "k": 32, "n": 32,
+def test_dynamic_sizes_follow_the_clusters() -> None:
+    cluster = ("CLUSTER", {"src": 0, "codes": 3, "centroids": 3, "centroids_addr": 4096, "counts": 3, "counts_addr": 8192,
+                           "ids": 3, "ids_addr": 9000, "rows": 128, "cols": 32, "threshold": 0.1})  # fmt: skip
+    gemm = ("GEMM", {"dst": 2, "dst_addr": 0, "a": 3, "a_addr": 4096, "b": 1, "b_addr": 0, "m": 128, "k": 32, "n": 32,
                      "accumulate": 0, "transpose_b": 0, "has_bias": 0, "bias": 3, "bias_addr": 0})  # fmt: skip
-    full = simulate(program(gemm), HW)
-    half = simulate(program(gemm), HW, scale=[0.5, 1.0])
-    assert full.macs == 2 * half.macs
-    assert half.timings[0].end - half.timings[0].start == 2 * 32 + 32 + 64 - 2
+    compiled = program(cluster, gemm)
+    compiled.dynamic = [(1, "m", 0)]
+    nominal = simulate(compiled, HW)
+    measured = simulate(compiled, HW, clusters={0: 64})
+    assert nominal.macs == 2 * measured.macs
+    assert measured.timings[1].end - measured.timings[1].start == 2 * 32 + 32 + 64 - 2
 
 
 def test_run_and_profile_commands(tmp_path: Path, capsys) -> None:

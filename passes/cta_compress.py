@@ -1,0 +1,339 @@
+"""cta-compress: `onnx` + `cta` (`cta.attention`, `cta.project`) in, `onnx` + `cta` out with
+`cta.cluster` / `cta.pool` / `cta.compressed_attention` / `cta.recover` in place of attention.
+
+Every `cta.attention` whose mask is `none` or `key_padding` is rewritten (an `additive` mask is a
+per (query, key) bias that no clustering can share, so those are left exact and reported).
+Two placements (`granularity`):
+
+- `input`: when Q, K and V are `cta.project`s of one input X (self-attention, not causal), X is
+  clustered once per sequence (with tau_q for the queries, and with tau_kv for keys/values when
+  it differs) and the projections run on the centroid tables: exact by linearity, and the
+  projections shrink by n/m too.
+- `head` (default; also the fallback for cross-attention, inputs that are not projections, and
+  causal attention): queries and keys are clustered per (sequence, head) after projection, each
+  with its own threshold; values are averaged over the keys' clusters (`cta.pool`), which is
+  exact when the keys repeat exactly.
+
+Padding (`key_padding` masks) never merges with real tokens and carries no weight: the mask goes
+to every `cta.cluster` whose tokens it describes. Causal attention uses the block-causal scheme
+(docs/compression.md): keys are clustered inside blocks of `block` positions; a query sees the
+clusters of earlier blocks and the raw keys of its own block up to itself, and queries are not
+clustered, so no query ever sees a later position.
+
+Per-layer thresholds: `layer_scale` multiplies both thresholds of the i-th attention (in program
+order; the last factor repeats). The options are written `tau-q=0.3` etc. in `ctac-opt -p`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    Float32Type,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    f64,
+    i64,
+)
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from ctac.dialects import cta
+from ctac.dialects import onnx as ox
+from ctac.errors import CtacError
+from ctac.passes.canonicalize import remove_dead_ops
+
+GRANULARITIES = ("head", "input")
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """Everything that decides how one attention is compressed."""
+
+    tau_q: float = 0.2
+    tau_kv: float = 0.2
+    hash_bits: int = 8
+    method: str = "hash-leader"
+    seed: int = 0
+    granularity: str = "head"
+    block: int = 64
+    max_clusters: int = 0
+
+    def check(self) -> None:
+        if self.method not in cta.CLUSTER_METHODS:
+            raise CtacError(
+                f"cta-compress: unknown method '{self.method}' "
+                f"(known: {', '.join(cta.CLUSTER_METHODS)})"
+            )
+        if self.granularity not in GRANULARITIES:
+            raise CtacError(
+                f"cta-compress: granularity must be one of {', '.join(GRANULARITIES)}, "
+                f"got '{self.granularity}'"
+            )
+        if not (self.tau_q >= 0 and self.tau_kv >= 0):
+            raise CtacError("cta-compress: tau-q and tau-kv must be >= 0")
+        if not 0 <= self.hash_bits <= cta.MAX_HASH_BITS:
+            raise CtacError(f"cta-compress: hash-bits must be in [0, {cta.MAX_HASH_BITS}]")
+        if self.block < 1:
+            raise CtacError("cta-compress: block must be >= 1")
+        if self.max_clusters < 0:
+            raise CtacError("cta-compress: max-clusters must be >= 0")
+
+
+@dataclass
+class CompressionReport:
+    """What happened to one attention layer."""
+
+    layer: str
+    placement: str  # input | head | causal-head | skipped
+    tau_q: float
+    tau_kv: float
+    reason: str = ""
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    return ox.shape_of(value)
+
+
+def _cluster(
+    tokens: SSAValue,
+    mask: SSAValue | None,
+    tau: float,
+    options: CompressOptions,
+    source: str,
+    role: str,
+    block: int = 0,
+) -> cta.ClusterOp:
+    shape = _shape(tokens)
+    element = ox.element_of(tokens)
+    properties = {
+        "method": StringAttr(options.method),
+        "tau": FloatAttr(tau, f64),
+        "hash_bits": IntegerAttr(options.hash_bits, i64),
+        "seed": IntegerAttr(options.seed, i64),
+    }
+    if options.max_clusters:
+        properties["max_clusters"] = IntegerAttr(options.max_clusters, i64)
+    if block:
+        properties["block"] = IntegerAttr(block, i64)
+    return cta.ClusterOp.build(
+        operands=[tokens, [mask] if mask is not None else []],
+        result_types=[
+            TensorType(element, list(shape)),
+            TensorType(Float32Type(), list(shape[:-1])),
+            TensorType(i64, list(shape[:-1])),
+        ],
+        properties=properties,
+        attributes={"ctac.source": StringAttr(source), "ctac.role": StringAttr(role)},
+    )
+
+
+def _pool(tokens: SSAValue, ids: SSAValue) -> cta.PoolOp:
+    return cta.PoolOp.build(operands=[tokens, ids], result_types=[tokens.type])
+
+
+def _recover(rows: SSAValue, ids: SSAValue, name: str | None) -> cta.RecoverOp:
+    shape = _shape(rows)
+    n = _shape(ids)[-1]
+    op = cta.RecoverOp.build(
+        operands=[rows, ids],
+        result_types=[TensorType(ox.element_of(rows), [*shape[:-2], n, shape[-1]])],
+    )
+    op.output.name_hint = name
+    return op
+
+
+def _attention_properties(attention: cta.AttentionOp) -> dict:
+    kept = ("num_heads", "kv_heads", "head_dim", "scale", "softcap")
+    return {k: v for k, v in attention.properties.items() if k in kept}
+
+
+def _compressed(
+    attention: cta.AttentionOp,
+    q: SSAValue,
+    k: SSAValue,
+    v: SSAValue,
+    counts: SSAValue,
+    rows: int,
+    extra: dict | None = None,
+    raw: tuple[SSAValue, SSAValue, SSAValue | None] | None = None,
+) -> cta.CompressedAttentionOp:
+    b, heads, _, _ = _shape(attention.query)
+    dv = _shape(attention.value)[3]
+    properties = _attention_properties(attention)
+    properties.update(extra or {})
+    key_tokens, value_tokens, mask = raw if raw is not None else (None, None, None)
+    return cta.CompressedAttentionOp.build(
+        operands=[
+            q,
+            k,
+            v,
+            counts,
+            [key_tokens] if key_tokens is not None else [],
+            [value_tokens] if value_tokens is not None else [],
+            [mask] if mask is not None else [],
+        ],
+        result_types=[TensorType(ox.element_of(attention.output), [b, heads, rows, dv])],
+        properties=properties,
+        attributes={"ctac.source": attention.attributes.get("ctac.source", StringAttr(""))},
+    )
+
+
+def _common_input(attention: cta.AttentionOp) -> SSAValue | None:
+    """X when q, k and v are all `cta.project`s of the same X."""
+    owners = [attention.query.owner, attention.key.owner, attention.value.owner]
+    if not all(isinstance(o, cta.ProjectOp) for o in owners):
+        return None
+    inputs = {o.input for o in owners}  # type: ignore[union-attr]
+    return inputs.pop() if len(inputs) == 1 else None
+
+
+def _project_on(project: cta.ProjectOp, table: SSAValue) -> cta.ProjectOp:
+    bias = [project.bias] if project.bias is not None else []
+    op = cta.ProjectOp.build(
+        operands=[table, project.weight, bias],
+        result_types=[project.output.type],
+        properties=dict(project.properties),
+    )
+    if project.output.name_hint:
+        op.output.name_hint = f"{project.output.name_hint}_c"
+    return op
+
+
+def rewrite_attention(
+    attention: cta.AttentionOp, options: CompressOptions, tau_q: float, tau_kv: float
+) -> CompressionReport:
+    """Replace one `cta.attention` by its compressed form (or leave it and say why)."""
+    source_attr = attention.attributes.get("ctac.source")
+    source = source_attr.data if isinstance(source_attr, StringAttr) else "attention"
+    kind = attention.str_attr("mask_kind", "none")
+    if kind == "additive":
+        return CompressionReport(
+            source, "skipped", tau_q, tau_kv, "additive mask: a per (query, key) bias"
+        )
+    mask = attention.mask if kind == "key_padding" else None
+    causal = bool(attention.int_attr("causal", 0))
+    q_len, kv_len = _shape(attention.query)[2], _shape(attention.key)[2]
+    # The key mask also marks padded queries in self-attention (same sequence length).
+    query_mask = mask if q_len == kv_len else None
+    new_ops: list[Operation] = []
+    name = attention.output.name_hint
+    x = _common_input(attention)
+    if causal:
+        keys = _cluster(attention.key, mask, tau_kv, options, source, "kv", block=options.block)
+        values = _pool(attention.value, keys.ids)
+        extra = {"causal": IntegerAttr(1, i64), "block": IntegerAttr(options.block, i64)}
+        offset = attention.int_attr("causal_offset")
+        if offset is not None:
+            extra["causal_offset"] = IntegerAttr(offset, i64)
+        output = _compressed(
+            attention,
+            attention.query,
+            keys.centroids,
+            values.output,
+            keys.counts,
+            q_len,
+            extra,
+            raw=(attention.key, attention.value, mask),
+        )
+        new_ops += [keys, values, output]
+        result, placement = output.output, "causal-head"
+    elif options.granularity == "input" and x is not None:
+        queries = _cluster(x, query_mask, tau_q, options, source, "q" if tau_q != tau_kv else "qkv")
+        new_ops.append(queries)
+        keys = queries
+        if tau_kv != tau_q:
+            keys = _cluster(x, mask, tau_kv, options, source, "kv")
+            new_ops.append(keys)
+        q = _project_on(attention.query.owner, queries.centroids)  # type: ignore[arg-type]
+        k = _project_on(attention.key.owner, keys.centroids)  # type: ignore[arg-type]
+        v = _project_on(attention.value.owner, keys.centroids)  # type: ignore[arg-type]
+        output = _compressed(attention, q.output, k.output, v.output, keys.counts, q_len)
+        recovered = _recover(output.output, queries.ids, name)
+        new_ops += [q, k, v, output, recovered]
+        result, placement = recovered.output, "input"
+    else:
+        queries = _cluster(attention.query, query_mask, tau_q, options, source, "q")
+        keys = _cluster(attention.key, mask, tau_kv, options, source, "kv")
+        values = _pool(attention.value, keys.ids)
+        output = _compressed(
+            attention, queries.centroids, keys.centroids, values.output, keys.counts, q_len
+        )
+        recovered = _recover(output.output, queries.ids, name)
+        new_ops += [queries, keys, values, output, recovered]
+        result, placement = recovered.output, "head"
+    block = attention.parent_block()
+    assert block is not None
+    block.insert_ops_before(new_ops, attention)
+    for op in new_ops:
+        op.verify()
+    attention.output.replace_all_uses_with(result)
+    result.name_hint = name
+    block.erase_op(attention)
+    return CompressionReport(source, placement, tau_q, tau_kv)
+
+
+def compress_function(
+    function: func.FuncOp, options: CompressOptions, layer_scale: tuple[float, ...] = ()
+) -> list[CompressionReport]:
+    attentions = [op for op in function.body.block.ops if isinstance(op, cta.AttentionOp)]
+    reports = []
+    for index, attention in enumerate(attentions):
+        factor = layer_scale[min(index, len(layer_scale) - 1)] if layer_scale else 1.0
+        reports.append(
+            rewrite_attention(attention, options, options.tau_q * factor, options.tau_kv * factor)
+        )
+    remove_dead_ops(function)
+    return reports
+
+
+@dataclass(frozen=True)
+class CtaCompressPass(ModulePass):
+    """Rewrite `cta.attention` into CTA's cluster / compressed attention / recover form."""
+
+    name = "cta-compress"
+
+    tau_q: float = 0.2
+    tau_kv: float = 0.2
+    hash_bits: int = 8
+    method: str = "hash-leader"
+    seed: int = 0
+    granularity: str = "head"
+    block: int = 64
+    max_clusters: int = 0
+    layer_scale: tuple[float, ...] = field(default=())
+
+    def options(self) -> CompressOptions:
+        return CompressOptions(
+            tau_q=float(self.tau_q),
+            tau_kv=float(self.tau_kv),
+            hash_bits=int(self.hash_bits),
+            method=self.method,
+            seed=int(self.seed),
+            granularity=self.granularity,
+            block=int(self.block),
+            max_clusters=int(self.max_clusters),
+        )
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        cta_compress(op, self.options(), tuple(float(f) for f in self.layer_scale))
+
+
+def cta_compress(
+    module: ModuleOp, options: CompressOptions | None = None, layer_scale: tuple[float, ...] = ()
+) -> list[CompressionReport]:
+    """Compress every attention of every function; returns one report per attention layer."""
+    options = options or CompressOptions()
+    options.check()
+    if any(not f > 0 for f in layer_scale):
+        raise CtacError("cta-compress: layer-scale factors must be > 0")
+    reports: list[CompressionReport] = []
+    for function in module.ops:
+        if isinstance(function, func.FuncOp):
+            reports.extend(compress_function(function, options, layer_scale))
+    return reports
