@@ -276,6 +276,72 @@ def _compress_spec(args: argparse.Namespace) -> str:
     return f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv if args.tau_kv is not None else args.tau} hash-bits={args.hash_bits} method={args.cta_method}}}"
 
 
+def _demo(args: argparse.Namespace) -> int:
+    import copy
+    import json
+    import time
+    from importlib import resources
+
+    from ctac.compare import compare, format_table, to_json
+    from ctac.hw import load_hardware
+    from ctac.runtime.profile import format_summary, plot_blocks, write_reports
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    model = Path(str(resources.files("ctac").joinpath("data/demo_bert.onnx")))
+    steps = 4
+
+    def step(number: int, text: str) -> None:
+        print(f"[{number}/{steps}] {text} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+    print(
+        f"ctac demo: a 2-layer BERT (hidden 64, 4 heads, random weights) shipped with ctac, batch 1 x {args.seq} tokens"
+    )
+    step(1, "importing, canonicalising and detecting attention")
+    args.model, args.shape = str(model), [f"input_ids=1x{args.seq},attention_mask=1x{args.seq}"]
+    args.max_tensor_bytes, args.verify_attention = 4 * 1024**3, True
+    detected, reports = _front_end(args, "cta-detected")
+    print(
+        f"      {len(reports)} attention layers found: "
+        + "; ".join(f"{r.layer} ({r.form})" for r in reports)
+    )
+    step(2, f"compressing attention (CTA, tau={args.tau}, {args.hash_bits} hash bits)")
+    compressed = _compressed(copy.deepcopy(detected), args)
+    step(3, "compiling both to the CTA-ISA, running them on the accelerator model and onnxruntime")
+    hw = load_hardware(None)
+    results = compare(model, detected, hw, compressed, args.seed)
+    print()
+    print(format_table(results))
+    print()
+    step(4, f"writing the trace, plots and reports to {out}/")
+    cta = next(r for r in results if r.mode.startswith("CTA"))
+    exact = next(r for r in results if r.mode.startswith("exact"))
+    for layer in cta.details["attention"]:
+        print(
+            f"      {layer['layer']}: {layer['tokens']} tokens -> {layer['query_clusters']} query / "
+            f"{layer['kv_clusters']} key-value clusters per (sequence, head)"
+        )
+    paths = write_reports(cta.profile, out, "CTA")
+    plot_blocks(
+        {"exact": exact.profile, "CTA": cta.profile},
+        out / "exact_vs_cta_cycles.png",
+        out / "exact_vs_cta_energy.png",
+    )
+    write_atomically(out / "compare.json", (json.dumps(to_json(results), indent=2) + "\n").encode())
+    print(format_summary(cta.profile, "CTA program on the accelerator:"))
+    print()
+    for path in [
+        *paths.values(),
+        out / "exact_vs_cta_cycles.png",
+        out / "exact_vs_cta_energy.png",
+        out / "compare.json",
+    ]:
+        print(f"wrote {path}")
+    print(f"open {paths['trace']} in https://ui.perfetto.dev to see every unit's timeline")
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def _isa(args: argparse.Namespace) -> int:
     from ctac.runtime.isa import markdown_table
 
@@ -515,6 +581,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare_parser.add_argument("--out", help="also write compare.json and side-by-side plots here")
     compare_parser.set_defaults(handler=_compare)
+
+    demo_parser = commands.add_parser(
+        "demo",
+        help="the whole story on a small BERT: detect, compress, compile, run, compare, profile",
+        epilog="examples:\n  ctac demo\n  ctac demo --out /tmp/ctac-demo --tau 0.4\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo_parser.add_argument(
+        "--out", default="ctac-demo", help="folder for the artifacts (default: ./ctac-demo)"
+    )
+    demo_parser.add_argument(
+        "--seq", type=int, default=64, help="tokens per sequence (at most 128)"
+    )
+    demo_parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids")
+    _compression_arguments(demo_parser)
+    demo_parser.set_defaults(handler=_demo, tau=0.3)
 
     isa_parser = commands.add_parser(
         "isa",

@@ -17,7 +17,7 @@ from xdsl.dialects.builtin import ModuleOp
 from ctac.emit import program_from_module
 from ctac.hw import Hardware
 from ctac.passes.lower_to_isa import lower_module
-from ctac.run import compare_with_onnxruntime, execute, random_inputs
+from ctac.run import attention_report, compare_with_onnxruntime, execute, random_inputs
 from ctac.runtime.costmodel import Profile, simulate
 from ctac.runtime.gpu import roofline
 from ctac.runtime.profile import is_attention
@@ -61,6 +61,7 @@ def accelerator_mode(
             "instructions": len(program.instructions),
             "cycles": profile.cycles,
             "dram_bytes": profile.dram_bytes,
+            "attention": attention_report(program, stats),
         },
         profile,
     )

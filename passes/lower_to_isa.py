@@ -144,7 +144,9 @@ class Lowering:
         self.function = main_function(module)
         self.capacity = {b.index: b.capacity for b in hw.buffers}
         self.half = {index: size // 2 for index, size in self.capacity.items()}
-        self.half[VEC] = (self.capacity[VEC] - PERSISTENT) // 2
+        # vec keeps a persistent area (a quarter of it at most) above its two halves.
+        self.persistent_size = min(PERSISTENT, self.capacity[VEC] // 4)
+        self.half[VEC] = (self.capacity[VEC] - self.persistent_size) // 2
         self.instructions: list[tuple[str, dict]] = []
         self.sources: list[str] = []
         self.source = ""
@@ -176,9 +178,9 @@ class Lowering:
         self.stage += 1
 
     def persistent(self, size: int) -> int:
-        if self.persistent_top + size > PERSISTENT:
+        if self.persistent_top + size > self.persistent_size:
             raise Unsupported(
-                f"needs {size} persistent vector elements; {PERSISTENT - self.persistent_top} left"
+                f"needs {size} persistent vector elements; {self.persistent_size - self.persistent_top} left"
             )
         address = 2 * self.half[VEC] + self.persistent_top
         self.persistent_top += size
@@ -649,14 +651,15 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
         raise Unsupported(
             f"keys and values of {kv_len} tokens do not fit half of wgt; key tiling is not implemented"
         )
-    rows = max(
-        1,
-        min(
-            q_len,
-            lowering.half[ACC] // max(kv_len, value_dim),
-            lowering.half[ACT] // max(kv_len, head_dim),
-        ),
+    # Q and P share an act half, S and O an acc half, an additive mask block a vec half.
+    rows = min(
+        q_len,
+        lowering.half[ACC] // (kv_len + value_dim),
+        lowering.half[ACT] // (kv_len + head_dim),
+        lowering.half[VEC] // kv_len,
     )
+    if rows < 1:
+        raise Unsupported(f"one query row over {kv_len} keys does not fit the buffer halves")
     kind = op.str_attr("mask_kind", "none")
     mask = lowering.tensor(op.mask) if op.mask is not None else None
     mask_shape = ox.shape_of(op.mask) if op.mask is not None else ()
@@ -1153,6 +1156,8 @@ def lower_cumsum(lowering: Lowering, op: ox.CumSumOp) -> None:
     axis = int(operand_values(op.axis)[0]) % len(shape)
     if axis != len(shape) - 1 or op.int_attr("exclusive", 0) or op.int_attr("reverse", 0):
         raise Unsupported("only an inclusive, forward cumsum over the last axis is lowered")
+    if shape[-1] > min(lowering.half[ACT], lowering.half[WGT], lowering.half[VEC]):
+        raise Unsupported(f"a scan over rows of {shape[-1]} elements does not fit a buffer half")
     lower_elementwise(lowering, op, "cumsum", [op.x])
 
 
@@ -1177,6 +1182,8 @@ def lower_gather(lowering: Lowering, op: ox.GatherOp) -> None:
     table_rows, columns = data_shape[0], _size(data_shape[1:])
     count = _size(ox.shape_of(op.indices))
     index_plan = operand_plan(lowering, op.indices, ox.shape_of(op.indices))
+    if columns > lowering.half[ACT]:
+        raise Unsupported(f"gathered rows of {columns} elements do not fit a buffer half")
     budget = min(lowering.half[ACT] // max(columns, 1), lowering.half[VEC])
     for r0, rows in _split_ranges(count, max(1, budget)):
         lowering.next_stage()
@@ -1328,7 +1335,9 @@ def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
             ),
         )  # fmt: skip
         if bias is not None:
-            for r0, rows in _split_ranges(out_channels, max(1, lowering.half[ACT] // patches)):
+            if patches > lowering.half[ACT]:
+                raise Unsupported(f"{patches} patches per channel do not fit a buffer half")
+            for r0, rows in _split_ranges(out_channels, lowering.half[ACT] // patches):
                 lowering.next_stage()
                 tile, column = lowering.slot(ACT), lowering.slot(WGT)
                 lowering.load(ACT, tile, base + r0 * patches, rows, patches, patches)
@@ -1522,7 +1531,12 @@ def lower_compressed_attention(lowering: Lowering, op: cta.CompressedAttentionOp
     value_dim = ox.shape_of(op.value)[3]
     group = heads // kv_heads
     counts_shape = ox.shape_of(op.counts)
-    if kv_len * (head_dim + value_dim) > lowering.half[WGT] or q_len * kv_len > lowering.half[ACC]:
+    if (
+        kv_len * (head_dim + value_dim) > lowering.half[WGT]
+        or q_len * (kv_len + value_dim) > lowering.half[ACC]
+        or q_len * (head_dim + kv_len) > lowering.half[ACT]
+        or kv_len > lowering.half[VEC]
+    ):
         raise Unsupported(f"{kv_len} compressed keys do not fit the buffers")
     q_clusters = lowering.cluster_instructions.get(_cluster_of(op.query), [])
     k_clusters = lowering.cluster_instructions.get(_cluster_of(op.key), [])
