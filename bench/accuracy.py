@@ -53,30 +53,25 @@ class Setting:
         return f"cta-compress{{{self.options}}}"
 
 
-def _head(tq: float, tkv: float, extra: str = "") -> Setting:
-    name = f"head tq={tq:g} tkv={tkv:g}" + (f" {extra}" if extra else "")
-    return Setting(name, f"tau-q={tq} tau-kv={tkv} {extra}".strip())
-
-
-def _input(tau: float, extra: str = "") -> Setting:
-    name = f"input tau={tau:g}" + (f" {extra}" if extra else "")
-    return Setting(name, f"granularity=input tau-q={tau} tau-kv={tau} {extra}".strip())
-
+# Per-layer factors on both thresholds: layers 0 and 5 of MiniLM are the least sensitive and
+# the most redundant (measured by compressing one layer at a time, see docs/compression.md).
+LAYERS = "layer-scale=1.6,0.8,0.8,0.8,1.0,1.6"
 
 SETTINGS: list[Setting] = [
-    _input(0.2),
-    _input(0.3),
-    _head(0.2, 0.2),
-    _head(0.3, 0.3),
-    _head(0.4, 0.4),
-    _head(0.5, 0.5),
-    _head(0.6, 0.6),
-    _head(0.4, 0.4, "method=leader"),
-    _head(0.4, 0.4, "hash-bits=4"),
-    _head(0.5, 0.5, "hash-bits=4"),
-    _head(0.6, 0.6, "hash-bits=4"),
+    Setting("input tau=0.2", "granularity=input tau-q=0.2 tau-kv=0.2"),
+    Setting("input tau=0.3", "granularity=input tau-q=0.3 tau-kv=0.3"),
+    Setting("head 0.3/0.3", "tau-q=0.3 tau-kv=0.3"),
+    Setting("head 0.4/0.4 bits=4", "tau-q=0.4 tau-kv=0.4 hash-bits=4"),
+    Setting("head 0.5/0.5 bits=4", "tau-q=0.5 tau-kv=0.5 hash-bits=4"),
+    Setting("head 0.6/0.6 bits=4", "tau-q=0.6 tau-kv=0.6 hash-bits=4"),
+    Setting("head 0.7/0.5 bits=4", "tau-q=0.7 tau-kv=0.5 hash-bits=4"),
+    Setting("head 0.4/0.4 leader", "tau-q=0.4 tau-kv=0.4 method=leader"),
+    Setting("head 0.5/0.5 spread bits=4", "tau-q=0.5 tau-kv=0.5 hash-bits=4 method=hash-spread"),
+    Setting("head 0.5/0.5 bits=4 layers", f"tau-q=0.5 tau-kv=0.5 hash-bits=4 {LAYERS}"),
+    Setting("head 0.7/0.6 bits=4 layers", f"tau-q=0.7 tau-kv=0.6 hash-bits=4 {LAYERS}"),
+    Setting("head 0.8/0.7 bits=4 layers", f"tau-q=0.8 tau-kv=0.7 hash-bits=4 {LAYERS}"),
 ]
-QUICK = ["input tau=0.2", "head tq=0.3 tkv=0.3", "head tq=0.5 tkv=0.5", "head tq=0.6 tkv=0.6"]
+QUICK = ["input tau=0.2", "head 0.5/0.5 bits=4 layers", "head 0.7/0.6 bits=4 layers"]
 
 
 def cache_dir() -> Path:
@@ -346,8 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--options", nargs="+", metavar="OPTS", help="extra cta-compress option strings"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
+    parser.add_argument(
+        "--out", type=Path, help="default bench/results/accuracy.json (accuracy-quick.json)"
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS / ("accuracy-quick.json" if args.quick else "accuracy.json")
     start = time.perf_counter()
     print(HEADER, flush=True)
     outcome = run(args)
