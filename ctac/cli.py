@@ -68,6 +68,8 @@ def _front_end(args: argparse.Namespace, emit: str):
             print(f"warning: attention match refused at {line}", file=sys.stderr)
         if getattr(args, "attention", "exact") == "cta" and emit != "cta-detected":
             run_passes(imported.module, _compress_spec(args))
+        if getattr(args, "attention", "exact") == "elsa" and emit != "cta-detected":
+            run_passes(imported.module, _elsa_spec(args))
     return imported.module, reports
 
 
@@ -239,11 +241,14 @@ def _compare(args: argparse.Namespace) -> int:
 
     from ctac.compare import compare, format_table, to_json
     from ctac.hw import load_hardware
+    from ctac.pipeline import run_passes
 
     hw = load_hardware(args.hw)
     detected, _ = _front_end(args, "cta-detected")
     compressed = _compressed(copy.deepcopy(detected), args)
-    results = compare(Path(args.model), detected, hw, compressed, args.seed)
+    elsa = copy.deepcopy(detected)
+    run_passes(elsa, _elsa_spec(args))
+    results = compare(Path(args.model), detected, hw, compressed, args.seed, elsa)
     report = to_json(results)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -270,6 +275,10 @@ def _compressed(module, args: argparse.Namespace):
 
     run_passes(module, _compress_spec(args))
     return module
+
+
+def _elsa_spec(args: argparse.Namespace) -> str:
+    return f"elsa-filter{{bits={args.elsa_bits} threshold={args.elsa_threshold}}}"
 
 
 def _compress_spec(args: argparse.Namespace) -> str:
@@ -463,6 +472,13 @@ def _compression_arguments(parser: argparse.ArgumentParser) -> None:
         default="hash-leader",
         help="CTA clustering method (see docs/compression.md)",
     )
+    parser.add_argument("--elsa-bits", type=int, default=16, help="hash bits of the ELSA baseline")
+    parser.add_argument(
+        "--elsa-threshold",
+        type=float,
+        default=0.5,
+        help="estimated-cosine threshold of the ELSA baseline",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -490,9 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument(
         "--attention",
-        choices=["exact", "cta"],
+        choices=["exact", "cta", "elsa"],
         default="exact",
-        help="how attention runs on the accelerator: exact (default) or cta (compressed tokens)",
+        help="how attention runs on the accelerator: exact (default), cta (compressed tokens) or "
+        "elsa (per-query candidate keys from hashed angle estimates, the baseline)",
     )
     _compression_arguments(compile_parser)
     compile_parser.add_argument("--hw", help="hardware config TOML (default: ctac's own)")

@@ -84,7 +84,12 @@ def gpu_mode(module: ModuleOp, hw: Hardware) -> ModeResult:
 
 
 def compare(
-    model: Path, detected: ModuleOp, hw: Hardware, compressed: ModuleOp | None, seed: int = 0
+    model: Path,
+    detected: ModuleOp,
+    hw: Hardware,
+    compressed: ModuleOp | None,
+    seed: int = 0,
+    elsa: ModuleOp | None = None,
 ) -> list[ModeResult]:
     program_inputs = random_inputs(
         program_from_module(lower_module(copy.deepcopy(detected), hw)), seed
@@ -92,6 +97,8 @@ def compare(
     results = [accelerator_mode("exact (accelerator)", detected, hw, model, program_inputs)]
     if compressed is not None:
         results.append(accelerator_mode("CTA (accelerator)", compressed, hw, model, program_inputs))
+    if elsa is not None:
+        results.append(accelerator_mode("ELSA (accelerator)", elsa, hw, model, program_inputs))
     results.append(gpu_mode(detected, hw))
     return results
 

@@ -33,6 +33,12 @@ def _lower_to_isa() -> type[ModulePass]:
     return LowerToIsaPass
 
 
+def _elsa_filter() -> type[ModulePass]:
+    from ctac.passes.elsa_filter import ElsaFilterPass
+
+    return ElsaFilterPass
+
+
 def _detect_attention() -> type[ModulePass]:
     from ctac.passes.detect_attention import DetectAttentionPass
 
@@ -50,6 +56,7 @@ PROJECT_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "canonicalize": _canonicalize,
     "detect-attention": _detect_attention,
     "lower-to-isa": _lower_to_isa,
+    "elsa-filter": _elsa_filter,
     "cta-compress": _cta_compress,
 }
 

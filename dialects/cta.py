@@ -109,6 +109,10 @@ class AttentionOp(OnnxOp):
     causal_offset = opt_prop_def(IntegerAttr)
     softcap = opt_prop_def(FloatAttr)
     mask_kind = opt_prop_def(StringAttr)
+    # ELSA-style filtering (the baseline mode): only keys whose hashed angle estimate passes.
+    elsa_bits = opt_prop_def(IntegerAttr)
+    elsa_threshold = opt_prop_def(FloatAttr)
+    elsa_seed = opt_prop_def(IntegerAttr)
     traits = traits_def(Pure())
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
 

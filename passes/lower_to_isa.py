@@ -656,15 +656,24 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
         q_len,
         lowering.half[ACC] // (kv_len + value_dim),
         lowering.half[ACT] // (kv_len + head_dim),
-        lowering.half[VEC] // kv_len,
+        lowering.half[VEC] // (kv_len + 1),
     )
     if rows < 1:
         raise Unsupported(f"one query row over {kv_len} keys does not fit the buffer halves")
     kind = op.str_attr("mask_kind", "none")
+    elsa_bits = op.int_attr("elsa_bits", 0)
+    if elsa_bits and kind == "additive":
+        raise Unsupported("ELSA filtering of an attention with an additive mask")
     mask = lowering.tensor(op.mask) if op.mask is not None else None
     mask_shape = ox.shape_of(op.mask) if op.mask is not None else ()
     causal = bool(op.int_attr("causal", 0))
     offset = op.int_attr("causal_offset", kv_len - q_len)
+    planes = key_codes = 0
+    if elsa_bits:
+        planes = lowering.persistent(head_dim * elsa_bits)
+        lowering.load(VEC, planes, lowering.hash_planes[op], head_dim, elsa_bits, elsa_bits)
+        key_codes = lowering.persistent(kv_len)
+    kept = lowering.persistent_top  # the hash planes and key codes live through every batch
     for b in range(batch):
         key_row = None
         if kind == "key_padding":
@@ -691,6 +700,19 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                 value_dim,
                 value_dim,
             )
+            if elsa_bits:
+                lowering.emit(
+                    "HASH",
+                    dst=VEC,
+                    dst_addr=key_codes,
+                    src=WGT,
+                    src_addr=k_address,
+                    proj=VEC,
+                    proj_addr=planes,
+                    rows=kv_len,
+                    cols=head_dim,
+                    bits=elsa_bits,
+                )
             for q0, count in _split_ranges(q_len, rows):
                 lowering.next_stage()
                 q_address = lowering.slot(ACT)
@@ -703,12 +725,37 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                     head_dim,
                     head_dim,
                 )
+                selection = None
+                if elsa_bits:
+                    q_codes, elsa_mask = lowering.slot(VEC), lowering.slot(VEC) + count
+                    lowering.emit(
+                        "HASH",
+                        dst=VEC,
+                        dst_addr=q_codes,
+                        src=ACT,
+                        src_addr=q_address,
+                        proj=VEC,
+                        proj_addr=planes,
+                        rows=count,
+                        cols=head_dim,
+                        bits=elsa_bits,
+                    )
+                    selection = len(lowering.instructions)
+                    lowering.emit(
+                        "ELSA_SELECT", dst=VEC, dst_addr=elsa_mask, q=VEC, q_addr=q_codes, k=VEC, k_addr=key_codes,
+                        keys=VEC, keys_addr=key_row or 0, has_keys=int(key_row is not None), rows=count, cols=kv_len,
+                        bits=elsa_bits, threshold=op.float_attr("elsa_threshold"), causal=int(causal), row0=q0,
+                        causal_offset=offset,
+                    )  # fmt: skip
                 lowering.emit(
                     "GEMM", dst=ACC, dst_addr=s_address, a=ACT, a_addr=q_address, b=WGT, b_addr=k_address,
                     m=count, k=head_dim, n=kv_len, transpose_b=1,
                 )  # fmt: skip
+                _dynamic(lowering, "n", selection)
                 mask_mode, mask_address = "none", 0
-                if kind == "key_padding":
+                if selection is not None:
+                    mask_mode, mask_address = "additive", elsa_mask
+                elif kind == "key_padding":
                     mask_mode, mask_address = "keys", key_row
                 elif kind == "additive":
                     mask_mode, mask_address = "additive", lowering.slot(VEC)
@@ -727,6 +774,7 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                     scale=op.float_attr("scale"), softcap=op.float_attr("softcap", 0.0), mask=mask_mode,
                     mask_buf=VEC, mask_addr=mask_address, causal=int(causal), row0=q0, causal_offset=offset,
                 )  # fmt: skip
+                _dynamic(lowering, "cols", selection)
                 o_address = s_address + count * kv_len
                 if o_address + count * value_dim > lowering.slot(ACC) + lowering.half[ACC]:
                     o_address = lowering.slot(ACC)
@@ -734,6 +782,7 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                     "GEMM", dst=ACC, dst_addr=o_address, a=ACT, a_addr=p_address, b=WGT, b_addr=v_address,
                     m=count, k=kv_len, n=value_dim,
                 )  # fmt: skip
+                _dynamic(lowering, "k", selection)
                 lowering.store(
                     ACC,
                     o_address,
@@ -742,7 +791,7 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                     value_dim,
                     value_dim,
                 )
-        lowering.persistent_top = 0
+        lowering.persistent_top = kept
 
 
 def _load_broadcast_block(
@@ -1394,6 +1443,22 @@ def _prepare_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
 
 
 PREPARE[cta.ClusterOp] = _prepare_cluster
+
+
+def _prepare_elsa(lowering: Lowering, op: cta.AttentionOp) -> None:
+    from ctac.runtime.compression import hash_planes
+
+    bits = op.int_attr("elsa_bits", 0)
+    if bits:
+        planes = hash_planes(ox.shape_of(op.query)[3], bits, op.int_attr("elsa_seed", 0)).astype(
+            np.float32
+        )
+        lowering.data.append((lowering.data_top, planes.size, None, planes))
+        lowering.hash_planes[op] = lowering.data_top
+        lowering.data_top += planes.size
+
+
+PREPARE[cta.AttentionOp] = _prepare_elsa
 
 
 @lowering(cta.ClusterOp)

@@ -304,6 +304,23 @@ def _gather_buf(machine: Machine, f: Fields) -> None:
     machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = table[indices]
 
 
+def _elsa_select(machine: Machine, f: Fields) -> None:
+    from ctac.runtime.elsa import select
+
+    rows, cols = f["rows"], f["cols"]
+    q_codes = machine.tile(f["q"], f["q_addr"], rows, 1)[:, 0].astype(np.int64)
+    k_codes = machine.tile(f["k"], f["k_addr"], cols, 1)[:, 0].astype(np.int64)
+    visible = np.ones((rows, cols), dtype=bool)
+    if f["has_keys"]:
+        visible &= machine.tile(f["keys"], f["keys_addr"], 1, cols) != 0
+    if f["causal"]:
+        frontier = np.arange(rows)[:, None] + f["row0"] + f["causal_offset"]
+        visible &= np.arange(cols)[None, :] <= frontier
+    chosen = select(q_codes, k_codes, visible, f["bits"], f["threshold"])
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = np.where(chosen, 0.0, -np.inf)
+    machine.stats.clusters[machine.index] = int(np.ceil(chosen.sum(axis=1).mean()))
+
+
 SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
     "LOAD": _load,
     "STORE": _store,
@@ -318,6 +335,7 @@ SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
     "CLUSTER": _cluster,
     "SCATTER_ADD": _scatter_add,
     "GATHER_BUF": _gather_buf,
+    "ELSA_SELECT": _elsa_select,
     "SYNC": lambda machine, f: None,
     "HALT": lambda machine, f: None,
 }

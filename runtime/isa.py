@@ -439,6 +439,28 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
         writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
     ),
     Instruction(
+        "ELSA_SELECT", 16, "vector",
+        (
+            _buf("dst", "mask buffer"), _addr("dst_addr", "additive mask offset (rows x cols)"),
+            _buf("q", "query codes buffer"), _addr("q_addr", "query codes (rows x 1)"),
+            _buf("k", "key codes buffer"), _addr("k_addr", "key codes (cols x 1)"),
+            _buf("keys", "key validity buffer"), _addr("keys_addr", "key validity row (1 x cols)"),
+            Field("has_keys", "uint", 1, "use the key validity row"),
+            _dim("rows", "queries"), _dim("cols", "keys"), Field("bits", "uint", 6, "code bits"),
+            Field("threshold", "f32", 32, "keep keys with cos(pi * hamming / bits) >= threshold"),
+            Field("causal", "uint", 1, "row r sees columns j <= row0 + r + causal_offset"),
+            Field("row0", "uint", 16, "query index of the tile's first row"),
+            Field("causal_offset", "int", 16, "causal frontier offset"),
+        ),
+        "ELSA candidate selection: 0 where a key's hashed angle estimate passes (or it is the "
+        "nearest visible key), -inf elsewhere.",
+        "ceil(rows*cols / lanes) + pipeline depth",
+        lambda f, hw: _vector_cycles(_rc(f), hw),
+        lambda f, hw: {"vector_ops": 2 * _rc(f), "buffer_read": f["rows"] + f["cols"], "buffer_write": _rc(f)},
+        reads=lambda f: [(f["q"], f["q_addr"], f["rows"]), (f["k"], f["k_addr"], f["cols"]), *([(f["keys"], f["keys_addr"], f["cols"])] if f["has_keys"] else [])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
         "SYNC", 14, "control", (),
         "Barrier: waits until every unit has finished all earlier instructions.",
         "1 cycle after the last unit drains",

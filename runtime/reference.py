@@ -531,8 +531,11 @@ def attention(
     mask_kind: str,
     causal_offset: int | None = None,
     softcap: float = 0.0,
+    elsa: tuple[int, float, int] | None = None,
 ) -> Array:
-    """softmax(q k^T * scale + mask) v per head; a query row with no visible key gives zeros."""
+    """softmax(q k^T * scale + mask) v per head; a query row with no visible key gives zeros.
+    With `elsa` = (bits, threshold, seed), each query keeps only its candidate keys
+    (runtime/elsa.py)."""
     group = num_heads // kv_heads
     if group > 1:
         k = np.repeat(k, group, axis=1)
@@ -551,6 +554,12 @@ def attention(
         rows = np.arange(q_len)[:, None] + offset
         lower = np.arange(k_len)[None, :] <= rows
         visible = lower if visible is None else visible & lower
+    if elsa is not None:
+        from ctac.runtime.elsa import candidates
+
+        shape = scores.shape
+        full = np.ones(shape, dtype=bool) if visible is None else np.broadcast_to(visible, shape)
+        visible = candidates(q, k, full, *elsa)
     if visible is not None:
         scores = np.where(visible, scores, -np.inf)
     peak = np.max(scores, axis=-1, keepdims=True)
@@ -578,6 +587,13 @@ def _attention(
             mask_kind=op.str_attr("mask_kind", "none"),
             causal_offset=op.int_attr("causal_offset"),
             softcap=op.float_attr("softcap", 0.0),
+            elsa=(
+                op.int_attr("elsa_bits"),
+                op.float_attr("elsa_threshold"),
+                op.int_attr("elsa_seed", 0),
+            )
+            if op.int_attr("elsa_bits")
+            else None,
         )
     ]
 
