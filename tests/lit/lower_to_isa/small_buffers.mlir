@@ -17,10 +17,10 @@
 // CHECK-NEXT: ctaisa.symbol input "b" float32 [40] at=3080
 // CHECK-NEXT: ctaisa.symbol output "y" float32 [4, 40] at=3120
 // n tile [0, 32)
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=16384 src=3080 rows=1 cols=32 stride=32
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=24576 src=3080 rows=1 cols=32 stride=32
 // CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=0 rows=4 cols=32 stride=70
 // CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=280 rows=32 cols=32 stride=40
-// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=32 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=16384
+// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=32 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=24576
 // CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=32 rows=4 cols=32 stride=70
 // CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=1560 rows=32 cols=32 stride=40
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=4 k=32 n=32 accumulate=1 transpose_b=0 has_bias=0
@@ -29,10 +29,10 @@
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=6 n=32 accumulate=1 transpose_b=0 has_bias=0
 // CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=3120 rows=4 cols=32 stride=40
 // n tile [32, 40)
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=16384 src=3112 rows=1 cols=8 stride=8
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=24576 src=3112 rows=1 cols=8 stride=8
 // CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=0 rows=4 cols=32 stride=70
 // CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=312 rows=32 cols=8 stride=40
-// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=8 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=16384
+// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=8 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=24576
 // CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=32 rows=4 cols=32 stride=70
 // CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=1592 rows=32 cols=8 stride=40
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=4 k=32 n=8 accumulate=1 transpose_b=0 has_bias=0
