@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ctac.errors import CtacError
+from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
 
 EXAMPLES_COMPILE = """examples:
   ctac compile tests/models/bert_ts_eager.onnx --shape input_ids=2x16,attention_mask=2x16 --emit onnx
@@ -308,7 +309,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     step(1, "importing, canonicalising and detecting attention")
     args.model, args.shape = str(model), [f"input_ids=1x{args.seq},attention_mask=1x{args.seq}"]
-    args.max_tensor_bytes, args.verify_attention = 4 * 1024**3, True
+    args.max_tensor_bytes, args.verify_attention = DEFAULT_MAX_TENSOR_BYTES, True
     detected, reports = _front_end(args, "cta-detected")
     print(
         f"      {len(reports)} attention layers found: "
@@ -443,8 +444,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-tensor-bytes",
         type=int,
-        default=4 * 1024**3,
-        help="refuse models declaring a larger tensor (default 4 GiB)",
+        default=DEFAULT_MAX_TENSOR_BYTES,
+        help=(
+            "refuse models declaring a tensor larger than this many bytes "
+            f"(default {DEFAULT_MAX_TENSOR_BYTES}, 4 GiB)"
+        ),
     )
     parser.add_argument(
         "--verify-attention",

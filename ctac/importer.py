@@ -254,7 +254,14 @@ class _GraphBuilder:
             inferred = onnx.shape_inference.infer_node_outputs(
                 schema, node, input_types, input_data, opset_imports=list(self.model.opset_import)
             )
-        except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
+        except (
+            onnx.shape_inference.InferenceError,
+            onnx.checker.ValidationError,
+            RuntimeError,
+            ValueError,
+            TypeError,
+            UnicodeDecodeError,
+        ) as exc:
             raise CtacError(
                 f"node {_node_label(node)}: ONNX shape inference failed: {exc}"
             ) from None
@@ -296,8 +303,14 @@ class _GraphBuilder:
         if any(int(np.prod(onnx_dialect.shape_of(r))) > KNOWN_ELEMENTS for r in op.results):
             return
         arrays = operand_arrays(op, self.known)
-        with np.errstate(all="ignore"):
-            results = SEMANTICS[type(op)](op, *arrays)
+        try:
+            with np.errstate(all="ignore"):
+                results = SEMANTICS[type(op)](op, *arrays)
+        except (ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
+            raise CtacError(
+                f"op '{op.results[0].name_hint}' ({op.name}): its constant inputs cannot be "
+                f"evaluated ({type(exc).__name__}: {exc}); the model is inconsistent"
+            ) from None
         for result, array in zip(op.results, results, strict=True):
             self.known[result] = np.asarray(array).astype(
                 onnx_dialect.numpy_dtype(onnx_dialect.element_of(result))
@@ -496,7 +509,7 @@ def import_model(
     model = load_onnx(path, max_tensor_bytes)
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, UnicodeDecodeError, ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise CtacError(f"'{path}' fails the ONNX checker: {first_line}") from None
     store = WeightStore(path, model)

@@ -7,14 +7,14 @@ CtacError naming the tensor or file and the fix.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import TensorProto, external_data_helper
+from onnx import TensorProto, external_data_helper, numpy_helper
 
 from ctac.errors import CtacError
 
@@ -22,7 +22,8 @@ DEFAULT_MAX_TENSOR_BYTES = 4 * 1024**3
 
 
 def _tensor_byte_size(tensor: TensorProto) -> int:
-    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    # Python integers: np.prod would wrap around for hostile dims like [2**40, 2**40].
+    count = math.prod(tensor.dims)
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     except (KeyError, TypeError, ValueError):
@@ -65,32 +66,54 @@ def _check_external_data(model: onnx.ModelProto, model_dir: Path, max_tensor_byt
             )
         if not external_data_helper.uses_external_data(tensor):
             continue
-        info = external_data_helper.ExternalDataInfo(tensor)
-        location = info.location or ""
-        if not location or os.path.isabs(location) or location.startswith(("/", "\\")):
+        try:
+            _check_location(tensor, root, size)
+        except (OSError, ValueError) as exc:
             raise CtacError(
-                f"tensor '{tensor.name}': external data location '{location}' must be a path "
-                "relative to the model's folder"
-            )
-        target = (root / location).resolve()
-        if target != root and root not in target.parents:
-            raise CtacError(
-                f"tensor '{tensor.name}': external data '{location}' points outside the model's "
-                f"folder {root}; move the data file next to the model"
-            )
-        if not target.is_file():
-            raise CtacError(f"tensor '{tensor.name}': external data file '{location}' not found")
-        offset = info.offset or 0
-        length = info.length if info.length is not None else size
-        if offset < 0 or length < 0 or offset + length > target.stat().st_size:
-            raise CtacError(
-                f"tensor '{tensor.name}': external data '{location}' holds "
-                f"{target.stat().st_size} bytes, fewer than offset {offset} + length {length}"
-            )
-        if length < size:
-            raise CtacError(
-                f"tensor '{tensor.name}' needs {size} bytes but its external data has {length}"
-            )
+                f"tensor '{tensor.name}': bad external data reference ({exc})"
+            ) from None
+
+
+def _external_fields(tensor: TensorProto) -> tuple[str, int, int | None]:
+    """location, offset, length of an external tensor, parsed without trusting them."""
+    fields = {entry.key: entry.value for entry in tensor.external_data}
+    try:
+        offset = int(fields.get("offset") or 0)
+        length = int(fields["length"]) if fields.get("length") else None
+    except ValueError:
+        raise CtacError(
+            f"tensor '{tensor.name}': external data offset/length are not integers"
+        ) from None
+    return fields.get("location", ""), offset, length
+
+
+def _check_location(tensor: TensorProto, root: Path, size: int) -> None:
+    location, offset, length = _external_fields(tensor)
+    if "\0" in location:
+        raise CtacError(f"tensor '{tensor.name}': external data location contains NUL")
+    if not location or os.path.isabs(location) or location.startswith(("/", "\\")):
+        raise CtacError(
+            f"tensor '{tensor.name}': external data location '{location}' must be a path "
+            "relative to the model's folder"
+        )
+    target = (root / location).resolve()
+    if target != root and root not in target.parents:
+        raise CtacError(
+            f"tensor '{tensor.name}': external data '{location}' points outside the model's "
+            f"folder {root}; move the data file next to the model"
+        )
+    if not target.is_file():
+        raise CtacError(f"tensor '{tensor.name}': external data file '{location}' not found")
+    length = length if length is not None else size
+    if offset < 0 or length < 0 or offset + length > target.stat().st_size:
+        raise CtacError(
+            f"tensor '{tensor.name}': external data '{location}' holds "
+            f"{target.stat().st_size} bytes, fewer than offset {offset} + length {length}"
+        )
+    if length != size:
+        raise CtacError(
+            f"tensor '{tensor.name}' needs {size} bytes but its external data has {length}"
+        )
 
 
 def load_onnx(
@@ -113,4 +136,21 @@ def load_onnx(
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError) as exc:
         raise CtacError(f"cannot read external data of '{path}': {exc}") from None
+    for tensor in _all_tensors(model):
+        _check_tensor_data(tensor)
     return model
+
+
+def _check_tensor_data(tensor: TensorProto) -> None:
+    """The tensor's element type is known and its data holds exactly the declared elements."""
+    if tensor.data_type == TensorProto.UNDEFINED or tensor.data_type not in (
+        TensorProto.DataType.values()
+    ):
+        raise CtacError(f"tensor '{tensor.name}' has unknown element type {tensor.data_type}")
+    try:
+        numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError) as exc:
+        raise CtacError(
+            f"tensor '{tensor.name}': its data does not match its type and shape "
+            f"{list(tensor.dims)} ({exc})"
+        ) from None

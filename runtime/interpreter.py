@@ -31,12 +31,60 @@ class Machine:
         self.buffers = {
             index: np.zeros(size, dtype=np.float32) for index, size in capacities.items()
         }
-        self.dram = np.zeros(program.dram_elements, dtype=np.float32)
-        self.dram[: len(program.data)] = program.data
+        # DRAM is the program's data segment (addresses [0, base), shared read-only, not copied:
+        # copying hundreds of MB of weights dominated short runs) followed by a writable heap.
+        # A write into the data segment first makes a private copy of the whole DRAM.
+        data = np.asarray(program.data, dtype=np.float32).reshape(-1)
+        self.base = min(len(data), program.dram_elements)
+        self.data = data[: self.base].view()
+        self.data.flags.writeable = False
+        self.heap = np.zeros(program.dram_elements - self.base, dtype=np.float32)
+
+    @property
+    def dram(self) -> np.ndarray:
+        """The whole DRAM as one writable array (a private copy of the data segment on first use)."""
+        self._merge()
+        return self.heap
+
+    def _merge(self) -> None:
+        if self.base:
+            whole = np.empty(len(self.data) + len(self.heap), dtype=np.float32)
+            whole[: self.base] = self.data
+            whole[self.base :] = self.heap
+            self.heap, self.data, self.base = whole, whole[:0], 0
+
+    def region(self, address: int, span: int, write: bool = False) -> tuple[np.ndarray, int]:
+        """(array, offset) holding DRAM elements [address, address + span)."""
+        if address >= self.base:
+            return self.heap, address - self.base
+        if write or address + span > self.base:
+            self._merge()
+            return self.heap, address
+        return self.data, address
+
+    def dram_tile(
+        self, address: int, rows: int, cols: int, stride: int, write: bool = False
+    ) -> np.ndarray:
+        """A (rows, cols) view of DRAM with a row stride of `stride` elements."""
+        span = (rows - 1) * stride + cols if rows > 0 and cols > 0 else 0
+        array, offset = self.region(address, span, write)
+        if stride == cols or rows == 1:
+            return array[offset : offset + rows * cols].reshape(rows, cols)
+        return np.lib.stride_tricks.as_strided(
+            array[offset:], shape=(rows, cols), strides=(stride * 4, 4), writeable=write
+        )
 
     def tile(self, buffer: int, address: int, rows: int, cols: int) -> np.ndarray:
         """A writable (rows, cols) view of a dense tile."""
-        return self.buffers[buffer][address : address + rows * cols].reshape(rows, cols)
+        memory = self.buffers.get(buffer)
+        if memory is None or address < 0 or rows < 0 or cols < 0:
+            raise CtacError(f"buffer {buffer} tile at {address} ({rows} x {cols}) does not exist")
+        if address + rows * cols > len(memory):
+            raise CtacError(
+                f"buffer {buffer} tile [{address}, {address + rows * cols}) exceeds its "
+                f"{len(memory)} elements"
+            )
+        return memory[address : address + rows * cols].reshape(rows, cols)
 
     def broadcast(
         self, buffer: int, address: int, rows: int, cols: int, mode: str, imm: float = 0.0
@@ -54,17 +102,13 @@ class Machine:
 
 def _load(machine: Machine, f: Fields) -> None:
     rows, cols, stride = f["rows"], f["cols"], f["stride"]
-    source = np.lib.stride_tricks.as_strided(
-        machine.dram[f["src"] :], shape=(rows, cols), strides=(stride * 4, 4), writeable=False
-    )
+    source = machine.dram_tile(f["src"], rows, cols, stride)
     machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = source
 
 
 def _store(machine: Machine, f: Fields) -> None:
     rows, cols, stride = f["rows"], f["cols"], f["stride"]
-    target = np.lib.stride_tricks.as_strided(
-        machine.dram[f["dst"] :], shape=(rows, cols), strides=(stride * 4, 4)
-    )
+    target = machine.dram_tile(f["dst"], rows, cols, stride, write=True)
     target[...] = machine.tile(f["src"], f["src_addr"], rows, cols)
 
 
@@ -80,9 +124,7 @@ def _indices(values: np.ndarray, limit: int, what: str) -> np.ndarray:
 
 def _gather(machine: Machine, f: Fields) -> None:
     rows, cols = f["rows"], f["cols"]
-    table = machine.dram[f["table"] : f["table"] + f["table_rows"] * cols].reshape(
-        f["table_rows"], cols
-    )
+    table = machine.dram_tile(f["table"], f["table_rows"], cols, cols)
     indices = _indices(
         machine.tile(f["idx"], f["idx_addr"], rows, 1)[:, 0], f["table_rows"], "GATHER"
     )
@@ -97,14 +139,19 @@ def _gemm(machine: Machine, f: Fields) -> None:
         if f["transpose_b"]
         else machine.tile(f["b"], f["b_addr"], k, n)
     )
+    out = machine.tile(f["dst"], f["dst_addr"], m, n)
+    if not f["accumulate"]:
+        if not np.shares_memory(out, a) and not np.shares_memory(out, b):
+            np.matmul(a, b, out=out)
+        else:
+            out[...] = a @ b
+        if f["has_bias"]:
+            out += machine.tile(f["bias"], f["bias_addr"], 1, n)
+        return
     result = a @ b
     if f["has_bias"]:
-        result = result + machine.tile(f["bias"], f["bias_addr"], 1, n)
-    out = machine.tile(f["dst"], f["dst_addr"], m, n)
-    if f["accumulate"]:
-        out += result
-    else:
-        out[...] = result
+        result += machine.tile(f["bias"], f["bias_addr"], 1, n)
+    out += result
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -359,7 +406,30 @@ def run_program(
 ) -> tuple[dict[str, np.ndarray], ExecutionStats]:
     """Execute the whole program on named inputs; returns named outputs (in their dtypes) and
     the data-dependent statistics of the run."""
-    stats = stats or ExecutionStats()
+    with _single_threaded_blas():
+        return _run(program, capacities, inputs, progress, stats or ExecutionStats())
+
+
+def _single_threaded_blas():
+    """Tile GEMMs are small (a half buffer at most): a multi-threaded BLAS spends more on
+    synchronisation than it gains (3-4x slower on a busy 2-core machine), so the interpreter keeps
+    numpy's BLAS on one thread while it runs, when threadpoolctl is installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _run(
+    program: Program,
+    capacities: Mapping[int, int],
+    inputs: Mapping[str, np.ndarray],
+    progress: Callable[[int], object] | None,
+    stats: ExecutionStats,
+) -> tuple[dict[str, np.ndarray], ExecutionStats]:
     machine = Machine(program, capacities)
     machine.stats = stats
     for symbol in program.inputs:
@@ -370,8 +440,8 @@ def run_program(
             raise CtacError(
                 f"input '{symbol.name}' has shape {array.shape}, the program expects {symbol.shape}"
             )
-        machine.dram[symbol.address : symbol.address + symbol.size] = array.reshape(-1).astype(
-            np.float32
+        machine.dram_tile(symbol.address, 1, symbol.size, symbol.size, write=True)[0] = (
+            array.reshape(-1).astype(np.float32)
         )
     for index, (name, fields) in enumerate(program.instructions):
         machine.index = index
@@ -384,6 +454,6 @@ def run_program(
             progress(256)
     outputs = {}
     for symbol in program.outputs:
-        flat = machine.dram[symbol.address : symbol.address + symbol.size]
+        flat = machine.dram_tile(symbol.address, 1, symbol.size, symbol.size)[0]
         outputs[symbol.name] = flat.reshape(symbol.shape).astype(symbol.dtype)
     return outputs, stats

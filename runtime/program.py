@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,8 @@ class Symbol:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        # Python integers: np.prod would wrap around for a hostile shape like [2**40, 2**40].
+        return math.prod(self.shape)
 
     def to_json(self) -> dict:
         return {
@@ -128,9 +130,13 @@ def _fail(message: str) -> CtacError:
 
 
 def decode_program(
-    blob: bytes, hw_digest: bytes | None = None, capacities: dict[int, int] | None = None
+    blob: bytes,
+    hw_digest: bytes | None = None,
+    capacities: dict[int, int] | None = None,
+    max_dram_elements: int = MAX_DRAM_ELEMENTS,
 ) -> Program:
-    """Parse and validate a program; `capacities` (buffer index -> elements) checks buffer ranges."""
+    """Parse and validate a program; `capacities` (buffer index -> elements) checks buffer ranges,
+    `max_dram_elements` caps the DRAM the program may make the interpreter allocate."""
     if len(blob) < HEADER.size + 32:
         raise _fail(f"{len(blob)} bytes is shorter than a header and checksum")
     body, checksum = blob[:-32], blob[-32:]
@@ -163,7 +169,7 @@ def decode_program(
     )
     if expected != len(body):
         raise _fail(f"sections add up to {expected} bytes but the file has {len(body)}")
-    if not data_elements <= dram_elements <= MAX_DRAM_ELEMENTS:
+    if not data_elements <= dram_elements <= max_dram_elements:
         raise _fail(f"DRAM size {dram_elements} is smaller than the data segment or too large")
     offset = HEADER.size
     instructions = []
@@ -182,8 +188,8 @@ def decode_program(
         symbol_list = json.loads(body[offset : offset + symbol_bytes])
         offset += symbol_bytes
         source_table = json.loads(body[offset : offset + source_bytes])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(f"symbol or source table is not JSON: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise _fail(f"symbol or source table is not JSON: {str(exc)[:200]}") from None
     symbols = _symbols(symbol_list, dram_elements)
     sources = _sources(source_table, count)
     dynamic = _dynamic(source_table, instructions)
@@ -240,8 +246,8 @@ def _symbols(raw: object, dram_elements: int) -> list[Symbol]:
                 int(entry["address"]),
                 int(entry.get("vocab", 0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _fail(f"symbol {entry!r}: {exc}") from None
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise _fail(f"symbol {str(entry)[:200]}: {exc}") from None
         if symbol.kind not in ("input", "output") or symbol.dtype not in DTYPES:
             raise _fail(
                 f"symbol '{symbol.name}': kind {symbol.kind} / dtype {symbol.dtype} unknown"
@@ -283,6 +289,7 @@ def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int,
             not isinstance(entry, list)
             or len(entry) != 3
             or not isinstance(entry[0], int)
+            or not isinstance(entry[1], str)
             or not isinstance(entry[2], int)
             or not 0 <= entry[0] < len(instructions)
             or not 0 <= entry[2] < len(instructions)

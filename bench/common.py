@@ -1,0 +1,112 @@
+"""Helpers shared by the benchmark scripts: the cached BERT-base model, compiling it, statistics."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CTAC_CACHE", Path.home() / ".cache" / "ctac"))
+
+
+def exported_model(name: str = "bert_base", flag: str = "--bert-base") -> Path:
+    """A model exported once by scripts/export_test_models.py into the cache folder."""
+    path = cache_dir() / f"{name}.onnx"
+    if not path.exists():
+        print(f"exporting {name} into {path.parent} (once) ...", flush=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "export_test_models.py"), flag, str(path.parent)],
+            check=True,
+        )
+    return path
+
+
+def bert_base_model() -> Path:
+    return exported_model("bert_base", "--bert-base")
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def machine() -> dict:
+    import numpy as np
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def shapes_for(model: Path, seq: int, batch: int = 1) -> dict[str, list[int]]:
+    """Every model input at batch x seq (token models); images keep their static sizes."""
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    initializers = {i.name for i in proto.graph.initializer}
+    shapes = {}
+    for value in proto.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 2:
+            shapes[value.name] = [batch, seq]
+        else:
+            shapes[value.name] = [batch] + [d.dim_value for d in dims[1:]]
+    return shapes
+
+
+def compile_stages(model: Path, shapes: dict, hw=None, verify: bool = True) -> tuple[dict, object]:
+    """Import, canonicalize, detect attention, lower, emit; seconds of each and the program."""
+    from ctac.emit import program_from_module
+    from ctac.hw import load_hardware
+    from ctac.importer import import_model
+    from ctac.passes.detect_attention import detect_attention
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.pipeline import run_passes
+    from ctac.weights import forget_stores
+
+    hw = hw or load_hardware(None)
+    forget_stores()
+    times = {}
+    start = time.perf_counter()
+    imported = import_model(model, shapes)
+    times["import_s"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    run_passes(imported.module, "canonicalize")
+    times["canonicalize_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    detect_attention(imported.module, verify=verify)
+    times["detect_attention_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    lowered = lower_module(imported.module, hw)
+    times["lower_to_isa_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    program = program_from_module(lowered)
+    times["emit_s"] = time.perf_counter() - mark
+    times["total_s"] = time.perf_counter() - start
+    return times, program
+
+
+def blas_threads() -> int:
+    """Threads numpy's BLAS uses (threadpoolctl), else the CPU count."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+        if counts:
+            return max(counts)
+    except ImportError:
+        pass
+    return os.cpu_count() or 1

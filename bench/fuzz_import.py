@@ -1,0 +1,503 @@
+"""Fuzz the ONNX importer with hostile models built from the committed test models.
+
+Each case copies one test model into its own folder, mutates it (truncation, byte flips, edited
+protobuf fields: huge / negative / zero dims, wrong dtypes, dangling, duplicate or cyclic value
+names, external data pointing with `../`, absolute paths or symlinks out of the folder, tensors
+declaring more bytes than their file holds, ...) and imports it with `ctac.importer.import_model`.
+
+A case passes when the import succeeds or raises CtacError, within 10 s, without opening any
+file outside the model's folder that belongs to the case (a sentinel file next to the folder,
+watched with a Python audit hook), and without allocating (tracemalloc peak) more than a bound
+derived from the small `--max-tensor-bytes` cap the fuzzer passes. Prints a table of outcomes by
+mutation kind and writes bench/results/fuzz_import.json.
+
+    python bench/fuzz_import.py --cases 1000 [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import tracemalloc
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "tests" / "models"
+RESULTS = REPO / "bench" / "results"
+MANIFEST = json.loads((MODELS / "manifest.json").read_text())
+ENTRIES = [m for m in MANIFEST["models"] if not m.get("skipped")]
+
+TIME_LIMIT = 10.0
+# The cap passed to the importer; the test models' largest tensor is well under it.
+FUZZ_MAX_TENSOR_BYTES = 1 << 20
+# No case may allocate (tracemalloc peak) more than this: a hostile dim that got past the cap
+# would allocate far more.
+ALLOCATION_LIMIT = 256 << 20
+SENTINEL = np.full(4096, 1234.5678, dtype=np.float32).tobytes()
+
+HUGE_DIMS = [1 << 40, 1 << 62, 2**63 - 1, 1 << 31, 1 << 20]
+BAD_DIMS = [-1, -(1 << 40), 0, -7]
+
+
+class CaseTimeout(BaseException):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutations: each takes (rng, model proto, case) and returns the file bytes to write (or None to
+# serialize the proto). `case` holds the folder paths and the shape flags (which it may edit).
+# ---------------------------------------------------------------------------------------------
+
+
+class Case:
+    def __init__(self, root: Path, entry: dict) -> None:
+        self.root = root
+        self.folder = root / "model"
+        self.folder.mkdir(parents=True)
+        self.secret = root / "secret.bin"
+        self.secret.write_bytes(SENTINEL)
+        self.path = self.folder / "model.onnx"
+        self.shapes = {name: list(spec["shape"]) for name, spec in entry["inputs"].items()}
+
+
+def _pick_tensor(rng: random.Random, model: onnx.ModelProto) -> TensorProto | None:
+    tensors = list(model.graph.initializer)
+    tensors += [
+        a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+    ]
+    return rng.choice(tensors) if tensors else None
+
+
+def _pick_large_initializer(rng: random.Random, model: onnx.ModelProto) -> TensorProto | None:
+    large = [t for t in model.graph.initializer if len(t.raw_data) >= 64]
+    return rng.choice(large) if large else _pick_tensor(rng, model)
+
+
+def _real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    names = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in names]
+
+
+def m_truncate(rng, model, case):
+    blob = model.SerializeToString()
+    return blob[: rng.randrange(0, len(blob))]
+
+
+def m_byte_flip(rng, model, case):
+    blob = bytearray(model.SerializeToString())
+    for _ in range(rng.choice([1, 2, 4, 16, 64])):
+        position = rng.randrange(len(blob))
+        blob[position] ^= 1 << rng.randrange(8) if rng.random() < 0.7 else rng.randrange(256)
+    return bytes(blob)
+
+
+def m_input_dim(rng, model, case):
+    value = rng.choice(_real_inputs(model))
+    dims = value.type.tensor_type.shape.dim
+    if dims:
+        dim = rng.choice(dims)
+        dim.Clear()
+        dim.dim_value = rng.choice(HUGE_DIMS + BAD_DIMS)
+    if rng.random() < 0.5:
+        case.shapes.pop(value.name, None)
+    elif value.name in case.shapes and case.shapes[value.name] and rng.random() < 0.5:
+        shape = case.shapes[value.name]
+        shape[rng.randrange(len(shape))] = rng.choice([1 << 40, 1 << 24, 100000])
+    return None
+
+
+def m_initializer_dim(rng, model, case):
+    tensor = _pick_tensor(rng, model)
+    if tensor is None:
+        return None
+    choice = rng.random()
+    if choice < 0.4 and tensor.dims:
+        tensor.dims[rng.randrange(len(tensor.dims))] = rng.choice(HUGE_DIMS + BAD_DIMS)
+    elif choice < 0.7:
+        tensor.dims.append(rng.choice([0, 2, 1 << 30, -3]))
+    else:
+        del tensor.dims[:]
+        tensor.dims.extend(rng.choice([[1 << 21, 1 << 21], [0], [3, -3], [1 << 17]]))
+    return None
+
+
+def m_dtype(rng, model, case):
+    codes = list(TensorProto.DataType.values()) + [0, 99, -1, 1 << 20]
+    if rng.random() < 0.6:
+        tensor = _pick_tensor(rng, model)
+        if tensor is not None:
+            tensor.data_type = rng.choice(codes)
+    else:
+        value = rng.choice(list(model.graph.input) + list(model.graph.output))
+        value.type.tensor_type.elem_type = rng.choice(codes)
+    return None
+
+
+def m_dangling(rng, model, case):
+    node = rng.choice([n for n in model.graph.node if n.input] or list(model.graph.node))
+    if node.input:
+        node.input[rng.randrange(len(node.input))] = rng.choice(["nowhere", "", "x" * 300])
+    elif rng.random() < 0.5:
+        model.graph.output[0].name = "nowhere"
+    return None
+
+
+def m_duplicate(rng, model, case):
+    nodes = list(model.graph.node)
+    choice = rng.random()
+    if choice < 0.4 and len(nodes) > 1:
+        a, b = rng.sample(nodes, 2)
+        b.output[0] = a.output[0]
+    elif choice < 0.7 and len(model.graph.initializer) > 1:
+        a, b = rng.sample(list(model.graph.initializer), 2)
+        b.name = a.name
+    elif choice < 0.85 and model.graph.initializer:
+        model.graph.initializer[0].name = _real_inputs(model)[0].name
+    else:
+        model.graph.input.append(model.graph.input[0])
+    return None
+
+
+def m_cycle(rng, model, case):
+    nodes = list(model.graph.node)
+    if len(nodes) < 2:
+        return None
+    readers = [k for k, node in enumerate(nodes[:-1]) if node.input]
+    if not readers:
+        return None
+    i = rng.choice(readers)
+    j = rng.randrange(i, len(nodes))
+    if nodes[i].input:
+        nodes[i].input[rng.randrange(len(nodes[i].input))] = nodes[j].output[0]
+    if rng.random() < 0.3:  # also reorder so a topological sort does not exist
+        model.graph.node[i].CopyFrom(nodes[j])
+    return None
+
+
+def m_delete_node(rng, model, case):
+    del model.graph.node[rng.randrange(len(model.graph.node))]
+    return None
+
+
+def m_attribute(rng, model, case):
+    candidates = [(n, a) for n in model.graph.node for a in n.attribute]
+    if not candidates:
+        return None
+    node, attribute = rng.choice(candidates)
+    if attribute.type == onnx.AttributeProto.INT:
+        attribute.i = rng.choice([-(1 << 40), -5, 0, 7, 1 << 40, 2**63 - 1])
+    elif attribute.type == onnx.AttributeProto.INTS:
+        attribute.ints.append(rng.choice([-(1 << 40), 99, 1 << 40]))
+    elif attribute.type == onnx.AttributeProto.FLOAT:
+        attribute.f = rng.choice([float("nan"), float("inf"), -1e38])
+    elif attribute.type == onnx.AttributeProto.TENSOR:
+        attribute.t.dims.append(rng.choice([1 << 30, 0, -2]))
+    else:
+        attribute.type = rng.choice(list(onnx.AttributeProto.AttributeType.values()) + [77])
+    return None
+
+
+def m_opset(rng, model, case):
+    model.opset_import[0].version = rng.choice([0, 1, 7, 12, 99, 1 << 40 if False else 10**6])
+    if rng.random() < 0.3:
+        model.ir_version = rng.choice([0, 1, 99])
+    return None
+
+
+def _make_external(tensor: TensorProto, location: str, offset=None, length=None) -> None:
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.ClearField("int64_data")
+    tensor.ClearField("int32_data")
+    del tensor.external_data[:]
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", offset), ("length", length)):
+        if value is not None:
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+
+
+def m_external_parent(rng, model, case):
+    tensor = _pick_large_initializer(rng, model)
+    if tensor is not None:
+        location = rng.choice(["../secret.bin", "sub/../../secret.bin", "./../secret.bin"])
+        _make_external(tensor, location)
+    return None
+
+
+def m_external_absolute(rng, model, case):
+    tensor = _pick_large_initializer(rng, model)
+    if tensor is not None:
+        _make_external(
+            tensor, rng.choice([str(case.secret), "/etc/passwd", "//" + str(case.secret)])
+        )
+    return None
+
+
+def m_external_symlink(rng, model, case):
+    tensor = _pick_large_initializer(rng, model)
+    if tensor is None:
+        return None
+    if rng.random() < 0.5:
+        os.symlink(case.secret, case.folder / "link.bin")
+        _make_external(tensor, "link.bin")
+    else:
+        os.symlink(case.root, case.folder / "up")
+        _make_external(tensor, "up/secret.bin")
+    return None
+
+
+def m_external_short(rng, model, case):
+    """External data in the folder, but the tensor needs more bytes than the file (or range) holds."""
+    tensor = _pick_large_initializer(rng, model)
+    if tensor is None:
+        return None
+    raw = onnx.numpy_helper.to_array(tensor).tobytes()
+    data = case.folder / "weights.bin"
+    choice = rng.random()
+    if choice < 0.25:
+        data.write_bytes(raw[: len(raw) // 2])
+        _make_external(tensor, "weights.bin")
+    elif choice < 0.5:
+        data.write_bytes(raw)
+        _make_external(tensor, "weights.bin", offset=rng.choice([1, 64, 1 << 40, -8]))
+    elif choice < 0.7:
+        data.write_bytes(raw)
+        _make_external(tensor, "weights.bin", length=rng.choice([len(raw) + 4, 3, -1, 1 << 50]))
+    elif choice < 0.85:
+        data.write_bytes(raw)
+        _make_external(tensor, "weights.bin")
+        tensor.dims.append(rng.choice([2, 1 << 30]))
+    else:
+        _make_external(tensor, rng.choice(["missing.bin", "", "model", "."]))
+        if rng.random() < 0.5:
+            (case.folder / "model").mkdir()
+    return None
+
+
+def m_external_valid(rng, model, case):
+    """A genuine external-data model (in the folder): must import."""
+    tensor = _pick_large_initializer(rng, model)
+    if tensor is None:
+        return None
+    raw = onnx.numpy_helper.to_array(tensor).tobytes()
+    pad = rng.choice([0, 16])
+    (case.folder / "weights.bin").write_bytes(b"\0" * pad + raw)
+    _make_external(tensor, "weights.bin", offset=pad or None, length=len(raw))
+    return None
+
+
+def m_shape_flags(rng, model, case):
+    names = list(case.shapes)
+    choice = rng.random()
+    if choice < 0.3 and names:
+        case.shapes[rng.choice(names)] = [rng.choice([1 << 40, 1 << 30, 4096])] * rng.choice([1, 2])
+    elif choice < 0.5 and names:
+        case.shapes[rng.choice(names)].append(3)
+    elif choice < 0.7:
+        case.shapes["not_an_input"] = [1]
+    elif names:
+        case.shapes.pop(rng.choice(names))
+    return None
+
+
+def m_empty(rng, model, case):
+    return rng.choice([b"", b"\0" * 64, b"not an onnx file\n", os.urandom(256)])
+
+
+MUTATIONS: dict[str, Callable] = {
+    "truncate": m_truncate,
+    "byte_flip": m_byte_flip,
+    "input_dim": m_input_dim,
+    "initializer_dim": m_initializer_dim,
+    "dtype": m_dtype,
+    "dangling_name": m_dangling,
+    "duplicate_name": m_duplicate,
+    "cycle": m_cycle,
+    "delete_node": m_delete_node,
+    "attribute": m_attribute,
+    "opset": m_opset,
+    "external_parent": m_external_parent,
+    "external_absolute": m_external_absolute,
+    "external_symlink": m_external_symlink,
+    "external_short": m_external_short,
+    "external_valid": m_external_valid,
+    "shape_flags": m_shape_flags,
+    "garbage": m_empty,
+}
+
+_ORIGINALS: dict[str, onnx.ModelProto] = {}
+
+
+def _original(entry: dict) -> onnx.ModelProto:
+    if entry["file"] not in _ORIGINALS:
+        _ORIGINALS[entry["file"]] = onnx.load(str(MODELS / entry["file"]))
+    model = onnx.ModelProto()
+    model.CopyFrom(_ORIGINALS[entry["file"]])
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one case
+# ---------------------------------------------------------------------------------------------
+
+_OPENED: list[str] = []
+_WATCHING = [False]
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _WATCHING[0] and event in ("open", "os.open") and args and isinstance(args[0], str | bytes):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+_HOOKED = [False]
+
+
+def _install_hook() -> None:
+    if not _HOOKED[0]:
+        sys.addaudithook(_audit)
+        _HOOKED[0] = True
+
+
+def _on_alarm(signum, frame):
+    raise CaseTimeout()
+
+
+def run_case(index: int, seed: int, workdir: Path, max_tensor_bytes: int) -> dict:
+    from ctac.errors import CtacError
+    from ctac.importer import import_model
+    from ctac.weights import forget_stores
+
+    rng = random.Random(seed * 1_000_003 + index)
+    entry = rng.choice(ENTRIES)
+    kind = rng.choice(list(MUTATIONS))
+    root = workdir / f"case{index}"
+    case = Case(root, entry)
+    model = _original(entry)
+    blob = MUTATIONS[kind](rng, model, case)
+    case.path.write_bytes(model.SerializeToString() if blob is None else blob)
+    result = {"case": index, "model": entry["file"], "kind": kind}
+    _install_hook()
+    _OPENED.clear()
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    start = time.perf_counter()
+    _WATCHING[0] = True
+    try:
+        signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
+        imported = import_model(case.path, case.shapes, max_tensor_bytes)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        result["outcome"] = "ok"
+        del imported
+    except CtacError as exc:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        result["outcome"] = "ctac_error"
+        result["message"] = str(exc)[:300]
+    except CaseTimeout:
+        result["outcome"] = "FAIL"
+        result["why"] = f"over {TIME_LIMIT} s"
+    except BaseException as exc:  # noqa: BLE001 - any other exception is the bug we look for
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        result["outcome"] = "FAIL"
+        result["why"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        result["traceback"] = traceback.format_exc()[-2000:]
+    finally:
+        _WATCHING[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        forget_stores()
+    result["seconds"] = round(elapsed, 3)
+    result["peak_bytes"] = peak
+    if elapsed > TIME_LIMIT and result["outcome"] != "FAIL":
+        result["outcome"], result["why"] = "FAIL", f"took {elapsed:.1f} s"
+    if peak > ALLOCATION_LIMIT and result["outcome"] != "FAIL":
+        result["outcome"], result["why"] = "FAIL", f"allocated {peak} bytes"
+    folder = case.folder.resolve()
+    for opened in _OPENED:
+        target = Path(opened)
+        target = (target if target.is_absolute() else Path.cwd() / target).resolve()
+        inside_case = target == root.resolve() or root.resolve() in target.parents
+        if (inside_case and folder not in target.parents) or target == Path("/etc/passwd"):
+            result["outcome"], result["why"] = "FAIL", f"opened {opened} outside the model folder"
+            break
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def run(cases: int, seed: int, max_tensor_bytes: int = FUZZ_MAX_TENSOR_BYTES) -> dict:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ctac-fuzz-import-") as work:
+        for index in range(cases):
+            results.append(run_case(index, seed, Path(work), max_tensor_bytes))
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    for result in results:
+        by_kind[result["kind"]][result["outcome"]] += 1
+    failures = [r for r in results if r["outcome"] == "FAIL"]
+    return {
+        "cases": cases,
+        "seed": seed,
+        "max_tensor_bytes": max_tensor_bytes,
+        "time_limit_s": TIME_LIMIT,
+        "allocation_limit_bytes": ALLOCATION_LIMIT,
+        "failures": len(failures),
+        "max_seconds": max((r["seconds"] for r in results), default=0.0),
+        "max_peak_bytes": max((r["peak_bytes"] for r in results), default=0),
+        "by_kind": {kind: dict(counts) for kind, counts in sorted(by_kind.items())},
+        "failed_cases": failures,
+    }
+
+
+def print_table(report: dict) -> None:
+    print(f"{'mutation':<20} {'cases':>6} {'ok':>6} {'error':>6} {'FAIL':>6}")
+    print("-" * 48)
+    for kind, counts in report["by_kind"].items():
+        total = sum(counts.values())
+        print(
+            f"{kind:<20} {total:>6} {counts.get('ok', 0):>6} {counts.get('ctac_error', 0):>6} "
+            f"{counts.get('FAIL', 0):>6}"
+        )
+    print("-" * 48)
+    print(
+        f"{report['cases']} cases, {report['failures']} failures; slowest "
+        f"{report['max_seconds']:.2f} s, largest peak {report['max_peak_bytes'] / 2**20:.1f} MiB"
+    )
+    for failure in report["failed_cases"][:20]:
+        print(f"  case {failure['case']} {failure['kind']} {failure['model']}: {failure['why']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tensor-bytes", type=int, default=FUZZ_MAX_TENSOR_BYTES)
+    parser.add_argument("--out", type=Path, default=RESULTS / "fuzz_import.json")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    report = run(args.cases, args.seed, args.max_tensor_bytes)
+    report["wall_seconds"] = round(time.perf_counter() - start, 1)
+    print_table(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if report["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

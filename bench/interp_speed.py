@@ -1,0 +1,134 @@
+"""Interpreter speed on BERT-base: exact-mode interpreter wall time vs onnxruntime inference on the
+same inputs and the same thread count (target: interpreter <= 1.5x onnxruntime), plus timing-only
+mode (the cost model alone, no numerics).
+
+onnxruntime's intra_op_num_threads is set to the number of threads numpy's BLAS uses (reported;
+pin both with --threads N, which sets the BLAS pool through threadpoolctl). Prints a table and
+writes bench/results/interp_speed.json (medians of --runs runs, min and max).
+
+    python bench/interp_speed.py [--seq 128] [--runs 5] [--threads N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    RESULTS,
+    bert_base_model,
+    blas_threads,
+    compile_stages,
+    machine,
+    shapes_for,
+    stats,
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="BLAS and onnxruntime threads (default: numpy's)")
+    parser.add_argument("--quick", action="store_true", help="5 runs at sequence 128")
+    args = parser.parse_args()
+    runs = max(args.runs, 5)
+    import numpy as np
+    import onnxruntime as ort
+
+    from ctac.hw import load_hardware
+    from ctac.run import execute, random_inputs
+    from ctac.runtime.costmodel import simulate
+
+    limiter = None
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=args.threads, user_api="blas")
+    threads = blas_threads()
+    model = bert_base_model()
+    hw = load_hardware(None)
+    _, program = compile_stages(model, shapes_for(model, args.seq), hw, verify=False)
+    inputs = random_inputs(program, seed=0)
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(None, feeds), strict=True))  # warm-up
+
+    def ort_once() -> float:
+        start = time.perf_counter()
+        session.run(None, feeds)
+        return time.perf_counter() - start
+
+    outputs = {}
+
+    def interp_once() -> float:
+        start = time.perf_counter()
+        result, _ = execute(program, hw, inputs, progress=False)
+        outputs.update(result)
+        return time.perf_counter() - start
+
+    def timing_once() -> float:
+        start = time.perf_counter()
+        simulate(program, hw)
+        return time.perf_counter() - start
+
+    interp_once()  # warm-up
+    ort_s = stats([ort_once() for _ in range(runs)])
+    interp_s = stats([interp_once() for _ in range(runs)])
+    timing_s = stats([timing_once() for _ in range(runs)])
+    error = max(
+        float(np.abs(outputs[n].astype(np.float64) - expected[n]).max()) for n in names if n in outputs
+    )
+    ratio = interp_s["median"] / ort_s["median"]
+    timing_ratio = timing_s["median"] / ort_s["median"]
+    print(
+        f"BERT-base seq {args.seq}: {len(program.instructions)} instructions, {runs} runs, "
+        f"{threads} thread(s) for numpy BLAS and onnxruntime intra-op"
+    )
+    print(f"{'mode':<28}{'median s':>10}{'min s':>10}{'max s':>10}{'vs ORT':>9}")
+    for label, s in (
+        ("onnxruntime inference", ort_s),
+        ("interpreter (exact)", interp_s),
+        ("timing-only (cost model)", timing_s),
+    ):
+        print(
+            f"{label:<28}{s['median']:>10.3f}{s['min']:>10.3f}{s['max']:>10.3f}"
+            f"{s['median'] / ort_s['median']:>8.2f}x"
+        )
+    print(f"interpreter / ORT = {ratio:.2f}x (target <= 1.5x); max abs err vs ORT {error:.2e}")
+    result = {
+        "benchmark": "interp_speed",
+        "model": str(model),
+        "sequence": args.seq,
+        "runs": runs,
+        "threads": threads,
+        "instructions": len(program.instructions),
+        "onnxruntime_s": ort_s,
+        "interpreter_exact_s": interp_s,
+        "timing_only_s": timing_s,
+        "ratio_interpreter_over_ort": ratio,
+        "ratio_timing_only_over_ort": timing_ratio,
+        "target_ratio": 1.5,
+        "meets_target": ratio <= 1.5,
+        "max_abs_err_vs_ort": error,
+        "machine": machine(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "interp_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'interp_speed.json'}")
+    if limiter is not None:
+        limiter.restore_original_limits()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
