@@ -103,3 +103,111 @@ def test_compare_prints_all_four_modes(tmp_path: Path, capsys) -> None:
     assert [m["mode"] for m in report["modes"]][0] == "exact (accelerator)"
     assert report["modes"][0]["max_abs_err"] <= 1e-4
     assert (tmp_path / "compare_cycles.png").exists()
+
+
+def _self_attention_model(path: Path, seq: int = 12, hidden: int = 16, heads: int = 2) -> Path:
+    """One self-attention layer over an input X (no position embeddings), as exporters write it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    head_dim = hidden // heads
+    init = []
+    nodes = []
+    for name in ("q", "k", "v"):
+        init.append(
+            numpy_helper.from_array(
+                (rng.standard_normal((hidden, hidden)) * 0.3).astype(np.float32), f"w{name}"
+            )
+        )
+        init.append(
+            numpy_helper.from_array(
+                (rng.standard_normal(hidden) * 0.1).astype(np.float32), f"b{name}"
+            )
+        )
+        nodes += [
+            helper.make_node("MatMul", ["x", f"w{name}"], [f"{name}_mm"]),
+            helper.make_node("Add", [f"{name}_mm", f"b{name}"], [f"{name}_add"]),
+            helper.make_node("Reshape", [f"{name}_add", "heads_shape"], [f"{name}_r"]),
+        ]
+    init.append(
+        numpy_helper.from_array(np.array([1, seq, heads, head_dim], np.int64), "heads_shape")
+    )
+    init.append(numpy_helper.from_array(np.array([1, seq, hidden], np.int64), "out_shape"))
+    init.append(numpy_helper.from_array(np.array(1 / np.sqrt(head_dim), np.float32), "scale"))
+    nodes += [
+        helper.make_node("Transpose", ["q_r"], ["q_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k_r"], ["k_t"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v_r"], ["v_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["q_t", "k_t"], ["scores"]),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+        helper.make_node("Softmax", ["scaled"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v_t"], ["o"]),
+        helper.make_node("Transpose", ["o"], ["o_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["o_t", "out_shape"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, hidden])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, hidden])],
+        init,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_cta_on_duplicated_tokens_merges_them_and_stays_exact(tmp_path: Path, capsys) -> None:
+    """Acceptance: threshold 0 on inputs with repeated tokens equals exact within 1e-5, and the
+    run's JSON shows fewer clusters than tokens."""
+    from ctac.cli import main
+
+    model = _self_attention_model(tmp_path / "attention.onnx")
+    rng = np.random.default_rng(1)
+    distinct = rng.standard_normal((4, 16)).astype(np.float32)
+    x = distinct[rng.integers(0, 4, size=12)][None]  # 12 tokens, 4 distinct
+    np.save(tmp_path / "x.npy", x)
+    for mode in ("exact", "cta"):
+        assert (
+            main(
+                [
+                    "compile",
+                    str(model),
+                    "--attention",
+                    mode,
+                    "--tau",
+                    "0",
+                    "-o",
+                    str(tmp_path / f"{mode}.ctab"),
+                ]
+            )
+            == 0
+        )
+    capsys.readouterr()
+    results = {}
+    for mode in ("exact", "cta"):
+        out = tmp_path / f"{mode}.npz"
+        assert (
+            main(
+                [
+                    "run",
+                    str(tmp_path / f"{mode}.ctab"),
+                    "--input",
+                    f"x={tmp_path / 'x.npy'}",
+                    "--compare",
+                    str(model),
+                    "--json",
+                    "-o",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        results[mode] = (json.loads(capsys.readouterr().out), np.load(out)["y"])
+    np.testing.assert_allclose(results["cta"][1], results["exact"][1], atol=1e-5)
+    attention = results["cta"][0]["attention"]
+    assert attention and all(
+        layer["query_clusters"] < layer["tokens"] and layer["kv_clusters"] < layer["tokens"]
+        for layer in attention
+    )
+    assert results["cta"][0]["outputs"]["y"]["max_abs_err"] <= 1e-5
