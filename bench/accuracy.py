@@ -18,8 +18,10 @@ Metrics per setting and length:
   token) and value pooling (d per token). Softmax and the output projection are not counted.
 
     python bench/accuracy.py [--quick] [--lengths 128 512] [--passages 24] [--settings NAME ...]
+    python bench/accuracy.py --sensitivity 'tau-q=0.6 tau-kv=0.6 hash-bits=4'   # per layer
+    python bench/accuracy.py --markdown bench/results/accuracy.json           # table for docs
 
-Prints a table and writes bench/results/accuracy.json.
+Prints a table and writes bench/results/accuracy.json (accuracy-quick.json with --quick).
 """
 
 from __future__ import annotations
@@ -53,25 +55,26 @@ class Setting:
         return f"cta-compress{{{self.options}}}"
 
 
-# Per-layer factors on both thresholds: layers 0 and 5 of MiniLM are the least sensitive and
-# the most redundant (measured by compressing one layer at a time, see docs/compression.md).
-LAYERS = "layer-scale=1.6,0.8,0.8,0.8,1.0,1.6"
+# Per-layer factors on both thresholds: layers 1-3 of MiniLM are the most sensitive (measured by
+# compressing one layer at a time, see docs/compression.md), so they get lower thresholds.
+LAYERS = "layer-scale=1.0,0.8,0.8,0.8,1.0,1.0"
 
 SETTINGS: list[Setting] = [
-    Setting("input tau=0.2", "granularity=input tau-q=0.2 tau-kv=0.2"),
-    Setting("input tau=0.3", "granularity=input tau-q=0.3 tau-kv=0.3"),
-    Setting("head 0.3/0.3", "tau-q=0.3 tau-kv=0.3"),
-    Setting("head 0.4/0.4 bits=4", "tau-q=0.4 tau-kv=0.4 hash-bits=4"),
-    Setting("head 0.5/0.5 bits=4", "tau-q=0.5 tau-kv=0.5 hash-bits=4"),
-    Setting("head 0.6/0.6 bits=4", "tau-q=0.6 tau-kv=0.6 hash-bits=4"),
-    Setting("head 0.7/0.5 bits=4", "tau-q=0.7 tau-kv=0.5 hash-bits=4"),
+    Setting("input 0.2", "granularity=input tau-q=0.2 tau-kv=0.2 hash-bits=8"),
+    Setting("input 0.3", "granularity=input tau-q=0.3 tau-kv=0.3 hash-bits=8"),
+    Setting("head 0.3/0.3 bits=8", "tau-q=0.3 tau-kv=0.3 hash-bits=8"),
+    Setting("head 0.5/0.3", "tau-q=0.5 tau-kv=0.3 hash-bits=4"),
+    Setting("head 0.4/0.4", "tau-q=0.4 tau-kv=0.4 hash-bits=4"),
+    Setting("head 0.5/0.5", "tau-q=0.5 tau-kv=0.5 hash-bits=4"),
+    Setting("head 0.6/0.6", "tau-q=0.6 tau-kv=0.6 hash-bits=4"),
+    Setting("head 0.7/0.5", "tau-q=0.7 tau-kv=0.5 hash-bits=4"),
     Setting("head 0.4/0.4 leader", "tau-q=0.4 tau-kv=0.4 method=leader"),
-    Setting("head 0.5/0.5 spread bits=4", "tau-q=0.5 tau-kv=0.5 hash-bits=4 method=hash-spread"),
-    Setting("head 0.5/0.5 bits=4 layers", f"tau-q=0.5 tau-kv=0.5 hash-bits=4 {LAYERS}"),
-    Setting("head 0.7/0.6 bits=4 layers", f"tau-q=0.7 tau-kv=0.6 hash-bits=4 {LAYERS}"),
-    Setting("head 0.8/0.7 bits=4 layers", f"tau-q=0.8 tau-kv=0.7 hash-bits=4 {LAYERS}"),
+    Setting("head 0.6/0.4 spread", "tau-q=0.6 tau-kv=0.4 hash-bits=4 method=hash-spread"),
+    Setting("head 0.8/0.6 spread", "tau-q=0.8 tau-kv=0.6 hash-bits=4 method=hash-spread"),
+    Setting("head 0.6/0.5 layers", f"tau-q=0.6 tau-kv=0.5 hash-bits=4 {LAYERS}"),
+    Setting("head 0.7/0.6 layers", f"tau-q=0.7 tau-kv=0.6 hash-bits=4 {LAYERS}"),
 ]
-QUICK = ["input tau=0.2", "head 0.5/0.5 bits=4 layers", "head 0.7/0.6 bits=4 layers"]
+QUICK = ["input 0.2", "head 0.6/0.4 spread", "head 0.6/0.5 layers"]
 
 
 def cache_dir() -> Path:
@@ -332,6 +335,55 @@ HEADER = (
 )
 
 
+def sensitivity(args: argparse.Namespace) -> dict:
+    """Compress one layer at a time (the others at a threshold factor of 1e-6: exact up to
+    rounding) to see which layers tolerate compression: what per-layer thresholds are based on."""
+    runner, tok = Runner(minilm_model()), tokenizer()
+    rows = []
+    for length in args.lengths:
+        full = passages(tok, length, args.passages)[0]
+        exact = mean_pool(runner.exact(full), np.ones_like(full))
+        for layer in range(6):
+            factors = ",".join("1.0" if i == layer else "0.000001" for i in range(6))
+            spec = f"cta-compress{{{args.sensitivity} layer-scale={factors}}}"
+            hidden, records = runner.compressed(full, spec)
+            cos = cosine_rows(mean_pool(hidden, np.ones_like(full)), exact)
+            stats = attention_macs(records, len(full), length, 384, 12, 6)["per_layer"][layer]
+            row = {
+                "length": length,
+                "layer": layer,
+                "one_minus_cos_mean": float(1 - cos.mean()),
+                "one_minus_cos_max": float(1 - cos.min()),
+                "m_q": float(stats["m_q"]),
+                "m_kv": float(stats["m_kv"]),
+            }
+            rows.append(row)
+            print(
+                f"{length:>4} layer {layer}: 1-cos mean {row['one_minus_cos_mean']:.2e} "
+                f"max {row['one_minus_cos_max']:.2e}  m_q/m_kv {row['m_q']:.0f}/{row['m_kv']:.0f}",
+                flush=True,
+            )
+    return {"options": args.sensitivity, "layers": rows}
+
+
+def markdown(path: Path) -> str:
+    """The saved results as a markdown table (for docs/compression.md)."""
+    payload = json.loads(path.read_text())
+    lines = [
+        "| L | setting | cos mean | cos min | retrieval % (drop) | MACs cut | QK/PV cut | "
+        "clustering share |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in payload["results"]:
+        lines.append(
+            f"| {r['length']} | {r['setting']} | {r['cos_mean']:.5f} | {r['cos_min']:.5f} | "
+            f"{100 * r['retrieval']:.1f} ({r['retrieval_drop_points']:+.1f}) | "
+            f"{r['mac_reduction']:.2f}x | {r['qk_pv_reduction']:.2f}x | "
+            f"{100 * r['clustering_share']:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"only {QUICK}")
@@ -344,7 +396,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="default bench/results/accuracy.json (accuracy-quick.json)"
     )
+    parser.add_argument(
+        "--markdown", type=Path, metavar="JSON", help="print saved results as markdown and exit"
+    )
+    parser.add_argument(
+        "--sensitivity",
+        metavar="OPTS",
+        help="compress one layer at a time with these cta-compress options (e.g. "
+        "'tau-q=0.6 tau-kv=0.6 hash-bits=4') and write accuracy-layers.json",
+    )
     args = parser.parse_args(argv)
+    if args.sensitivity is not None:
+        payload = sensitivity(args)
+        out = args.out or RESULTS / "accuracy-layers.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=1) + "\n")
+        print(f"wrote {out}")
+        return 0
+    if args.markdown is not None:
+        print(markdown(args.markdown))
+        return 0
     if args.out is None:
         args.out = RESULTS / ("accuracy-quick.json" if args.quick else "accuracy.json")
     start = time.perf_counter()

@@ -24,7 +24,12 @@ def exported_model(name: str = "bert_base", flag: str = "--bert-base") -> Path:
     if not path.exists():
         print(f"exporting {name} into {path.parent} (once) ...", flush=True)
         subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "export_test_models.py"), flag, str(path.parent)],
+            [
+                sys.executable,
+                str(REPO / "scripts" / "export_test_models.py"),
+                flag,
+                str(path.parent),
+            ],
             check=True,
         )
     return path

@@ -301,6 +301,35 @@ def m_external_valid(rng, model, case):
     return None
 
 
+def m_sparse_or_function(rng, model, case):
+    """Tensors in the less visited places: a sparse initializer or a local function's Constant,
+    with hostile dims or external data pointing out of the folder."""
+    values = onnx.helper.make_tensor("sparse_values", TensorProto.FLOAT, [2], [1.0, 2.0])
+    indices = onnx.helper.make_tensor("sparse_indices", TensorProto.INT64, [2], [0, 3])
+    target = rng.choice(["values", "function"])
+    tensor = values
+    if target == "function":
+        tensor = onnx.helper.make_tensor("fconst", TensorProto.FLOAT, [2], [1.0, 2.0])
+    choice = rng.random()
+    if choice < 0.4:
+        _make_external(tensor, rng.choice(["../secret.bin", str(case.secret)]))
+    elif choice < 0.7:
+        tensor.dims[0] = rng.choice([1 << 40, -1, 0])
+    if target == "values":
+        dense = [rng.choice([4, 1 << 40, -1])]
+        model.graph.sparse_initializer.append(
+            onnx.helper.make_sparse_tensor(values, indices, dense)
+        )
+    else:
+        constant = onnx.helper.make_node("Constant", [], ["y"], value=tensor)
+        function = onnx.helper.make_function(
+            "local", "Fuzz", [], ["y"], [constant], [onnx.helper.make_opsetid("", 17)]
+        )
+        model.functions.append(function)
+        model.opset_import.append(onnx.helper.make_opsetid("local", 1))
+    return None
+
+
 def m_shape_flags(rng, model, case):
     names = list(case.shapes)
     choice = rng.random()
@@ -336,6 +365,7 @@ MUTATIONS: dict[str, Callable] = {
     "external_symlink": m_external_symlink,
     "external_short": m_external_short,
     "external_valid": m_external_valid,
+    "sparse_or_function": m_sparse_or_function,
     "shape_flags": m_shape_flags,
     "garbage": m_empty,
 }

@@ -60,8 +60,6 @@ def dram_spans(name: str, f: dict) -> list[tuple[int, int, int, int]]:
         return [(f["src"], f["rows"], f["cols"], f["stride"])]
     if name == "STORE":
         return [(f["dst"], f["rows"], f["cols"], f["stride"])]
-    if name == "GATHER":
-        return [(f["table"], f["table_rows"], f["cols"], f["cols"])]  # upper bound: the table
     return []
 
 
@@ -76,8 +74,17 @@ def analyse(program, hw, profile) -> list[dict]:
         if timing.unit == "control":
             continue
         entry = blocks.setdefault(
-            block, {"block": block, "macs": 0.0, "moved_bytes": 0.0, "start": timing.start,
-                    "end": timing.end, "spans": [], "pe_cycles": 0}
+            block,
+            {
+                "block": block,
+                "macs": 0.0,
+                "moved_bytes": 0.0,
+                "start": timing.start,
+                "end": timing.end,
+                "spans": [],
+                "pe_cycles": 0,
+                "gathered": 0,
+            },
         )
         entry["macs"] += timing.macs
         entry["moved_bytes"] += timing.dram_bytes
@@ -87,10 +94,14 @@ def analyse(program, hw, profile) -> list[dict]:
             entry["pe_cycles"] += timing.end - timing.start
         name, fields = program.instructions[timing.index]
         entry["spans"] += dram_spans(name, fields)
+        if name == "GATHER":  # the table rows it reads (distinct ids assumed)
+            entry["gathered"] += fields["rows"] * fields["cols"]
     rows = []
     for entry in blocks.values():
         cycles = entry["end"] - entry["start"]
-        compulsory = _distinct_elements(entry.pop("spans")) * element_bytes
+        compulsory = (
+            _distinct_elements(entry.pop("spans")) + entry.pop("gathered")
+        ) * element_bytes
         compute_bound = entry["macs"] / peak
         bound = max(compute_bound, compulsory / bytes_per_cycle)
         bound_moved = max(compute_bound, entry["moved_bytes"] / bytes_per_cycle)
@@ -100,10 +111,14 @@ def analyse(program, hw, profile) -> list[dict]:
                 "cycles": cycles,
                 "compulsory_bytes": compulsory,
                 "bound_cycles": bound,
-                "bound_kind": "compute" if compute_bound >= compulsory / bytes_per_cycle else "memory",
+                "bound_kind": "compute"
+                if compute_bound >= compulsory / bytes_per_cycle
+                else "memory",
                 "efficiency": bound / cycles if cycles else 0.0,
                 "efficiency_moved_bytes": bound_moved / cycles if cycles else 0.0,
-                "pe_efficiency": entry["macs"] / peak / entry["pe_cycles"] if entry["pe_cycles"] else 0.0,
+                "pe_efficiency": entry["macs"] / peak / entry["pe_cycles"]
+                if entry["pe_cycles"]
+                else 0.0,
             }
         )
     return rows
@@ -142,8 +157,10 @@ def main() -> int:
             f"BERT-base seq {seq}: {len(program.instructions)} instructions, {profile.cycles:,} cycles, "
             f"peak {result['peak_macs_per_cycle']} MACs/cycle, {result['dram_bytes_per_cycle']:.0f} B/cycle"
         )
-        header = (f"{'block':<12}{'cycles':>12}{'bound':>12}{'kind':>9}{'eff':>8}"
-                  f"{'eff(moved B)':>14}{'PE eff':>8}{'GMACs':>8}{'MB moved':>10}{'MB compuls.':>12}")
+        header = (
+            f"{'block':<12}{'cycles':>12}{'bound':>12}{'kind':>9}{'eff':>8}"
+            f"{'eff(moved B)':>14}{'PE eff':>8}{'GMACs':>8}{'MB moved':>10}{'MB compuls.':>12}"
+        )
         print(header)
         print("-" * len(header))
         for r in rows:
@@ -162,7 +179,9 @@ def main() -> int:
             "cycles": profile.cycles,
             "blocks": rows,
             "layer_efficiency": {
-                "median": statistics.median(effs), "min": min(effs), "max": max(effs)
+                "median": statistics.median(effs),
+                "min": min(effs),
+                "max": max(effs),
             },
             "meets_target": min(effs) >= 0.8,
         }

@@ -36,12 +36,18 @@ EXAMPLES_EVAL = """examples:
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a whole file or nothing: a temporary file in the same folder, then a rename."""
+    """Write a whole file or nothing: a temporary file in the same folder, then a rename.
+
+    On any failure the temporary file is removed and an existing target is left as it was; an
+    OSError (folder not writable, target is a folder, disk full) becomes a CtacError."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+    except OSError as exc:
+        raise CtacError(f"cannot write '{target}': {exc.strerror or exc}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -49,8 +55,10 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CtacError(f"cannot write '{target}': {exc.strerror or exc}") from None
         raise
 
 

@@ -31,26 +31,38 @@ def _tensor_byte_size(tensor: TensorProto) -> int:
     return count * itemsize
 
 
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
-    yield from graph.initializer
-    for node in graph.node:
+def _node_tensors(nodes) -> Iterator[TensorProto]:
+    for node in nodes:
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
             yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield attribute.sparse_tensor.values
+                yield attribute.sparse_tensor.indices
+            for sparse in attribute.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
             if attribute.HasField("g"):
                 yield from _graph_tensors(attribute.g)
             for subgraph in attribute.graphs:
                 yield from _graph_tensors(subgraph)
 
 
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    yield from _node_tensors(graph.node)
+
+
 def _all_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
+    """Every tensor of the model: initializers (dense and sparse), node attributes, subgraphs and
+    the nodes of local functions."""
     yield from _graph_tensors(model.graph)
     for function in model.functions:
-        for node in function.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
+        yield from _node_tensors(function.node)
 
 
 def _check_external_data(model: onnx.ModelProto, model_dir: Path, max_tensor_bytes: int) -> None:

@@ -832,6 +832,15 @@ def _additive_mask(scores: Scores, new_ops: list[Operation]) -> SSAValue:
 def detect_in_function(
     module: ModuleOp, function: func.FuncOp, verify: bool, seed: int
 ) -> tuple[list[DetectionReport], list[str]]:
+    from ctac.runtime.interpreter import single_threaded_blas
+
+    with single_threaded_blas():
+        return _detect_in_function(module, function, verify, seed)
+
+
+def _detect_in_function(
+    module: ModuleOp, function: func.FuncOp, verify: bool, seed: int
+) -> tuple[list[DetectionReport], list[str]]:
     rng = np.random.default_rng(seed)
     reports: list[DetectionReport] = []
     refused: list[str] = []

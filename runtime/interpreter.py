@@ -406,14 +406,14 @@ def run_program(
 ) -> tuple[dict[str, np.ndarray], ExecutionStats]:
     """Execute the whole program on named inputs; returns named outputs (in their dtypes) and
     the data-dependent statistics of the run."""
-    with _single_threaded_blas():
+    with single_threaded_blas():
         return _run(program, capacities, inputs, progress, stats or ExecutionStats())
 
 
-def _single_threaded_blas():
+def single_threaded_blas():
     """Tile GEMMs are small (a half buffer at most): a multi-threaded BLAS spends more on
-    synchronisation than it gains (3-4x slower on a busy 2-core machine), so the interpreter keeps
-    numpy's BLAS on one thread while it runs, when threadpoolctl is installed."""
+    synchronisation than it gains (3-4x slower on a busy 2-core machine), so the interpreter (and
+    detection's proofs, also small matrices) keep numpy's BLAS on one thread while they run."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -176,6 +176,17 @@ def _atomic_text(path: Path, text: str) -> None:
     write_atomically(path, text.encode())
 
 
+def _save_figure(figure, path: Path) -> None:
+    """Render the PNG in memory, then write it whole (never a partial file on failure)."""
+    from io import BytesIO
+
+    from ctac.cli import write_atomically
+
+    buffer = BytesIO()
+    figure.savefig(buffer, dpi=110, format="png")
+    write_atomically(path, buffer.getvalue())
+
+
 def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Path) -> None:
     """Bar charts per block: busy cycles stacked by unit, energy split attention / rest; several
     profiles (exact vs CTA) side by side."""
@@ -216,7 +227,7 @@ def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Pa
     axis.set_title("Busy cycles per block, by unit")
     axis.legend(fontsize=7, ncols=2)
     figure.tight_layout()
-    figure.savefig(cycles_path, dpi=110)
+    _save_figure(figure, cycles_path)
     plt.close(figure)
     figure, axis = plt.subplots(figsize=(max(6, len(blocks) * 0.9), 4))
     for column, (label, table) in enumerate(tables.items()):
@@ -253,5 +264,5 @@ def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Pa
     axis.set_title("Dynamic energy per block")
     axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(energy_path, dpi=110)
+    _save_figure(figure, energy_path)
     plt.close(figure)

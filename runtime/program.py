@@ -223,10 +223,12 @@ def _check_ranges(
                 raise _fail(
                     f"instruction {index} ({spec.name}): DRAM range [{start}, {start + size}) is outside [0, {dram_elements})"
                 )
-        elif capacities is not None and (start < 0 or size < 0 or start + size > capacities[where]):
+        elif capacities is not None and (
+            start < 0 or size < 0 or start + size > capacities.get(where, 0)
+        ):
             raise _fail(
                 f"instruction {index} ({spec.name}): {BUFFER_NAMES[where]} range [{start}, "
-                f"{start + size}) exceeds its {capacities[where]} elements"
+                f"{start + size}) exceeds its {capacities.get(where, 0)} elements"
             )
     if spec.name in ("LOAD", "STORE") and fields["stride"] < 0:
         raise _fail(f"instruction {index} ({spec.name}): negative stride")

@@ -14,6 +14,8 @@ Usage::
     python scripts/export_test_models.py --out /tmp/models
     python scripts/export_test_models.py --bert-base /tmp/ctac_cache   # BERT-base, not committed
     python scripts/export_test_models.py --minilm /tmp/ctac_cache      # real all-MiniLM-L6-v2
+    python scripts/export_test_models.py --gpt2-small /tmp/ctac_cache  # GPT-2-small size, random
+    python scripts/export_test_models.py --vit-base /tmp/ctac_cache    # ViT-base size, random
 
 GPT-2 and the TorchScript exporter: transformers 5 calls ``torch.diff`` (packed-sequence
 detection in ``masking_utils.find_packed_sequence_indices``) only when no ``attention_mask`` is
@@ -77,6 +79,7 @@ class FamilySpec:
     num_heads: int
     num_layers: int
     max_positions: int  # largest sequence length the position embeddings allow
+    image_size: int = IMAGE_SIZE  # vision models: square input images of this size
 
 
 @dataclass
@@ -216,6 +219,23 @@ def build_bert_base(attn: str) -> torch.nn.Module:
 BERT_BASE = FamilySpec("bert", 0, build_bert_base, False, 30522, 768, 12, 12, 512)
 
 
+def build_gpt2_small(attn: str) -> torch.nn.Module:
+    """GPT-2-small shape (the GPT2Config defaults): n_embd 768, 12 layers, 12 heads, vocab 50257."""
+    config = transformers.GPT2Config(attn_implementation=attn)
+    return TextWrapper(transformers.GPT2Model(config), True)
+
+
+def build_vit_base(attn: str) -> torch.nn.Module:
+    """ViT-base shape (the ViTConfig defaults): 224x224 images, 16x16 patches, hidden 768, 12
+    layers, 12 heads."""
+    config = transformers.ViTConfig(attn_implementation=attn)
+    return VisionWrapper(transformers.ViTModel(config, add_pooling_layer=False))
+
+
+GPT2_SMALL = FamilySpec("gpt2", 0, build_gpt2_small, False, 50257, 768, 12, 12, 1024)
+VIT_BASE = FamilySpec("vit", 0, build_vit_base, True, 0, 768, 12, 12, 0, image_size=224)
+
+
 def all_model_names() -> list[str]:
     """Every model name in canonical order: family, then exporter, then attention."""
     return [
@@ -257,7 +277,7 @@ def make_inputs(spec: FamilySpec, batch: int, seq: int, seed: int) -> dict[str, 
     """Deterministic example inputs; the text attention mask pads the tail of the last row."""
     gen = torch.Generator().manual_seed(seed)
     if spec.is_vision:
-        shape = (batch, CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
+        shape = (batch, CHANNELS, spec.image_size, spec.image_size)
         return {"pixel_values": torch.randn(shape, generator=gen)}
     # Avoid low ids so RoBERTa's padding id (1) never appears in the tokens.
     input_ids = torch.randint(3, spec.vocab_size, (batch, seq), generator=gen, dtype=torch.int64)
@@ -607,21 +627,21 @@ def export_test_models(out: Path, only: list[str] | None) -> int:
     return failures
 
 
-def export_bert_base(out: Path) -> None:
-    """Export a random-weight BERT-base (TorchScript, eager, dynamic axes) to out/bert_base.onnx."""
+def export_bert_base(out: Path, spec: FamilySpec = BERT_BASE, name: str = "bert_base") -> None:
+    """Export a random-weight BERT-base (TorchScript, eager, dynamic axes) to out/bert_base.onnx
+    (or another base-size spec to out/NAME.onnx)."""
     out.mkdir(parents=True, exist_ok=True)
-    spec = BERT_BASE
     model = build_model(spec, "eager")
-    path = out / "bert_base.onnx"
+    path = out / f"{name}.onnx"
     start = time.perf_counter()
-    print(f"[bert_base] exporting to {path}", flush=True)
+    print(f"[{name}] exporting to {path}", flush=True)
     run_exporter(model, spec, "ts", path, dynamic=True)
     check_file(path, max_bytes=None)
     err = compare_with_torch(model, path, test_inputs(spec))[0]
     err2 = compare_with_torch(model, path, second_inputs(spec))[0]
     size_mb = path.stat().st_size / 1e6
     print(
-        f"[bert_base] ok: {size_mb:.1f} MB, max|err| {err:.2e} / {err2:.2e}, "
+        f"[{name}] ok: {size_mb:.1f} MB, max|err| {err:.2e} / {err2:.2e}, "
         f"{time.perf_counter() - start:.1f}s",
         flush=True,
     )
@@ -695,6 +715,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="export only a random-weight BERT-base to OUT_DIR/bert_base.onnx",
     )
     parser.add_argument(
+        "--gpt2-small",
+        type=Path,
+        metavar="OUT_DIR",
+        help="export only a random-weight GPT-2-small-size model to OUT_DIR/gpt2_small.onnx",
+    )
+    parser.add_argument(
+        "--vit-base",
+        type=Path,
+        metavar="OUT_DIR",
+        help="export only a random-weight ViT-base-size model (224x224) to OUT_DIR/vit_base.onnx",
+    )
+    parser.add_argument(
         "--minilm",
         type=Path,
         metavar="OUT_DIR",
@@ -709,6 +741,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet_exporters()
     if args.bert_base is not None:
         export_bert_base(args.bert_base)
+        return 0
+    if args.gpt2_small is not None:
+        export_bert_base(args.gpt2_small, GPT2_SMALL, "gpt2_small")
+        return 0
+    if args.vit_base is not None:
+        export_bert_base(args.vit_base, VIT_BASE, "vit_base")
         return 0
     if args.minilm is not None:
         export_minilm(args.minilm)

@@ -6,7 +6,7 @@
 // the padding mask, and the block size. The KV-cache offset is kept.
 // CHECK-LABEL: func.func @causal_padded(
 // CHECK-NOT:     cta.attention
-// CHECK:         %[[KC:[^ ]+]], %[[KN:[^ ]+]], %[[KID:[^ ]+]] = cta.cluster %k, mask %m {method = "hash-leader", tau = 3.000000e-01 : f64, hash_bits = 8 : i64, seed = 0 : i64, block = 4 : i64, ctac.source = "decoder0", ctac.role = "kv"} : (tensor<1x2x12x4xf32>, tensor<1x12xi64>) -> (tensor<1x2x12x4xf32>, tensor<1x2x12xf32>, tensor<1x2x12xi64>)
+// CHECK:         %[[KC:[^ ]+]], %[[KN:[^ ]+]], %[[KID:[^ ]+]] = cta.cluster %k, mask %m {method = "hash-leader", tau = 3.000000e-01 : f64, hash_bits = 4 : i64, seed = 0 : i64, block = 4 : i64, ctac.source = "decoder0", ctac.role = "kv"} : (tensor<1x2x12x4xf32>, tensor<1x12xi64>) -> (tensor<1x2x12x4xf32>, tensor<1x2x12xf32>, tensor<1x2x12xi64>)
 // CHECK-NEXT:    %[[VC:[^ ]+]] = cta.pool %v, %[[KID]] : (tensor<1x2x12x4xf32>, tensor<1x2x12xi64>) -> tensor<1x2x12x4xf32>
 // CHECK-NEXT:    %o = cta.compressed_attention %q, %[[KC]], %[[VC]], %[[KN]], key_tokens %k, value_tokens %v, mask %m {num_heads = 2 : i64, kv_heads = 2 : i64, head_dim = 4 : i64, scale = 5.000000e-01 : f64, causal = 1 : i64, block = 4 : i64, ctac.source = "decoder0"} : (tensor<1x2x12x4xf32>, tensor<1x2x12x4xf32>, tensor<1x2x12x4xf32>, tensor<1x2x12xf32>, tensor<1x2x12x4xf32>, tensor<1x2x12x4xf32>, tensor<1x12xi64>) -> tensor<1x2x12x4xf32>
 // CHECK-NEXT:    func.return %o

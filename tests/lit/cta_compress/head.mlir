@@ -14,7 +14,7 @@
 // CHECK-NEXT:    %o = cta.recover %[[OC]], %[[QID]] : (tensor<2x2x8x4xf32>, tensor<2x2x8xi64>) -> tensor<2x2x8x4xf32>
 // CHECK-NEXT:    func.return %o
 // ROUNDTRIP-LABEL: func.func @padded_self_attention(
-// ROUNDTRIP:     cta.cluster %q, mask %m {method = "hash-leader", tau = 0.000000e+00 : f64, hash_bits = 8 : i64, seed = 0 : i64
+// ROUNDTRIP:     cta.cluster %q, mask %m {method = "hash-leader", tau = 0.000000e+00 : f64, hash_bits = 4 : i64, seed = 0 : i64
 // ROUNDTRIP:     cta.recover
 func.func @padded_self_attention(%q: tensor<2x2x8x4xf32>, %k: tensor<2x2x8x4xf32>, %v: tensor<2x2x8x4xf32>, %m: tensor<2x8xi64>) -> tensor<2x2x8x4xf32> {
   %o = cta.attention %q, %k, %v, mask %m {num_heads = 2 : i64, kv_heads = 2 : i64, head_dim = 4 : i64, scale = 5.000000e-01 : f64, mask_kind = "key_padding", ctac.source = "layer0"} : (tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x8xi64>) -> tensor<2x2x8x4xf32>

@@ -6,7 +6,7 @@
 // linearity); counts and ids are per sequence, (B, S), shared by the heads.
 // CHECK-LABEL: func.func @projections(
 // CHECK-NOT:     cta.attention
-// CHECK:         %[[XC:[^ ]+]], %[[XN:[^ ]+]], %[[XID:[^ ]+]] = cta.cluster %x, mask %m {method = "hash-leader", tau = 1.000000e-01 : f64, hash_bits = 8 : i64, seed = 0 : i64, ctac.source = "self", ctac.role = "qkv"} : (tensor<2x4x8xf32>, tensor<2x4xi64>) -> (tensor<2x4x8xf32>, tensor<2x4xf32>, tensor<2x4xi64>)
+// CHECK:         %[[XC:[^ ]+]], %[[XN:[^ ]+]], %[[XID:[^ ]+]] = cta.cluster %x, mask %m {method = "hash-leader", tau = 1.000000e-01 : f64, hash_bits = 4 : i64, seed = 0 : i64, ctac.source = "self", ctac.role = "qkv"} : (tensor<2x4x8xf32>, tensor<2x4xi64>) -> (tensor<2x4x8xf32>, tensor<2x4xf32>, tensor<2x4xi64>)
 // CHECK-NEXT:    %[[Q:[^ ]+]] = cta.project %[[XC]], %w, bias %b {heads = 2 : i64, head_dim = 4 : i64, columns = array<i64: 0, 8>} : (tensor<2x4x8xf32>, tensor<8x24xf32>, tensor<24xf32>) -> tensor<2x2x4x4xf32>
 // CHECK-NEXT:    %[[K:[^ ]+]] = cta.project %[[XC]], %w, bias %b {heads = 2 : i64, head_dim = 4 : i64, columns = array<i64: 8, 16>}
 // CHECK-NEXT:    %[[V:[^ ]+]] = cta.project %[[XC]], %w, bias %b {heads = 2 : i64, head_dim = 4 : i64, columns = array<i64: 16, 24>}
