@@ -1494,11 +1494,7 @@ def _prepare_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
     from ctac.runtime.compression import hash_planes
 
     method = op.str_attr("method")
-    if (
-        method not in ("hash-leader", "leader")
-        or op.int_attr("block", 0)
-        or op.int_attr("max_clusters", 0)
-    ):
+    if method not in ("hash-leader", "leader") or op.int_attr("max_clusters", 0):
         return
     bits = op.int_attr("hash_bits") if method == "hash-leader" else 0
     if bits:
@@ -1531,20 +1527,23 @@ PREPARE[cta.AttentionOp] = _prepare_elsa
 
 @lowering(cta.ClusterOp)
 def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
-    """Per sequence: LOAD tokens, HASH into buckets, CLUSTER, STORE centroids, counts and ids."""
+    """Per sequence (and per block of positions, for causal attention): LOAD tokens, HASH into
+    buckets, CLUSTER, then STORE centroids, counts and ids. A block's clusters live in the rows
+    of that block, so its ids are offset by the block's first row."""
     method = op.str_attr("method")
-    if (
-        method not in ("hash-leader", "leader")
-        or op.int_attr("block", 0)
-        or op.int_attr("max_clusters", 0)
-    ):
+    if method not in ("hash-leader", "leader") or op.int_attr("max_clusters", 0):
         raise Unsupported(
-            f"clustering method '{method}' (with block/max_clusters) has no CLUSTER form; use hash-leader"
+            f"clustering method '{method}' (or max_clusters) has no CLUSTER form; use hash-leader"
         )
     shape = ox.shape_of(op.tokens)
     n, dim = shape[-2], shape[-1]
+    block = op.int_attr("block", 0) or n
     bits = op.int_attr("hash_bits") if method == "hash-leader" else 0
-    if n * dim > lowering.half[ACT] or 3 * n + n * dim > lowering.half[VEC]:
+    if (
+        n * dim > lowering.half[ACT]
+        or 3 * n + n * dim > lowering.half[VEC]
+        or n * dim > lowering.half[WGT]
+    ):
         raise Unsupported(f"{n} tokens of {dim} features do not fit the buffers")
     tokens = lowering.tensor(op.tokens)
     centroids, counts, ids = (lowering.tensors[r] for r in op.results)
@@ -1558,13 +1557,8 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
     for sequence in range(_sequences(shape)):
         lowering.next_stage()
         source, base = lowering.slot(ACT), lowering.slot(VEC)
-        codes, valid, count_row, id_column, table = (
-            base,
-            base + n,
-            base + 2 * n,
-            base + 3 * n,
-            lowering.slot(WGT),
-        )
+        codes, valid, count_row, id_column = base, base + n, base + 2 * n, base + 3 * n
+        table = lowering.slot(WGT)
         lowering.load(ACT, source, tokens.address + sequence * n * dim, n, dim, dim)
         if planes is not None:
             lowering.emit(
@@ -1584,14 +1578,29 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
         if mask is not None:
             batch = int(np.unravel_index(sequence, lead)[0]) if lead else 0
             lowering.load(VEC, valid, mask.address + batch * n, n, 1, 1)
-        indices.append(len(lowering.instructions))
-        lowering.emit(
-            "CLUSTER", src=ACT, src_addr=source, codes=VEC, codes_addr=codes, valid=VEC, valid_addr=valid,
-            has_valid=int(mask is not None), centroids=WGT, centroids_addr=table, counts=VEC, counts_addr=count_row,
-            ids=VEC, ids_addr=id_column, rows=n, cols=dim, threshold=op.float_attr("tau"),
-        )  # fmt: skip
+        for start, rows in _split_ranges(n, block):
+            if block == n:
+                indices.append(len(lowering.instructions))
+            lowering.emit(
+                "CLUSTER", src=ACT, src_addr=source + start * dim, codes=VEC, codes_addr=codes + start,
+                valid=VEC, valid_addr=valid + start, has_valid=int(mask is not None), centroids=WGT,
+                centroids_addr=table + start * dim, counts=VEC, counts_addr=count_row + start, ids=VEC,
+                ids_addr=id_column + start, rows=rows, cols=dim, threshold=op.float_attr("tau"),
+            )  # fmt: skip
+            if start:
+                lowering.vec(
+                    "add",
+                    VEC,
+                    id_column + start,
+                    (VEC, id_column + start),
+                    rows,
+                    1,
+                    bcast="imm",
+                    imm=float(start),
+                )
         lowering.store(WGT, table, centroids.address + sequence * n * dim, n, dim, dim)
-        lowering.dynamic_last("rows", indices[-1])
+        if block == n:
+            lowering.dynamic_last("rows", indices[-1])
         lowering.store(VEC, count_row, counts.address + sequence * n, 1, n, n)
         lowering.store(VEC, id_column, ids.address + sequence * n, n, 1, 1)
 
@@ -1653,9 +1662,12 @@ def lower_pool(lowering: Lowering, op: cta.PoolOp) -> None:
 def lower_compressed_attention(lowering: Lowering, op: cta.CompressedAttentionOp) -> None:
     """Attention of query centroids over count-weighted key centroids; every size that depends
     on the clusters is recorded as dynamic, so the cost model charges m_q x m_k, not n x n."""
-    if op.int_attr("causal", 0) or op.key_tokens is not None or op.mask is not None:
+    if op.int_attr("causal", 0) or op.key_tokens is not None:
+        lower_block_causal_attention(lowering, op)
+        return
+    if op.mask is not None:
         raise Unsupported(
-            "the block-causal scheme is not lowered yet; compile causal models with --attention exact"
+            "a key mask on non-causal compressed attention (padding is in the counts)"
         )
     q, k, v = (lowering.tensor(x) for x in (op.query, op.key, op.value))
     counts, out = lowering.tensor(op.counts), lowering.tensors[op.output]
@@ -1767,6 +1779,142 @@ def lower_compressed_attention(lowering: Lowering, op: cta.CompressedAttentionOp
                 value_dim,
             )
             _dynamic(lowering, "rows", q_cluster)
+
+
+def _prepare_block_causal(lowering: Lowering, op: cta.CompressedAttentionOp) -> None:
+    """The block-causal visibility is static: an additive (q x (clusters + raw keys)) mask."""
+    if not (op.int_attr("causal", 0) or op.key_tokens is not None):
+        return
+    from ctac.runtime.compression import causal_visibility
+
+    q_len, kv_len = ox.shape_of(op.query)[2], ox.shape_of(op.key)[2]
+    clusters, raw = causal_visibility(
+        q_len, kv_len, op.int_attr("block", 0), op.int_attr("causal_offset")
+    )
+    mask = np.where(np.concatenate([clusters, raw], axis=1), 0.0, -np.inf).astype(np.float32)
+    lowering.data.append((lowering.data_top, mask.size, None, mask))
+    lowering.hash_planes[op] = lowering.data_top
+    lowering.data_top += mask.size
+
+
+PREPARE[cta.CompressedAttentionOp] = _prepare_block_causal
+
+
+def lower_block_causal_attention(lowering: Lowering, op: cta.CompressedAttentionOp) -> None:
+    """Per (batch, head): keys = [key centroids of earlier blocks ; raw keys of the own block],
+    one GEMM over both, a SOFTMAX whose additive mask is the static block-causal visibility and
+    whose column weights are [cluster counts ; key validity], then P @ [pooled values ; values].
+    Sizes are charged nominally (the visible clusters vary per query block)."""
+    if op.key_tokens is None or op.value_tokens is None:
+        raise Unsupported("block-causal compressed attention needs the raw keys and values")
+    q, k, v = (lowering.tensor(x) for x in (op.query, op.key, op.value))
+    raw_k, raw_v = lowering.tensor(op.key_tokens), lowering.tensor(op.value_tokens)
+    counts, out = lowering.tensor(op.counts), lowering.tensors[op.output]
+    mask = lowering.tensor(op.mask) if op.mask is not None else None
+    batch, heads, q_len, head_dim = ox.shape_of(op.query)
+    kv_heads, kv_len = ox.shape_of(op.key)[1], ox.shape_of(op.key)[2]
+    value_dim = ox.shape_of(op.value)[3]
+    group = heads // kv_heads
+    width = 2 * kv_len
+    if width * (head_dim + value_dim) > lowering.half[WGT]:
+        raise Unsupported(f"{kv_len} key centroids plus {kv_len} raw keys do not fit half of wgt")
+    rows = min(
+        q_len,
+        lowering.half[ACC] // (width + value_dim),
+        lowering.half[ACT] // (width + head_dim),
+        (lowering.half[VEC] - width) // width,
+    )
+    if rows < 1:
+        raise Unsupported(f"one query row over {width} keys does not fit the buffer halves")
+    visibility = lowering.hash_planes[op]
+    counts_shape = ox.shape_of(op.counts)
+    for b in range(batch):
+        for h in range(heads):
+            lowering.next_stage()
+            kv = h // group
+            keys, values = lowering.slot(WGT), lowering.slot(WGT) + width * head_dim
+            key_base = (b * kv_heads + kv) * kv_len
+            lowering.load(WGT, keys, k.address + key_base * head_dim, kv_len, head_dim, head_dim)
+            lowering.load(
+                WGT,
+                keys + kv_len * head_dim,
+                raw_k.address + key_base * head_dim,
+                kv_len,
+                head_dim,
+                head_dim,
+            )
+            lowering.load(
+                WGT, values, v.address + key_base * value_dim, kv_len, value_dim, value_dim
+            )
+            lowering.load(
+                WGT,
+                values + kv_len * value_dim,
+                raw_v.address + key_base * value_dim,
+                kv_len,
+                value_dim,
+                value_dim,
+            )
+            weights = lowering.slot(VEC)
+            count_base = counts.address + (
+                (b * counts_shape[1] + kv) * kv_len if len(counts_shape) == 3 else b * kv_len
+            )
+            lowering.load(VEC, weights, count_base, 1, kv_len, kv_len)
+            if mask is not None:
+                lowering.load(VEC, weights + kv_len, mask.address + b * kv_len, 1, kv_len, kv_len)
+            else:
+                lowering.vec("copy", VEC, weights + kv_len, (0, 0), 1, kv_len, bcast="imm", imm=1.0)
+            for q0, count in _split_ranges(q_len, rows):
+                q_address, s_address = lowering.slot(ACT), lowering.slot(ACC)
+                block_mask = weights + width
+                lowering.load(
+                    ACT,
+                    q_address,
+                    q.address + ((b * heads + h) * q_len + q0) * head_dim,
+                    count,
+                    head_dim,
+                    head_dim,
+                )
+                lowering.load(VEC, block_mask, visibility + q0 * width, count, width, width)
+                lowering.emit(
+                    "GEMM",
+                    dst=ACC,
+                    dst_addr=s_address,
+                    a=ACT,
+                    a_addr=q_address,
+                    b=WGT,
+                    b_addr=keys,
+                    m=count,
+                    k=head_dim,
+                    n=width,
+                    transpose_b=1,
+                )
+                p_address = q_address + count * head_dim
+                lowering.emit(
+                    "SOFTMAX", dst=ACT, dst_addr=p_address, src=ACC, src_addr=s_address, rows=count, cols=width,
+                    scale=op.float_attr("scale"), softcap=op.float_attr("softcap", 0.0), mask="additive", mask_buf=VEC,
+                    mask_addr=block_mask, has_counts=1, counts=VEC, counts_addr=weights,
+                )  # fmt: skip
+                o_address = s_address + count * width
+                lowering.emit(
+                    "GEMM",
+                    dst=ACC,
+                    dst_addr=o_address,
+                    a=ACT,
+                    a_addr=p_address,
+                    b=WGT,
+                    b_addr=values,
+                    m=count,
+                    k=width,
+                    n=value_dim,
+                )
+                lowering.store(
+                    ACC,
+                    o_address,
+                    out.address + ((b * heads + h) * q_len + q0) * value_dim,
+                    count,
+                    value_dim,
+                    value_dim,
+                )
 
 
 def _sequence_index(shape: tuple[int, ...], b: int, h: int, known: int) -> int | None:
