@@ -399,21 +399,6 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_inputs(flags: Sequence[str]) -> dict[str, np.ndarray]:
-    inputs = {}
-    for flag in flags:
-        name, sep, path = flag.partition("=")
-        if not sep or not name or not path:
-            raise CtacError(f"--input '{flag}' should look like NAME=FILE.npy")
-        try:
-            inputs[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CtacError(
-                f"--input {name}: cannot read '{path}' as a .npy array: {exc}"
-            ) from None
-    return inputs
-
-
 def _eval(args: argparse.Namespace) -> int:
     from ctac.pipeline import parse_module
     from ctac.runtime.evaluator import evaluate, random_inputs
@@ -423,7 +408,9 @@ def _eval(args: argparse.Namespace) -> int:
         raise CtacError(f"module file '{path}' not found")
     module = parse_module(path.read_text(), str(path))
     inputs = random_inputs(module, args.seed)
-    inputs.update(_load_inputs(args.input))
+    from ctac.run import load_inputs
+
+    inputs.update(load_inputs(args.input))
     outputs = evaluate(module, inputs)
     for name, array in outputs.items():
         summary = f"{name}: {array.dtype}{list(array.shape)}"
