@@ -291,7 +291,10 @@ def _elsa_spec(args: argparse.Namespace) -> str:
 
 
 def _compress_spec(args: argparse.Namespace) -> str:
-    return f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv if args.tau_kv is not None else args.tau} hash-bits={args.hash_bits} method={args.cta_method}}}"
+    return (
+        f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv} hash-bits={args.hash_bits} "
+        f"method={args.cta_method} granularity={args.cta_granularity} block={args.cta_block}}}"
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -457,14 +460,24 @@ def _compression_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tau",
         type=float,
-        default=0.2,
-        help="CTA merge threshold for queries (and keys/values unless --tau-kv)",
+        default=0.5,
+        help="CTA merge threshold for queries (default 0.5)",
     )
     parser.add_argument(
-        "--tau-kv", type=float, default=None, help="CTA merge threshold for keys and values"
+        "--tau-kv",
+        type=float,
+        default=0.3,
+        help="CTA merge threshold for keys and values (default 0.3)",
     )
     parser.add_argument(
-        "--hash-bits", type=int, default=8, help="sign-random-projection bits of the CTA buckets"
+        "--hash-bits", type=int, default=4, help="sign-random-projection bits of the CTA buckets"
+    )
+    parser.add_argument(
+        "--cta-granularity", choices=["head", "input"], default="head",
+        help="cluster per (sequence, head) after the projections, or the layer input before them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cta-block", type=int, default=64, help="block size of the causal CTA scheme"
     )
     parser.add_argument(
         "--cta-method",
@@ -612,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids")
     _compression_arguments(demo_parser)
-    demo_parser.set_defaults(handler=_demo, tau=0.3)
+    demo_parser.set_defaults(handler=_demo)
 
     isa_parser = commands.add_parser(
         "isa",

@@ -326,9 +326,11 @@ def test_gqa_compressed_attention_matches_exact() -> None:
 ORT_MODELS = [
     e for e in MODEL_ENTRIES if e["file"].endswith(("_ts_eager.onnx", "_dynamo_sdpa.onnx"))
 ]
-# Documented in docs/compression.md: worst relative error (max |diff| / max |exact|) on these
-# random-weight models at the larger thresholds.
-LARGE_TAU_ERROR = 0.05
+# Documented in docs/compression.md: worst relative error (max |diff| / max |exact|) of these
+# random-weight models at threshold 1.0, where 16 tokens per head fall into a handful of clusters.
+# Their attention is nearly uniform, so this bounds plumbing errors; real accuracy is measured by
+# bench/accuracy.py on a trained model.
+LARGE_TAU_ERROR = 1e-3
 
 
 def duplicated_inputs(entry: dict, seed: int) -> dict[str, np.ndarray]:
@@ -375,12 +377,14 @@ def test_compressed_models_match_onnxruntime(entry: dict) -> None:
         got = next(iter(evaluate(parse_module(text), inputs).values()))
         assert np.abs(got - expected).max() <= 1e-4, spec
     for spec in (
-        "cta-compress{tau-q=0.5 tau-kv=0.5 block=4}",
-        "cta-compress{tau-q=0.3 tau-kv=0.3 granularity=input}",
+        "cta-compress{tau-q=1.0 tau-kv=1.0 block=4 hash-bits=2}",
+        "cta-compress{tau-q=1.0 tau-kv=1.0 granularity=input hash-bits=2}",
     ):
-        got = next(iter(evaluate(compressed_module(entry, spec), inputs).values()))
+        with compression.recording() as log:
+            got = next(iter(evaluate(compressed_module(entry, spec), inputs).values()))
         assert np.isfinite(got).all()
         assert np.abs(got - expected).max() / scale <= LARGE_TAU_ERROR, spec
+        assert any(r.clusters.mean() < r.shape[-2] for r in log), "nothing was merged"
 
 
 def test_causal_model_never_looks_ahead() -> None:
