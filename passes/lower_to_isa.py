@@ -1194,59 +1194,53 @@ def lower_layer_norm(lowering: Lowering, op: ox.LayerNormalizationOp) -> None:
         lowering.store(VEC, target, out.address + r0 * columns, rows, columns, columns)
 
 
+def _per_row(
+    lowering: Lowering, source: SSAValue, target: SSAValue, name: str, out_columns: int, **fields
+) -> None:
+    """A row-wise instruction over row tiles of `source`: LOAD, `name`, STORE (out_columns
+    elements per row: the row itself, or 1 for a reduction)."""
+    rows_total, columns = _rows_cols(ox.shape_of(source))
+    x, out = lowering.tensor(source), lowering.tensors[target]
+    for r0, rows in _row_tiles(lowering, rows_total, columns):
+        lowering.next_stage()
+        tile, result = lowering.slot(ACT), lowering.slot(VEC)
+        lowering.load(ACT, tile, x.address + r0 * columns, rows, columns, columns)
+        lowering.emit(
+            name,
+            dst=VEC,
+            dst_addr=result,
+            src=ACT,
+            src_addr=tile,
+            rows=rows,
+            cols=columns,
+            **fields,
+        )
+        lowering.store(VEC, result, out.address + r0 * out_columns, rows, out_columns, out_columns)
+
+
 @lowering(ox.SoftmaxOp)
 def lower_softmax(lowering: Lowering, op: ox.SoftmaxOp) -> None:
     shape = ox.shape_of(op.input)
     if op.int_attr("axis", -1) % len(shape) != len(shape) - 1:
         raise Unsupported("softmax over an axis other than the last")
-    rows_total, columns = _rows_cols(shape)
-    x, out = lowering.tensor(op.input), lowering.tensors[op.output]
-    for r0, rows in _row_tiles(lowering, rows_total, columns):
-        lowering.next_stage()
-        source, target = lowering.slot(ACT), lowering.slot(VEC)
-        lowering.load(ACT, source, x.address + r0 * columns, rows, columns, columns)
-        lowering.emit(
-            "SOFTMAX",
-            dst=VEC,
-            dst_addr=target,
-            src=ACT,
-            src_addr=source,
-            rows=rows,
-            cols=columns,
-            scale=1.0,
-        )
-        lowering.store(VEC, target, out.address + r0 * columns, rows, columns, columns)
+    _per_row(lowering, op.input, op.output, "SOFTMAX", _rows_cols(shape)[1], scale=1.0)
 
 
-@lowering(ox.ReduceMeanOp, ox.ReduceSumOp, ox.ReduceMaxOp, ox.ReduceMinOp)
+REDUCTIONS = {
+    ox.ReduceMeanOp: "mean",
+    ox.ReduceSumOp: "sum",
+    ox.ReduceMaxOp: "max",
+    ox.ReduceMinOp: "min",
+}
+
+
+@lowering(*REDUCTIONS)
 def lower_reduce(lowering: Lowering, op: ox.ReduceOp) -> None:
     shape = ox.shape_of(op.data)
     axes = [] if op.axes is None else [int(a) % len(shape) for a in operand_values(op.axes)]
     if axes != [len(shape) - 1]:
         raise Unsupported(f"reduction over axes {axes}; only the last axis is lowered")
-    kind = {
-        ox.ReduceMeanOp: "mean",
-        ox.ReduceSumOp: "sum",
-        ox.ReduceMaxOp: "max",
-        ox.ReduceMinOp: "min",
-    }[type(op)]
-    rows_total, columns = _rows_cols(shape)
-    x, out = lowering.tensor(op.data), lowering.tensors[op.reduced]
-    for r0, rows in _row_tiles(lowering, rows_total, columns):
-        lowering.next_stage()
-        source, target = lowering.slot(ACT), lowering.slot(VEC)
-        lowering.load(ACT, source, x.address + r0 * columns, rows, columns, columns)
-        lowering.emit(
-            "REDUCE",
-            op=kind,
-            dst=VEC,
-            dst_addr=target,
-            src=ACT,
-            src_addr=source,
-            rows=rows,
-            cols=columns,
-        )
-        lowering.store(VEC, target, out.address + r0, rows, 1, 1)
+    _per_row(lowering, op.data, op.reduced, "REDUCE", 1, op=REDUCTIONS[type(op)])
 
 
 @lowering(ox.CumSumOp)
