@@ -861,7 +861,7 @@ def _load_broadcast_block(
         + (b if padded[0] > 1 else 0) * strides[0]
         + (h if padded[1] > 1 else 0) * strides[1]
     )
-    if padded[3] == 1:
+    if padded[3] == 1 and cols > 1:
         raise Unsupported("a mask broadcast along the key axis")
     row_stride = strides[2] if padded[2] > 1 else 0
     lowering.load(
