@@ -31,6 +31,16 @@ from ctac.runtime import isa
 from ctac.runtime.program import BUFFER_NAMES, DTYPES
 
 
+def _field_attribute(kind: str, value: object) -> Attribute:
+    if kind == "buf":
+        return StringAttr(BUFFER_NAMES[int(value)])
+    if kind == "enum":
+        return StringAttr(str(value))
+    if kind == "f32":
+        return FloatAttr(float(value), f32)
+    return IntegerAttr(int(value), i64)
+
+
 class InstructionOp(IRDLOperation):
     """Base of the generated instruction ops; `INSTRUCTION` names the table row."""
 
@@ -68,25 +78,35 @@ class InstructionOp(IRDLOperation):
         return attr.data if isinstance(attr, StringAttr) else ""
 
     @classmethod
-    def create_from(cls, fields: dict, source: str = "") -> InstructionOp:
+    def create_from(
+        cls, fields: dict, source: str = "", cache: dict | None = None
+    ) -> InstructionOp:
+        """The instruction with these field values (missing ones default to 0 / the first enum).
+
+        `cache` (one dict per module) shares each attribute value between instructions:
+        building and verifying ~10 attributes per instruction was most of the lowering time.
+        """
         spec = isa.BY_NAME[cls.INSTRUCTION]
+        if cache is None:
+            cache = {}
         properties: dict[str, Attribute] = {}
         for field_spec in spec.fields:
             value = fields.get(
                 field_spec.name, field_spec.choices[0] if field_spec.kind == "enum" else 0
             )
             field_spec.check(value, cls.INSTRUCTION)
-            if field_spec.kind == "buf":
-                properties[field_spec.name] = StringAttr(BUFFER_NAMES[int(value)])
-            elif field_spec.kind == "enum":
-                properties[field_spec.name] = StringAttr(str(value))
-            elif field_spec.kind == "f32":
-                properties[field_spec.name] = FloatAttr(float(value), f32)
-            else:
-                properties[field_spec.name] = IntegerAttr(int(value), i64)
-        return cls.build(
-            properties=properties, attributes={"src": StringAttr(source)} if source else {}
-        )
+            key = (field_spec.kind, type(value), value)
+            attr = cache.get(key)
+            if attr is None:
+                attr = cache[key] = _field_attribute(field_spec.kind, value)
+            properties[field_spec.name] = attr
+        attributes: dict[str, Attribute] = {}
+        if source:
+            attr = cache.get(("src", str, source))
+            if attr is None:
+                attr = cache[("src", str, source)] = StringAttr(source)
+            attributes["src"] = attr
+        return cls.create(properties=properties, attributes=attributes)
 
     def print(self, printer: Printer) -> None:
         spec = isa.BY_NAME[self.INSTRUCTION]

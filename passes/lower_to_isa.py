@@ -22,15 +22,11 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
-    FloatAttr,
     IntAttr,
-    IntegerAttr,
     ModuleOp,
     StringAttr,
-    f32,
-    i64,
 )
-from xdsl.ir import Attribute, Block, BlockArgument, Operation, Region, SSAValue
+from xdsl.ir import Block, BlockArgument, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from ctac.dialects import cta
@@ -38,9 +34,7 @@ from ctac.dialects import onnx as ox
 from ctac.dialects.ctaisa import INSTRUCTION_OPS, DataOp, SymbolOp
 from ctac.errors import CtacError
 from ctac.hw import Hardware, load_hardware
-from ctac.runtime import isa
 from ctac.runtime.evaluator import indexed_extent, input_names, main_function, output_names
-from ctac.runtime.program import BUFFER_NAMES
 
 ACT, WGT, ACC, VEC = 0, 1, 2, 3
 # Elements of `vec` kept for rows that live through a whole op.
@@ -377,7 +371,7 @@ class Lowering:
         for index, ((name, fields), source) in enumerate(
             zip(self.instructions, self.sources, strict=True)
         ):
-            op = _instruction_op(INSTRUCTION_OPS[name], fields, source, attributes)
+            op = INSTRUCTION_OPS[name].create_from(fields, source, attributes)
             if index in dynamic:
                 op.attributes["dynamic"] = StringAttr(",".join(dynamic[index]))
             ops.append(op)
@@ -388,38 +382,6 @@ class Lowering:
         module.attributes[HW_ATTRIBUTE] = StringAttr(self.hw.digest.hex())
         module.attributes[DRAM_ATTRIBUTE] = IntAttr(self.arena.base + self.arena.top)
         return module
-
-
-def _instruction_op(cls: type, fields: dict, source: str, cache: dict) -> Operation:
-    """`cls.create_from(fields, source)`, with each attribute value built once per module:
-    building and verifying ~10 attributes per instruction was most of the lowering time."""
-    spec = isa.BY_NAME[cls.INSTRUCTION]
-    properties: dict[str, Attribute] = {}
-    for field_spec in spec.fields:
-        value = fields.get(
-            field_spec.name, field_spec.choices[0] if field_spec.kind == "enum" else 0
-        )
-        field_spec.check(value, cls.INSTRUCTION)
-        key = (field_spec.kind, type(value), value)
-        attr = cache.get(key)
-        if attr is None:
-            if field_spec.kind == "buf":
-                attr = StringAttr(BUFFER_NAMES[int(value)])
-            elif field_spec.kind == "enum":
-                attr = StringAttr(str(value))
-            elif field_spec.kind == "f32":
-                attr = FloatAttr(float(value), f32)
-            else:
-                attr = IntegerAttr(int(value), i64)
-            cache[key] = attr
-        properties[field_spec.name] = attr
-    attributes: dict[str, Attribute] = {}
-    if source:
-        attr = cache.get(("src", str, source))
-        if attr is None:
-            attr = cache[("src", str, source)] = StringAttr(source)
-        attributes["src"] = attr
-    return cls.create(properties=properties, attributes=attributes)
 
 
 def _symbol(
