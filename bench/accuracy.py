@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -38,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
-MODEL_FILE = "all_minilm_l6_v2.onnx"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, exported_model  # noqa: E402
+
+MODEL_NAME = "all_minilm_l6_v2"  # exported once into the cache folder
 
 
 @dataclass(frozen=True)
@@ -77,24 +77,8 @@ SETTINGS: list[Setting] = [
 QUICK = ["input 0.2", "head 0.6/0.4 spread", "head 0.6/0.5 layers"]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("CTAC_CACHE", Path.home() / ".cache" / "ctac"))
-
-
 def minilm_model() -> Path:
-    path = cache_dir() / MODEL_FILE
-    if not path.exists():
-        print(f"exporting all-MiniLM-L6-v2 into {path.parent} (once) ...", flush=True)
-        subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "scripts" / "export_test_models.py"),
-                "--minilm",
-                str(path.parent),
-            ],
-            check=True,
-        )
-    return path
+    return exported_model(MODEL_NAME, "--minilm")
 
 
 def tokenizer():

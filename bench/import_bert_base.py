@@ -11,36 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CTAC_CACHE", Path.home() / ".cache" / "ctac"))
-
-
-def bert_base_model() -> Path:
-    path = cache_dir() / "bert_base.onnx"
-    if not path.exists():
-        print(f"exporting BERT-base into {path.parent} (once) ...", flush=True)
-        subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "scripts" / "export_test_models.py"),
-                "--bert-base",
-                str(path.parent),
-            ],
-            check=True,
-        )
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, bert_base_model, machine, stats  # noqa: E402
 
 
 def time_once(model: Path, seq: int) -> dict[str, float]:
@@ -77,8 +53,7 @@ def main() -> int:
     samples = [time_once(model, args.seq) for _ in range(runs)]
     summary = {}
     for key in ("import_s", "canonicalize_s", "print_s", "total_s"):
-        values = [s[key] for s in samples]
-        summary[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        summary[key] = stats([s[key] for s in samples])
     result = {
         "benchmark": "import_bert_base",
         "model": str(model),
@@ -89,12 +64,12 @@ def main() -> int:
         "ops": samples[0]["ops"],
         "timings": summary,
         "targets": {"total_s": 10.0, "ir_bytes": 2 * 1024 * 1024},
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": machine(),
     }
     print(f"BERT-base (seq {args.seq}), {runs} runs, model {result['model_bytes'] / 1e6:.0f} MB")
     print(f"{'step':<14}{'median s':>10}{'min s':>10}{'max s':>10}")
-    for key, stats in summary.items():
-        print(f"{key:<14}{stats['median']:>10.3f}{stats['min']:>10.3f}{stats['max']:>10.3f}")
+    for key, timing in summary.items():
+        print(f"{key:<14}{timing['median']:>10.3f}{timing['min']:>10.3f}{timing['max']:>10.3f}")
     print(
         f"printed IR: {result['ir_bytes'] / 1e6:.3f} MB, {result['ops']} ops (target < 10 s, < 2 MB)"
     )
