@@ -645,6 +645,38 @@ def lower_project(lowering: Lowering, op: cta.ProjectOp) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _emit_scores(
+    lowering: Lowering,
+    s_address: int,
+    q_address: int,
+    k_address: int,
+    rows: int,
+    head_dim: int,
+    keys: int,
+) -> None:
+    """S = Q K^T for one head: query rows in ACT, keys in WGT (read transposed), scores into ACC."""
+    lowering.emit(
+        "GEMM", dst=ACC, dst_addr=s_address, a=ACT, a_addr=q_address, b=WGT, b_addr=k_address,
+        m=rows, k=head_dim, n=keys, transpose_b=1,
+    )  # fmt: skip
+
+
+def _emit_weighted_values(
+    lowering: Lowering,
+    o_address: int,
+    p_address: int,
+    v_address: int,
+    rows: int,
+    keys: int,
+    value_dim: int,
+) -> None:
+    """O = P V for one head: probabilities in ACT, values in WGT, the output into ACC."""
+    lowering.emit(
+        "GEMM", dst=ACC, dst_addr=o_address, a=ACT, a_addr=p_address, b=WGT, b_addr=v_address,
+        m=rows, k=keys, n=value_dim,
+    )  # fmt: skip
+
+
 @lowering(cta.AttentionOp)
 def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
     """Per (batch, head), per block of queries: S = Q K^T (GEMM, K transposed), P = SOFTMAX(S)
@@ -755,10 +787,7 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                         bits=elsa_bits, threshold=op.float_attr("elsa_threshold"), causal=int(causal), row0=q0,
                         causal_offset=offset,
                     )  # fmt: skip
-                lowering.emit(
-                    "GEMM", dst=ACC, dst_addr=s_address, a=ACT, a_addr=q_address, b=WGT, b_addr=k_address,
-                    m=count, k=head_dim, n=kv_len, transpose_b=1,
-                )  # fmt: skip
+                _emit_scores(lowering, s_address, q_address, k_address, count, head_dim, kv_len)
                 _dynamic(lowering, "n", selection)
                 mask_mode, mask_address = "none", 0
                 if selection is not None:
@@ -786,10 +815,9 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                 o_address = s_address + count * kv_len
                 if o_address + count * value_dim > lowering.slot(ACC) + lowering.half[ACC]:
                     o_address = lowering.slot(ACC)
-                lowering.emit(
-                    "GEMM", dst=ACC, dst_addr=o_address, a=ACT, a_addr=p_address, b=WGT, b_addr=v_address,
-                    m=count, k=kv_len, n=value_dim,
-                )  # fmt: skip
+                _emit_weighted_values(
+                    lowering, o_address, p_address, v_address, count, kv_len, value_dim
+                )
                 _dynamic(lowering, "k", selection)
                 lowering.store(
                     ACC,
@@ -1687,19 +1715,7 @@ def lower_compressed_attention(lowering: Lowering, op: cta.CompressedAttentionOp
                 head_dim,
             )
             _dynamic(lowering, "rows", q_cluster)
-            lowering.emit(
-                "GEMM",
-                dst=ACC,
-                dst_addr=s_address,
-                a=ACT,
-                a_addr=q_address,
-                b=WGT,
-                b_addr=k_address,
-                m=q_len,
-                k=head_dim,
-                n=kv_len,
-                transpose_b=1,
-            )
+            _emit_scores(lowering, s_address, q_address, k_address, q_len, head_dim, kv_len)
             _dynamic(lowering, "m", q_cluster)
             _dynamic(lowering, "n", k_cluster)
             p_address = q_address + q_len * head_dim
@@ -1712,17 +1728,8 @@ def lower_compressed_attention(lowering: Lowering, op: cta.CompressedAttentionOp
             o_address = s_address + q_len * kv_len
             if o_address + q_len * value_dim > lowering.slot(ACC) + lowering.half[ACC]:
                 o_address = lowering.slot(ACC)
-            lowering.emit(
-                "GEMM",
-                dst=ACC,
-                dst_addr=o_address,
-                a=ACT,
-                a_addr=p_address,
-                b=WGT,
-                b_addr=v_address,
-                m=q_len,
-                k=kv_len,
-                n=value_dim,
+            _emit_weighted_values(
+                lowering, o_address, p_address, v_address, q_len, kv_len, value_dim
             )
             _dynamic(lowering, "m", q_cluster)
             _dynamic(lowering, "k", k_cluster)
@@ -1831,19 +1838,7 @@ def lower_block_causal_attention(lowering: Lowering, op: cta.CompressedAttention
                     head_dim,
                 )
                 lowering.load(VEC, block_mask, visibility + q0 * width, count, width, width)
-                lowering.emit(
-                    "GEMM",
-                    dst=ACC,
-                    dst_addr=s_address,
-                    a=ACT,
-                    a_addr=q_address,
-                    b=WGT,
-                    b_addr=keys,
-                    m=count,
-                    k=head_dim,
-                    n=width,
-                    transpose_b=1,
-                )
+                _emit_scores(lowering, s_address, q_address, keys, count, head_dim, width)
                 p_address = q_address + count * head_dim
                 lowering.emit(
                     "SOFTMAX", dst=ACT, dst_addr=p_address, src=ACC, src_addr=s_address, rows=count, cols=width,
@@ -1851,17 +1846,8 @@ def lower_block_causal_attention(lowering: Lowering, op: cta.CompressedAttention
                     mask_addr=block_mask, has_counts=1, counts=VEC, counts_addr=weights,
                 )  # fmt: skip
                 o_address = s_address + count * width
-                lowering.emit(
-                    "GEMM",
-                    dst=ACC,
-                    dst_addr=o_address,
-                    a=ACT,
-                    a_addr=p_address,
-                    b=WGT,
-                    b_addr=values,
-                    m=count,
-                    k=width,
-                    n=value_dim,
+                _emit_weighted_values(
+                    lowering, o_address, p_address, values, count, width, value_dim
                 )
                 lowering.store(
                     ACC,
