@@ -1,0 +1,54 @@
+"""lower-to-isa: `onnx` + `cta` dialects in, `ctaisa` dialect out.
+
+Every op left after detection (and compression) becomes tiles of CTA-ISA instructions:
+- DRAM (memory.py, core.py): weights and constants form the data segment (by weight-store name,
+  small constants inline), inputs and outputs get their own regions, intermediate activations
+  share an arena whose regions are reused after their last reader; Reshape/Flatten/Squeeze/
+  Unsqueeze alias.
+- Buffers: each of act/wgt/acc is split in two halves used alternately, so the DMA of the next
+  tile can overlap the compute of the current one; `vec` keeps a persistent area for rows reused
+  by a whole op (LayerNorm gamma/beta, masks, broadcast operands). No tile is larger than its half.
+- One module per op family registers its lowerings with `@lowering`: gemm (MatMul, Gemm,
+  projections, patchify Conv), elementwise (and row-wise norms, softmax, reductions), movement
+  (Gather, Transpose, Concat), attention (exact and ELSA), compression (CTA ops).
+- An op that cannot be lowered is collected; one error lists every such node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from ctac.hw import Hardware, load_hardware
+
+# The op-family modules register their lowerings on import.
+from ctac.passes.lower_to_isa import attention, compression, elementwise, gemm, movement  # noqa: F401
+from ctac.passes.lower_to_isa.core import DRAM_ATTRIBUTE, HW_ATTRIBUTE, Lowering
+from ctac.passes.lower_to_isa.memory import PERSISTENT
+
+
+@dataclass(frozen=True)
+class LowerToIsaPass(ModulePass):
+    """Lower a detected (and possibly compressed) module to CTA-ISA instructions."""
+
+    name = "lower-to-isa"
+
+    hw: str = ""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        lowered = lower_module(op, load_hardware(self.hw or None))
+        op.body.detach_block(0)
+        op.body.add_block(lowered.body.detach_block(0))
+        op.attributes.clear()
+        op.attributes.update(lowered.attributes)
+
+
+def lower_module(module: ModuleOp, hw: Hardware) -> ModuleOp:
+    """A new ctaisa module for `module` (which is left unchanged)."""
+    return Lowering(module, hw).run()
+
+
+__all__ = ["DRAM_ATTRIBUTE", "HW_ATTRIBUTE", "PERSISTENT", "LowerToIsaPass", "lower_module"]

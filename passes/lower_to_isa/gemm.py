@@ -1,0 +1,297 @@
+"""GEMM-shaped ops: MatMul, Gemm, per-head projections (cta.project) and patchify Conv, tiled to
+the PE array with A, B and C tiles in alternate buffer halves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ctac.dialects import cta
+from ctac.dialects import onnx as ox
+from ctac.passes.lower_to_isa.core import Lowering, lowering
+from ctac.passes.lower_to_isa.memory import (
+    ACC,
+    ACT,
+    VEC,
+    WGT,
+    Tensor,
+    Unsupported,
+    elements,
+    split_ranges,
+)
+
+
+def _round_down(value: int, multiple: int) -> int:
+    return value if value <= multiple else value - value % multiple
+
+
+def gemm_tiles(
+    lowering: Lowering, m: int, k: int, n: int, n_step: int | None = None
+) -> tuple[int, int, int]:
+    """Tile sizes (tm, tk, tn) whose A, B and C tiles each fit half a buffer."""
+    half_a, half_b, half_c = lowering.half[ACT], lowering.half[WGT], lowering.half[ACC]
+    rows = lowering.hw.view().pe_rows
+    # Weight stationary: each (R x C) weight fold costs 2R + C - 2 fill cycles plus one per row of
+    # A, so tall A tiles amortise the fill (512 rows: 84% of peak; 256: 73%).
+    tm = min(m, 512)
+    tk = min(k, max(1, half_a // tm))
+    tk = _round_down(tk, rows) if tk < k else tk
+    if n_step is not None:
+        tn = n_step
+        if tk * tn > half_b:
+            tk = max(1, half_b // tn)
+    else:
+        tn = min(n, max(1, half_b // tk), max(1, half_c // tm))
+        tn = _round_down(tn, lowering.hw.view().pe_cols) if tn < n else tn
+    if tm * tn > half_c:
+        tm = max(1, half_c // tn)
+    if tm * tk > half_a or tk * tn > half_b or tm * tn > half_c:
+        raise Unsupported(f"no GEMM tiling fits the buffers for {m}x{k}x{n}")
+    return tm, tk, tn
+
+
+@dataclass
+class GemmPlan:
+    """A 2-D GEMM C (m x n) = A (m x k) @ B (k x n), with DRAM addressing given by callbacks."""
+
+    m: int
+    k: int
+    n: int
+    load_a: Callable[[int, int, int, int, int], None]  # (buffer address, m0, tm, k0, tk)
+    load_b: Callable[[int, int, int, int, int], None]  # (buffer address, k0, tk, n0, tn)
+    store_c: Callable[[int, int, int, int, int], None]  # (buffer address, m0, tm, n0, tn)
+    transpose_b: bool = False
+    bias: Tensor | None = None  # a (n,) row in DRAM
+    bias_offset: int = 0
+    n_step: int | None = None
+
+
+def emit_gemm(lowering: Lowering, plan: GemmPlan) -> None:
+    tm, tk, tn = gemm_tiles(lowering, plan.m, plan.k, plan.n, plan.n_step)
+    single_k = tk >= plan.k
+    for m0, rows in split_ranges(plan.m, tm):
+        lowering.next_stage()
+        a_parity = lowering.stage % 2
+        if single_k:
+            plan.load_a(lowering.slot(ACT, parity=a_parity), m0, rows, 0, plan.k)
+        for n0, cols in split_ranges(plan.n, tn):
+            lowering.next_stage()
+            c_address = lowering.slot(ACC)
+            bias_address = 0
+            if plan.bias is not None:
+                bias_address = lowering.persistent(cols)
+                lowering.load(
+                    VEC, bias_address, plan.bias.address + plan.bias_offset + n0, 1, cols, cols
+                )
+            for k0, depth in split_ranges(plan.k, tk):
+                if not single_k:
+                    lowering.next_stage()
+                    plan.load_a(lowering.slot(ACT), m0, rows, k0, depth)
+                    a_address = lowering.slot(ACT)
+                else:
+                    a_address = lowering.slot(ACT, parity=a_parity)
+                b_address = lowering.slot(WGT)
+                plan.load_b(b_address, k0, depth, n0, cols)
+                lowering.emit(
+                    "GEMM",
+                    dst=ACC, dst_addr=c_address, a=ACT, a_addr=a_address, b=WGT, b_addr=b_address,
+                    m=rows, k=depth, n=cols, accumulate=int(k0 > 0), transpose_b=int(plan.transpose_b),
+                    has_bias=int(plan.bias is not None and k0 == 0), bias=VEC, bias_addr=bias_address,
+                )  # fmt: skip
+            plan.store_c(c_address, m0, rows, n0, cols)
+            lowering.persistent_top = 0
+
+
+def _dense_loader(lowering: Lowering, buffer: int, base: int, row_length: int):
+    """Loads (rows x cols) blocks of a row-major (.. x row_length) matrix at `base`."""
+
+    def load(address: int, r0: int, rows: int, c0: int, cols: int) -> None:
+        lowering.load(buffer, address, base + r0 * row_length + c0, rows, cols, row_length)
+
+    return load
+
+
+def _dense_storer(lowering: Lowering, base: int, row_length: int):
+    def store(address: int, r0: int, rows: int, c0: int, cols: int) -> None:
+        lowering.store(ACC, address, base + r0 * row_length + c0, rows, cols, row_length)
+
+    return store
+
+
+@lowering(ox.MatMulOp)
+def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
+    a_shape, b_shape, out_shape = ox.shape_of(op.A), ox.shape_of(op.B), ox.shape_of(op.Y)
+    a, b, out = lowering.tensor(op.A), lowering.tensor(op.B), lowering.tensors[op.Y]
+    if len(a_shape) < 2 or len(b_shape) < 2:
+        raise Unsupported("1-D MatMul operands")
+    m, k = a_shape[-2], a_shape[-1]
+    n = b_shape[-1]
+    if len(b_shape) == 2:
+        rows = elements(a_shape[:-1])
+        emit_gemm(
+            lowering,
+            GemmPlan(
+                rows,
+                k,
+                n,
+                _dense_loader(lowering, ACT, a.address, k),
+                _dense_loader(lowering, WGT, b.address, n),
+                _dense_storer(lowering, out.address, n),
+            ),
+        )
+        return
+    batch = out_shape[:-2]
+    a_index = _batch_map(a_shape[:-2], batch)
+    b_index = _batch_map(b_shape[:-2], batch)
+    for index in range(elements(batch)):
+        a_base = a.address + int(a_index[index]) * m * k
+        b_base = b.address + int(b_index[index]) * k * n
+        c_base = out.address + index * m * n
+        emit_gemm(
+            lowering,
+            GemmPlan(
+                m,
+                k,
+                n,
+                _dense_loader(lowering, ACT, a_base, k),
+                _dense_loader(lowering, WGT, b_base, n),
+                _dense_storer(lowering, c_base, n),
+            ),
+        )
+
+
+def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
+    """For each flat index of `batch`, the flat index into the broadcast `shape`."""
+    padded = (1,) * (len(batch) - len(shape)) + tuple(shape)
+    return np.broadcast_to(np.arange(elements(padded)).reshape(padded), batch).reshape(-1)
+
+
+@lowering(ox.GemmOp)
+def lower_gemm(lowering: Lowering, op: ox.GemmOp) -> None:
+    if (
+        op.int_attr("transA", 0)
+        or op.float_attr("alpha", 1.0) != 1.0
+        or op.float_attr("beta", 1.0) != 1.0
+    ):
+        raise Unsupported("Gemm with transA, alpha or beta")
+    a, b, out = lowering.tensor(op.A), lowering.tensor(op.B), lowering.tensors[op.Y]
+    m, k = ox.shape_of(op.A)
+    transpose = bool(op.int_attr("transB", 0))
+    n = ox.shape_of(op.B)[0 if transpose else 1]
+    bias = None
+    if op.C is not None:
+        if ox.shape_of(op.C) not in ((n,), (1, n)):
+            raise Unsupported(f"Gemm bias of shape {ox.shape_of(op.C)}")
+        bias = lowering.tensor(op.C)
+
+    def load_b(address: int, k0: int, depth: int, n0: int, cols: int) -> None:
+        if transpose:
+            lowering.load(WGT, address, b.address + n0 * k + k0, cols, depth, k)
+        else:
+            lowering.load(WGT, address, b.address + k0 * n + n0, depth, cols, n)
+
+    emit_gemm(
+        lowering,
+        GemmPlan(
+            m,
+            k,
+            n,
+            _dense_loader(lowering, ACT, a.address, k),
+            load_b,
+            _dense_storer(lowering, out.address, n),
+            transpose,
+            bias,
+        ),
+    )
+
+
+@lowering(cta.ProjectOp)
+def lower_project(lowering: Lowering, op: cta.ProjectOp) -> None:
+    x, w, out = lowering.tensor(op.input), lowering.tensor(op.weight), lowering.tensors[op.output]
+    batch, seq, hidden = ox.shape_of(op.input)
+    heads, head_dim = op.int_attr("heads"), op.int_attr("head_dim")
+    start, end = op.column_range()
+    width = ox.shape_of(op.weight)[1]
+    bias = lowering.tensor(op.bias) if op.bias is not None else None
+    for b in range(batch):
+
+        def store(address: int, s0: int, rows: int, n0: int, cols: int, b: int = b) -> None:
+            head = n0 // head_dim
+            target = out.address + ((b * heads + head) * seq + s0) * head_dim
+            lowering.store(ACC, address, target, rows, cols, head_dim)
+
+        emit_gemm(
+            lowering,
+            GemmPlan(
+                seq, hidden, end - start,
+                _dense_loader(lowering, ACT, x.address + b * seq * hidden, hidden),
+                lambda address, k0, depth, n0, cols: lowering.load(WGT, address, w.address + k0 * width + start + n0, depth, cols, width),
+                store, bias=bias, bias_offset=start, n_step=head_dim,
+            ),
+        )  # fmt: skip
+
+
+@lowering(ox.ConvOp)
+def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
+    """Patch embedding: kernel == stride, no padding, no dilation, one group. Patches are
+    gathered by strided DMA into a (patches x C*kh*kw) matrix, then out[n] = W @ patches^T."""
+    x_shape, w_shape = ox.shape_of(op.X), ox.shape_of(op.W)
+    if len(x_shape) != 4:
+        raise Unsupported("only 2-D convolutions are lowered")
+    kernel = tuple(w_shape[2:])
+    strides = op.ints_attr("strides", [1, 1])
+    pads = op.ints_attr("pads", [0, 0, 0, 0])
+    dilations = op.ints_attr("dilations", [1, 1])
+    if (
+        tuple(strides) != kernel
+        or any(pads)
+        or any(d != 1 for d in dilations)
+        or op.int_attr("group", 1) != 1
+    ):
+        raise Unsupported(
+            f"Conv with kernel {list(kernel)}, strides {list(strides)}, pads {list(pads)}: only patchify "
+            "convolutions (kernel == stride, no padding) are supported"
+        )
+    batch, channels, height, width = x_shape
+    out_channels = w_shape[0]
+    kh, kw = kernel
+    ph, pw = height // kh, width // kw
+    patches, depth = ph * pw, channels * kh * kw
+    x, w, out = lowering.tensor(op.X), lowering.tensor(op.W), lowering.tensors[op.Y]
+    scratch = lowering.arena.allocate(patches * depth)
+    bias = lowering.tensor(op.B) if op.B is not None else None
+    for n in range(batch):
+        for c in range(channels):
+            for i in range(kh):
+                for p_row in range(ph):
+                    lowering.next_stage()
+                    tile = lowering.slot(ACT)
+                    source = x.address + ((n * channels + c) * height + p_row * kh + i) * width
+                    lowering.load(ACT, tile, source, pw, kw, kw)
+                    target = scratch + (p_row * pw) * depth + (c * kh + i) * kw
+                    lowering.store(ACT, tile, target, pw, kw, depth)
+        base = out.address + n * out_channels * patches
+        emit_gemm(
+            lowering,
+            GemmPlan(
+                out_channels, depth, patches,
+                _dense_loader(lowering, ACT, w.address, depth),
+                lambda address, k0, d, p0, count: lowering.load(WGT, address, scratch + p0 * depth + k0, count, d, depth),
+                _dense_storer(lowering, base, patches), transpose_b=True,
+            ),
+        )  # fmt: skip
+        if bias is not None:
+            if patches > lowering.half[ACT]:
+                raise Unsupported(f"{patches} patches per channel do not fit a buffer half")
+            for r0, rows in split_ranges(out_channels, lowering.half[ACT] // patches):
+                lowering.next_stage()
+                tile, column = lowering.slot(ACT), lowering.slot(WGT)
+                lowering.load(ACT, tile, base + r0 * patches, rows, patches, patches)
+                lowering.load(WGT, column, bias.address + r0, rows, 1, 1)
+                lowering.vec(
+                    "add", ACT, tile, (ACT, tile), rows, patches, b=(WGT, column), bcast="col"
+                )
+                lowering.store(ACT, tile, base + r0 * patches, rows, patches, patches)
+    lowering.arena.release(scratch, patches * depth)
