@@ -75,7 +75,26 @@ class Hardware:
             element_bytes=int(self.number("dram", "element_bytes")),
             hash_macs_per_cycle=int(self.number("hash", "macs_per_cycle")),
             cluster_lanes=int(self.number("cluster", "lanes")),
+            pe_weight_buffers=int(self.optional_number(1, "pe_array", "weight_buffers")),
         )
+
+    def optional_number(self, default: float, *keys: str) -> float:
+        """A number that older configs may lack (then `default`)."""
+        try:
+            return self.number(*keys)
+        except KeyError:
+            return default
+
+    def dma_engines(self, unit: str) -> int:
+        """DMA engines serving the `dma_in` (loads) or `dma_out` (stores) queue."""
+        key = "load_engines" if unit == "dma_in" else "store_engines"
+        return int(self.optional_number(1, "dma", key))
+
+    @property
+    def dram_sharing(self) -> str:
+        """'shared': every DMA engine's transfers take turns on one channel at the full bandwidth;
+        'split': each engine has a fixed share, bandwidth / engines."""
+        return str(self.raw.get("dma", {}).get("bandwidth_sharing", "shared"))
 
 
 REQUIRED = [
@@ -161,6 +180,14 @@ def load_hardware(path: str | Path | None = None) -> Hardware:
                 element_bytes,
             )
         )
+    sharing = raw.get("dma", {}).get("bandwidth_sharing", "shared")
+    if sharing not in ("shared", "split"):
+        raise CtacError(
+            f"{where}: dma.bandwidth_sharing must be 'shared' or 'split', got {sharing!r}"
+        )
+    weight_buffers = raw.get("pe_array", {}).get("weight_buffers", {"value": 1})["value"]
+    if weight_buffers not in (1, 2):
+        raise CtacError(f"{where}: pe_array.weight_buffers must be 1 or 2, got {weight_buffers!r}")
     names = tuple(b.name for b in buffers)
     if names != BUFFER_NAMES:
         raise CtacError(

@@ -1,10 +1,18 @@
 """Timing and energy model of the CTA accelerator, separate from the functional model.
 
 Each instruction's cycles and energy actions come from its row in runtime/isa.py, fed with the
-hardware config. Units (dma, pe, vector, hash, cluster) run concurrently; each runs its own
-instructions in program order; an instruction also waits for every earlier instruction whose
-buffer or DRAM ranges conflict with its own (read after write, write after read, write after
-write), tracked by a scoreboard of blocks of addresses. SYNC and HALT wait for every unit.
+hardware config. Units (dma_in, dma_out, pe, vector, hash, cluster) run concurrently; each runs
+its own instructions in program order; an instruction also waits for every earlier instruction
+whose buffer or DRAM ranges conflict with its own (read after write, write after read, write
+after write), tracked by a scoreboard of blocks of addresses. SYNC and HALT wait for every unit.
+
+DMA (VTA-style decoupled load and store queues): `dma_in` (LOAD, GATHER) and `dma_out` (STORE)
+each have the config's number of engines. A transfer holds the DRAM channel for its transfer
+cycles (bytes / bandwidth); with `bandwidth_sharing = "shared"` all engines take turns on one
+channel at the full bandwidth (the first free gap at or after the request's data can arrive),
+with "split" each engine owns bandwidth / engines. The access latency is paid before the data
+moves but overlaps other transfers: an engine issues its next request while data is in flight.
+An instruction's timing runs from issue to completion; the unit is busy for the transfer only.
 
 Instructions whose work depends on data (compressed attention: the number of clusters) name
 their dynamic fields in the program (`Program.dynamic`); given the clusters each CLUSTER formed in
@@ -13,9 +21,10 @@ a functional run, the model charges those sizes, otherwise (timing only) the nom
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,6 +55,11 @@ class InstructionTiming:
     energy_pj: float
     dram_bytes: float
     macs: float
+    busy: int = -1  # cycles the unit was occupied (DMA: the transfer); -1 means end - start
+
+    @property
+    def occupied(self) -> int:
+        return self.end - self.start if self.busy < 0 else self.busy
 
 
 @dataclass
@@ -79,7 +93,7 @@ class Profile:
         layers: dict[str, dict[str, float]] = {}
         for timing in self.timings:
             entry = layers.setdefault(timing.source or "(none)", defaultdict(float))
-            entry[f"{timing.unit}_cycles"] += timing.end - timing.start
+            entry[f"{timing.unit}_cycles"] += timing.occupied
             entry["energy_pj"] += timing.energy_pj
             entry["dram_bytes"] += timing.dram_bytes
             entry["macs"] += timing.macs
@@ -130,6 +144,56 @@ class _Scoreboard:
             self.last_write[where][self._span(where, start, size)] = end
 
 
+class DramChannel:
+    """Busy intervals of one DRAM channel; a transfer takes the first gap long enough at or after
+    the time its data can move (requests are placed in program order, not time order, so gaps
+    left by later-placed earlier-time transfers are reused)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def reserve(self, earliest: int, length: int) -> int:
+        """Start of the reserved interval [start, start + length)."""
+        index = bisect.bisect_right(self.ends, earliest)
+        start = earliest
+        while index < len(self.starts):
+            if self.starts[index] >= start + length:
+                break
+            start = max(start, self.ends[index])
+            index += 1
+        # Insert, merging with touching neighbours so the lists stay short.
+        end = start + length
+        if index > 0 and self.ends[index - 1] == start:
+            self.ends[index - 1] = end
+            if index < len(self.starts) and self.starts[index] == end:
+                self.ends[index - 1] = self.ends.pop(index)
+                self.starts.pop(index)
+        elif index < len(self.starts) and self.starts[index] == end:
+            self.starts[index] = start
+        else:
+            self.starts.insert(index, start)
+            self.ends.insert(index, end)
+        return start
+
+
+class _DmaQueue:
+    """The engines of one DMA queue; an instruction takes the engine that frees first."""
+
+    def __init__(self, engines: int, shared: DramChannel | None) -> None:
+        self.free = [0] * engines
+        self.channels = [shared or DramChannel() for _ in range(engines)]
+
+    def schedule(self, ready: int, latency: int, transfer: int) -> tuple[int, int]:
+        """(issue, completion) of a transfer whose operands are ready at `ready`."""
+        engine = min(range(len(self.free)), key=self.free.__getitem__)
+        issue = max(self.free[engine], ready)
+        data = self.channels[engine].reserve(issue + latency, transfer)
+        # The engine issues its next request while this one's data is in flight.
+        self.free[engine] = data + transfer - latency
+        return issue, data + transfer
+
+
 def effective_fields(program: Program, clusters: Mapping[int, int] | None) -> dict[int, dict]:
     """Per dynamic instruction: its fields with the sizes the data decided."""
     effective: dict[int, dict] = {}
@@ -145,6 +209,11 @@ def effective_fields(program: Program, clusters: Mapping[int, int] | None) -> di
 def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None = None) -> Profile:
     """Cycles, energy and traffic of every instruction, with dynamic sizes from `clusters`."""
     view = hw.view()
+    shared = DramChannel() if hw.dram_sharing == "shared" else None
+    split = 1.0 if shared else hw.dma_engines("dma_in") + hw.dma_engines("dma_out")
+    # "split": each engine streams at its share of the bandwidth.
+    dma_view = replace(view, dram_bytes_per_cycle=view.dram_bytes_per_cycle / split)
+    queues = {unit: _DmaQueue(hw.dma_engines(unit), shared) for unit in isa.DMA_UNITS}
     energies = {key: hw.number("energy_pj", key) for key in set(ENERGY_ACTIONS.values())}
     sizes: dict[int | str, int] = {b.index: b.capacity for b in hw.buffers}
     sizes["dram"] = program.dram_elements
@@ -167,17 +236,25 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
             end = start + spec.cycles(effective, view)
             for unit in list(unit_end):
                 unit_end[unit] = end
+            for queue in queues.values():
+                queue.free = [max(free, end) for free in queue.free]
             timings.append(
                 InstructionTiming(index, name, spec.unit, source, start, end, 0.0, 0.0, 0.0)
             )
             finish = max(finish, end)
             continue
         reads, writes = spec.reads(fields), spec.writes(fields)
-        start = max(unit_end[spec.unit], board.ready(reads, writes))
-        cycles = spec.cycles(effective, view)
-        end = start + cycles
+        ready = board.ready(reads, writes)
+        if spec.unit in queues:
+            cycles = isa.transfer_cycles(name, effective, dma_view)
+            start, end = queues[spec.unit].schedule(ready, view.dram_latency, cycles)
+            unit_end[spec.unit] = max(unit_end[spec.unit], end)
+        else:
+            start = max(unit_end[spec.unit], ready)
+            cycles = spec.cycles(effective, view)
+            end = start + cycles
+            unit_end[spec.unit] = end
         board.record(reads, writes, end)
-        unit_end[spec.unit] = end
         unit_busy[spec.unit] += cycles
         actions = spec.actions(effective, view)
         energy = 0.0
@@ -199,6 +276,7 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
                 energy,
                 actions.get("dram_bytes", 0.0),
                 actions.get("macs", 0.0),
+                cycles,
             )
         )
         finish = max(finish, end)

@@ -29,7 +29,10 @@ WORD_BYTES = 32
 WORD_BITS = WORD_BYTES * 8
 OPCODE_BITS = 8
 
-UNITS = ("dma", "pe", "vector", "hash", "cluster", "control")
+# Decoupled like VTA's load, compute and store modules: DRAM reads (dma_in) and writes (dma_out)
+# have queues of their own, so a tile's store never holds up the next tile's load.
+UNITS = ("dma_in", "dma_out", "pe", "vector", "hash", "cluster", "control")
+DMA_UNITS = ("dma_in", "dma_out")
 
 # Vector ALU operations (VEC.op). Unary ops ignore operand b.
 VECTOR_OPS = (
@@ -123,6 +126,7 @@ class HardwareView:
     element_bytes: int
     hash_macs_per_cycle: int
     cluster_lanes: int
+    pe_weight_buffers: int = 1  # 2: the next fold's weights load while the current fold computes
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,22 @@ def _vector_cycles(elements: int, hw: HardwareView, passes: int = 1) -> int:
     return passes * _ceil(elements, hw.vector_lanes) + hw.vector_pipeline
 
 
+def _gemm_cycles(m: int, k: int, n: int, hw: HardwareView) -> int:
+    folds = _ceil(k, hw.pe_rows) * _ceil(n, hw.pe_cols)
+    if not folds:
+        return 0
+    if hw.pe_weight_buffers >= 2:
+        # First weights in (R), folds back to back (a fold streams m rows while the next fold's
+        # R weight rows shift in), then the last fold's skew drains (R + C - 2).
+        return hw.pe_rows + folds * max(m, hw.pe_rows) + hw.pe_rows + hw.pe_cols - 2
+    return folds * (2 * hw.pe_rows + hw.pe_cols + m - 2)
+
+
+def transfer_cycles(name: str, fields: Mapping, hw: HardwareView) -> int:
+    """Cycles a DMA instruction holds the DRAM channel: its cycles less the access latency."""
+    return max(1, BY_NAME[name].cycles(fields, hw) - hw.dram_latency)
+
+
 SPECIAL_OPS = {
     "exp",
     "log",
@@ -195,7 +215,7 @@ def _b_elements(f: Mapping) -> int:
 
 INSTRUCTIONS: tuple[Instruction, ...] = (
     Instruction(
-        "LOAD", 1, "dma",
+        "LOAD", 1, "dma_in",
         (
             _buf("dst", "destination buffer"), _addr("dst_addr", "destination element offset"),
             _dram("src", "DRAM element address of the first row"),
@@ -210,7 +230,7 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
         writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
     ),
     Instruction(
-        "STORE", 2, "dma",
+        "STORE", 2, "dma_out",
         (
             _buf("src", "source buffer"), _addr("src_addr", "source element offset"),
             _dram("dst", "DRAM element address of the first row"),
@@ -225,7 +245,7 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
         writes=lambda f: [("dram", f["dst"], f["stride"] * (f["rows"] - 1) + f["cols"])],
     ),
     Instruction(
-        "GATHER", 3, "dma",
+        "GATHER", 3, "dma_in",
         (
             _buf("dst", "destination buffer"), _addr("dst_addr", "destination element offset"),
             _dram("table", "DRAM address of row 0 of the table"),
@@ -253,8 +273,11 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _buf("bias", "bias buffer"), _addr("bias_addr", "bias offset"),
         ),
         "dst (+)= a @ b (+ bias) on the weight-stationary PE array.",
-        "ceil(k/R)*ceil(n/C) folds of (2R + C + m - 2) cycles (SCALE-Sim, weight stationary)",
-        lambda f, hw: _ceil(f["k"], hw.pe_rows) * _ceil(f["n"], hw.pe_cols) * (2 * hw.pe_rows + hw.pe_cols + f["m"] - 2),
+        "F = ceil(k/R)*ceil(n/C) weight folds; single-buffered weights (SCALE-Sim, weight "
+        "stationary): F * (2R + C + m - 2); double-buffered weights (the next fold's weights "
+        "shift in while the current fold streams, as a TPU's weight FIFO): R + F * max(m, R) + "
+        "R + C - 2",
+        lambda f, hw: _gemm_cycles(f["m"], f["k"], f["n"], hw),
         lambda f, hw: {
             "macs": f["m"] * f["k"] * f["n"],
             "buffer_read": f["m"] * f["k"] * _ceil(f["n"], hw.pe_cols) + f["k"] * f["n"],

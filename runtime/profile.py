@@ -1,8 +1,20 @@
-"""Reports of a simulated program: summary, per-layer table, profile.json, Chrome trace, plots.
+"""Reports of a simulated program: summary, per-block table, profile.json, Chrome trace, plots.
 
-Sources of instructions are "<op>:<name>" (set by lower-to-isa); the transformer block an
-instruction belongs to is read from the name (`layer.3`, `layers.3`, `h.3`, `layer_3` ...), so
-tables and plots group by block, and attention (`cta.*` ops) is told apart from the rest.
+Blocks. Every instruction's source string (ctac.runtime.sources) carries the transformer block
+of the op it was lowered from, decided from the graph by passes/assign_layers.py: -1 is
+"embeddings", k is "layer k", L (after the last attention block) is "output". Names of ops are
+not read: dynamo exports call everything `val.12`, and compression ops have no names. An
+instruction without a layer (an older program, a module without attention) takes the block of
+the instruction before it; a program with no layers at all is one block, "program".
+
+Spans. Units overlap, so the instructions of adjacent blocks overlap in time, and per-block
+[first start, last end] intervals would overlap and sum to more than the run. A block's span is
+instead its share of a partition of [0, total cycles): walking the program's runs of consecutive
+instructions of one block, a run begins when its earliest instruction starts (kept monotone, the
+first run at 0) and ends where the next run begins (the last at the total). Spans of all blocks
+therefore sum to the total cycles and never overlap; the work of a block that runs on after the
+next block has started is charged to the next block's span. Busy cycles per unit, energy, DRAM
+bytes and MACs stay sums over the block's own instructions.
 """
 
 from __future__ import annotations
@@ -10,30 +22,38 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from ctac.errors import CtacError
+from ctac.runtime import isa
 from ctac.runtime.costmodel import Profile
+from ctac.runtime.sources import parse_source
 
-BLOCK = re.compile(r"(?:layers?|h|blocks?)[._](\d+)")
-UNITS = ("dma", "pe", "vector", "hash", "cluster")
+SPAN_DEFINITION = (
+    "span: a partition of [0, total cycles) in program order; a block begins when its earliest "
+    "instruction starts (monotone over blocks, the first at 0) and ends where the next begins "
+    "(the last at the total), so spans never overlap and sum to the total; unit busy cycles, "
+    "energy and DRAM bytes are sums over the block's own instructions"
+)
+UNITS = tuple(unit for unit in isa.UNITS if unit != "control")
 
 
-def split_source(source: str) -> tuple[str, str]:
-    op, _, name = source.partition(":")
-    return (op, name) if name else ("", source)
-
-
-def block_of(source: str) -> str:
-    _, name = split_source(source)
-    match = BLOCK.search(name)
-    if match:
-        return f"layer {int(match.group(1))}"
-    return "other"
+ATTENTION_KINDS = ("cta.attention", "cta.compressed_attention")
 
 
 def is_attention(source: str) -> bool:
-    return split_source(source)[0].startswith("cta.")
+    """Attention work (a `cta.*` op: projection, clustering, attention, recovery)."""
+    return parse_source(source).is_attention
+
+
+def block_name(layer: int | None, blocks: int) -> str:
+    """'embeddings' (-1), 'layer k' (0..blocks-1), 'output' (blocks), 'program' (no layer)."""
+    if layer is None:
+        return "program"
+    if layer < 0:
+        return "embeddings"
+    return "output" if layer >= blocks else f"layer {layer}"
 
 
 def summary(profile: Profile) -> dict:
@@ -51,36 +71,77 @@ def summary(profile: Profile) -> dict:
     }
 
 
-def _blocks_in_order(profile: Profile) -> list[str]:
-    """Block of every instruction; unnamed ones before the first layer are 'embeddings', after
-    the last 'output'."""
-    names = [block_of(timing.source) for timing in profile.timings]
-    layered = [i for i, name in enumerate(names) if name != "other"]
-    first, last = (layered[0], layered[-1]) if layered else (len(names), -1)
-    return [
-        name
-        if name != "other"
-        else ("embeddings" if i < first else "output" if i > last else "other")
-        for i, name in enumerate(names)
-    ]
+def blocks_in_order(profile: Profile) -> list[str]:
+    """The block of every instruction, from the layer in its source (see the module docstring).
+
+    The number of transformer blocks is one more than the last layer holding an attention
+    instruction, so a layer after it is the 'output' block."""
+    sources = [parse_source(timing.source) for timing in profile.timings]
+    attention = [s.layer for s in sources if s.kind in ATTENTION_KINDS and s.layer is not None]
+    known = [s.layer for s in sources if s.layer is not None]
+    count = max(attention) + 1 if attention else max(known, default=-1) + 1
+    layer = known[0] if known else None
+    names = []
+    for source in sources:
+        layer = source.layer if source.layer is not None else layer
+        names.append(block_name(layer, count))
+    return names
+
+
+_blocks_in_order = blocks_in_order  # the name bench/roofline.py imports
+
+
+@dataclass
+class _Run:
+    """Consecutive instructions (in program order) of one block."""
+
+    block: str
+    first_start: int
+    begin: int = 0
+    end: int = 0
+
+
+def _runs(profile: Profile, names: list[str]) -> list[_Run]:
+    """Runs of one block, each with its partition interval [begin, end) of [0, total)."""
+    runs: list[_Run] = []
+    for timing, block in zip(profile.timings, names, strict=True):
+        if timing.unit == "control":
+            continue
+        if runs and runs[-1].block == block:
+            runs[-1].first_start = min(runs[-1].first_start, timing.start)
+        else:
+            runs.append(_Run(block, timing.start))
+    boundary = 0
+    for run in runs:
+        boundary = run.begin = max(boundary, min(run.first_start, profile.cycles))
+    for run, after in zip(runs, [*runs[1:], None], strict=True):
+        run.end = after.begin if after is not None else profile.cycles
+    if runs:
+        runs[0].begin = 0
+    return runs
 
 
 def per_block(profile: Profile) -> dict[str, dict[str, float]]:
-    """Busy cycles per unit, energy, DRAM bytes, split into attention and the rest, per block."""
+    """Busy cycles per unit, energy, DRAM bytes, split into attention and the rest, and the span
+    (a partition of the run, see the module docstring), per block."""
+    names = blocks_in_order(profile)
     blocks: dict[str, dict[str, float]] = {}
-    for timing, block in zip(profile.timings, _blocks_in_order(profile), strict=True):
+    for run in _runs(profile, names):
+        entry = blocks.setdefault(run.block, defaultdict(float))
+        entry["span_cycles"] += run.end - run.begin
+        entry["span_start"] = min(entry.get("span_start", run.begin), run.begin)
+        entry["span_end"] = max(entry.get("span_end", run.end), run.end)
+    for timing, block in zip(profile.timings, names, strict=True):
         if timing.unit == "control":
             continue
-        entry = blocks.setdefault(block, defaultdict(float))
+        entry = blocks[block]
         part = "attention" if is_attention(timing.source) else "rest"
-        entry[f"{timing.unit}_cycles"] += timing.end - timing.start
-        entry[f"{part}_busy_cycles"] += timing.end - timing.start
+        entry[f"{timing.unit}_cycles"] += timing.occupied
+        entry[f"{part}_busy_cycles"] += timing.occupied
         entry["energy_pj"] += timing.energy_pj
         entry[f"{part}_energy_pj"] += timing.energy_pj
         entry["dram_bytes"] += timing.dram_bytes
         entry["macs"] += timing.macs
-        entry["span_start"] = min(entry.get("span_start", timing.start), timing.start)
-        entry["span_end"] = max(entry.get("span_end", timing.end), timing.end)
     return {
         name: dict(values)
         for name, values in sorted(blocks.items(), key=lambda kv: _block_key(kv[0]))
@@ -111,13 +172,21 @@ def format_summary(profile: Profile, title: str = "") -> str:
 def format_blocks(profile: Profile) -> str:
     rows = per_block(profile)
     header = f"{'block':<10}{'span cycles':>13}{'pe':>11}{'vector':>10}{'dma':>11}{'attention %':>13}{'energy uJ':>11}{'DRAM MB':>10}"
-    lines = [header, "-" * len(header)]
+    lines = [
+        "span cycles: a block runs from its earliest start to the next block's (the first from "
+        "0, the",
+        "last to the end), so spans sum to the total; pe, vector, dma: its instructions' busy "
+        "cycles",
+        "",
+        header,
+        "-" * len(header),
+    ]
     for name, entry in rows.items():
         busy = entry.get("attention_busy_cycles", 0.0) + entry.get("rest_busy_cycles", 0.0)
         share = entry.get("attention_busy_cycles", 0.0) / busy if busy else 0.0
         lines.append(
-            f"{name:<10}{entry['span_end'] - entry['span_start']:>13,.0f}{entry.get('pe_cycles', 0):>11,.0f}"
-            f"{entry.get('vector_cycles', 0):>10,.0f}{entry.get('dma_cycles', 0):>11,.0f}{share:>13.0%}"
+            f"{name:<10}{entry['span_cycles']:>13,.0f}{entry.get('pe_cycles', 0):>11,.0f}"
+            f"{entry.get('vector_cycles', 0):>10,.0f}{entry.get('dma_in_cycles', 0) + entry.get('dma_out_cycles', 0):>11,.0f}{share:>13.0%}"
             f"{entry['energy_pj'] / 1e6:>11,.3f}{entry['dram_bytes'] / 1e6:>10,.3f}"
         )
     return "\n".join(lines)
@@ -135,18 +204,26 @@ def chrome_trace(profile: Profile) -> dict:
     events.append(
         {"name": "process_name", "ph": "M", "pid": 1, "tid": 0, "args": {"name": "CTA accelerator"}}
     )
-    for timing in profile.timings:
-        op, name = split_source(timing.source)
+    for timing, block in zip(profile.timings, blocks_in_order(profile), strict=True):
+        op = parse_source(timing.source).kind
         events.append(
             {
                 "name": timing.name,
                 "cat": op or "program",
                 "ph": "X",
-                "ts": timing.start * scale,
-                "dur": max(timing.end - timing.start, 1) * scale,
+                # A DMA slice shows its transfer; its access latency overlaps the queue's
+                # previous transfer (the issue cycle is in args).
+                "ts": (timing.end - timing.occupied) * scale,
+                "dur": max(timing.occupied, 1) * scale,
                 "pid": 1,
                 "tid": tracks[timing.unit],
-                "args": {"layer": name, "index": timing.index, "energy_pj": timing.energy_pj},
+                "args": {
+                    "layer": block,
+                    "source": timing.source,
+                    "index": timing.index,
+                    "energy_pj": timing.energy_pj,
+                    "issue_cycle": timing.start,
+                },
             }
         )
     return {"traceEvents": events, "displayTimeUnit": "ns"}
@@ -163,7 +240,12 @@ def write_reports(profile: Profile, out: Path, label: str = "") -> dict[str, Pat
         "cycles_plot": out / "cycles_per_layer.png",
         "energy_plot": out / "energy_per_layer.png",
     }
-    data = {"label": label, "summary": summary(profile), "blocks": per_block(profile)}
+    data = {
+        "label": label,
+        "summary": summary(profile),
+        "span_definition": SPAN_DEFINITION,
+        "blocks": per_block(profile),
+    }
     _atomic_text(paths["profile"], json.dumps(data, indent=2) + "\n")
     _atomic_text(paths["trace"], json.dumps(chrome_trace(profile)) + "\n")
     plot_blocks({label or "program": profile}, paths["cycles_plot"], paths["energy_plot"])
@@ -201,7 +283,8 @@ def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Pa
     colors = {
         "pe": "#4C72B0",
         "vector": "#55A868",
-        "dma": "#C44E52",
+        "dma_in": "#C44E52",
+        "dma_out": "#DA8BC3",
         "hash": "#8172B2",
         "cluster": "#CCB974",
     }

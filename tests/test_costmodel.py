@@ -19,23 +19,48 @@ HW = load_hardware()
 # 2-byte elements; energies 1.74 pJ/MAC, 1.31 pJ/vector op, 10.9 pJ/buffer element, 31.2 pJ/DRAM byte.
 
 
-def program(*instructions) -> Program:
+def variant(tmp_path: Path, **numbers: str) -> object:
+    """The default config with some `key = { value = X` numbers replaced (first occurrence)."""
+    text = HW.text
+    for key, value in numbers.items():
+        start = text.index(f"{key} = {{ value = ") + len(f"{key} = {{ value = ")
+        end = text.index(",", start)
+        text = text[:start] + value + text[end:]
+    path = tmp_path / "hw.toml"
+    path.write_text(text)
+    return load_hardware(path)
+
+
+def program(*instructions, hw=HW) -> Program:
     """A program of the given instructions (missing fields zero, as the encoder fills them)."""
     decoded = [(name, isa.decode(isa.encode(name, fields))[1]) for name, fields in instructions]
-    return Program(HW.digest, [*decoded, ("HALT", {})], np.zeros(0, np.float32), 1 << 20, [], [])
+    return Program(hw.digest, [*decoded, ("HALT", {})], np.zeros(0, np.float32), 1 << 20, [], [])
 
 
-def test_gemm_cycles_follow_scale_sim() -> None:
+GEMM_100x64x96 = ("GEMM", {"dst": 2, "dst_addr": 0, "a": 0, "a_addr": 0, "b": 1, "b_addr": 0, "m": 100, "k": 64,
+                           "n": 96, "accumulate": 0, "transpose_b": 0, "has_bias": 0, "bias": 3, "bias_addr": 0})  # fmt: skip
+
+
+def test_gemm_cycles_follow_scale_sim_with_single_buffered_weights(tmp_path: Path) -> None:
     # m=100, k=64, n=96 on 32x32: ceil(64/32)*ceil(96/32) = 6 folds of 2*32 + 32 + 100 - 2 = 194.
-    gemm = ("GEMM", {"dst": 2, "dst_addr": 0, "a": 0, "a_addr": 0, "b": 1, "b_addr": 0, "m": 100, "k": 64, "n": 96,
-                     "accumulate": 0, "transpose_b": 0, "has_bias": 0, "bias": 3, "bias_addr": 0})  # fmt: skip
-    profile = simulate(program(gemm), HW)
+    hw = variant(tmp_path, weight_buffers="1")
+    profile = simulate(program(GEMM_100x64x96, hw=hw), hw)
     assert profile.timings[0].end - profile.timings[0].start == 6 * 194
     macs = 100 * 64 * 96
     reads = 100 * 64 * 3 + 64 * 96  # A streamed once per column fold, B once
     writes = 100 * 96
     assert profile.macs == macs
     assert profile.timings[0].energy_pj == pytest.approx(macs * 1.74 + (reads + writes) * 10.9)
+
+
+def test_gemm_folds_run_back_to_back_with_double_buffered_weights() -> None:
+    # Default config (weight FIFO): first weights 32, 6 folds of max(100, 32) rows, drain 32 + 32 - 2.
+    profile = simulate(program(GEMM_100x64x96), HW)
+    assert profile.timings[0].end - profile.timings[0].start == 32 + 6 * 100 + 62
+    # A short fold (m < R) still waits for the next fold's R weight rows to shift in.
+    short = ("GEMM", {**GEMM_100x64x96[1], "m": 8})
+    profile = simulate(program(short), HW)
+    assert profile.timings[0].end - profile.timings[0].start == 32 + 6 * 32 + 62
 
 
 def test_dma_cycles_are_latency_plus_bandwidth() -> None:
@@ -102,9 +127,125 @@ def test_units_overlap_but_respect_dependencies() -> None:
     )
     timings = simulate(program(load, gemm, other_load, overwrite), HW).timings
     assert timings[1].start == timings[0].end  # the GEMM reads what the LOAD wrote
-    assert timings[2].start == timings[0].end  # the next tile's DMA overlaps the GEMM
-    assert timings[2].start < timings[1].end
+    # The next tile's DMA issues behind the first transfer and lands during the GEMM.
+    assert timings[2].start == timings[0].start + timings[0].occupied
+    assert timings[2].end < timings[1].end
     assert timings[3].start >= timings[1].end  # overwriting A waits for the GEMM that reads it
+
+
+def _load(buffer: int, address: int, source: int, rows: int, cols: int) -> tuple[str, dict]:
+    return (
+        "LOAD",
+        {
+            "dst": buffer,
+            "dst_addr": address,
+            "src": source,
+            "rows": rows,
+            "cols": cols,
+            "stride": cols,
+        },
+    )
+
+
+def _store(address: int, target: int, rows: int, cols: int) -> tuple[str, dict]:
+    return (
+        "STORE",
+        {"src": 2, "src_addr": address, "dst": target, "rows": rows, "cols": cols, "stride": cols},
+    )
+
+
+def test_store_queue_never_holds_up_loads() -> None:
+    """VTA-style decoupling: a STORE waiting for its GEMM does not delay the next tile's LOAD."""
+    half = 65536
+    gemm = (
+        "GEMM",
+        {
+            "dst": 2,
+            "dst_addr": 0,
+            "a": 0,
+            "a_addr": 0,
+            "b": 1,
+            "b_addr": 0,
+            "m": 32,
+            "k": 32,
+            "n": 32,
+        },
+    )
+    load_next = _load(0, half, 8192, 32, 32)
+    timings = simulate(
+        program(_load(0, 0, 0, 32, 32), gemm, _store(0, 4096, 32, 32), load_next), HW
+    ).timings
+    assert timings[0].unit == timings[3].unit == "dma_in" and timings[2].unit == "dma_out"
+    assert timings[2].start == timings[1].end  # the store waits for its GEMM ...
+    assert timings[3].end < timings[1].end  # ... while the next load has already landed
+    # The load queue issues its next request while the previous one's data is in flight:
+    # 32x32 fp16 = 2048 B = 4 cycles at 512 B/cycle after 100 cycles of latency.
+    assert (timings[0].start, timings[0].end) == (0, 104)
+    assert (timings[3].start, timings[3].end) == (4, 108)
+
+
+def test_dma_engines_share_the_dram_channel(tmp_path: Path) -> None:
+    loads = [_load(0, 0, 0, 64, 128), _load(1, 0, 65536, 64, 128)]  # 32 transfer cycles each
+    # Two load engines on one shared channel: the second transfer follows the first.
+    shared = variant(tmp_path, load_engines="2")
+    first, second = simulate(program(*loads, hw=shared), shared).timings[:2]
+    assert (first.start, first.end, second.start, second.end) == (0, 132, 0, 164)
+    # Split bandwidth: each engine streams at half the rate, both at once.
+    (tmp_path / "split").mkdir()
+    split_text = shared.text.replace('bandwidth_sharing = "shared"', 'bandwidth_sharing = "split"')
+    (tmp_path / "split" / "hw.toml").write_text(split_text)
+    split = load_hardware(tmp_path / "split" / "hw.toml")
+    first, second = simulate(program(*loads, hw=split), split).timings[:2]
+    # 2 load + 1 store engines share 512 B/cycle: 170.67 B/cycle each, 16384 B -> 96 cycles.
+    assert (first.end, second.end) == (196, 196)
+
+
+def test_tiled_gemm_chain_is_software_pipelined(tmp_path: Path) -> None:
+    """A hand-computed schedule: C_i = A_i @ B_i for 6 tiles, A (128x128) and B (128x32) in
+    alternate halves of act/wgt, C (128x32) in alternate halves of acc, issued in software-
+    pipelined order (tile i+1's loads, tile i's GEMM, tile i-1's store), at 128 B/cycle.
+    Transfers: A 32 KiB = 256 cycles, B 8 KiB = 64, C 8 KiB = 64, each after 100 cycles of
+    latency; GEMM: 4 folds, 32 + 4 * 128 + 62 = 606 cycles."""
+    hw = variant(tmp_path, bandwidth_gb_s="128.0")
+    half, tiles = 65536, 6
+
+    def loads(i: int) -> list:
+        parity = (i % 2) * half
+        return [_load(0, parity, i * 16384, 128, 128), _load(1, parity, 200000 + i * 4096, 128, 32)]
+
+    def gemm(i: int) -> list:
+        parity = (i % 2) * half
+        return [("GEMM", {"dst": 2, "dst_addr": parity, "a": 0, "a_addr": parity, "b": 1, "b_addr": parity,
+                          "m": 128, "k": 128, "n": 32})]  # fmt: skip
+
+    def store(i: int) -> list:
+        return [_store((i % 2) * half, 400000 + i * 4096, 128, 32)]
+
+    instructions = []
+    for step in range(tiles + 2):
+        instructions += loads(step) if step < tiles else []
+        instructions += gemm(step - 1) if 0 <= step - 1 < tiles else []
+        instructions += store(step - 2) if 0 <= step - 2 < tiles else []
+    profile = simulate(program(*instructions, hw=hw), hw)
+    gemms = [t for t in profile.timings if t.name == "GEMM"]
+    stores = [t for t in profile.timings if t.name == "STORE"]
+    loads_done = [t for t in profile.timings if t.name == "LOAD"]
+    # A_0's data lands at 100 + 256; the engine issues B_0 at 256, its data follows on the
+    # channel at 356 and lands at 420: the first GEMM starts there.
+    assert (loads_done[0].start, loads_done[0].end) == (0, 356)
+    assert (loads_done[1].start, loads_done[1].end) == (256, 420)
+    assert gemms[0].start == 420
+    # Then the PE array never waits: every later tile's A and B (320 transfer cycles + 100 of
+    # latency) arrive during the previous GEMM (606), and its store overlaps the next GEMM.
+    for previous, current in zip(gemms, gemms[1:], strict=False):
+        assert current.start == previous.end
+    for gemm_timing, store_timing in zip(gemms[:-1], stores[:-1], strict=True):
+        assert gemm_timing.end <= store_timing.start < store_timing.end < gemm_timing.end + 606
+    # Span: prologue 420, six GEMMs, the last store (100 + 64), HALT (1).
+    assert profile.cycles == 420 + tiles * 606 + 164 + 1
+    busy = sum(profile.unit_busy.values())
+    assert busy == tiles * (256 + 64 + 606 + 64)
+    assert profile.cycles < 0.75 * busy
 
 
 def test_dynamic_sizes_follow_the_clusters() -> None:
@@ -117,7 +258,7 @@ def test_dynamic_sizes_follow_the_clusters() -> None:
     nominal = simulate(compiled, HW)
     measured = simulate(compiled, HW, clusters={0: 64})
     assert nominal.macs == 2 * measured.macs
-    assert measured.timings[1].end - measured.timings[1].start == 2 * 32 + 32 + 64 - 2
+    assert measured.timings[1].end - measured.timings[1].start == 32 + 64 + 32 + 32 - 2
 
 
 def test_run_and_profile_commands(tmp_path: Path, capsys) -> None:
