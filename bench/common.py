@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,3 +116,63 @@ def blas_threads() -> int:
     except ImportError:
         pass
     return os.cpu_count() or 1
+
+
+def attention_passes(attention: str, flags: Sequence[str] = ()) -> str | None:
+    """The pass pipeline `ctac compile --attention ATTENTION [flags]` runs after detect-attention,
+    with the CLI's own defaults (tau, tau-kv, hash bits, method, granularity, block; ELSA bits and
+    threshold): None for exact, the cta-compress spec for cta, the elsa-filter spec for elsa."""
+    from ctac.cli import _compress_spec, _elsa_spec, build_parser
+
+    args = build_parser().parse_args(["compile", "model.onnx", "--attention", attention, *flags])
+    if attention == "cta":
+        return _compress_spec(args)
+    if attention == "elsa":
+        return _elsa_spec(args)
+    return None
+
+
+def compile_attention_stages(
+    model: Path,
+    shapes: dict,
+    attention: str = "exact",
+    hw=None,
+    verify: bool = True,
+    flags: Sequence[str] = (),
+) -> tuple[dict, object]:
+    """compile_stages for `ctac compile --attention exact|cta|elsa`: the same stages (seconds of
+    each, and the program), with the mode's pass (`attention_s`) between detect-attention and
+    lower-to-isa."""
+    from ctac.emit import program_from_module
+    from ctac.hw import load_hardware
+    from ctac.importer import import_model
+    from ctac.passes.detect_attention import detect_attention
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.pipeline import run_passes
+    from ctac.weights import forget_stores
+
+    hw = hw or load_hardware(None)
+    spec = attention_passes(attention, flags)
+    forget_stores()
+    times = {}
+    start = time.perf_counter()
+    imported = import_model(model, shapes)
+    times["import_s"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    run_passes(imported.module, "canonicalize")
+    times["canonicalize_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    detect_attention(imported.module, verify=verify)
+    times["detect_attention_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    if spec is not None:
+        run_passes(imported.module, spec)
+    times["attention_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    lowered = lower_module(imported.module, hw)
+    times["lower_to_isa_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    program = program_from_module(lowered)
+    times["emit_s"] = time.perf_counter() - mark
+    times["total_s"] = time.perf_counter() - start
+    return times, program

@@ -7,10 +7,26 @@ Builds tiny BERT, RoBERTa, DistilBERT, ViT and GPT-2 models from transformers co
 inputs and on a second input shape (to prove the dynamic axes work), and writes
 ``manifest.json`` describing every model.
 
+Two long-context models sit beside that grid, each with ONE exporter and attention
+implementation, for sequences far past the others' 128 positions:
+
+* ``bert_long``: BERT, 4096 positions, hidden 256, 2 layers, 4 heads of 64, FFN 256, vocab 128;
+  dynamo exporter, eager attention (dynamo's generic node names, not module paths).
+* ``gpt2_long``: GPT-2 (GPT2Model), 2048 positions, n_embd 128, 2 layers, 2 heads of 64,
+  n_inner 256, vocab 128; TorchScript exporter, eager attention.
+
+Their manifest test shape is a small 1x64 (so the suites that run every manifest model stay
+fast); they are also verified against torch at the second shape and at a long 1x1024 shape, and
+their manifest entries carry ``"long": true`` and ``"max_positions"``. The 2 MiB file limit
+(``MAX_FILE_BYTES``) does not fit them: a family may set its own ``max_file_bytes``, 9 MiB for
+``bert_long`` (its 4096x256 fp32 position table alone is 4 MiB) and 3 MiB for ``gpt2_long``
+(its 2048x128 position table is 1 MiB).
+
 Usage::
 
-    python scripts/export_test_models.py                      # all 20 models -> tests/models
+    python scripts/export_test_models.py                      # all 22 models -> tests/models
     python scripts/export_test_models.py --only bert gpt2_ts_sdpa
+    python scripts/export_test_models.py --only bert_long gpt2_long   # just the long models
     python scripts/export_test_models.py --out /tmp/models
     python scripts/export_test_models.py --bert-base /tmp/ctac_cache   # BERT-base, not committed
     python scripts/export_test_models.py --minilm /tmp/ctac_cache      # real all-MiniLM-L6-v2
@@ -56,9 +72,12 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_ABS_ERR_LIMIT = 1e-4
 VECTOR_NOISE = 0.1  # std of the noise added to biases and LayerNorm parameters
 
-TEST_BATCH, TEST_SEQ = 2, 16
+TEST_BATCH, TEST_SEQ = 2, 16  # also the example inputs every export traces
 SECOND_BATCH, SECOND_SEQ = 3, 9
 VOCAB_SIZE = 256
+LONG_VOCAB_SIZE = 128
+LONG_TEST_SHAPE = (1, 64)  # (batch, sequence) in the manifest for the long models
+LONG_CHECK_SHAPE = (1, 1024)  # the long models are also verified at this shape
 IMAGE_SIZE, PATCH_SIZE, CHANNELS = 32, 8, 3
 
 EXPORTERS = ("ts", "dynamo")
@@ -80,6 +99,9 @@ class FamilySpec:
     num_layers: int
     max_positions: int  # largest sequence length the position embeddings allow
     image_size: int = IMAGE_SIZE  # vision models: square input images of this size
+    test_shape: tuple[int, int] = (TEST_BATCH, TEST_SEQ)  # manifest inputs: (batch, sequence)
+    long_shape: tuple[int, int] | None = None  # text models: also verified at this shape
+    max_file_bytes: int = MAX_FILE_BYTES  # the exported file may not be larger
 
 
 @dataclass
@@ -236,18 +258,71 @@ GPT2_SMALL = FamilySpec("gpt2", 0, build_gpt2_small, False, 50257, 768, 12, 12, 
 VIT_BASE = FamilySpec("vit", 0, build_vit_base, True, 0, 768, 12, 12, 0, image_size=224)
 
 
+def build_bert_long(attn: str) -> torch.nn.Module:
+    """Long-context BERT: 4096 positions, hidden 256, 2 layers, 4 heads (head dim 64), FFN 256."""
+    config = transformers.BertConfig(
+        vocab_size=LONG_VOCAB_SIZE,
+        hidden_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=4096,
+        attn_implementation=attn,
+    )
+    return TextWrapper(transformers.BertModel(config, add_pooling_layer=False), True)
+
+
+def build_gpt2_long(attn: str) -> torch.nn.Module:
+    """Long-context GPT-2 (GPT2Model): 2048 positions, n_embd 128, 2 layers, 2 heads (head dim
+    64), n_inner 256, causal."""
+    config = transformers.GPT2Config(
+        vocab_size=LONG_VOCAB_SIZE,
+        n_embd=128,
+        n_layer=2,
+        n_head=2,
+        n_inner=256,
+        n_positions=2048,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation=attn,
+    )
+    return TextWrapper(transformers.GPT2Model(config), True)
+
+
+MIB = 1024 * 1024
+BERT_LONG = FamilySpec(
+    "bert", 6, build_bert_long, False, LONG_VOCAB_SIZE, 256, 4, 2, 4096,
+    test_shape=LONG_TEST_SHAPE, long_shape=LONG_CHECK_SHAPE, max_file_bytes=9 * MIB,
+)  # fmt: skip
+GPT2_LONG = FamilySpec(
+    "gpt2", 7, build_gpt2_long, False, LONG_VOCAB_SIZE, 128, 2, 2, 2048,
+    test_shape=LONG_TEST_SHAPE, long_shape=LONG_CHECK_SHAPE, max_file_bytes=3 * MIB,
+)  # fmt: skip
+
+# Long-context models: name -> (family spec, the one exporter, the one attention implementation).
+LONG_MODELS: dict[str, tuple[FamilySpec, str, str]] = {
+    "bert_long": (BERT_LONG, "dynamo", "eager"),
+    "gpt2_long": (GPT2_LONG, "ts", "eager"),
+}
+
+
 def all_model_names() -> list[str]:
-    """Every model name in canonical order: family, then exporter, then attention."""
-    return [
+    """Every model name in canonical order: family, then exporter, then attention; then the
+    long-context models."""
+    grid = [
         f"{family}_{exporter}_{attn}"
         for family in FAMILIES
         for exporter in EXPORTERS
         for attn in ATTN_IMPLEMENTATIONS
     ]
+    return grid + list(LONG_MODELS)
 
 
 def parse_model_name(name: str) -> tuple[FamilySpec, str, str]:
-    """Split ``bert_ts_eager`` into its family spec, exporter key and attention implementation."""
+    """Split ``bert_ts_eager`` into its family spec, exporter key and attention implementation
+    (a long-context model, ``bert_long``, names all three by itself)."""
+    if name in LONG_MODELS:
+        return LONG_MODELS[name]
     family, exporter, attn = name.split("_")
     return FAMILIES[family], exporter, attn
 
@@ -286,8 +361,15 @@ def make_inputs(spec: FamilySpec, batch: int, seq: int, seed: int) -> dict[str, 
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def test_inputs(spec: FamilySpec) -> dict[str, torch.Tensor]:
+def export_inputs(spec: FamilySpec) -> dict[str, torch.Tensor]:
+    """The example inputs an export traces: batch 2 (torch.export specialises a batch of 1)."""
     return make_inputs(spec, TEST_BATCH, TEST_SEQ, seed=0)
+
+
+def test_inputs(spec: FamilySpec) -> dict[str, torch.Tensor]:
+    """The inputs the manifest describes (the family's test shape)."""
+    batch, seq = spec.test_shape
+    return make_inputs(spec, batch, seq, seed=0)
 
 
 def second_inputs(spec: FamilySpec) -> dict[str, torch.Tensor]:
@@ -338,7 +420,7 @@ def run_exporter(
     dynamic: bool,
 ) -> int:
     """Export ``model`` to ``path`` with weights embedded; returns the opset used."""
-    inputs = test_inputs(spec)
+    inputs = export_inputs(spec)
     args = tuple(inputs.values())
     common: dict[str, Any] = {
         "input_names": list(inputs),
@@ -503,7 +585,9 @@ def export_and_describe(name: str, spec: FamilySpec, exporter: str, attn: str, o
     path = out / f"{name}.onnx"
     model = build_model(spec, attn)
     result = export_model(model, spec, exporter, path)
-    proto = check_file(path)
+    if spec.long_shape is not None and not result.dynamic:
+        raise RuntimeError(f"{name}: a long-context model needs dynamic axes; {result.notes}")
+    proto = check_file(path, spec.max_file_bytes)
 
     inputs = test_inputs(spec)
     err, outputs = compare_with_torch(model, path, inputs)
@@ -527,9 +611,17 @@ def export_and_describe(name: str, spec: FamilySpec, exporter: str, attn: str, o
         second = second_inputs(spec)
         entry["second_shape_inputs"] = {k: list(v.shape) for k, v in second.items()}
         entry["max_abs_err_second_shape"] = compare_with_torch(model, path, second)[0]
+    if spec.long_shape is not None:
+        long = make_inputs(spec, *spec.long_shape, seed=2)
+        entry["long"] = True
+        entry["max_positions"] = spec.max_positions
+        entry["long_shape_inputs"] = {k: list(v.shape) for k, v in long.items()}
+        entry["max_abs_err_long_shape"] = compare_with_torch(model, path, long)[0]
     if result.notes:
         entry["notes"] = result.notes
-    worst = max(err, entry.get("max_abs_err_second_shape", 0.0))
+    worst = max(
+        err, entry.get("max_abs_err_second_shape", 0.0), entry.get("max_abs_err_long_shape", 0.0)
+    )
     if not worst < MAX_ABS_ERR_LIMIT:
         raise RuntimeError(f"{name}: onnxruntime differs from torch by {worst:.3g}")
     return entry
@@ -580,11 +672,14 @@ def write_manifest(path: Path, entries: dict[str, dict], skipped: dict[str, str]
 
 
 def select_models(only: list[str] | None) -> list[str]:
-    """Model names matching ``--only`` (full names or family names); all models by default."""
+    """Model names matching ``--only`` (full names or family names); all models by default.
+
+    A family name selects that family's four exporter x attention models, not its long-context
+    model (``bert`` is not ``bert_long``): those are selected by their own names."""
     names = all_model_names()
     if not only:
         return names
-    selected = [n for n in names if n in only or n.split("_")[0] in only]
+    selected = [n for n in names if n in only or (n not in LONG_MODELS and n.split("_")[0] in only)]
     unknown = [o for o in only if o not in names and o not in FAMILIES]
     if unknown:
         raise SystemExit(f"unknown model or family: {', '.join(unknown)}; choose from {names}")
@@ -615,10 +710,14 @@ def export_test_models(out: Path, only: list[str] | None) -> int:
         skipped.pop(file, None)
         entries[file] = entry
         size_kb = (out / entry["file"]).stat().st_size / 1024
+        long_err = ""
+        if "max_abs_err_long_shape" in entry:
+            shape = "x".join(map(str, spec.long_shape or ()))
+            long_err = f" / {entry['max_abs_err_long_shape']:.2e} ({shape})"
         print(
             f"[{name}] ok: {size_kb:.0f} KiB, opset {entry['opset']}, "
             f"dynamic={entry['dynamic']}, max|err| {entry['max_abs_err_vs_torch']:.2e}"
-            f" / {entry.get('max_abs_err_second_shape', float('nan')):.2e}, "
+            f" / {entry.get('max_abs_err_second_shape', float('nan')):.2e}{long_err}, "
             f"{time.perf_counter() - start:.1f}s",
             flush=True,
         )
@@ -707,7 +806,12 @@ def quiet_exporters() -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="model names or families")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="model names (bert_ts_eager, bert_long, gpt2_long, ...) or families (bert, ...)",
+    )
     parser.add_argument(
         "--bert-base",
         type=Path,
