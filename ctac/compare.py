@@ -20,7 +20,7 @@ from ctac.passes.lower_to_isa import lower_module
 from ctac.run import attention_report, compare_with_onnxruntime, execute, random_inputs
 from ctac.runtime.costmodel import Profile, simulate
 from ctac.runtime.gpu import roofline
-from ctac.runtime.profile import is_attention
+from ctac.runtime.sources import parse_source
 
 
 @dataclass
@@ -37,8 +37,9 @@ class ModeResult:
 
 def _attention_share(profile: Profile) -> tuple[float, float]:
     """Seconds and joules of attention instructions (busy time of their unit, energy)."""
-    cycles = sum(t.end - t.start for t in profile.timings if is_attention(t.source))
-    energy = sum(t.energy_pj for t in profile.timings if is_attention(t.source))
+    attention = [t for t in profile.timings if parse_source(t.source).is_attention]
+    cycles = sum(t.end - t.start for t in attention)
+    energy = sum(t.energy_pj for t in attention)
     return cycles / profile.clock_hz, energy * 1e-12
 
 

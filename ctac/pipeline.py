@@ -51,6 +51,12 @@ def _cta_compress() -> type[ModulePass]:
     return CtaCompressPass
 
 
+def _assign_layers() -> type[ModulePass]:
+    from ctac.passes.assign_layers import AssignLayersPass
+
+    return AssignLayersPass
+
+
 # Pass name -> factory returning the pass class (imported lazily, as xdsl-opt expects).
 PROJECT_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "canonicalize": _canonicalize,
@@ -58,6 +64,7 @@ PROJECT_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "lower-to-isa": _lower_to_isa,
     "elsa-filter": _elsa_filter,
     "cta-compress": _cta_compress,
+    "assign-layers": _assign_layers,
 }
 
 

@@ -14,6 +14,7 @@ from ctac.hw import Hardware
 from ctac.runtime.costmodel import Profile, simulate
 from ctac.runtime.interpreter import ExecutionStats, run_program
 from ctac.runtime.program import Program, read_program
+from ctac.runtime.sources import parse_source
 
 
 def capacities(hw: Hardware) -> dict[int, int]:
@@ -108,15 +109,15 @@ def attention_report(program: Program, stats: ExecutionStats) -> list[dict]:
     layers: dict[str, dict] = {}
     found: dict[tuple[str, str], list[int]] = {}
     for index, (name, fields) in enumerate(program.instructions):
-        source = program.sources[index] if program.sources else ""
-        op, _, layer = source.partition(":")
-        if name == "SOFTMAX" and op in ("cta.attention", "cta.compressed_attention"):
+        source = parse_source(program.sources[index] if program.sources else "")
+        layer = source.name
+        if name == "SOFTMAX" and source.kind in ("cta.attention", "cta.compressed_attention"):
             entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
             entry["tokens"] = max(entry["tokens"], fields["cols"])
         if name == "CLUSTER" and index in stats.clusters:
             entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
             entry["tokens"] = max(entry["tokens"], fields["rows"])
-            role = "kv" if op.endswith(".kv") else "q" if op.endswith(".q") else "qkv"
+            role = source.role or "qkv"
             found.setdefault((layer, role), []).append(stats.clusters[index])
     for layer, entry in layers.items():
         for role, key in (("q", "query_clusters"), ("kv", "kv_clusters")):

@@ -109,7 +109,14 @@ def _load(machine: Machine, f: Fields) -> None:
 def _store(machine: Machine, f: Fields) -> None:
     rows, cols, stride = f["rows"], f["cols"], f["stride"]
     target = machine.dram_tile(f["dst"], rows, cols, stride, write=True)
-    target[...] = machine.tile(f["src"], f["src_addr"], rows, cols)
+    source_stride = f.get("src_stride") or cols
+    if source_stride == cols or rows <= 1:
+        target[...] = machine.tile(f["src"], f["src_addr"], rows, cols)
+    else:
+        block = machine.tile(f["src"], f["src_addr"], 1, (rows - 1) * source_stride + cols)[0]
+        target[...] = np.lib.stride_tricks.as_strided(
+            block, shape=(rows, cols), strides=(source_stride * 4, 4), writeable=False
+        )
 
 
 def _indices(values: np.ndarray, limit: int, what: str) -> np.ndarray:
@@ -248,8 +255,13 @@ def _layernorm(machine: Machine, f: Fields) -> None:
     machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = y
 
 
-def _softmax(machine: Machine, f: Fields) -> None:
+def _visible_scores(machine: Machine, f: Fields) -> tuple[np.ndarray, np.ndarray | None]:
+    """SOFTMAX's scaled, softcapped, masked scores (-inf where a key is not visible) in float64,
+    and the per-column count weights of compressed keys. SOFTMAX_ONLINE keeps its mask and
+    counts in vec and folds the tile's first query into its causal offset."""
     rows, cols = f["rows"], f["cols"]
+    if "state_addr" in f:
+        f = {**f, "mask_buf": isa.VEC_BUFFER, "counts": isa.VEC_BUFFER, "row0": 0}
     scores = machine.tile(f["src"], f["src_addr"], rows, cols).astype(np.float64) * f["scale"]
     if f["softcap"] > 0:
         scores = f["softcap"] * np.tanh(scores / f["softcap"])
@@ -266,7 +278,12 @@ def _softmax(machine: Machine, f: Fields) -> None:
         counts = machine.tile(f["counts"], f["counts_addr"], 1, cols)
         visible &= counts > 0
         weights_per_column = counts
-    scores = np.where(visible, scores, -np.inf)
+    return np.where(visible, scores, -np.inf), weights_per_column
+
+
+def _softmax(machine: Machine, f: Fields) -> None:
+    rows, cols = f["rows"], f["cols"]
+    scores, weights_per_column = _visible_scores(machine, f)
     peak = scores.max(axis=1, keepdims=True)
     peak = np.where(np.isfinite(peak), peak, 0.0)
     weights = np.exp(scores - peak)
@@ -275,6 +292,29 @@ def _softmax(machine: Machine, f: Fields) -> None:
     total = weights.sum(axis=1, keepdims=True)
     out = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
     machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = out
+
+
+def _softmax_online(machine: Machine, f: Fields) -> None:
+    rows, cols = f["rows"], f["cols"]
+    scores, weights_per_column = _visible_scores(machine, f)
+    state = machine.tile(isa.VEC_BUFFER, f["state_addr"], rows, 3)
+    if f["first"]:
+        old_max, old_sum = np.full(rows, -np.inf), np.zeros(rows)
+    else:
+        old_max, old_sum = state[:, 0].astype(np.float64), state[:, 1].astype(np.float64)
+    new_max = np.maximum(old_max, scores.max(axis=1, initial=-np.inf))
+    pivot = np.where(np.isfinite(new_max), new_max, 0.0)
+    weights = np.exp(scores - pivot[:, None])
+    if weights_per_column is not None:
+        weights = weights * weights_per_column
+    rescale = np.where(np.isfinite(old_max), np.exp(old_max - pivot), 0.0)
+    new_sum = old_sum * rescale + weights.sum(axis=1)
+    if f["last"]:
+        inverse = np.divide(1.0, new_sum, out=np.zeros_like(new_sum), where=new_sum > 0)
+        weights = weights * inverse[:, None]
+        rescale = rescale * inverse
+    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = weights
+    state[:, 0], state[:, 1], state[:, 2] = new_max, new_sum, rescale
 
 
 def _hash(machine: Machine, f: Fields) -> None:
@@ -378,6 +418,7 @@ SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
     "REDUCE": _reduce,
     "LAYERNORM": _layernorm,
     "SOFTMAX": _softmax,
+    "SOFTMAX_ONLINE": _softmax_online,
     "HASH": _hash,
     "CLUSTER": _cluster,
     "SCATTER_ADD": _scatter_add,

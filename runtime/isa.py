@@ -46,6 +46,9 @@ BROADCASTS = ("full", "row", "col", "scalar", "imm")
 REDUCE_OPS = ("sum", "max", "mean", "min")
 # SOFTMAX mask modes: none, a (1, cols) 0/1 key mask, or a (rows, cols) additive bias.
 MASK_MODES = ("none", "keys", "additive")
+# Index of the vector unit's working buffer (`vec`), where instructions with fixed operand
+# buffers keep masks, counts and running statistics.
+VEC_BUFFER = 3
 
 
 @dataclass(frozen=True)
@@ -236,12 +239,14 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _dram("dst", "DRAM element address of the first row"),
             _dim("rows", "rows"), _dim("cols", "elements per row"),
             Field("stride", "int", 32, "DRAM elements between rows"),
+            _dim("src_stride", "buffer elements between rows (0: cols, a dense tile)"),
         ),
-        "Buffer -> DRAM: a dense (rows x cols) tile written as a 2-D strided tile.",
+        "Buffer -> DRAM: a (rows x cols) tile, dense or a column block of a wider tile, written "
+        "as a 2-D strided tile (a GEMM tile across heads goes straight into head layout).",
         "latency + rows*cols*element_bytes / DRAM bytes per cycle",
         lambda f, hw: _dma_cycles(_rc(f), hw),
         lambda f, hw: {"dram_bytes": _rc(f) * hw.element_bytes, "buffer_read": _rc(f)},
-        reads=lambda f: [(f["src"], f["src_addr"], _rc(f))],
+        reads=lambda f: [(f["src"], f["src_addr"], (f["src_stride"] or f["cols"]) * (f["rows"] - 1) + f["cols"])],
         writes=lambda f: [("dram", f["dst"], f["stride"] * (f["rows"] - 1) + f["cols"])],
     ),
     Instruction(
@@ -396,6 +401,40 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
         writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
     ),
     Instruction(
+        "SOFTMAX_ONLINE", 17, "vector",
+        (
+            _buf("dst", "weights buffer"), _addr("dst_addr", "weights offset (rows x cols)"),
+            _buf("src", "scores buffer"), _addr("src_addr", "scores offset (rows x cols)"),
+            _dim("rows", "query rows"), _dim("cols", "key columns of this key tile"),
+            Field("scale", "f32", 32, "multiplies the scores first"),
+            Field("softcap", "f32", 32, "c > 0: scores = c * tanh(scores / c)"),
+            Field("mask", "enum", 2, "mask mode", MASK_MODES),
+            _addr("mask_addr", "mask offset in vec"),
+            Field("has_counts", "uint", 1, "weight column j by count[j] (compressed keys)"),
+            _addr("counts_addr", "counts offset in vec (1 x cols)"),
+            Field("causal", "uint", 1, "row r sees tile column j <= r + causal_offset"),
+            Field("causal_offset", "int", 18, "causal frontier of row 0 in tile columns"),
+            _addr("state_addr", "offset in vec of (rows x 3): running max, running sum, rescale"),
+            Field("first", "uint", 1, "first key tile: start the running max at -inf and the sum at 0"),
+            Field("last", "uint", 1, "last key tile: divide the weights and the rescale by the final sum"),
+        ),
+        "One key tile of an online softmax (FlashAttention): m' = max(m, rowmax(S)), weights "
+        "e^(S - m') (count-weighted, masked), l' = l e^(m - m') + rowsum(weights), rescale = "
+        "e^(m - m') for the output accumulated so far (state column 2); the last tile divides the "
+        "weights and the rescale by l' (a row with no visible key becomes zeros). Masks, counts "
+        "and the state live in vec.",
+        "SOFTMAX's passes over the tile + 2 * ceil(rows / lanes) for the running statistics",
+        lambda f, hw: _vector_cycles(_rc(f), hw, 2 + hw.special_function_passes) + 2 * _ceil(f["rows"], hw.vector_lanes),
+        lambda f, hw: {"vector_ops": 5 * _rc(f) + 6 * f["rows"], "buffer_read": 3 * _rc(f) + 2 * f["rows"], "buffer_write": _rc(f) + 3 * f["rows"]},
+        reads=lambda f: [
+            (f["src"], f["src_addr"], _rc(f)),
+            *([(VEC_BUFFER, f["mask_addr"], f["cols"] if f["mask"] == "keys" else _rc(f))] if f["mask"] != "none" else []),
+            *([(VEC_BUFFER, f["counts_addr"], f["cols"])] if f["has_counts"] else []),
+            *([(VEC_BUFFER, f["state_addr"], 3 * f["rows"])] if not f["first"] else []),
+        ],
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f)), (VEC_BUFFER, f["state_addr"], 3 * f["rows"])],
+    ),
+    Instruction(
         "HASH", 10, "hash",
         (
             _buf("dst", "code buffer (rows x 1)"), _addr("dst_addr", "code offset"),
@@ -513,6 +552,14 @@ def _validate_table() -> None:
 
 
 _validate_table()
+
+
+def with_defaults(name: str, fields: Mapping[str, int | float | str]) -> dict:
+    """The fields as the encoder sees them: missing ones zero (an enum its first choice)."""
+    return {
+        spec.name: fields.get(spec.name, spec.choices[0] if spec.kind == "enum" else 0)
+        for spec in BY_NAME[name].fields
+    }
 
 
 def encode(name: str, fields: Mapping[str, int | float | str]) -> bytes:

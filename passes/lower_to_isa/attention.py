@@ -80,6 +80,7 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
         lowering.load(VEC, planes, lowering.hash_planes[op], head_dim, elsa_bits, elsa_bits)
         key_codes = lowering.persistent(kv_len)
     kept = lowering.persistent_top  # the hash planes and key codes live through every batch
+    lowering.pipeline.ordered = True  # K and V live through a head's query tiles
     for b in range(batch):
         key_row = None
         if kind == "key_padding":
@@ -146,8 +147,7 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
                         cols=head_dim,
                         bits=elsa_bits,
                     )
-                    selection = len(lowering.instructions)
-                    lowering.emit(
+                    selection = lowering.emit(
                         "ELSA_SELECT", dst=VEC, dst_addr=elsa_mask, q=VEC, q_addr=q_codes, k=VEC, k_addr=key_codes,
                         keys=VEC, keys_addr=key_row or 0, has_keys=int(key_row is not None), rows=count, cols=kv_len,
                         bits=elsa_bits, threshold=op.float_attr("elsa_threshold"), causal=int(causal), row0=q0,

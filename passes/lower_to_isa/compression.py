@@ -106,14 +106,14 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
             batch = int(np.unravel_index(sequence, lead)[0]) if lead else 0
             lowering.load(VEC, valid, mask.address + batch * n, n, 1, 1)
         for start, rows in split_ranges(n, block):
-            if block == n:
-                indices.append(len(lowering.instructions))
-            lowering.emit(
+            cluster = lowering.emit(
                 "CLUSTER", src=ACT, src_addr=source + start * dim, codes=VEC, codes_addr=codes + start,
                 valid=VEC, valid_addr=valid + start, has_valid=int(mask is not None), centroids=WGT,
                 centroids_addr=table + start * dim, counts=VEC, counts_addr=count_row + start, ids=VEC,
                 ids_addr=id_column + start, rows=rows, cols=dim, threshold=op.float_attr("tau"),
             )  # fmt: skip
+            if block == n:
+                indices.append(cluster)
             if start:
                 lowering.vec(
                     "add",
@@ -334,6 +334,7 @@ def lower_block_causal_attention(lowering: Lowering, op: cta.CompressedAttention
         raise Unsupported(f"one query row over {width} keys does not fit the buffer halves")
     visibility = lowering.hash_planes[op]
     counts_shape = ox.shape_of(op.counts)
+    lowering.pipeline.ordered = True  # keys and values live through a head's query blocks
     for b in range(batch):
         for h in range(heads):
             lowering.next_stage()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from xdsl.dialects import func
@@ -18,10 +19,13 @@ from ctac.passes.lower_to_isa.memory import (
     PERSISTENT,
     VEC,
     Arena,
+    Stream,
     Tensor,
     Unsupported,
+    buffer_name,
     elements,
 )
+from ctac.passes.lower_to_isa.pipeline import Pipeline
 from ctac.runtime.evaluator import indexed_extent, input_names, main_function, output_names
 
 HW_ATTRIBUTE = "ctaisa.hw"
@@ -31,6 +35,18 @@ ALIAS_OPS = (ox.ReshapeOp, ox.FlattenOp, ox.SqueezeOp, ox.UnsqueezeOp)
 
 def _dtype_name(value: SSAValue) -> str:
     return str(ox.numpy_dtype(ox.element_of(value)))
+
+
+@dataclass(eq=False)
+class Emitted:
+    """One instruction as lowered: its fields, the op it came from, and its data-dependent
+    fields (field name, the CLUSTER or ELSA_SELECT whose result sizes it). Records, not indices,
+    because the pipelined emitter reorders instructions after they are made."""
+
+    name: str
+    fields: dict
+    source: str
+    dynamic: list[tuple[str, Emitted]] = field(default_factory=list)
 
 
 class Lowering:
@@ -43,9 +59,13 @@ class Lowering:
         # vec keeps a persistent area (a quarter of it at most) above its two halves.
         self.persistent_size = min(PERSISTENT, self.capacity[VEC] // 4)
         self.half[VEC] = (self.capacity[VEC] - self.persistent_size) // 2
-        self.instructions: list[tuple[str, dict]] = []
-        self.sources: list[str] = []
+        self.instructions: list[Emitted] = []
+        # Where emit() puts an instruction: the program, or the open software pipeline.
+        self.sink: Callable[[Emitted], None] = self.instructions.append
+        self.last: Emitted | None = None
         self.source = ""
+        self.region_top: dict[int, int] = {}
+        self.unpipelined_loops = 0  # loops the pipeline had to emit as written
         self.data: list[tuple[int, int, str | None, np.ndarray | None]] = []
         self.data_top = 0
         self.symbols: list[SymbolOp] = []
@@ -53,25 +73,45 @@ class Lowering:
         self.stage = 0
         self.persistent_top = 0
         self.hash_planes: dict[Operation, int] = {}
-        self.cluster_instructions: dict[Operation, list[int]] = {}
-        self.dynamic: list[tuple[int, str, int]] = []
+        self.cluster_instructions: dict[Operation, list[Emitted]] = {}
 
     # ------------------------------------------------------------------ emission helpers
-    def emit(self, name: str, **fields) -> None:
-        self.instructions.append((name, fields))
-        self.sources.append(self.source)
+    def emit(self, name: str, **fields) -> Emitted:
+        emitted = Emitted(name, fields, self.source)
+        self.sink(emitted)
+        self.last = emitted
+        return emitted
 
     def slot(self, buffer: int, offset: int = 0, parity: int | None = None) -> int:
         """Address inside the current (or given) half of a buffer."""
         half = self.stage % 2 if parity is None else parity
         return half * self.half[buffer] + offset
 
-    def dynamic_last(self, field_name: str, cluster: int) -> None:
+    def dynamic_last(self, field_name: str, cluster: Emitted) -> None:
         """The last emitted instruction's `field_name` is the number of clusters `cluster` formed."""
-        self.dynamic.append((len(self.instructions) - 1, field_name, cluster))
+        self.last.dynamic.append((field_name, cluster))
+
+    def stream(self, buffer: int, size: int, depth: int = 2) -> Stream:
+        """`depth` slots of `size` elements in `buffer` for the current op (alternated per tile);
+        regions of one op never overlap, and every op starts from an empty buffer."""
+        top = self.region_top.get(buffer, 0)
+        limit = 2 * self.half[buffer]
+        # Slots aligned to the 64-element blocks the pipeline's dependence check tracks.
+        aligned = -(-size // 64) * 64
+        if top + depth * aligned <= limit:
+            size = aligned
+        if top + depth * size > limit:
+            raise Unsupported(
+                f"tiles of {size} elements x {depth} do not fit {buffer_name(buffer)} "
+                f"({limit - top} of {limit} elements left)"
+            )
+        self.region_top[buffer] = top + depth * size
+        return Stream(buffer, top, max(size, 1), depth)
 
     def next_stage(self) -> None:
+        """Start the next tile of the op's loop (the pipeline skews tiles; see pipeline.py)."""
         self.stage += 1
+        self.pipeline.tile()
 
     def persistent(self, size: int) -> int:
         if self.persistent_top + size > self.persistent_size:
@@ -90,11 +130,21 @@ class Lowering:
         )
 
     def store(
-        self, buffer: int, address: int, target: int, rows: int, cols: int, stride: int
+        self,
+        buffer: int,
+        address: int,
+        target: int,
+        rows: int,
+        cols: int,
+        stride: int,
+        source_stride: int = 0,
     ) -> None:
+        """A (rows x cols) tile to DRAM rows `stride` apart; `source_stride` reads a column block
+        of a wider tile (its row length), 0 a dense tile."""
         self.emit(
-            "STORE", src=buffer, src_addr=address, dst=target, rows=rows, cols=cols, stride=stride
-        )
+            "STORE", src=buffer, src_addr=address, dst=target, rows=rows, cols=cols, stride=stride,
+            src_stride=source_stride if source_stride != cols else 0,
+        )  # fmt: skip
 
     def vec(
         self,
@@ -195,8 +245,11 @@ class Lowering:
                 last_use[root(operand)] = index
         outputs = {root(v) for v in ret.arguments}
         problems: list[str] = []
+        from ctac.passes.assign_layers import layers_of
+
+        layers = layers_of(self.function)  # ctac.layer, or computed on the fly when absent
         for index, op in enumerate(ops):
-            self.source = _source_of(op)
+            self.source = _source_of(op, layers.get(op))
             if isinstance(op, ox.WeightOp | ox.ConstantOp):
                 continue
             if isinstance(op, ALIAS_OPS):
@@ -212,7 +265,11 @@ class Lowering:
                 if lower is None:
                     raise Unsupported("no lowering for this op")
                 self.persistent_top = 0
+                self.region_top = {}
+                self.sink = self.instructions.append  # a refused op may leave a pipeline open
+                self.pipeline = Pipeline(self).open()
                 lower(self, op)
+                self.pipeline.close()
             except Unsupported as exc:
                 label = (
                     op.results[0].name_hint if op.results and op.results[0].name_hint else op.name
@@ -255,16 +312,16 @@ class Lowering:
                 properties["value"] = ox.dense_from_numpy(value.astype(np.float32).reshape(-1))
             ops.append(DataOp.build(properties=properties))
         ops.extend(self.symbols)
-        dynamic: dict[int, list[str]] = {}
-        for index, field_name, cluster in self.dynamic:
-            dynamic.setdefault(index, []).append(f"{field_name}={cluster}")
+        position = {id(emitted): index for index, emitted in enumerate(self.instructions)}
         attributes: dict = {}  # immutable attributes, shared by the ops that use the same value
-        for index, ((name, fields), source) in enumerate(
-            zip(self.instructions, self.sources, strict=True)
-        ):
-            op = INSTRUCTION_OPS[name].create_from(fields, source, attributes)
-            if index in dynamic:
-                op.attributes["dynamic"] = StringAttr(",".join(dynamic[index]))
+        for emitted in self.instructions:
+            op = INSTRUCTION_OPS[emitted.name].create_from(
+                emitted.fields, emitted.source, attributes
+            )
+            if emitted.dynamic:
+                op.attributes["dynamic"] = StringAttr(
+                    ",".join(f"{name}={position[id(cluster)]}" for name, cluster in emitted.dynamic)
+                )
             ops.append(op)
         module = ModuleOp(ops)
         weights = self.module.attributes.get("ctac.weights")
@@ -290,16 +347,19 @@ def _symbol(
     return SymbolOp.build(properties=properties)
 
 
-def _source_of(op: Operation) -> str:
-    """'<op>:<name>': the op kind (attention is told apart by it) and the layer's name."""
+def _source_of(op: Operation, layer: int | None = None) -> str:
+    """'<op>:<name>@L<layer>': the op kind (attention is told apart by it), the layer's name and
+    the transformer block (`ctac.layer`); the format is ctac.runtime.sources'."""
+    from ctac.runtime.sources import format_source
+
     source = op.attributes.get("ctac.source")
     role = op.attributes.get("ctac.role")
     kind = f"{op.name}.{role.data}" if isinstance(role, StringAttr) else op.name
     if isinstance(source, StringAttr):
-        return f"{kind}:{source.data}"
+        return format_source(kind, source.data, layer)
     if op.results and op.results[0].name_hint:
-        return f"{op.name}:{op.results[0].name_hint}"
-    return op.name
+        return format_source(op.name, op.results[0].name_hint, layer)
+    return format_source(op.name, None, layer)
 
 
 LOWERINGS: dict[type, Callable[[Lowering, Operation], None]] = {}
@@ -316,6 +376,6 @@ def lowering(*op_classes: type):
     return register
 
 
-def dynamic_field(lowering: Lowering, field_name: str, cluster: int | None) -> None:
+def dynamic_field(lowering: Lowering, field_name: str, cluster: Emitted | None) -> None:
     if cluster is not None:
         lowering.dynamic_last(field_name, cluster)

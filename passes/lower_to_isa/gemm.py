@@ -1,5 +1,5 @@
-"""GEMM-shaped ops: MatMul, Gemm, per-head projections (cta.project) and patchify Conv, tiled to
-the PE array with A, B and C tiles in alternate buffer halves."""
+"""GEMM-shaped ops: MatMul, Gemm, projections into head layout (cta.project: one GEMM across
+heads) and patchify Conv, tiled to the PE array and software-pipelined (pipeline.py)."""
 
 from __future__ import annotations
 
@@ -68,40 +68,46 @@ class GemmPlan:
     n_step: int | None = None
 
 
-def emit_gemm(lowering: Lowering, plan: GemmPlan) -> None:
-    tm, tk, tn = gemm_tiles(lowering, plan.m, plan.k, plan.n, plan.n_step)
-    single_k = tk >= plan.k
-    for m0, rows in split_ranges(plan.m, tm):
-        lowering.next_stage()
-        a_parity = lowering.stage % 2
-        if single_k:
-            plan.load_a(lowering.slot(ACT, parity=a_parity), m0, rows, 0, plan.k)
-        for n0, cols in split_ranges(plan.n, tn):
-            lowering.next_stage()
-            c_address = lowering.slot(ACC)
-            bias_address = 0
-            if plan.bias is not None:
-                bias_address = lowering.persistent(cols)
-                lowering.load(
-                    VEC, bias_address, plan.bias.address + plan.bias_offset + n0, 1, cols, cols
-                )
-            for k0, depth in split_ranges(plan.k, tk):
-                if not single_k:
+def emit_gemm(lowering: Lowering, *plans: GemmPlan) -> None:
+    """C = A @ B (+ bias) for each plan (all of one shape: a batch of GEMMs), tiled (tm, tk, tn)
+    and software-pipelined: per tile, A (once per row of tiles when k fits one tile), B and the
+    bias come in through double-buffered slots, the GEMM accumulates over k into a C slot that
+    alternates per output tile, and C is stored after its last k step."""
+    first = plans[0]
+    tm, tk, tn = gemm_tiles(lowering, first.m, first.k, first.n, first.n_step)
+    single_k = tk >= first.k
+    regions = dict(lowering.region_top)  # the slots are free again once the loop is emitted
+    a_slots = lowering.stream(ACT, tm * min(tk, first.k))
+    b_slots = lowering.stream(WGT, tk * tn)
+    c_slots = lowering.stream(ACC, tm * tn)
+    bias_slots = lowering.stream(VEC, tn) if any(p.bias is not None for p in plans) else None
+    lowering.pipeline.drain()  # a loop of its own (conv runs one after its patch copies)
+    for plan in plans:
+        for m0, rows in split_ranges(plan.m, tm):
+            a_address = None
+            for n0, cols in split_ranges(plan.n, tn):
+                c_address = c_slots.next()
+                bias_address = 0
+                for k0, depth in split_ranges(plan.k, tk):
                     lowering.next_stage()
-                    plan.load_a(lowering.slot(ACT), m0, rows, k0, depth)
-                    a_address = lowering.slot(ACT)
-                else:
-                    a_address = lowering.slot(ACT, parity=a_parity)
-                b_address = lowering.slot(WGT)
-                plan.load_b(b_address, k0, depth, n0, cols)
-                lowering.emit(
-                    "GEMM",
-                    dst=ACC, dst_addr=c_address, a=ACT, a_addr=a_address, b=WGT, b_addr=b_address,
-                    m=rows, k=depth, n=cols, accumulate=int(k0 > 0), transpose_b=int(plan.transpose_b),
-                    has_bias=int(plan.bias is not None and k0 == 0), bias=VEC, bias_addr=bias_address,
-                )  # fmt: skip
-            plan.store_c(c_address, m0, rows, n0, cols)
-            lowering.persistent_top = 0
+                    if plan.bias is not None and k0 == 0:
+                        bias_address = bias_slots.next()
+                        source = plan.bias.address + plan.bias_offset + n0
+                        lowering.load(VEC, bias_address, source, 1, cols, cols)
+                    if a_address is None or not single_k:
+                        a_address = a_slots.next()
+                        plan.load_a(a_address, m0, rows, k0, depth)
+                    b_address = b_slots.next()
+                    plan.load_b(b_address, k0, depth, n0, cols)
+                    lowering.emit(
+                        "GEMM",
+                        dst=ACC, dst_addr=c_address, a=ACT, a_addr=a_address, b=WGT, b_addr=b_address,
+                        m=rows, k=depth, n=cols, accumulate=int(k0 > 0), transpose_b=int(plan.transpose_b),
+                        has_bias=int(plan.bias is not None and k0 == 0), bias=VEC, bias_addr=bias_address,
+                    )  # fmt: skip
+                plan.store_c(c_address, m0, rows, n0, cols)
+    lowering.pipeline.drain()
+    lowering.region_top = regions
 
 
 def _dense_loader(lowering: Lowering, buffer: int, base: int, row_length: int):
@@ -145,21 +151,18 @@ def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
     batch = out_shape[:-2]
     a_index = _batch_map(a_shape[:-2], batch)
     b_index = _batch_map(b_shape[:-2], batch)
-    for index in range(elements(batch)):
-        a_base = a.address + int(a_index[index]) * m * k
-        b_base = b.address + int(b_index[index]) * k * n
-        c_base = out.address + index * m * n
-        emit_gemm(
-            lowering,
-            GemmPlan(
-                m,
-                k,
-                n,
-                _dense_loader(lowering, ACT, a_base, k),
-                _dense_loader(lowering, WGT, b_base, n),
-                _dense_storer(lowering, c_base, n),
-            ),
+    plans = [
+        GemmPlan(
+            m,
+            k,
+            n,
+            _dense_loader(lowering, ACT, a.address + int(a_index[index]) * m * k, k),
+            _dense_loader(lowering, WGT, b.address + int(b_index[index]) * k * n, n),
+            _dense_storer(lowering, out.address + index * m * n, n),
         )
+        for index in range(elements(batch))
+    ]
+    emit_gemm(lowering, *plans)
 
 
 def _batch_map(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
@@ -215,22 +218,32 @@ def lower_project(lowering: Lowering, op: cta.ProjectOp) -> None:
     start, end = op.column_range()
     width = ox.shape_of(op.weight)[1]
     bias = lowering.tensor(op.bias) if op.bias is not None else None
-    for b in range(batch):
 
-        def store(address: int, s0: int, rows: int, n0: int, cols: int, b: int = b) -> None:
-            head = n0 // head_dim
-            target = out.address + ((b * heads + head) * seq + s0) * head_dim
-            lowering.store(ACC, address, target, rows, cols, head_dim)
+    def head_storer(b: int):
+        """Stores a C tile spanning several heads straight into (batch, heads, seq, head_dim):
+        one STORE per head, reading that head's column block of the tile."""
 
-        emit_gemm(
-            lowering,
-            GemmPlan(
-                seq, hidden, end - start,
-                _dense_loader(lowering, ACT, x.address + b * seq * hidden, hidden),
-                lambda address, k0, depth, n0, cols: lowering.load(WGT, address, w.address + k0 * width + start + n0, depth, cols, width),
-                store, bias=bias, bias_offset=start, n_step=head_dim,
-            ),
-        )  # fmt: skip
+        def store(address: int, s0: int, rows: int, n0: int, cols: int) -> None:
+            c0 = n0
+            while c0 < n0 + cols:
+                head, within = divmod(c0, head_dim)
+                span = min(head_dim - within, n0 + cols - c0)
+                target = out.address + ((b * heads + head) * seq + s0) * head_dim + within
+                lowering.store(ACC, address + c0 - n0, target, rows, span, head_dim, cols)
+                c0 += span
+
+        return store
+
+    plans = [
+        GemmPlan(
+            seq, hidden, end - start,
+            _dense_loader(lowering, ACT, x.address + b * seq * hidden, hidden),
+            lambda address, k0, depth, n0, cols: lowering.load(WGT, address, w.address + k0 * width + start + n0, depth, cols, width),
+            head_storer(b), bias=bias, bias_offset=start,
+        )
+        for b in range(batch)
+    ]  # fmt: skip
+    emit_gemm(lowering, *plans)
 
 
 @lowering(ox.ConvOp)

@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 ACT, WGT, ACC, VEC = 0, 1, 2, 3
+BUFFER_NAMES = ("act", "wgt", "acc", "vec")
+
+
+def buffer_name(buffer: int) -> str:
+    return BUFFER_NAMES[buffer]
+
+
 # Elements of `vec` kept for rows that live through a whole op.
 PERSISTENT = 16384
 
@@ -92,3 +99,26 @@ def runs_of(indices: np.ndarray) -> list[tuple[int, int, int]]:
         runs.append((start, length, stride))
         position += length
     return runs
+
+
+@dataclass
+class Stream:
+    """Slots of one tile size in a buffer, used in turn: while a tile is computed from one slot
+    the DMA fills the next (double buffering when depth is 2)."""
+
+    buffer: int
+    base: int
+    size: int
+    depth: int = 2
+    turns: int = 0
+
+    def next(self) -> int:
+        """Address of the next slot (the first call gives slot 0)."""
+        address = self.base + (self.turns % self.depth) * self.size
+        self.turns += 1
+        return address
+
+    @property
+    def current(self) -> int:
+        """Address of the slot the last next() gave."""
+        return self.base + ((self.turns - 1) % self.depth) * self.size

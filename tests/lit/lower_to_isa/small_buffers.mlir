@@ -6,40 +6,36 @@
 // RUN:     %S/../../../ctac/data/default_hw.toml > %t.toml
 // RUN: ctac-opt %s -p 'lower-to-isa{hw="%t.toml"}' | filecheck %s
 
-// With small buffers (act 256 elements, wgt 2048, acc 512, so halves of 128, 1024 and 256) a
-// (4 x 70) @ (70 x 40) Gemm with bias is tiled tm = 4, tk = 32 (A tiles of 4 x 32 = 128),
-// tn = 32 (B tiles of 32 x 32 = 1024): n tiles [0, 32) and [32, 40), each over k tiles [0, 32),
-// [32, 64), [64, 70). The first k tile of each n tile writes its accumulator and
-// adds that n tile's bias; the later ones accumulate. Every tile fits its half.
+// With small buffers (act 256 elements, wgt 2048, acc 512) a (4 x 70) @ (70 x 40) Gemm with bias
+// is tiled tm = 4, tk = 32 (A tiles of 4 x 32 = 128), tn = 32 (B tiles of 32 x 32 = 1024): n tiles
+// [0, 32) and [32, 40), each over k tiles [0, 32), [32, 64), [64, 70). The first k tile of each
+// n tile writes its accumulator and adds that n tile's bias (its own vec slot, 0 and 64); the
+// later ones accumulate. A, B and C alternate between two slots (act 0/128, wgt 0/1024, acc
+// 0/128) and the loop is software-pipelined: each k step's loads are issued one step ahead of
+// its GEMM, and an n tile's store follows the next tile's first GEMM.
 
-// CHECK:      ctaisa.symbol input "x" float32 [4, 70] at=0
-// CHECK-NEXT: ctaisa.symbol input "w" float32 [70, 40] at=280
-// CHECK-NEXT: ctaisa.symbol input "b" float32 [40] at=3080
-// CHECK-NEXT: ctaisa.symbol output "y" float32 [4, 40] at=3120
-// n tile [0, 32)
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=24576 src=3080 rows=1 cols=32 stride=32
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=0 rows=4 cols=32 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=280 rows=32 cols=32 stride=40
-// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=32 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=24576
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=32 rows=4 cols=32 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=1560 rows=32 cols=32 stride=40
-// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=4 k=32 n=32 accumulate=1 transpose_b=0 has_bias=0
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=64 rows=4 cols=6 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=2840 rows=6 cols=32 stride=40
-// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=6 n=32 accumulate=1 transpose_b=0 has_bias=0
-// CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=3120 rows=4 cols=32 stride=40
-// n tile [32, 40)
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=24576 src=3112 rows=1 cols=8 stride=8
+// CHECK:      ctaisa.load dst=vec dst_addr=0 src=3080 rows=1 cols=32 stride=32
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=0 rows=4 cols=32 stride=70
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=280 rows=32 cols=32 stride=40
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=32 rows=4 cols=32 stride=70
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=1560 rows=32 cols=32 stride=40
+// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=4 k=32 n=32 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=64 rows=4 cols=6 stride=70
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=2840 rows=6 cols=32 stride=40
+// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=32 accumulate=1 transpose_b=0 has_bias=0 bias=vec bias_addr=0
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=64 src=3112 rows=1 cols=8 stride=8
 // CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=0 rows=4 cols=32 stride=70
 // CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=312 rows=32 cols=8 stride=40
-// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=8 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=24576
+// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=4 k=6 n=32 accumulate=1 transpose_b=0 has_bias=0 bias=vec bias_addr=0
 // CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=32 rows=4 cols=32 stride=70
 // CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=1592 rows=32 cols=8 stride=40
-// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=4 k=32 n=8 accumulate=1 transpose_b=0 has_bias=0
+// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=128 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=8 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=64
+// CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=3120 rows=4 cols=32 stride=40 src_stride=0
 // CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=64 rows=4 cols=6 stride=70
 // CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=2872 rows=6 cols=8 stride=40
-// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=6 n=8 accumulate=1 transpose_b=0 has_bias=0
-// CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=3152 rows=4 cols=8 stride=40
+// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=128 a=act a_addr=0 b=wgt b_addr=0 m=4 k=32 n=8 accumulate=1 transpose_b=0 has_bias=0 bias=vec bias_addr=64
+// CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=128 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=6 n=8 accumulate=1 transpose_b=0 has_bias=0 bias=vec bias_addr=64
+// CHECK-NEXT: ctaisa.store src=acc src_addr=128 dst=3152 rows=4 cols=8 stride=40 src_stride=0
 // CHECK-NEXT: ctaisa.halt
 func.func @main(%x: tensor<4x70xf32> {onnx.name = "x"}, %w: tensor<70x40xf32> {onnx.name = "w"}, %b: tensor<40xf32> {onnx.name = "b"}) -> (tensor<4x40xf32> {onnx.name = "y"}) {
   %y = onnx.Gemm %x, %w, C %b : (tensor<4x70xf32>, tensor<70x40xf32>, tensor<40xf32>) -> tensor<4x40xf32>

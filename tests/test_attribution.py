@@ -1,0 +1,192 @@
+"""Profiles attribute every instruction to the right transformer block.
+
+Layers come from the graph (passes/assign_layers.py), travel in each instruction's source string
+(ctac.runtime.sources) and group the profile (runtime/profile.py). For every test model, both
+exporters, exact and CTA attention: one block per transformer layer, every attention and
+compression instruction in its attention's block, block spans a partition of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import MODEL_ENTRIES, MODELS, manifest_inputs, shape_flags
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ctac.emit import program_from_module
+from ctac.hw import load_hardware
+from ctac.importer import import_model
+from ctac.passes.detect_attention import detect_attention
+from ctac.passes.lower_to_isa import lower_module
+from ctac.pipeline import run_passes
+from ctac.run import execute, profile_program
+from ctac.runtime.profile import blocks_in_order, format_blocks, per_block
+from ctac.runtime.program import Program
+from ctac.runtime.sources import format_source, parse_source
+
+HW = load_hardware()
+MODES = {
+    "exact": None,
+    "cta": "cta-compress{block=8}",
+    "cta-input": "cta-compress{granularity=input block=8}",
+}
+ATTENTION = ("cta.attention", "cta.compressed_attention")
+# TorchScript exports keep module paths in names; where a name says its block, the structural
+# layer must agree with it.
+NAMED_BLOCK = re.compile(r"(?:layers?|h)[._](\d+)[._]")
+
+
+def _program(entry: dict, mode: str) -> Program:
+    imported = import_model(MODELS / entry["file"], shape_flags(entry))
+    run_passes(imported.module, "canonicalize")
+    detect_attention(imported.module, verify=False)
+    if MODES[mode]:
+        run_passes(imported.module, MODES[mode])
+    return program_from_module(lower_module(imported.module, HW))
+
+
+def _check_partition(profile, blocks: dict[str, dict[str, float]]) -> None:
+    intervals = sorted((entry["span_start"], entry["span_end"]) for entry in blocks.values())
+    assert intervals[0][0] == 0 and intervals[-1][1] == profile.cycles
+    for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+        assert end == start  # contiguous and non-overlapping
+    assert sum(entry["span_cycles"] for entry in blocks.values()) == profile.cycles
+    for entry in blocks.values():
+        assert entry["span_cycles"] == entry["span_end"] - entry["span_start"] >= 0
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_blocks_follow_the_transformer_layers(model_entry: dict, mode: str) -> None:
+    program = _program(model_entry, mode)
+    layers = model_entry["num_attention_layers"]
+    _, stats = execute(program, HW, manifest_inputs(model_entry, seed=3), progress=False)
+    profile = profile_program(program, HW, stats)
+    blocks = per_block(profile)
+    names = list(blocks)
+    assert [n for n in names if n.startswith("layer ")] == [f"layer {k}" for k in range(layers)]
+    assert set(names) <= {"embeddings", "output", *(f"layer {k}" for k in range(layers))}
+    assert "embeddings" in names  # every test model embeds its tokens or patches
+    _check_partition(profile, blocks)
+
+    sources = [parse_source(source) for source in program.sources]
+    assert all(s.layer is not None for s, (op, _) in zip(sources, program.instructions, strict=True) if op != "HALT")  # fmt: skip
+    # Blocks are contiguous in program order, in layer order.
+    order = [s.layer for s in sources if s.layer is not None]
+    assert order == sorted(order)
+    # Attention and compression: each run of consecutive `cta.*` instructions is one attention
+    # layer (projections, clustering, pooling, attention, recovery) and sits in its block.
+    attention_layers = []
+    run: list = []
+    for source in [*sources, None]:
+        if source is not None and source.is_attention:
+            run.append(source)
+            continue
+        if run:
+            anchors = {s.layer for s in run if s.kind in ATTENTION}
+            assert len(anchors) == 1, run
+            assert {s.layer for s in run} == anchors, run
+            attention_layers.append(anchors.pop())
+            run = []
+    assert attention_layers == list(range(layers))
+    # Every compression instruction shares its attention's layer name and block.
+    by_name: dict[str, set[int | None]] = {}
+    for source in sources:
+        if source.kind.startswith(("cta.cluster", "cta.compressed_attention", "cta.attention")):
+            by_name.setdefault(source.name, set()).add(source.layer)
+    assert all(len(found) == 1 for found in by_name.values()), by_name
+    if "cta" in mode:
+        kinds = {s.kind.split(".")[1] for s in sources if s.is_attention}
+        assert {"cluster", "compressed_attention"} <= kinds  # causal ones have no recover
+    # Where TorchScript names say the block, they agree.
+    if model_entry["exporter"] == "torchscript":
+        named = [(s, NAMED_BLOCK.search(s.name)) for s in sources]
+        named = [(s, int(match.group(1))) for s, match in named if match]
+        assert {block for _, block in named} == set(range(layers))
+        assert all(source.layer == block for source, block in named), named
+    # Unit busy cycles are the instructions' own, whatever the spans.
+    for unit, busy in profile.unit_busy.items():
+        assert sum(entry.get(f"{unit}_cycles", 0.0) for entry in blocks.values()) == busy
+
+
+def test_untagged_programs_are_one_block() -> None:
+    """Programs without layers in their sources (older files) still partition the run."""
+    entry = next(m for m in MODEL_ENTRIES if m["file"] == "bert_dynamo_eager.onnx")
+    program = _program(entry, "exact")
+    untagged = replace(
+        program, sources=[format_source(s.kind, s.name) for s in map(parse_source, program.sources)]
+    )
+    profile = profile_program(untagged, HW, None)
+    blocks = per_block(profile)
+    assert list(blocks) == ["program"]
+    _check_partition(profile, blocks)
+    assert set(blocks_in_order(profile)) == {"program"}
+
+
+def test_ctac_profile_reports_blocks_and_spans(tmp_path: Path, capsys) -> None:
+    """`ctac profile` of a dynamo BERT in CTA mode: embeddings, layer 0, layer 1; the table's
+    header and profile.json say what a span is, and the spans add up to the cycles."""
+    from ctac.cli import main
+
+    binary = tmp_path / "bert.ctab"
+    model = MODELS / "bert_dynamo_eager.onnx"
+    shapes = "input_ids=2x16,attention_mask=2x16"
+    argv = ["compile", str(model), "--shape", shapes, "--attention", "cta", "-o", str(binary)]
+    assert main(argv) == 0
+    assert main(["profile", str(binary), "--out", str(tmp_path / "prof")]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0:2] for line in out.splitlines() if re.match(r"(embeddings|layer \d|output)", line)]  # fmt: skip
+    assert [" ".join(r) if r[0] == "layer" else r[0] for r in rows] == [
+        "embeddings",
+        "layer 0",
+        "layer 1",
+    ]
+    assert "span cycles: a block runs from its earliest start" in out
+    data = json.loads((tmp_path / "prof" / "profile.json").read_text())
+    assert "partition" in data["span_definition"]
+    assert list(data["blocks"]) == ["embeddings", "layer 0", "layer 1"]
+    total = sum(entry["span_cycles"] for entry in data["blocks"].values())
+    assert total == data["summary"]["cycles"]
+    trace = json.loads((tmp_path / "prof" / "trace.json").read_text())
+    layers = {e["args"]["layer"] for e in trace["traceEvents"] if e["ph"] == "X"}
+    assert {"embeddings", "layer 0", "layer 1"} <= layers
+
+
+def test_format_blocks_has_one_row_per_block() -> None:
+    entry = next(m for m in MODEL_ENTRIES if m["file"] == "gpt2_dynamo_eager.onnx")
+    profile = profile_program(_program(entry, "exact"), HW, None)
+    table = format_blocks(profile)
+    names = [line[:10].strip() for line in table.splitlines()[5:]]
+    assert names == ["embeddings", "layer 0", "layer 1", "output"]
+
+
+@given(
+    kind=st.from_regex(r"[a-z]+(\.[a-z_]+){1,2}", fullmatch=True),
+    name=st.text(max_size=12),
+    layer=st.one_of(st.none(), st.integers(-1, 99)),
+)
+def test_sources_parse_back(kind: str, name: str, layer: int | None) -> None:
+    parsed = parse_source(format_source(kind, name, layer))
+    assert (parsed.kind, parsed.name, parsed.layer) == (kind, name, layer)
+
+
+@pytest.mark.parametrize(
+    ("source", "kind", "name", "layer"),
+    [
+        ("onnx.Gather:model_wte_Gather@L-1", "onnx.Gather", "model_wte_Gather", -1),
+        ("cta.cluster.kv:softmax.1@L1", "cta.cluster.kv", "softmax.1", 1),
+        ("cta.pool@L0", "cta.pool", "", 0),
+        ("onnx.Add:x@L3@L?", "onnx.Add", "x@L3", None),
+        ("onnx.Add:a:b", "onnx.Add", "a:b", None),
+        ("end", "end", "", None),
+        ("", "", "", None),
+    ],
+)
+def test_source_examples(source: str, kind: str, name: str, layer: int | None) -> None:
+    assert parse_source(source) == parse_source(format_source(kind, name, layer))
+    parsed = parse_source(source)
+    assert (parsed.kind, parsed.name, parsed.layer) == (kind, name, layer)
