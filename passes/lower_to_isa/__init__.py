@@ -10,7 +10,9 @@ Every op left after detection (and compression) becomes tiles of CTA-ISA instruc
   by a whole op (LayerNorm gamma/beta, masks, broadcast operands). No tile is larger than its half.
 - One module per op family registers its lowerings with `@lowering`: gemm (MatMul, Gemm,
   projections, patchify Conv), elementwise (and row-wise norms, softmax, reductions), movement
-  (Gather, Transpose, Concat), attention (exact and ELSA), compression (CTA ops).
+  (Gather, Transpose, Concat), attention (exact and ELSA), compression (clustering, pooling,
+  recovery), compressed_attention (attention over clusters, block-causal); pipeline.py orders
+  every tiled loop (software pipelining) and memory.Stream gives each tile its slots.
 - An op that cannot be lowered is collected; one error lists every such node.
 """
 
@@ -25,7 +27,14 @@ from xdsl.passes import ModulePass
 from ctac.hw import Hardware, load_hardware
 
 # The op-family modules register their lowerings on import.
-from ctac.passes.lower_to_isa import attention, compression, elementwise, gemm, movement  # noqa: F401
+from ctac.passes.lower_to_isa import (  # noqa: F401
+    attention,
+    compressed_attention,
+    compression,
+    elementwise,
+    gemm,
+    movement,
+)
 from ctac.passes.lower_to_isa.core import DRAM_ATTRIBUTE, HW_ATTRIBUTE, Lowering
 from ctac.passes.lower_to_isa.memory import PERSISTENT
 
