@@ -53,9 +53,7 @@ def program_from_module(module: ModuleOp) -> Program:
     instructions, sources, dynamic = [], [], []
     for op in module.ops:
         if isinstance(op, InstructionOp):
-            dynamic.extend(
-                (len(instructions), name, cluster) for name, cluster in op.dynamic_fields()
-            )
+            dynamic.extend((len(instructions), *entry) for entry in op.dynamic_fields())
             instructions.append((op.INSTRUCTION, op.field_values()))
             sources.append(op.source)
     return Program(

@@ -108,12 +108,19 @@ def attention_report(program: Program, stats: ExecutionStats) -> list[dict]:
     """Per attention layer: tokens, and the mean query / key-value clusters per sequence."""
     layers: dict[str, dict] = {}
     found: dict[tuple[str, str], list[int]] = {}
+    run: dict[str, int] = {}  # keys of the key tiles of the current query tile, per layer
     for index, (name, fields) in enumerate(program.instructions):
         source = parse_source(program.sources[index] if program.sources else "")
         layer = source.name
-        if name == "SOFTMAX" and source.kind in ("cta.attention", "cta.compressed_attention"):
+        attention = source.kind in ("cta.attention", "cta.compressed_attention")
+        if name == "SOFTMAX" and attention:
             entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
             entry["tokens"] = max(entry["tokens"], fields["cols"])
+        if name == "SOFTMAX_ONLINE" and attention:
+            # A query tile's key tiles run first=1 ... last=1: their columns add up to its keys.
+            run[layer] = (0 if fields["first"] else run.get(layer, 0)) + fields["cols"]
+            entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
+            entry["tokens"] = max(entry["tokens"], run[layer])
         if name == "CLUSTER" and index in stats.clusters:
             entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
             entry["tokens"] = max(entry["tokens"], fields["rows"])

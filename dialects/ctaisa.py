@@ -61,15 +61,17 @@ class InstructionOp(IRDLOperation):
                 values[field_spec.name] = attr.value.data
         return values
 
-    def dynamic_fields(self) -> list[tuple[str, int]]:
-        """(field, CLUSTER instruction index) pairs: sizes the data decides."""
+    def dynamic_fields(self) -> list[tuple]:
+        """(field, CLUSTER instruction index[, offset]): sizes the data decides ("n=5" or, for a
+        tile starting at cluster row 128, "n=5@128")."""
         attr = self.attributes.get("dynamic")
         if not isinstance(attr, StringAttr) or not attr.data:
             return []
         pairs = []
         for item in attr.data.split(","):
             name, _, index = item.partition("=")
-            pairs.append((name, int(index)))
+            cluster, _, offset = index.partition("@")
+            pairs.append((name, int(cluster), int(offset)) if offset else (name, int(cluster)))
         return pairs
 
     @property

@@ -199,10 +199,12 @@ def effective_fields(program: Program, clusters: Mapping[int, int] | None) -> di
     effective: dict[int, dict] = {}
     if not clusters:
         return effective
-    for index, name, source in program.dynamic:
+    for index, name, source, *offset in program.dynamic:
         if source in clusters:
             fields = effective.setdefault(index, dict(program.instructions[index][1]))
-            fields[name] = max(1, min(fields[name], clusters[source]))
+            formed = clusters[source] - (offset[0] if offset else 0)
+            # A tile past the last cluster does no work (0); a whole-sequence size keeps 1.
+            fields[name] = max(0 if offset else 1, min(fields[name], formed))
     return effective
 
 
@@ -226,11 +228,22 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
     finish = 0
     sources = program.sources or [""] * len(program.instructions)
     dynamic = effective_fields(program, clusters)
+    skipped = {
+        entry[0]
+        for entry in program.dynamic
+        if entry[0] in dynamic and not dynamic[entry[0]][entry[1]]
+    }
     for index, ((name, fields), source) in enumerate(
         zip(program.instructions, sources, strict=True)
     ):
         spec = isa.BY_NAME[name]
         effective = dynamic.get(index, fields)
+        if index in skipped:
+            # A tile beyond the clusters formed: skipped (the hardware tests the count first).
+            timings.append(
+                InstructionTiming(index, name, spec.unit, source, finish, finish, 0.0, 0.0, 0.0, 0)
+            )
+            continue
         if spec.unit == "control":
             start = max(finish, max(unit_end.values(), default=0))
             end = start + spec.cycles(effective, view)

@@ -297,11 +297,11 @@ def _softmax(machine: Machine, f: Fields) -> None:
 def _softmax_online(machine: Machine, f: Fields) -> None:
     rows, cols = f["rows"], f["cols"]
     scores, weights_per_column = _visible_scores(machine, f)
-    state = machine.tile(isa.VEC_BUFFER, f["state_addr"], rows, 3)
+    state = machine.tile(isa.VEC_BUFFER, f["state_addr"], 3, rows)  # max, sum, rescale columns
     if f["first"]:
         old_max, old_sum = np.full(rows, -np.inf), np.zeros(rows)
     else:
-        old_max, old_sum = state[:, 0].astype(np.float64), state[:, 1].astype(np.float64)
+        old_max, old_sum = state[0].astype(np.float64), state[1].astype(np.float64)
     new_max = np.maximum(old_max, scores.max(axis=1, initial=-np.inf))
     pivot = np.where(np.isfinite(new_max), new_max, 0.0)
     weights = np.exp(scores - pivot[:, None])
@@ -314,7 +314,7 @@ def _softmax_online(machine: Machine, f: Fields) -> None:
         weights = weights * inverse[:, None]
         rescale = rescale * inverse
     machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = weights
-    state[:, 0], state[:, 1], state[:, 2] = new_max, new_sum, rescale
+    state[0], state[1], state[2] = new_max, new_sum, rescale
 
 
 def _hash(machine: Machine, f: Fields) -> None:

@@ -414,13 +414,13 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _addr("counts_addr", "counts offset in vec (1 x cols)"),
             Field("causal", "uint", 1, "row r sees tile column j <= r + causal_offset"),
             Field("causal_offset", "int", 18, "causal frontier of row 0 in tile columns"),
-            _addr("state_addr", "offset in vec of (rows x 3): running max, running sum, rescale"),
+            _addr("state_addr", "offset in vec of three (rows x 1) columns: running max, running sum, rescale"),
             Field("first", "uint", 1, "first key tile: start the running max at -inf and the sum at 0"),
             Field("last", "uint", 1, "last key tile: divide the weights and the rescale by the final sum"),
         ),
         "One key tile of an online softmax (FlashAttention): m' = max(m, rowmax(S)), weights "
         "e^(S - m') (count-weighted, masked), l' = l e^(m - m') + rowsum(weights), rescale = "
-        "e^(m - m') for the output accumulated so far (state column 2); the last tile divides the "
+        "e^(m - m') for the output accumulated so far (the third state column); the last tile divides the "
         "weights and the rescale by l' (a row with no visible key becomes zeros). Masks, counts "
         "and the state live in vec.",
         "SOFTMAX's passes over the tile + 2 * ceil(rows / lanes) for the running statistics",
@@ -430,7 +430,7 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             (f["src"], f["src_addr"], _rc(f)),
             *([(VEC_BUFFER, f["mask_addr"], f["cols"] if f["mask"] == "keys" else _rc(f))] if f["mask"] != "none" else []),
             *([(VEC_BUFFER, f["counts_addr"], f["cols"])] if f["has_counts"] else []),
-            *([(VEC_BUFFER, f["state_addr"], 3 * f["rows"])] if not f["first"] else []),
+            *([(VEC_BUFFER, f["state_addr"], 2 * f["rows"])] if not f["first"] else []),
         ],
         writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f)), (VEC_BUFFER, f["state_addr"], 3 * f["rows"])],
     ),

@@ -73,9 +73,10 @@ class Program:
     dram_elements: int
     symbols: list[Symbol]
     sources: list[str] = field(default_factory=list)
-    # Data-dependent sizes: (instruction, field, CLUSTER instruction): the field's effective value
-    # is the number of clusters that CLUSTER formed (capped by the field's nominal value).
-    dynamic: list[tuple[int, str, int]] = field(default_factory=list)
+    # Data-dependent sizes: (instruction, field, CLUSTER instruction[, offset]): the field's
+    # effective value is the number of clusters that CLUSTER formed less the offset (the first
+    # cluster row of a tile), capped by the field's nominal value; 0 skips the instruction.
+    dynamic: list[tuple] = field(default_factory=list)
 
     @property
     def inputs(self) -> list[Symbol]:
@@ -289,7 +290,8 @@ def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int,
     for entry in entries:
         if (
             not isinstance(entry, list)
-            or len(entry) != 3
+            or len(entry) not in (3, 4)
+            or not all(isinstance(value, int) for value in entry[3:])
             or not isinstance(entry[0], int)
             or not isinstance(entry[1], str)
             or not isinstance(entry[2], int)
@@ -301,7 +303,7 @@ def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int,
             raise _fail(
                 f"dynamic size entry {entry!r} does not name an instruction field and a CLUSTER"
             )
-        dynamic.append((entry[0], str(entry[1]), entry[2]))
+        dynamic.append((entry[0], str(entry[1]), entry[2], *entry[3:4]))
     return dynamic
 
 
@@ -358,9 +360,9 @@ def disassemble(program: Program, include_data: bool = True) -> str:
         lines += [f".bytes {encoded[i : i + 96]}" for i in range(0, len(encoded), 96)]
     lines.append(".text")
     sources = program.sources or [""] * len(program.instructions)
-    dynamic: dict[int, dict[str, int]] = {}
-    for index, name, cluster in program.dynamic:
-        dynamic.setdefault(index, {})[name] = cluster
+    dynamic: dict[int, dict[str, object]] = {}
+    for index, name, cluster, *offset in program.dynamic:
+        dynamic.setdefault(index, {})[name] = [cluster, *offset] if offset else cluster
     for index, ((name, fields), source) in enumerate(
         zip(program.instructions, sources, strict=True)
     ):
@@ -464,7 +466,10 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
                 source, end = decoder.raw_decode(marker[1:].strip())
                 rest = marker[1:].strip()[end:].strip()
                 for key, cluster in json.loads(rest).items() if rest else []:
-                    dynamic.append((len(instructions), key, int(cluster)))
+                    if isinstance(cluster, list):  # [CLUSTER instruction, offset]
+                        dynamic.append((len(instructions), key, int(cluster[0]), int(cluster[1])))
+                    else:
+                        dynamic.append((len(instructions), key, int(cluster)))
             except (json.JSONDecodeError, AttributeError, ValueError):
                 raise fail(number, "malformed ;@ source / dynamic sizes") from None
         instructions.append((name, decoded))

@@ -72,7 +72,7 @@ def test_key_tiles_equal_one_softmax(mode: str, tile: int) -> None:
         run(m, "SOFTMAX_ONLINE", dst=ACT, dst_addr=0, src=ACC, src_addr=5000, rows=rows, cols=cols,
             state_addr=8000, first=int(index == 0), last=int(index == len(starts) - 1), **online)  # fmt: skip
         weights = m.tile(ACT, 0, rows, cols).astype(np.float64)
-        rescale = m.tile(VEC, 8000, rows, 3)[:, 2].astype(np.float64)
+        rescale = m.tile(VEC, 8000 + 2 * rows, rows, 1)[:, 0].astype(np.float64)
         output = (output * rescale[:, None] if index else 0) + weights @ values[k0 : k0 + cols]
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-6)
     if mode == "additive":

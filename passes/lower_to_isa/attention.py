@@ -1,13 +1,24 @@
-"""Exact and ELSA attention (cta.attention): per (batch, head), per block of queries, S = Q K^T,
-SOFTMAX, O = P V."""
+"""Attention tiled over queries and keys with an online softmax (FlashAttention's running max
+and sum), for exact and ELSA attention (cta.attention) and, through `emit_attention_tiles`,
+attention over compressed tokens (compressed_attention.py).
+
+Per query tile (tq rows of one batch and head) and per key tile (tk keys) the software pipeline
+(pipeline.py) runs five stages: 0 load K (and Q on a query tile's first key tile); 1 S = Q K^T,
+load the tile's mask and counts; 2 SOFTMAX_ONLINE (running max, sum and the rescale of the
+output so far), load V; 3 O = O * rescale + P V; 4 store O after the last key tile. Q, O and the
+running statistics alternate per query tile, everything else per step, so any length compiles
+whenever one tile fits: the limit is DRAM, not a buffer."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
-from ctac.passes.lower_to_isa.core import PREPARE, Lowering, dynamic_field, lowering
+from ctac.passes.lower_to_isa.core import PREPARE, Emitted, Lowering, dynamic_field, lowering
 from ctac.passes.lower_to_isa.memory import ACC, ACT, VEC, WGT, Tensor, Unsupported, split_ranges
 
 
@@ -35,37 +46,190 @@ def emit_weighted_values(
     rows: int,
     keys: int,
     value_dim: int,
+    accumulate: bool = False,
 ) -> None:
-    """O = P V for one head: probabilities in ACT, values in WGT, the output into ACC."""
+    """O (+)= P V for one head: probabilities in ACT, values in WGT, the output into ACC."""
     lowering.emit(
         "GEMM", dst=ACC, dst_addr=o_address, a=ACT, a_addr=p_address, b=WGT, b_addr=v_address,
-        m=rows, k=keys, n=value_dim,
+        m=rows, k=keys, n=value_dim, accumulate=int(accumulate),
     )  # fmt: skip
+
+
+@dataclass
+class KeyTile:
+    """One tile of keys for a query tile: DRAM addresses of its first key and value rows, and
+    what decides which of its keys each query sees."""
+
+    keys: int
+    values: int
+    cols: int
+    causal_offset: int | None = None  # row r sees tile columns j <= r + causal_offset
+    key_mask: int | None = None  # DRAM address of a (1 x cols) 0/1 key validity row
+    counts: int | None = None  # DRAM address of a (1 x cols) row of cluster counts
+    additive: Callable[[int], None] | None = None  # loads the (rows x cols) bias to a vec address
+    cluster: Emitted | None = None  # the CLUSTER whose count of key clusters sizes this tile
+    cluster_offset: int = 0  # the tile's first cluster row
+
+
+@dataclass
+class QueryTile:
+    queries: int  # DRAM address of the first query row
+    rows: int
+    output: int  # DRAM address of the first output row
+    key_tiles: list[KeyTile]
+    cluster: Emitted | None = None  # the CLUSTER whose count of query clusters sizes this tile
+    cluster_offset: int = 0
+    elsa_key_row: int | None = None  # ELSA: DRAM address of the key validity row (all keys)
+
+
+@dataclass
+class AttentionShape:
+    head_dim: int
+    value_dim: int
+    scale: float
+    softcap: float = 0.0
+    additive: bool = False  # some key tile has an additive (rows x cols) mask
+    elsa_bits: int = 0
+    elsa_threshold: float = 0.0
+    elsa_planes: int = 0  # vec address of the hash planes (persistent)
+    counts: bool = False
+
+
+def attention_tiles(
+    lowering: Lowering, q_len: int, kv_len: int, shape: AttentionShape
+) -> tuple[int, int]:
+    """(tq, tk): the largest query and key tiles whose double-buffered slots fit every buffer,
+    keys first (fewer rescales), then queries (fewer K/V reloads); multiples of the PE rows when
+    they split a sequence."""
+    rows = lowering.hw.view().pe_rows
+    half = lowering.half
+    d, dv = shape.head_dim, shape.value_dim
+    for tk in (512, 256, 128, 64, 32, 16, 8, 4, 2, 1):
+        tk = min(tk, kv_len)
+        if tk * (d + dv) > half[WGT]:
+            continue
+        vec_rows = (
+            (tk if shape.additive or shape.elsa_bits else 0) + 3 + (1 if shape.elsa_bits else 0)
+        )
+        vec_fixed = (
+            (0 if shape.additive or shape.elsa_bits else tk)
+            + tk
+            + (2 * tk if shape.elsa_bits else 0)
+        )
+        tq = min(
+            q_len,
+            half[ACT] // (d + tk),
+            half[ACC] // (tk + dv),
+            max(0, half[VEC] - vec_fixed) // max(vec_rows, 1),
+        )
+        if tq >= min(q_len, rows) or (tq >= 1 and tk == 1):
+            if tq < q_len and tq > rows:
+                tq -= tq % rows
+            return tq, tk
+    raise Unsupported(f"one query row over one key of width {d} + {dv} does not fit the buffers")
+
+
+def emit_attention_tiles(
+    lowering: Lowering, shape: AttentionShape, tiles: list[QueryTile], tq: int, tk: int
+) -> None:
+    """The key-tiled, software-pipelined attention loop over `tiles` (see the module doc)."""
+    d, dv = shape.head_dim, shape.value_dim
+    masked = shape.additive or shape.elsa_bits
+    q_slots, p_slots = lowering.stream(ACT, tq * d), lowering.stream(ACT, tq * tk)
+    k_slots, v_slots = lowering.stream(WGT, tk * d), lowering.stream(WGT, tk * dv)
+    s_slots, o_slots = lowering.stream(ACC, tq * tk), lowering.stream(ACC, tq * dv)
+    mask_slots = lowering.stream(VEC, tq * tk if masked else tk)
+    count_slots = lowering.stream(VEC, tk)
+    state_slots = lowering.stream(VEC, 3 * tq)
+    code_slots = lowering.stream(VEC, tq + 2 * tk) if shape.elsa_bits else None
+    pipeline = lowering.pipeline
+    pipeline.drain()
+
+    def sized_by_queries(field_name: str, tile: QueryTile) -> None:
+        dynamic_field(lowering, field_name, tile.cluster, tile.cluster_offset)
+
+    def sized_by_keys(field_name: str, key: KeyTile) -> None:
+        dynamic_field(lowering, field_name, key.cluster, key.cluster_offset)
+
+    for tile in tiles:
+        rows = tile.rows
+        q_address, o_address, state = q_slots.next(), o_slots.next(), state_slots.next()
+        last_index = len(tile.key_tiles) - 1
+        for index, key in enumerate(tile.key_tiles):
+            cols, first, last = key.cols, index == 0, index == last_index
+            lowering.next_stage()
+            pipeline.stage(0)
+            k_address = k_slots.next()
+            lowering.load(WGT, k_address, key.keys, cols, d, d)
+            sized_by_keys("rows", key)
+            if first:
+                lowering.load(ACT, q_address, tile.queries, rows, d, d)
+                sized_by_queries("rows", tile)
+            pipeline.stage(1)
+            mask_mode, mask_address, selection = "none", mask_slots.next(), None
+            if shape.elsa_bits:
+                selection = _elsa_selection(lowering, shape, tile, key, q_address, k_address,
+                                            mask_address, code_slots.next())  # fmt: skip
+                mask_mode = "additive"
+            elif key.additive is not None:
+                key.additive(mask_address)
+                mask_mode = "additive"
+            elif key.key_mask is not None:
+                lowering.load(VEC, mask_address, key.key_mask, 1, cols, cols)
+                mask_mode = "keys"
+            counts_address = count_slots.next()
+            if key.counts is not None:
+                lowering.load(VEC, counts_address, key.counts, 1, cols, cols)
+                sized_by_keys("cols", key)
+            s_address = s_slots.next()
+            emit_scores(lowering, s_address, q_address, k_address, rows, d, cols)
+            sized_by_queries("m", tile)
+            sized_by_keys("n", key)
+            dynamic_field(lowering, "n", selection)  # ELSA scores only its candidates
+            pipeline.stage(2)
+            p_address = p_slots.next()
+            lowering.emit(
+                "SOFTMAX_ONLINE", dst=ACT, dst_addr=p_address, src=ACC, src_addr=s_address,
+                rows=rows, cols=cols, scale=shape.scale, softcap=shape.softcap, mask=mask_mode,
+                mask_addr=mask_address, has_counts=int(key.counts is not None),
+                counts_addr=counts_address, causal=int(key.causal_offset is not None),
+                causal_offset=key.causal_offset or 0, state_addr=state, first=int(first),
+                last=int(last),
+            )  # fmt: skip
+            sized_by_queries("rows", tile)
+            sized_by_keys("cols", key)
+            dynamic_field(lowering, "cols", selection)
+            v_address = v_slots.next()
+            lowering.load(WGT, v_address, key.values, cols, dv, dv)
+            sized_by_keys("rows", key)
+            pipeline.stage(3)
+            if not first:
+                # The rescale is the third of the state's (max, sum, rescale) columns.
+                lowering.vec("mul", ACC, o_address, (ACC, o_address), rows, dv,
+                             b=(VEC, state + 2 * rows), bcast="col")  # fmt: skip
+                sized_by_queries("rows", tile)
+            emit_weighted_values(lowering, o_address, p_address, v_address, rows, cols, dv,
+                                 accumulate=not first)  # fmt: skip
+            sized_by_queries("m", tile)
+            sized_by_keys("k", key)
+            dynamic_field(lowering, "k", selection)
+            if last:
+                pipeline.stage(4)
+                lowering.store(ACC, o_address, tile.output, rows, dv, dv)
+                sized_by_queries("rows", tile)
+    pipeline.drain()
 
 
 @lowering(cta.AttentionOp)
 def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
-    """Per (batch, head), per block of queries: S = Q K^T (GEMM, K transposed), P = SOFTMAX(S)
-    with scale, softcap, mask and causal frontier, O = P V (GEMM)."""
+    """Exact (or ELSA-filtered) attention per (batch, head, query tile, key tile); a causal query
+    tile skips the key tiles wholly beyond its frontier."""
     q, k, v = (lowering.tensor(x) for x in (op.query, op.key, op.value))
     out = lowering.tensors[op.output]
     batch, heads, q_len, head_dim = ox.shape_of(op.query)
     kv_heads, kv_len = ox.shape_of(op.key)[1], ox.shape_of(op.key)[2]
     value_dim = ox.shape_of(op.value)[3]
     group = heads // kv_heads
-    if kv_len * (head_dim + value_dim) > lowering.half[WGT]:
-        raise Unsupported(
-            f"keys and values of {kv_len} tokens do not fit half of wgt; key tiling is not implemented"
-        )
-    # Q and P share an act half, S and O an acc half, an additive mask block a vec half.
-    rows = min(
-        q_len,
-        lowering.half[ACC] // (kv_len + value_dim),
-        lowering.half[ACT] // (kv_len + head_dim),
-        lowering.half[VEC] // (kv_len + 1),
-    )
-    if rows < 1:
-        raise Unsupported(f"one query row over {kv_len} keys does not fit the buffer halves")
     kind = op.str_attr("mask_kind", "none")
     elsa_bits = op.int_attr("elsa_bits", 0)
     if elsa_bits and kind == "additive":
@@ -74,155 +238,114 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
     mask_shape = ox.shape_of(op.mask) if op.mask is not None else ()
     causal = bool(op.int_attr("causal", 0))
     offset = op.int_attr("causal_offset", kv_len - q_len)
-    planes = key_codes = 0
+    shape = AttentionShape(
+        head_dim, value_dim, op.float_attr("scale"), op.float_attr("softcap", 0.0),
+        additive=kind == "additive", elsa_bits=elsa_bits,
+        elsa_threshold=op.float_attr("elsa_threshold") if elsa_bits else 0.0,
+    )  # fmt: skip
+    tq, tk = attention_tiles(lowering, q_len, kv_len, shape)
     if elsa_bits:
-        planes = lowering.persistent(head_dim * elsa_bits)
-        lowering.load(VEC, planes, lowering.hash_planes[op], head_dim, elsa_bits, elsa_bits)
-        key_codes = lowering.persistent(kv_len)
-    kept = lowering.persistent_top  # the hash planes and key codes live through every batch
-    lowering.pipeline.ordered = True  # K and V live through a head's query tiles
+        if tk < kv_len:
+            raise Unsupported(
+                f"ELSA over {kv_len} keys: its nearest-key fallback needs all of a query's keys "
+                f"in one tile (at most {tk} here)"
+            )
+        shape.elsa_planes = lowering.persistent(head_dim * elsa_bits)
+        lowering.load(VEC, shape.elsa_planes, lowering.hash_planes[op], head_dim, elsa_bits,
+                      elsa_bits)  # fmt: skip
+    tiles = []
     for b in range(batch):
-        key_row = None
-        if kind == "key_padding":
-            key_row = lowering.persistent(kv_len)
-            lowering.load(VEC, key_row, mask.address + b * kv_len, 1, kv_len, kv_len)
         for h in range(heads):
-            lowering.next_stage()
-            kv = h // group
-            k_address = lowering.slot(WGT)
-            v_address = k_address + kv_len * head_dim
-            lowering.load(
-                WGT,
-                k_address,
-                k.address + (b * kv_heads + kv) * kv_len * head_dim,
-                kv_len,
-                head_dim,
-                head_dim,
-            )
-            lowering.load(
-                WGT,
-                v_address,
-                v.address + (b * kv_heads + kv) * kv_len * value_dim,
-                kv_len,
-                value_dim,
-                value_dim,
-            )
-            if elsa_bits:
-                lowering.emit(
-                    "HASH",
-                    dst=VEC,
-                    dst_addr=key_codes,
-                    src=WGT,
-                    src_addr=k_address,
-                    proj=VEC,
-                    proj_addr=planes,
-                    rows=kv_len,
-                    cols=head_dim,
-                    bits=elsa_bits,
-                )
-            for q0, count in split_ranges(q_len, rows):
-                lowering.next_stage()
-                q_address = lowering.slot(ACT)
-                s_address = lowering.slot(ACC)
-                lowering.load(
-                    ACT,
-                    q_address,
-                    q.address + ((b * heads + h) * q_len + q0) * head_dim,
-                    count,
-                    head_dim,
-                    head_dim,
-                )
-                selection = None
-                if elsa_bits:
-                    q_codes, elsa_mask = lowering.slot(VEC), lowering.slot(VEC) + count
-                    lowering.emit(
-                        "HASH",
-                        dst=VEC,
-                        dst_addr=q_codes,
-                        src=ACT,
-                        src_addr=q_address,
-                        proj=VEC,
-                        proj_addr=planes,
-                        rows=count,
-                        cols=head_dim,
-                        bits=elsa_bits,
-                    )
-                    selection = lowering.emit(
-                        "ELSA_SELECT", dst=VEC, dst_addr=elsa_mask, q=VEC, q_addr=q_codes, k=VEC, k_addr=key_codes,
-                        keys=VEC, keys_addr=key_row or 0, has_keys=int(key_row is not None), rows=count, cols=kv_len,
-                        bits=elsa_bits, threshold=op.float_attr("elsa_threshold"), causal=int(causal), row0=q0,
-                        causal_offset=offset,
-                    )  # fmt: skip
-                emit_scores(lowering, s_address, q_address, k_address, count, head_dim, kv_len)
-                dynamic_field(lowering, "n", selection)
-                mask_mode, mask_address = "none", 0
-                if selection is not None:
-                    mask_mode, mask_address = "additive", elsa_mask
-                elif kind == "key_padding":
-                    mask_mode, mask_address = "keys", key_row
-                elif kind == "additive":
-                    mask_mode, mask_address = "additive", lowering.slot(VEC)
-                    _load_broadcast_block(
-                        lowering,
-                        mask,
-                        mask_shape,
-                        (batch, heads, q_len, kv_len),
-                        (b, h, q0),
-                        count,
-                        mask_address,
-                    )
-                p_address = lowering.slot(ACT) + count * head_dim
-                lowering.emit(
-                    "SOFTMAX", dst=ACT, dst_addr=p_address, src=ACC, src_addr=s_address, rows=count, cols=kv_len,
-                    scale=op.float_attr("scale"), softcap=op.float_attr("softcap", 0.0), mask=mask_mode,
-                    mask_buf=VEC, mask_addr=mask_address, causal=int(causal), row0=q0, causal_offset=offset,
-                )  # fmt: skip
-                dynamic_field(lowering, "cols", selection)
-                o_address = s_address + count * kv_len
-                if o_address + count * value_dim > lowering.slot(ACC) + lowering.half[ACC]:
-                    o_address = lowering.slot(ACC)
-                emit_weighted_values(
-                    lowering, o_address, p_address, v_address, count, kv_len, value_dim
-                )
-                dynamic_field(lowering, "k", selection)
-                lowering.store(
-                    ACC,
-                    o_address,
-                    out.address + ((b * heads + h) * q_len + q0) * value_dim,
-                    count,
-                    value_dim,
-                    value_dim,
-                )
-        lowering.persistent_top = kept
+            kv_base = (b * kv_heads + h // group) * kv_len
+            for q0, rows in split_ranges(q_len, tq):
+                end = kv_len
+                if causal:  # keys past the last row's frontier are never seen
+                    end = max(1, min(kv_len, q0 + rows + offset))
+                keys = []
+                for k0, cols in split_ranges(end, tk):
+                    additive = None
+                    if kind == "additive":
+                        additive = _broadcast_block_loader(
+                            lowering, mask, mask_shape, (batch, heads, q_len, kv_len),
+                            (b, h, q0, k0), rows, cols,
+                        )  # fmt: skip
+                    keys.append(KeyTile(
+                        k.address + (kv_base + k0) * head_dim, v.address + (kv_base + k0) * value_dim,
+                        cols, causal_offset=q0 + offset - k0 if causal else None,
+                        key_mask=mask.address + b * kv_len + k0 if kind == "key_padding" else None,
+                        additive=additive,
+                    ))  # fmt: skip
+                tiles.append(QueryTile(
+                    q.address + ((b * heads + h) * q_len + q0) * head_dim, rows,
+                    out.address + ((b * heads + h) * q_len + q0) * value_dim, keys,
+                    elsa_key_row=mask.address + b * kv_len if kind == "key_padding" else None,
+                ))  # fmt: skip
+    emit_attention_tiles(lowering, shape, tiles, tq, tk)
 
 
-def _load_broadcast_block(
+def _elsa_selection(
+    lowering: Lowering,
+    shape: AttentionShape,
+    tile: QueryTile,
+    key: KeyTile,
+    q_address: int,
+    k_address: int,
+    mask_address: int,
+    codes: int,
+) -> Emitted:
+    """ELSA's candidate filter for a query tile over all its keys (one key tile): hash the
+    queries and keys, then ELSA_SELECT writes the additive mask (0 candidate, -inf not)."""
+    rows, cols, bits = tile.rows, key.cols, shape.elsa_bits
+    q_codes, k_codes = codes, codes + rows
+    for source, address, count, target in (
+        (ACT, q_address, rows, q_codes),
+        (WGT, k_address, cols, k_codes),
+    ):
+        lowering.emit("HASH", dst=VEC, dst_addr=target, src=source, src_addr=address, proj=VEC,
+                      proj_addr=shape.elsa_planes, rows=count, cols=shape.head_dim, bits=bits)  # fmt: skip
+    key_row = 0
+    if key.key_mask is not None:
+        key_row = k_codes + cols
+        lowering.load(VEC, key_row, key.key_mask, 1, cols, cols)
+    return lowering.emit(
+        "ELSA_SELECT", dst=VEC, dst_addr=mask_address, q=VEC, q_addr=q_codes, k=VEC, k_addr=k_codes,
+        keys=VEC, keys_addr=key_row, has_keys=int(key.key_mask is not None), rows=rows, cols=cols,
+        bits=bits, threshold=shape.elsa_threshold, causal=int(key.causal_offset is not None),
+        row0=0, causal_offset=key.causal_offset or 0,
+    )  # fmt: skip
+
+
+def _broadcast_block_loader(
     lowering: Lowering,
     tensor: Tensor,
     shape: tuple[int, ...],
     full: tuple[int, int, int, int],
-    position: tuple[int, int, int],
+    position: tuple[int, int, int, int],
     rows: int,
-    address: int,
-) -> None:
-    """Load rows [q0, q0+rows) of the (b, h) score block of a mask broadcast to `full`."""
+    cols: int,
+) -> Callable[[int], None]:
+    """Loads rows [q0, q0 + rows) x keys [k0, k0 + cols) of the (b, h) score block of a mask
+    broadcast to `full` into a vec address."""
     padded = (1,) * (4 - len(shape)) + tuple(shape)
-    b, h, q0 = position
-    cols = full[3]
-    if padded[3] not in (1, cols):
+    b, h, q0, k0 = position
+    if padded[3] not in (1, full[3]):
         raise Unsupported(f"mask shape {shape}")
+    if padded[3] == 1 and full[3] > 1:
+        raise Unsupported("a mask broadcast along the key axis")
     strides = [int(np.prod(padded[i + 1 :])) for i in range(4)]
     base = (
         tensor.address
         + (b if padded[0] > 1 else 0) * strides[0]
         + (h if padded[1] > 1 else 0) * strides[1]
+        + (q0 if padded[2] > 1 else 0) * strides[2]
+        + k0
     )
-    if padded[3] == 1 and cols > 1:
-        raise Unsupported("a mask broadcast along the key axis")
     row_stride = strides[2] if padded[2] > 1 else 0
-    lowering.load(
-        VEC, address, base + (q0 if padded[2] > 1 else 0) * strides[2], rows, cols, row_stride
-    )
+
+    def load(address: int) -> None:
+        lowering.load(VEC, address, base, rows, cols, row_stride)
+
+    return load
 
 
 def _prepare_elsa(lowering: Lowering, op: cta.AttentionOp) -> None:

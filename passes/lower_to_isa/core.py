@@ -46,7 +46,7 @@ class Emitted:
     name: str
     fields: dict
     source: str
-    dynamic: list[tuple[str, Emitted]] = field(default_factory=list)
+    dynamic: list[tuple[str, Emitted, int]] = field(default_factory=list)
 
 
 class Lowering:
@@ -87,9 +87,10 @@ class Lowering:
         half = self.stage % 2 if parity is None else parity
         return half * self.half[buffer] + offset
 
-    def dynamic_last(self, field_name: str, cluster: Emitted) -> None:
-        """The last emitted instruction's `field_name` is the number of clusters `cluster` formed."""
-        self.last.dynamic.append((field_name, cluster))
+    def dynamic_last(self, field_name: str, cluster: Emitted, offset: int = 0) -> None:
+        """The last emitted instruction's `field_name` is the number of clusters `cluster` formed
+        (less `offset`, the first cluster row of the tile)."""
+        self.last.dynamic.append((field_name, cluster, offset))
 
     def stream(self, buffer: int, size: int, depth: int = 2) -> Stream:
         """`depth` slots of `size` elements in `buffer` for the current op (alternated per tile);
@@ -320,7 +321,10 @@ class Lowering:
             )
             if emitted.dynamic:
                 op.attributes["dynamic"] = StringAttr(
-                    ",".join(f"{name}={position[id(cluster)]}" for name, cluster in emitted.dynamic)
+                    ",".join(
+                        f"{name}={position[id(cluster)]}" + (f"@{offset}" if offset else "")
+                        for name, cluster, offset in emitted.dynamic
+                    )
                 )
             ops.append(op)
         module = ModuleOp(ops)
@@ -376,6 +380,8 @@ def lowering(*op_classes: type):
     return register
 
 
-def dynamic_field(lowering: Lowering, field_name: str, cluster: Emitted | None) -> None:
+def dynamic_field(
+    lowering: Lowering, field_name: str, cluster: Emitted | None, offset: int = 0
+) -> None:
     if cluster is not None:
-        lowering.dynamic_last(field_name, cluster)
+        lowering.dynamic_last(field_name, cluster, offset)
