@@ -194,18 +194,24 @@ class _DmaQueue:
         return issue, data + transfer
 
 
-def effective_fields(program: Program, clusters: Mapping[int, int] | None) -> dict[int, dict]:
-    """Per dynamic instruction: its fields with the sizes the data decided."""
+def effective_fields(
+    program: Program, clusters: Mapping[int, int] | None
+) -> tuple[dict[int, dict], set[int]]:
+    """Per dynamic instruction: its fields with the sizes the data decided; and the instructions
+    of tiles that lie wholly past the clusters formed (skipped). A field name "" only skips."""
     effective: dict[int, dict] = {}
+    skipped: set[int] = set()
     if not clusters:
-        return effective
+        return effective, skipped
     for index, name, source, *offset in program.dynamic:
         if source in clusters:
-            fields = effective.setdefault(index, dict(program.instructions[index][1]))
             formed = clusters[source] - (offset[0] if offset else 0)
-            # A tile past the last cluster does no work (0); a whole-sequence size keeps 1.
-            fields[name] = max(0 if offset else 1, min(fields[name], formed))
-    return effective
+            if formed <= 0 and offset:
+                skipped.add(index)
+            if name:
+                fields = effective.setdefault(index, dict(program.instructions[index][1]))
+                fields[name] = max(1, min(fields[name], formed))
+    return effective, skipped
 
 
 def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None = None) -> Profile:
@@ -227,12 +233,7 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
     total_energy = total_dram = total_macs = 0.0
     finish = 0
     sources = program.sources or [""] * len(program.instructions)
-    dynamic = effective_fields(program, clusters)
-    skipped = {
-        entry[0]
-        for entry in program.dynamic
-        if entry[0] in dynamic and not dynamic[entry[0]][entry[1]]
-    }
+    dynamic, skipped = effective_fields(program, clusters)
     for index, ((name, fields), source) in enumerate(
         zip(program.instructions, sources, strict=True)
     ):

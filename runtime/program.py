@@ -298,7 +298,7 @@ def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int,
             or not 0 <= entry[0] < len(instructions)
             or not 0 <= entry[2] < len(instructions)
             or instructions[entry[2]][0] not in ("CLUSTER", "ELSA_SELECT")
-            or entry[1] not in instructions[entry[0]][1]
+            or (entry[1] and entry[1] not in instructions[entry[0]][1])
         ):
             raise _fail(
                 f"dynamic size entry {entry!r} does not name an instruction field and a CLUSTER"

@@ -151,6 +151,11 @@ def emit_attention_tiles(
     def sized_by_keys(field_name: str, key: KeyTile) -> None:
         dynamic_field(lowering, field_name, key.cluster, key.cluster_offset)
 
+    def key_side(field_name: str, tile: QueryTile, key: KeyTile) -> None:
+        """Sized by the key clusters, and skipped with a query tile past the query clusters."""
+        sized_by_keys(field_name, key)
+        dynamic_field(lowering, "", tile.cluster, tile.cluster_offset)
+
     for tile in tiles:
         rows = tile.rows
         q_address, o_address, state = q_slots.next(), o_slots.next(), state_slots.next()
@@ -161,7 +166,7 @@ def emit_attention_tiles(
             pipeline.stage(0)
             k_address = k_slots.next()
             lowering.load(WGT, k_address, key.keys, cols, d, d)
-            sized_by_keys("rows", key)
+            key_side("rows", tile, key)
             if first:
                 lowering.load(ACT, q_address, tile.queries, rows, d, d)
                 sized_by_queries("rows", tile)
@@ -176,11 +181,12 @@ def emit_attention_tiles(
                 mask_mode = "additive"
             elif key.key_mask is not None:
                 lowering.load(VEC, mask_address, key.key_mask, 1, cols, cols)
+                key_side("cols", tile, key)
                 mask_mode = "keys"
             counts_address = count_slots.next()
             if key.counts is not None:
                 lowering.load(VEC, counts_address, key.counts, 1, cols, cols)
-                sized_by_keys("cols", key)
+                key_side("cols", tile, key)
             s_address = s_slots.next()
             emit_scores(lowering, s_address, q_address, k_address, rows, d, cols)
             sized_by_queries("m", tile)
@@ -201,13 +207,14 @@ def emit_attention_tiles(
             dynamic_field(lowering, "cols", selection)
             v_address = v_slots.next()
             lowering.load(WGT, v_address, key.values, cols, dv, dv)
-            sized_by_keys("rows", key)
+            key_side("rows", tile, key)
             pipeline.stage(3)
             if not first:
                 # The rescale is the third of the state's (max, sum, rescale) columns.
                 lowering.vec("mul", ACC, o_address, (ACC, o_address), rows, dv,
                              b=(VEC, state + 2 * rows), bcast="col")  # fmt: skip
                 sized_by_queries("rows", tile)
+                sized_by_keys("", key)
             emit_weighted_values(lowering, o_address, p_address, v_address, rows, cols, dv,
                                  accumulate=not first)  # fmt: skip
             sized_by_queries("m", tile)
