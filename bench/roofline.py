@@ -1,11 +1,13 @@
 """Roofline efficiency of the generated program, per BERT-base layer.
 
-For each block (embeddings, layer 0..11, output) of the compiled program: modelled cycles (the span
-of the block in the cost model's schedule) vs the roofline bound
+For each block (embeddings, layer 0..11, output; layers decided from the IR) of the compiled
+program: modelled cycles (the block's span in the cost model's schedule: spans partition the run,
+so a pipelined machine's overlapping blocks are not counted twice) vs the roofline bound
 max(MACs / peak MACs per cycle, bytes / DRAM bytes per cycle), with peak = PE rows x cols and the
 DRAM bandwidth / clock of the hardware description. Bytes are the block's compulsory traffic (each
 distinct DRAM element it reads or writes, once), and also, as a second column, the traffic the
-program actually moves. Efficiency = bound / modelled cycles (target >= 80% on BERT-base layers).
+program actually moves. Efficiency = bound / modelled cycles (targets: >= 80% on every BERT-base
+layer at 128 tokens, >= 90% at 512).
 Timing-only: the cost model runs without the numerics. Prints a table and writes
 bench/results/roofline.json.
 
@@ -64,13 +66,14 @@ def dram_spans(name: str, f: dict) -> list[tuple[int, int, int, int]]:
 
 
 def analyse(program, hw, profile) -> list[dict]:
-    from ctac.runtime.profile import _blocks_in_order
+    from ctac.runtime.profile import blocks_in_order, per_block
 
     peak = hw.view().pe_rows * hw.view().pe_cols
     element_bytes = hw.number("dram", "element_bytes")
     bytes_per_cycle = hw.number("dram", "bandwidth_gb_s") * 1e9 / hw.clock_hz
     blocks: dict[str, dict] = {}
-    for timing, block in zip(profile.timings, _blocks_in_order(profile), strict=True):
+    spans = per_block(profile)
+    for timing, block in zip(profile.timings, blocks_in_order(profile), strict=True):
         if timing.unit == "control":
             continue
         entry = blocks.setdefault(
@@ -91,14 +94,16 @@ def analyse(program, hw, profile) -> list[dict]:
         entry["start"] = min(entry["start"], timing.start)
         entry["end"] = max(entry["end"], timing.end)
         if timing.unit == "pe":
-            entry["pe_cycles"] += timing.end - timing.start
+            entry["pe_cycles"] += timing.occupied
         name, fields = program.instructions[timing.index]
         entry["spans"] += dram_spans(name, fields)
         if name == "GATHER":  # the table rows it reads (distinct ids assumed)
             entry["gathered"] += fields["rows"] * fields["cols"]
     rows = []
     for entry in blocks.values():
-        cycles = entry["end"] - entry["start"]
+        # The block's share of the run: spans partition [0, total) (runtime/profile.py), so
+        # overlapping blocks of a pipelined machine are not counted twice.
+        cycles = int(spans[entry["block"]]["span_cycles"])
         compulsory = (
             _distinct_elements(entry.pop("spans")) + entry.pop("gathered")
         ) * element_bytes
@@ -141,12 +146,13 @@ def main() -> int:
         "model": str(model),
         "peak_macs_per_cycle": view.pe_rows * view.pe_cols,
         "dram_bytes_per_cycle": hw.number("dram", "bandwidth_gb_s") * 1e9 / hw.clock_hz,
-        "target_efficiency": 0.8,
-        "stretch_efficiency": 0.9,
+        # Per layer: >= 80% of the bound at 128 tokens, >= 90% at 512 and longer.
+        "target_efficiency": {"128": 0.8, "512": 0.9},
         "sequences": {},
         "machine": machine(),
     }
     for seq in seqs:
+        target = 0.8 if seq < 512 else 0.9
         _, program = compile_stages(model, shapes_for(model, seq), hw, verify=False)
         profile = simulate(program, hw)
         rows = analyse(program, hw, profile)
@@ -172,7 +178,7 @@ def main() -> int:
         whole_bound = total_macs / result["peak_macs_per_cycle"]
         print(
             f"layers: median efficiency {statistics.median(effs):.1%} (min {min(effs):.1%}, max "
-            f"{max(effs):.1%}); target >= 80%; whole program {whole_bound / profile.cycles:.1%} of compute bound"
+            f"{max(effs):.1%}); target >= {target:.0%}; whole program {whole_bound / profile.cycles:.1%} of compute bound"
         )
         result["sequences"][str(seq)] = {
             "instructions": len(program.instructions),
@@ -183,7 +189,8 @@ def main() -> int:
                 "min": min(effs),
                 "max": max(effs),
             },
-            "meets_target": min(effs) >= 0.8,
+            "target": target,
+            "meets_target": min(effs) >= target,
         }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "roofline.json").write_text(json.dumps(result, indent=2) + "\n")

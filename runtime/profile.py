@@ -88,9 +88,6 @@ def blocks_in_order(profile: Profile) -> list[str]:
     return names
 
 
-_blocks_in_order = blocks_in_order  # the name bench/roofline.py imports
-
-
 @dataclass
 class _Run:
     """Consecutive instructions (in program order) of one block."""
