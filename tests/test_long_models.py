@@ -114,6 +114,45 @@ def test_cli_exact_long_sequences_match_onnxruntime(
     assert output["max_abs_err"] <= 1e-4
 
 
+CTA_LENGTHS = [("bert_long", 512), ("gpt2_long", 512)]
+
+
+@pytest.mark.parametrize(("name", "length"), CTA_LENGTHS)
+def test_cta_long_sequences_equal_the_compressed_reference(name: str, length: int) -> None:
+    """CTA mode (the CLI's default compression; block-causal for GPT-2) at long lengths: the
+    interpreter runs the key-tiled compressed attention and equals the numpy reference semantics
+    of the compressed module."""
+    import copy
+
+    from ctac.cli import _compress_spec, build_parser
+    from ctac.emit import program_from_module
+    from ctac.hw import load_hardware
+    from ctac.importer import import_model
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.pipeline import run_passes
+    from ctac.runtime.evaluator import evaluate
+    from ctac.runtime.interpreter import run_program
+
+    hw = load_hardware()
+    shapes = {"input_ids": [1, length], "attention_mask": [1, length]}
+    module = import_model(MODELS / f"{name}.onnx", shapes).module
+    args = build_parser().parse_args(["compile", "x.onnx", "--attention", "cta"])
+    run_passes(module, f"canonicalize,detect-attention,{_compress_spec(args)}")
+    rng = np.random.default_rng(5)
+    # Repeated tokens so clusters really merge.
+    ids = np.tile(rng.integers(0, 128, size=(1, 16)), (1, length // 16)).astype(np.int64)
+    inputs = {"input_ids": ids, "attention_mask": np.ones((1, length), np.int64)}
+    expected = evaluate(module, inputs)
+    program = program_from_module(lower_module(copy.deepcopy(module), hw))
+    outputs, stats = run_program(program, {b.index: b.capacity for b in hw.buffers}, inputs)
+    for output, array in outputs.items():
+        scale = float(np.abs(expected[output]).max())
+        assert np.abs(array - expected[output]).max() <= 1e-5 * max(scale, 1.0)
+    assert any(name == "SOFTMAX_ONLINE" for name, _ in program.instructions)
+    assert any(source.startswith("cta.compressed_attention") for source in program.sources)
+    assert stats.clusters and min(stats.clusters.values()) < length  # tokens merged
+
+
 def test_scaling_benchmark_records_points_failures_and_fits(tmp_path: Path) -> None:
     """bench/scaling.py: points that compile are measured (and checked), a length over the
     model's positions is recorded as that point's error, the run goes on and exits 0."""
