@@ -296,15 +296,17 @@ def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
             ),
         )  # fmt: skip
         if bias is not None:
-            if patches > lowering.half[ACT]:
+            budget = min(lowering.half[ACT], lowering.half[VEC])
+            if patches > budget:
                 raise Unsupported(f"{patches} patches per channel do not fit a buffer half")
-            for r0, rows in split_ranges(out_channels, lowering.half[ACT] // patches):
+            for r0, rows in split_ranges(out_channels, budget // patches):
                 lowering.next_stage()
                 tile, column = lowering.slot(ACT), lowering.slot(WGT)
+                result = lowering.slot(VEC)  # not in place: the load slot is free a stage sooner
                 lowering.load(ACT, tile, base + r0 * patches, rows, patches, patches)
                 lowering.load(WGT, column, bias.address + r0, rows, 1, 1)
                 lowering.vec(
-                    "add", ACT, tile, (ACT, tile), rows, patches, b=(WGT, column), bcast="col"
+                    "add", VEC, result, (ACT, tile), rows, patches, b=(WGT, column), bcast="col"
                 )
-                lowering.store(ACT, tile, base + r0 * patches, rows, patches, patches)
+                lowering.store(VEC, result, base + r0 * patches, rows, patches, patches)
     lowering.arena.release(scratch, patches * depth)
