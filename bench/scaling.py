@@ -5,9 +5,9 @@ batch 1, each sequence length and each attention mode, `--attention exact` and `
 (cta-compress with the CLI's default settings, see common.attention_passes), this compiles the
 model the way `ctac compile` does and runs the cost model timing-only (no numerics: dynamic
 sizes such as CTA's cluster counts are charged at their nominal worst case, i.e. every token its
-own cluster). Recorded per point: total cycles, attention busy cycles (cycles of the instructions
-whose source is a `cta.*` op, summed over units, as runtime/profile.py's per_block
-attention_busy_cycles), energy in pJ (dynamic + static), DRAM bytes, instructions, compile
+own cluster). Recorded per point: total cycles, attention busy cycles (busy cycles of the
+instructions of cta.attention / cta.compressed_attention and of the compression ops cta.cluster,
+cta.pool, cta.recover, summed over units; not the projections), energy in pJ (dynamic + static), DRAM bytes, instructions, compile
 seconds per stage and the peak RSS of the compile. Per model and mode: the exponent of attention
 (and total) cycles vs length, a least-squares line through log(cycles) against log(length).
 
@@ -81,12 +81,19 @@ def peak_rss_bytes() -> int:
 
 def cost_summary(profile: Profile) -> dict:
     """Whole-program and attention-only cycles, energy and traffic of a simulated program."""
-    from ctac.runtime.profile import is_attention
+    from ctac.runtime.sources import parse_source
 
-    attention = [t for t in profile.timings if is_attention(t.source)]
+    # Attention proper and everything CTA adds around it (clustering, pooling, recovery), not the
+    # Q/K/V projections (cta.project), which are linear in the length and the same in both modes.
+    attention = [
+        t
+        for t in profile.timings
+        if ".".join(parse_source(t.source).kind.split(".")[:2])  # "<op>.<role>" -> "<op>"
+        in ("cta.attention", "cta.compressed_attention", "cta.cluster", "cta.pool", "cta.recover")
+    ]
     return {
         "cycles": profile.cycles,
-        "attention_busy_cycles": sum(t.end - t.start for t in attention),
+        "attention_busy_cycles": sum(t.occupied for t in attention),
         "energy_pj": profile.energy_pj,
         "dynamic_energy_pj": profile.dynamic_energy_pj,
         "static_energy_pj": profile.static_energy_pj,
