@@ -473,8 +473,9 @@ def main(argv: list[str] | None = None) -> int:
             data["modes"][mode] = {"points": points, "fit": fits(points)}
     print("-" * len(HEADER))
     print(
-        f"energy in {ENERGY_UNIT} in the JSON (uJ above); attn busy = cycles of cta.* "
-        "instructions summed over units; * CTA cycles with the cluster counts of the --check run"
+        f"energy in {ENERGY_UNIT} in the JSON (uJ above); attn busy = busy cycles of attention "
+        "and compression instructions (not projections) summed over units; * CTA cycles with "
+        "the cluster counts of the --check run"
     )
     for name, data in result["models"].items():
         for mode, mode_data in data["modes"].items():
