@@ -76,6 +76,8 @@ class Hardware:
             hash_macs_per_cycle=int(self.number("hash", "macs_per_cycle")),
             cluster_lanes=int(self.number("cluster", "lanes")),
             pe_weight_buffers=int(self.optional_number(1, "pe_array", "weight_buffers")),
+            cluster_table_bytes=int(self.optional_number(256, "cluster", "table_kib") * 1024),
+            cluster_candidates=int(self.optional_number(64, "cluster", "candidates")),
         )
 
     def optional_number(self, default: float, *keys: str) -> float:

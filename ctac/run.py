@@ -121,11 +121,14 @@ def attention_report(program: Program, stats: ExecutionStats) -> list[dict]:
             run[layer] = (0 if fields["first"] else run.get(layer, 0)) + fields["cols"]
             entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
             entry["tokens"] = max(entry["tokens"], run[layer])
-        if name == "CLUSTER" and index in stats.clusters:
+        if name == "CLUSTER_READ" and index in stats.clusters:
+            # A table's readout tiles: its rows add up to the tokens it clustered; each tile
+            # reports the clusters of the whole table (one count per table from its first tile).
             entry = layers.setdefault(layer, {"layer": layer, "tokens": 0})
-            entry["tokens"] = max(entry["tokens"], fields["rows"])
-            role = source.role or "qkv"
-            found.setdefault((layer, role), []).append(stats.clusters[index])
+            entry["tokens"] = max(entry["tokens"], fields["row0"] + fields["rows"])
+            if fields["row0"] == 0:
+                role = source.role or "qkv"
+                found.setdefault((layer, role), []).append(stats.clusters[index])
     for layer, entry in layers.items():
         for role, key in (("q", "query_clusters"), ("kv", "kv_clusters")):
             counts = found.get((layer, role)) or found.get((layer, "qkv"))

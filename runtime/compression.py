@@ -264,8 +264,13 @@ def cluster(
     slots, comparisons = _leader_pass(
         x[order], starts, sizes, tau, None if spread is None else spread[order]
     )
+    # A cluster is named by its first token (flat index): the smallest member of its slot. (The
+    # slot number itself is not: slot j of a group is its j-th cluster, whose first token comes
+    # after the group's j-th token whenever an earlier token joined instead of opening.)
+    first = np.full(len(order), len(order), dtype=np.int64)
+    np.minimum.at(first, slots, order)
     labels = np.empty(len(order), dtype=np.int64)
-    labels[order] = order[slots]  # a cluster is named by its first token (flat index)
+    labels[order] = first[slots]
     if max_clusters > 0:
         labels = _cap_clusters(x, labels, unit, ok, max_clusters)
     # Rows: clusters of a unit ordered by their first token, placed from the unit's first row.

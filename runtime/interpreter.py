@@ -39,6 +39,7 @@ class Machine:
         self.data = data[: self.base].view()
         self.data.flags.writeable = False
         self.heap = np.zeros(program.dram_elements - self.base, dtype=np.float32)
+        self.cluster_table = None  # the cluster unit's table (runtime/cluster_unit.py)
 
     @property
     def dram(self) -> np.ndarray:
@@ -326,73 +327,105 @@ def _hash(machine: Machine, f: Fields) -> None:
     machine.tile(f["dst"], f["dst_addr"], rows, 1)[:, 0] = codes
 
 
-def cluster_from_codes(
-    tokens: np.ndarray, codes: np.ndarray, valid: np.ndarray | None, threshold: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Leader clustering of one sequence inside its hash buckets, the same as
-    `compression.cluster(..., method="hash-leader")`: padding never joins real tokens, clusters
-    are numbered by their first token, centroids average all their tokens, counts count the
-    real ones."""
-    from ctac.runtime.compression import _leader_pass
-
-    n = len(tokens)
-    x = tokens.astype(np.float64)
-    ok = np.ones(n, dtype=bool) if valid is None else valid
-    position = np.arange(n)
-    order = np.lexsort((position, codes, ~ok))
-    keys = np.stack([ok[order], codes[order]], axis=1)
-    boundary = np.ones(n, dtype=bool)
-    boundary[1:] = (keys[1:] != keys[:-1]).any(axis=1)
-    starts = np.flatnonzero(boundary)
-    sizes = np.diff(np.append(starts, n))
-    slots, _ = _leader_pass(x[order], starts, sizes, threshold)
-    labels = np.empty(n, dtype=np.int64)
-    labels[order] = order[slots]
-    _, ids = np.unique(labels, return_inverse=True)
-    centroids = np.zeros_like(x)
-    members = np.zeros(n)
-    np.add.at(centroids, ids, x)
-    np.add.at(members, ids, 1.0)
-    centroids /= np.maximum(members, 1.0)[:, None]
-    counts = np.zeros(n)
-    np.add.at(counts, ids, ok.astype(np.float64))
-    return centroids, counts, ids
+def _spill(machine: Machine, f: Fields, rows: int) -> np.ndarray:
+    """The DRAM words of `rows` table rows from `resident` on (the cluster table's overflow)."""
+    size = rows * isa.cluster_row_elements(f["cols"])
+    if f["spill"] + size > machine.base + len(machine.heap):
+        raise CtacError(f"the cluster table's DRAM rows [{f['spill']}, +{size}) exceed DRAM")
+    return (
+        machine.dram_tile(f["spill"], 1, size, size, write=True)[0]
+        if size
+        else np.zeros(0, np.float32)
+    )
 
 
 def _cluster(machine: Machine, f: Fields) -> None:
+    """One chunk against the cluster unit's table (runtime/cluster_unit.py); records the mean
+    number of table rows each token was compared with (the size of its `scan` field)."""
+    from ctac.runtime.cluster_unit import ClusterTable
+
     rows, cols = f["rows"], f["cols"]
     tokens = machine.tile(f["src"], f["src_addr"], rows, cols)
-    codes = machine.tile(f["codes"], f["codes_addr"], rows, 1)[:, 0].astype(np.int64)
+    codes = machine.tile(isa.VEC_BUFFER, f["codes_addr"], rows, 1)[:, 0]
+    if not np.isfinite(codes).all() or np.abs(codes).max(initial=0) >= 2**53:
+        raise CtacError("CLUSTER: a hash code is not an integer")
     valid = (
-        machine.tile(f["valid"], f["valid_addr"], rows, 1)[:, 0] != 0 if f["has_valid"] else None
+        machine.tile(isa.VEC_BUFFER, f["valid_addr"], rows, 1)[:, 0] != 0
+        if f["has_valid"]
+        else None
     )
-    centroids, counts, ids = cluster_from_codes(tokens, codes, valid, f["threshold"])
-    machine.tile(f["centroids"], f["centroids_addr"], rows, cols)[...] = centroids
-    machine.tile(f["counts"], f["counts_addr"], 1, rows)[0] = counts
-    machine.tile(f["ids"], f["ids_addr"], rows, 1)[:, 0] = ids
-    machine.stats.clusters[machine.index] = int(ids.max()) + 1 if len(ids) else 0
+    table = machine.cluster_table
+    if f["first"] or table is None:
+        if not f["first"]:
+            raise CtacError("CLUSTER continues a table no CLUSTER with first=1 began")
+        table = machine.cluster_table = ClusterTable(cols)
+    elif table.cols != cols:
+        raise CtacError(f"CLUSTER of {cols} features continues a table of {table.cols}")
+    resident = f["resident"]
+    table.load_spilled(_spill(machine, f, max(0, table.used - resident)), 0, table.used, resident)
+    ids, comparisons = table.cluster(tokens, codes.astype(np.int64), valid, f["threshold"])
+    table.store_spilled(_spill(machine, f, max(0, table.used - resident)), 0, table.used, resident)
+    machine.tile(isa.VEC_BUFFER, f["ids_addr"], rows, 1)[:, 0] = ids
+    machine.stats.clusters[machine.index] = -(-comparisons // rows) if rows else 0
+
+
+def _cluster_read(machine: Machine, f: Fields) -> None:
+    """Rows of the cluster unit's table; records the rows the table uses (its clusters)."""
+    table = machine.cluster_table
+    if table is None or table.cols != f["cols"]:
+        raise CtacError(f"CLUSTER_READ of {f['cols']} features: no such cluster table")
+    row0, rows, resident = f["row0"], f["rows"], f["resident"]
+    target = machine.tile(f["dst"], f["dst_addr"], rows, f["cols"])
+    count_row = machine.tile(isa.VEC_BUFFER, f["counts_addr"], 1, rows)
+    last = min(row0 + rows, table.used)
+    if last > max(row0, resident):
+        first = max(row0, resident)
+        size = isa.cluster_row_elements(f["cols"])
+        words = _spill(
+            machine, {**f, "spill": f["spill"] + (first - resident) * size}, last - first
+        )
+        table.load_spilled(words, first, last, first)
+    target[...], count_row[0] = table.read(row0, rows)
+    machine.stats.clusters[machine.index] = table.used
+
+
+def _window(
+    machine: Machine, f: Fields, rows_field: str, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the index column, table rows they select) of an indexed SCATTER_ADD or
+    GATHER_BUF: every index must hit the table, or with window=1 only those that do count."""
+    limit = f[rows_field]
+    values = machine.tile(f["idx"], f["idx_addr"], f["rows"], 1)[:, 0]
+    if not f.get("window"):
+        return np.arange(f["rows"]), _indices(values, limit, what)
+    if not np.isfinite(values).all():
+        raise CtacError(f"{what}: an index is not a number")
+    relative = values.astype(np.int64) - f["base"]
+    inside = np.flatnonzero((relative >= 0) & (relative < limit))
+    return inside, relative[inside]
 
 
 def _scatter_add(machine: Machine, f: Fields) -> None:
     rows, cols = f["rows"], f["cols"]
     target = machine.tile(f["dst"], f["dst_addr"], f["dst_rows"], cols)
-    indices = _indices(
-        machine.tile(f["idx"], f["idx_addr"], rows, 1)[:, 0], f["dst_rows"], "SCATTER_ADD"
-    )
-    np.add.at(target, indices, machine.tile(f["src"], f["src_addr"], rows, cols))
+    source = machine.tile(f["src"], f["src_addr"], rows, cols)
+    positions, indices = _window(machine, f, "dst_rows", "SCATTER_ADD")
+    np.add.at(target, indices, source[positions])
 
 
 def _gather_buf(machine: Machine, f: Fields) -> None:
     rows, cols = f["rows"], f["cols"]
     table = machine.tile(f["src"], f["src_addr"], f["src_rows"], cols)
-    indices = _indices(
-        machine.tile(f["idx"], f["idx_addr"], rows, 1)[:, 0], f["src_rows"], "GATHER_BUF"
-    )
-    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = table[indices]
+    positions, indices = _window(machine, f, "src_rows", "GATHER_BUF")
+    target = machine.tile(f["dst"], f["dst_addr"], rows, cols)
+    if len(positions) == rows:
+        target[...] = table[indices]
+    else:
+        target[positions] = table[indices]
 
 
 def _elsa_select(machine: Machine, f: Fields) -> None:
-    from ctac.runtime.elsa import select
+    from ctac.runtime.elsa import popcount, select
 
     rows, cols = f["rows"], f["cols"]
     q_codes = machine.tile(f["q"], f["q_addr"], rows, 1)[:, 0].astype(np.int64)
@@ -403,7 +436,20 @@ def _elsa_select(machine: Machine, f: Fields) -> None:
     if f["causal"]:
         frontier = np.arange(rows)[:, None] + f["row0"] + f["causal_offset"]
         visible &= np.arange(cols)[None, :] <= frontier
-    chosen = select(q_codes, k_codes, visible, f["bits"], f["threshold"])
+    phase = f.get("phase", "whole")
+    if phase != "whole":
+        nearest = machine.tile(isa.VEC_BUFFER, f["nearest_addr"], rows, 1)[:, 0]
+        distance = popcount(np.bitwise_xor(q_codes[:, None], k_codes[None, :]))
+        masked = np.where(visible, distance, f["bits"] + 1)
+        if phase == "scan":
+            start = f["bits"] + 1 if f["first"] else nearest.astype(np.int64)
+            nearest[...] = np.minimum(start, masked.min(axis=1, initial=f["bits"] + 1))
+            return
+        chosen = visible & (
+            (np.cos(np.pi * distance / f["bits"]) >= f["threshold"]) | (masked == nearest[:, None])
+        )
+    else:
+        chosen = select(q_codes, k_codes, visible, f["bits"], f["threshold"])
     machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = np.where(chosen, 0.0, -np.inf)
     machine.stats.clusters[machine.index] = int(np.ceil(chosen.sum(axis=1).mean()))
 
@@ -421,6 +467,7 @@ SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
     "SOFTMAX_ONLINE": _softmax_online,
     "HASH": _hash,
     "CLUSTER": _cluster,
+    "CLUSTER_READ": _cluster_read,
     "SCATTER_ADD": _scatter_add,
     "GATHER_BUF": _gather_buf,
     "ELSA_SELECT": _elsa_select,
@@ -432,8 +479,10 @@ assert set(SEMANTICS) == set(isa.BY_NAME), "every instruction needs semantics"
 
 @dataclass
 class ExecutionStats:
-    """What the data decided during a run: the clusters each CLUSTER instruction formed (the cost
-    model sizes the program's dynamic fields with them)."""
+    """What the data decided during a run, per instruction index (the cost model sizes the
+    program's dynamic fields with it): for CLUSTER_READ the clusters its table holds, for CLUSTER
+    the table rows each token was compared with (mean, rounded up), for ELSA_SELECT the
+    candidates each query kept (mean, rounded up)."""
 
     clusters: dict[int, int] = field(default_factory=dict)
 

@@ -46,6 +46,8 @@ BROADCASTS = ("full", "row", "col", "scalar", "imm")
 REDUCE_OPS = ("sum", "max", "mean", "min")
 # SOFTMAX mask modes: none, a (1, cols) 0/1 key mask, or a (rows, cols) additive bias.
 MASK_MODES = ("none", "keys", "additive")
+# ELSA_SELECT phases: one tile holding all keys, or a scan then a select over key tiles.
+ELSA_PHASES = ("whole", "scan", "select")
 # Index of the vector unit's working buffer (`vec`), where instructions with fixed operand
 # buffers keep masks, counts and running statistics.
 VEC_BUFFER = 3
@@ -130,6 +132,8 @@ class HardwareView:
     hash_macs_per_cycle: int
     cluster_lanes: int
     pe_weight_buffers: int = 1  # 2: the next fold's weights load while the current fold computes
+    cluster_table_bytes: int = 262144  # the cluster unit's centroid table SRAM
+    cluster_candidates: int = 64  # tokens per pass over the table rows spilled to DRAM
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,53 @@ def _broadcast_elements(f: Mapping, mode: str) -> int:
 
 def _b_elements(f: Mapping) -> int:
     return _broadcast_elements(f, f["bcast"])
+
+
+def cluster_row_elements(cols: int) -> int:
+    """Storage elements of one cluster-table row: the running mean, its squared norm, the member
+    count and the group key, cols + 3 fp32 values of two storage elements each."""
+    return 2 * (cols + 3)
+
+
+def _cluster_overflow(f: Mapping) -> int:
+    """Table rows a CLUSTER may find in DRAM: those from `resident` on, up to the rows the table
+    can hold after the chunk (table_rows before it, plus one per token)."""
+    return max(0, f["table_rows"] + f["rows"] - f["resident"])
+
+
+def _cluster_spill_bytes(f: Mapping, hw: HardwareView) -> int:
+    """DRAM traffic of a CLUSTER's spilled rows: streamed once per `candidates` tokens (each token
+    keeps its nearest passing spilled rows in a candidate list that deep), and at most one row
+    per token written back."""
+    over = _cluster_overflow(f)
+    passes = _ceil(f["rows"], hw.cluster_candidates)
+    return (
+        (passes * over + min(f["rows"], over)) * cluster_row_elements(f["cols"]) * hw.element_bytes
+    )
+
+
+def _read_spilled(f: Mapping) -> int:
+    """Rows of a CLUSTER_READ that come from DRAM (those from `resident` on)."""
+    return max(0, f["row0"] + f["rows"] - max(f["row0"], f["resident"]))
+
+
+def _overlapped(compute: int, dram_bytes: int, hw: HardwareView) -> int:
+    """Compute overlapped with a DRAM stream (which first waits its access latency)."""
+    if not dram_bytes:
+        return compute
+    return max(compute, _ceil(dram_bytes, hw.dram_bytes_per_cycle)) + hw.dram_latency
+
+
+def _cluster_spill_region(f: Mapping) -> list[tuple[str, int, int]]:
+    over = _cluster_overflow(f)
+    return [("dram", f["spill"], over * cluster_row_elements(f["cols"]))] if over else []
+
+
+def _read_spill_region(f: Mapping) -> list[tuple[str, int, int]]:
+    rows = _read_spilled(f)
+    first = max(f["row0"], f["resident"]) - f["resident"]
+    size = cluster_row_elements(f["cols"])
+    return [("dram", f["spill"] + first * size, rows * size)] if rows else []
 
 
 INSTRUCTIONS: tuple[Instruction, ...] = (
@@ -453,22 +504,61 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
         "CLUSTER", 11, "cluster",
         (
             _buf("src", "token buffer"), _addr("src_addr", "token offset (rows x cols)"),
-            _buf("codes", "hash codes buffer"), _addr("codes_addr", "codes offset (rows x 1)"),
-            _buf("valid", "validity buffer (rows x 1, 0 = padding)"), _addr("valid_addr", "offset"),
+            _addr("codes_addr", "hash codes offset in vec (rows x 1)"),
+            _addr("valid_addr", "validity offset in vec (rows x 1, 0 = padding)"),
             Field("has_valid", "uint", 1, "use the validity column"),
-            _buf("centroids", "centroid buffer"), _addr("centroids_addr", "centroids offset (rows x cols)"),
-            _buf("counts", "count buffer"), _addr("counts_addr", "counts offset (1 x rows)"),
-            _buf("ids", "cluster id buffer"), _addr("ids_addr", "ids offset (rows x 1)"),
-            _dim("rows", "tokens"), _dim("cols", "features"),
-            Field("threshold", "f32", 32, "merge when |x - c| < threshold * |c|"),
+            _addr("ids_addr", "offset in vec of each token's table row (rows x 1)"),
+            _dim("rows", "tokens of this chunk"), _dim("cols", "features"),
+            Field("threshold", "f32", 32, "join a row when |x - c| <= threshold * |c|"),
+            Field("first", "uint", 1, "the chunk starts a sequence (or block): begin an empty table"),
+            _dram("spill", "DRAM address of table row `resident` (rows beyond the SRAM)"),
+            _dim("resident", "table rows the unit's SRAM holds; later rows live at spill"),
+            _dim("table_rows", "rows in the table before the chunk (cost: at most the tokens before it)"),
+            _dim("scan", "table rows compared per token (cost: the nominal worst case)"),
         ),
-        "Bucket + threshold merge: tokens with equal codes join the nearest running centroid "
-        "within threshold * its norm, else open a cluster; padding never merges.",
-        "rows * ceil(cols / cluster lanes) + pipeline depth",
-        lambda f, hw: f["rows"] * _ceil(f["cols"], hw.cluster_lanes) + hw.vector_pipeline,
-        lambda f, hw: {"vector_ops": 3 * _rc(f), "buffer_read": 2 * _rc(f), "buffer_write": _rc(f) + 2 * f["rows"]},
-        reads=lambda f: [(f["src"], f["src_addr"], _rc(f)), (f["codes"], f["codes_addr"], f["rows"]), *([(f["valid"], f["valid_addr"], f["rows"])] if f["has_valid"] else [])],
-        writes=lambda f: [(f["centroids"], f["centroids_addr"], _rc(f)), (f["counts"], f["counts_addr"], f["rows"]), (f["ids"], f["ids_addr"], f["rows"])],
+        "One chunk of leader clustering against the cluster unit's table, which persists from "
+        "the earlier chunks of the same sequence (first=1 begins an empty one): in position "
+        "order each token joins the nearest row of its group (same hash code and validity; "
+        "padding never meets real tokens) within threshold * that row's norm, updating its "
+        "running mean, else opens a row. ids get each token's row; rows are numbered by their "
+        "first token. Rows from `resident` on live in DRAM at `spill` (cols + 3 fp32 values each).",
+        "rows * (scan + 1) * ceil(cols / cluster lanes) (a distance per compared row, plus the "
+        "update) + pipeline depth; rows beyond the SRAM stream from DRAM once per `candidates` "
+        "tokens, overlapped (max(compute, bytes / bandwidth) + latency)",
+        lambda f, hw: hw.vector_pipeline + _overlapped(
+            f["rows"] * (f["scan"] + 1) * _ceil(f["cols"], hw.cluster_lanes), _cluster_spill_bytes(f, hw), hw),
+        lambda f, hw: {
+            "vector_ops": 3 * f["rows"] * (f["scan"] + 1) * f["cols"],
+            "buffer_read": _rc(f) + 2 * f["rows"] + f["rows"] * f["scan"] * f["cols"],
+            "buffer_write": f["rows"] + _rc(f),
+            "dram_bytes": _cluster_spill_bytes(f, hw),
+        },
+        reads=lambda f: [(f["src"], f["src_addr"], _rc(f)), (VEC_BUFFER, f["codes_addr"], f["rows"]),
+                         *([(VEC_BUFFER, f["valid_addr"], f["rows"])] if f["has_valid"] else []), *_cluster_spill_region(f)],
+        writes=lambda f: [(VEC_BUFFER, f["ids_addr"], f["rows"]), *_cluster_spill_region(f)],
+    ),
+    Instruction(
+        "CLUSTER_READ", 18, "cluster",
+        (
+            _buf("dst", "centroid buffer"), _addr("dst_addr", "centroids offset (rows x cols)"),
+            _addr("counts_addr", "offset in vec of the real-member counts (1 x rows)"),
+            _dim("row0", "first table row"), _dim("rows", "table rows"), _dim("cols", "features"),
+            _dram("spill", "DRAM address of table row `resident`"),
+            _dim("resident", "table rows the unit's SRAM holds"),
+        ),
+        "Table rows [row0, row0 + rows) of the cluster unit: centroids (the running means, to "
+        "storage precision) and counts of real members (0 for padding-only rows); rows no "
+        "cluster uses read as zero. Rows from `resident` on come from DRAM at `spill`.",
+        "ceil(rows * cols / cluster lanes) + pipeline depth, overlapped with the DRAM read of "
+        "spilled rows (max(compute, bytes / bandwidth) + latency)",
+        lambda f, hw: hw.vector_pipeline + _overlapped(
+            _ceil(_rc(f), hw.cluster_lanes), _read_spilled(f) * cluster_row_elements(f["cols"]) * hw.element_bytes, hw),
+        lambda f, hw: {
+            "buffer_read": _rc(f), "buffer_write": _rc(f) + f["rows"],
+            "dram_bytes": _read_spilled(f) * cluster_row_elements(f["cols"]) * hw.element_bytes,
+        },
+        reads=lambda f: _read_spill_region(f),
+        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f)), (VEC_BUFFER, f["counts_addr"], f["rows"])],
     ),
     Instruction(
         "SCATTER_ADD", 12, "vector",
@@ -477,8 +567,11 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _buf("src", "source rows buffer"), _addr("src_addr", "offset (rows x cols)"),
             _buf("idx", "index buffer"), _addr("idx_addr", "offset (rows x 1)"),
             _dim("rows", "source rows"), _dim("cols", "columns"), _dim("dst_rows", "rows in dst"),
+            Field("window", "uint", 1, "dst holds rows [base, base + dst_rows) only; other indices are skipped"),
+            _addr("base", "first row dst holds (window=1)"),
         ),
-        "dst[idx[r], :] += src[r, :] (centroid accumulation).",
+        "dst[idx[r] - base, :] += src[r, :] (centroid accumulation); with window=1 rows whose "
+        "index falls outside [base, base + dst_rows) are skipped.",
         "ceil(rows*cols / lanes) + pipeline depth",
         lambda f, hw: _vector_cycles(_rc(f), hw),
         lambda f, hw: {"vector_ops": _rc(f), "buffer_read": 2 * _rc(f), "buffer_write": _rc(f)},
@@ -492,12 +585,17 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _buf("src", "table buffer"), _addr("src_addr", "offset (src_rows x cols)"),
             _buf("idx", "index buffer"), _addr("idx_addr", "offset (rows x 1)"),
             _dim("rows", "rows"), _dim("cols", "columns"), _dim("src_rows", "rows in the table"),
+            Field("window", "uint", 1, "src holds table rows [base, base + src_rows) only; other rows of dst are kept"),
+            _addr("base", "first table row src holds (window=1)"),
         ),
-        "On-chip row gather: dst[r, :] = src[idx[r], :] (recovery of per-token rows).",
+        "On-chip row gather: dst[r, :] = src[idx[r] - base, :] (recovery of per-token rows); with "
+        "window=1 (one window of a table too large for a buffer) a row whose index falls outside "
+        "[base, base + src_rows) keeps its value.",
         "ceil(rows*cols / lanes) + pipeline depth",
         lambda f, hw: _vector_cycles(_rc(f), hw),
         lambda f, hw: {"buffer_read": _rc(f) + f["rows"], "buffer_write": _rc(f)},
-        reads=lambda f: [(f["src"], f["src_addr"], f["src_rows"] * f["cols"]), (f["idx"], f["idx_addr"], f["rows"])],
+        reads=lambda f: [(f["src"], f["src_addr"], f["src_rows"] * f["cols"]), (f["idx"], f["idx_addr"], f["rows"]),
+                         *([(f["dst"], f["dst_addr"], _rc(f))] if f["window"] else [])],
         writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
     ),
     Instruction(
@@ -513,14 +611,22 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             Field("causal", "uint", 1, "row r sees columns j <= row0 + r + causal_offset"),
             Field("row0", "uint", 16, "query index of the tile's first row"),
             Field("causal_offset", "int", 16, "causal frontier offset"),
+            Field("phase", "enum", 2, "whole tile, scan for the nearest distance, or select", ELSA_PHASES),
+            Field("first", "uint", 1, "scan: the first key tile (the nearest distance starts at bits + 1)"),
+            _addr("nearest_addr", "scan / select: (rows x 1) nearest visible Hamming distance, in vec"),
         ),
         "ELSA candidate selection: 0 where a key's hashed angle estimate passes (or it is the "
-        "nearest visible key), -inf elsewhere.",
+        "nearest visible key), -inf elsewhere. Over key tiles: phase scan keeps each row's nearest "
+        "visible distance over the tiles, then phase select marks each tile's candidates with it.",
         "ceil(rows*cols / lanes) + pipeline depth",
         lambda f, hw: _vector_cycles(_rc(f), hw),
-        lambda f, hw: {"vector_ops": 2 * _rc(f), "buffer_read": f["rows"] + f["cols"], "buffer_write": _rc(f)},
-        reads=lambda f: [(f["q"], f["q_addr"], f["rows"]), (f["k"], f["k_addr"], f["cols"]), *([(f["keys"], f["keys_addr"], f["cols"])] if f["has_keys"] else [])],
-        writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
+        lambda f, hw: {"vector_ops": 2 * _rc(f), "buffer_read": f["rows"] + f["cols"], "buffer_write": _rc(f) if f["phase"] != "scan" else f["rows"]},
+        reads=lambda f: [
+            (f["q"], f["q_addr"], f["rows"]), (f["k"], f["k_addr"], f["cols"]),
+            *([(f["keys"], f["keys_addr"], f["cols"])] if f["has_keys"] else []),
+            *([(VEC_BUFFER, f["nearest_addr"], f["rows"])] if f["phase"] == "select" or (f["phase"] == "scan" and not f["first"]) else []),
+        ],
+        writes=lambda f: [(VEC_BUFFER, f["nearest_addr"], f["rows"])] if f["phase"] == "scan" else [(f["dst"], f["dst_addr"], _rc(f))],
     ),
     Instruction(
         "SYNC", 14, "control", (),

@@ -297,7 +297,7 @@ def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int,
             or not isinstance(entry[2], int)
             or not 0 <= entry[0] < len(instructions)
             or not 0 <= entry[2] < len(instructions)
-            or instructions[entry[2]][0] not in ("CLUSTER", "ELSA_SELECT")
+            or instructions[entry[2]][0] not in ("CLUSTER", "CLUSTER_READ", "ELSA_SELECT")
             or (entry[1] and entry[1] not in instructions[entry[0]][1])
         ):
             raise _fail(

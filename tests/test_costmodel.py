@@ -249,8 +249,9 @@ def test_tiled_gemm_chain_is_software_pipelined(tmp_path: Path) -> None:
 
 
 def test_dynamic_sizes_follow_the_clusters() -> None:
-    cluster = ("CLUSTER", {"src": 0, "codes": 3, "centroids": 3, "centroids_addr": 4096, "counts": 3, "counts_addr": 8192,
-                           "ids": 3, "ids_addr": 9000, "rows": 128, "cols": 32, "threshold": 0.1})  # fmt: skip
+    # The table's readout (its instruction reports the clusters formed), then a GEMM over it.
+    cluster = ("CLUSTER_READ", {"dst": 3, "dst_addr": 4096, "counts_addr": 8192, "rows": 128, "cols": 32,
+                                "resident": 128})  # fmt: skip
     gemm = ("GEMM", {"dst": 2, "dst_addr": 0, "a": 3, "a_addr": 4096, "b": 1, "b_addr": 0, "m": 128, "k": 32, "n": 32,
                      "accumulate": 0, "transpose_b": 0, "has_bias": 0, "bias": 3, "bias_addr": 0})  # fmt: skip
     compiled = program(cluster, gemm)

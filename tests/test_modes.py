@@ -211,3 +211,27 @@ def test_cta_on_duplicated_tokens_merges_them_and_stays_exact(tmp_path: Path, ca
         for layer in attention
     )
     assert results["cta"][0]["outputs"]["y"]["max_abs_err"] <= 1e-5
+
+
+def test_elsa_over_several_key_tiles_equals_its_reference_semantics() -> None:
+    """bert_long at 1024 tokens: each query's keys span two key tiles, so ELSA scans them for
+    every row's nearest distance, then selects per tile; equal to the reference filter."""
+    entry = next(
+        m
+        for m in json.loads((MODELS / "manifest.json").read_text())["models"]
+        if m["file"] == "bert_long.onnx"
+    )
+    shapes = {"input_ids": [1, 1024], "attention_mask": [1, 1024]}
+    module = import_model(MODELS / entry["file"], shapes).module
+    run_passes(module, "canonicalize,detect-attention,elsa-filter{bits=8 threshold=0.5}")
+    rng = np.random.default_rng(11)
+    mask = np.ones((1, 1024), np.int64)
+    mask[:, 900:] = 0
+    inputs = {"input_ids": rng.integers(0, 128, size=(1, 1024)), "attention_mask": mask}
+    expected = evaluate(module, inputs)
+    program = program_from_module(lower_module(copy.deepcopy(module), HW))
+    phases = {fields["phase"] for name, fields in program.instructions if name == "ELSA_SELECT"}
+    assert phases == {"scan", "select"}
+    outputs, stats = run_program(program, CAPACITIES, inputs)
+    for name, array in outputs.items():
+        np.testing.assert_allclose(array, expected[name], atol=1e-4, rtol=1e-4)

@@ -81,3 +81,16 @@ def test_every_loop_of_the_test_models_is_pipelined(entry: dict) -> None:
         lowering = Lowering(module, HW)
         lowering.run()
         assert lowering.unpipelined_loops == 0, spec
+
+
+@pytest.mark.parametrize(("name", "length"), [("bert_long", 2048), ("gpt2_long", 1024)])
+def test_long_sequences_with_many_key_tiles_are_pipelined(name: str, length: int) -> None:
+    """Several key tiles per query tile: each step's rescale is copied out of the running state
+    before the next key tile's softmax rewrites it, so the attention loop stays pipelined."""
+    shapes = {"input_ids": [1, length], "attention_mask": [1, length]}
+    for spec in ("canonicalize,detect-attention", "canonicalize,detect-attention,cta-compress"):
+        module = import_model(MODELS / f"{name}.onnx", shapes).module
+        run_passes(module, spec)
+        lowering = Lowering(module, HW)
+        lowering.run()
+        assert lowering.unpipelined_loops == 0, spec

@@ -10,8 +10,9 @@ Every op left after detection (and compression) becomes tiles of CTA-ISA instruc
   by a whole op (LayerNorm gamma/beta, masks, broadcast operands). No tile is larger than its half.
 - One module per op family registers its lowerings with `@lowering`: gemm (MatMul, Gemm,
   projections, patchify Conv), elementwise (and row-wise norms, softmax, reductions), movement
-  (Gather, Transpose, Concat), attention (exact and ELSA), compression (clustering, pooling,
-  recovery), compressed_attention (attention over clusters, block-causal); pipeline.py orders
+  (Gather, Transpose, Concat), attention (exact and ELSA), clustering (tiled HASH + CLUSTER
+  against the cluster unit's table), compression (pooling, recovery), compressed_attention
+  (attention over clusters, block-causal); pipeline.py orders
   every tiled loop (software pipelining) and memory.Stream gives each tile its slots.
 - An op that cannot be lowered is collected; one error lists every such node.
 """
@@ -29,6 +30,7 @@ from ctac.hw import Hardware, load_hardware
 # The op-family modules register their lowerings on import.
 from ctac.passes.lower_to_isa import (  # noqa: F401
     attention,
+    clustering,
     compressed_attention,
     compression,
     elementwise,

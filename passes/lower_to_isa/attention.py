@@ -5,9 +5,9 @@ attention over compressed tokens (compressed_attention.py).
 Per query tile (tq rows of one batch and head) and per key tile (tk keys) the software pipeline
 (pipeline.py) runs five stages: 0 load K (and Q on a query tile's first key tile); 1 S = Q K^T,
 load the tile's mask and counts; 2 SOFTMAX_ONLINE (running max, sum and the rescale of the
-output so far), load V; 3 O = O * rescale + P V; 4 store O after the last key tile. Q, O and the
-running statistics alternate per query tile, everything else per step, so any length compiles
-whenever one tile fits: the limit is DRAM, not a buffer."""
+output so far, copied out of the state), load V; 3 O = O * rescale + P V; 4 store O after the
+last key tile. Q, O and the running statistics alternate per query tile, everything else per
+step, so any length compiles whenever one tile fits: the limit is DRAM, not a buffer."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def attention_tiles(
         if tk * (d + dv) > half[WGT]:
             continue
         vec_rows = (
-            (tk if shape.additive or shape.elsa_bits else 0) + 3 + (1 if shape.elsa_bits else 0)
+            (tk if shape.additive or shape.elsa_bits else 0) + 4 + (3 if shape.elsa_bits else 0)
         )
         vec_fixed = (
             (0 if shape.additive or shape.elsa_bits else tk)
@@ -141,7 +141,12 @@ def emit_attention_tiles(
     mask_slots = lowering.stream(VEC, tq * tk if masked else tk)
     count_slots = lowering.stream(VEC, tk)
     state_slots = lowering.stream(VEC, 3 * tq)
+    # The next key tile's softmax rewrites the state's rescale column (stage 2) before this
+    # tile's O * rescale (stage 3) runs, so each step copies its rescale out.
+    rescale_slots = lowering.stream(VEC, tq)
     code_slots = lowering.stream(VEC, tq + 2 * tk) if shape.elsa_bits else None
+    # ELSA over several key tiles: a query tile's codes and nearest distances (per query tile).
+    query_codes = lowering.stream(VEC, 2 * tq) if shape.elsa_bits else None
     pipeline = lowering.pipeline
     pipeline.drain()
 
@@ -160,6 +165,21 @@ def emit_attention_tiles(
         rows = tile.rows
         q_address, o_address, state = q_slots.next(), o_slots.next(), state_slots.next()
         last_index = len(tile.key_tiles) - 1
+        scanned = None
+        if shape.elsa_bits and last_index > 0:
+            # ELSA's nearest-key fallback needs each row's nearest distance over all its keys:
+            # a scan over the key tiles first (K loaded and hashed twice).
+            scanned = query_codes.next()
+            for index, key in enumerate(tile.key_tiles):
+                lowering.next_stage()
+                pipeline.stage(0)
+                k_address = k_slots.next()
+                lowering.load(WGT, k_address, key.keys, key.cols, d, d)
+                if index == 0:
+                    lowering.load(ACT, q_address, tile.queries, rows, d, d)
+                pipeline.stage(1)
+                _elsa_selection(lowering, shape, tile, key, q_address, k_address, 0,
+                                code_slots.next(), "scan", scanned, first=index == 0)  # fmt: skip
         for index, key in enumerate(tile.key_tiles):
             cols, first, last = key.cols, index == 0, index == last_index
             lowering.next_stage()
@@ -167,14 +187,16 @@ def emit_attention_tiles(
             k_address = k_slots.next()
             lowering.load(WGT, k_address, key.keys, cols, d, d)
             key_side("rows", tile, key)
-            if first:
+            if first and scanned is None:
                 lowering.load(ACT, q_address, tile.queries, rows, d, d)
                 sized_by_queries("rows", tile)
             pipeline.stage(1)
             mask_mode, mask_address, selection = "none", mask_slots.next(), None
             if shape.elsa_bits:
-                selection = _elsa_selection(lowering, shape, tile, key, q_address, k_address,
-                                            mask_address, code_slots.next())  # fmt: skip
+                selection = _elsa_selection(
+                    lowering, shape, tile, key, q_address, k_address, mask_address,
+                    code_slots.next(), "select" if scanned is not None else "whole", scanned,
+                )  # fmt: skip
                 mask_mode = "additive"
             elif key.additive is not None:
                 key.additive(mask_address)
@@ -205,14 +227,19 @@ def emit_attention_tiles(
             sized_by_queries("rows", tile)
             sized_by_keys("cols", key)
             dynamic_field(lowering, "cols", selection)
+            rescale = rescale_slots.next()
+            if not first:
+                lowering.vec("copy", VEC, rescale, (0, 0), rows, 1, b=(VEC, state + 2 * rows),
+                             bcast="full")  # fmt: skip
+                sized_by_queries("rows", tile)
+                sized_by_keys("", key)
             v_address = v_slots.next()
             lowering.load(WGT, v_address, key.values, cols, dv, dv)
             key_side("rows", tile, key)
             pipeline.stage(3)
             if not first:
-                # The rescale is the third of the state's (max, sum, rescale) columns.
                 lowering.vec("mul", ACC, o_address, (ACC, o_address), rows, dv,
-                             b=(VEC, state + 2 * rows), bcast="col")  # fmt: skip
+                             b=(VEC, rescale), bcast="col")  # fmt: skip
                 sized_by_queries("rows", tile)
                 sized_by_keys("", key)
             emit_weighted_values(lowering, o_address, p_address, v_address, rows, cols, dv,
@@ -252,11 +279,6 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
     )  # fmt: skip
     tq, tk = attention_tiles(lowering, q_len, kv_len, shape)
     if elsa_bits:
-        if tk < kv_len:
-            raise Unsupported(
-                f"ELSA over {kv_len} keys: its nearest-key fallback needs all of a query's keys "
-                f"in one tile (at most {tk} here)"
-            )
         shape.elsa_planes = lowering.persistent(head_dim * elsa_bits)
         lowering.load(VEC, shape.elsa_planes, lowering.hash_planes[op], head_dim, elsa_bits,
                       elsa_bits)  # fmt: skip
@@ -299,15 +321,22 @@ def _elsa_selection(
     k_address: int,
     mask_address: int,
     codes: int,
+    phase: str = "whole",
+    scanned: int | None = None,
+    first: bool = False,
 ) -> Emitted:
-    """ELSA's candidate filter for a query tile over all its keys (one key tile): hash the
-    queries and keys, then ELSA_SELECT writes the additive mask (0 candidate, -inf not)."""
+    """ELSA's candidate filter for a query tile over one key tile: hash the keys (and the
+    queries, unless a scan already did), then ELSA_SELECT: "whole" when the tile holds all the
+    query's keys; over several tiles "scan" (each row's nearest visible distance, kept at
+    scanned + rows) and then "select" per tile. The additive mask is 0 for a candidate, -inf
+    otherwise."""
     rows, cols, bits = tile.rows, key.cols, shape.elsa_bits
-    q_codes, k_codes = codes, codes + rows
-    for source, address, count, target in (
-        (ACT, q_address, rows, q_codes),
-        (WGT, k_address, cols, k_codes),
-    ):
+    k_codes = codes + rows
+    q_codes = scanned if scanned is not None else codes
+    hashes = [(WGT, k_address, cols, k_codes)]
+    if scanned is None or (phase == "scan" and first):
+        hashes.insert(0, (ACT, q_address, rows, q_codes))
+    for source, address, count, target in hashes:
         lowering.emit("HASH", dst=VEC, dst_addr=target, src=source, src_addr=address, proj=VEC,
                       proj_addr=shape.elsa_planes, rows=count, cols=shape.head_dim, bits=bits)  # fmt: skip
     key_row = 0
@@ -318,7 +347,8 @@ def _elsa_selection(
         "ELSA_SELECT", dst=VEC, dst_addr=mask_address, q=VEC, q_addr=q_codes, k=VEC, k_addr=k_codes,
         keys=VEC, keys_addr=key_row, has_keys=int(key.key_mask is not None), rows=rows, cols=cols,
         bits=bits, threshold=shape.elsa_threshold, causal=int(key.causal_offset is not None),
-        row0=0, causal_offset=key.causal_offset or 0,
+        row0=0, causal_offset=key.causal_offset or 0, phase=phase, first=int(first),
+        nearest_addr=(scanned + rows) if scanned is not None else 0,
     )  # fmt: skip
 
 

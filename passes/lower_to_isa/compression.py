@@ -1,20 +1,29 @@
-"""Compressed attention (cta-compress output): CLUSTER per sequence, pooling, attention over
-count-weighted centroids (and block-causal), recovery; work sized by clusters is recorded as
-dynamic so the cost model charges what the data decided."""
+"""Pooling (cta.pool) and recovery (cta.recover) over cluster tables of any length.
+
+A cluster table has a row per token (n rows, m of them used), too many to keep on chip for long
+sequences, so both ops work through windows of table rows, each a tile of a buffer:
+- pool: per window of output rows, the token tiles are streamed and SCATTER_ADD (window=1)
+  accumulates only the tokens whose cluster falls in the window, then a division by the members
+  and a STORE. Clusters from cta.cluster are numbered by first token, so the members of row r sit
+  at positions >= r: a window's token tiles start at the tile holding its first row.
+- recover: per tile of tokens, the table is streamed in windows and GATHER_BUF (window=1) fills
+  the rows whose cluster falls in the window. A token at position p belongs to a row <= p, so a
+  tile's windows stop at its last position.
+With one window (the table fits a buffer tile) neither op needs the window mode. Work on table
+rows is sized by the clusters formed (dynamic, with the window's first row as offset, so a
+window past the last cluster is skipped); the tokens themselves are streamed at their nominal size.
+The clustering itself is in clustering.py."""
 
 from __future__ import annotations
 
-import numpy as np
 from xdsl.ir import SSAValue
 
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
-from ctac.passes.lower_to_isa.core import PREPARE, Lowering, lowering
+from ctac.passes.lower_to_isa.core import Emitted, Lowering, dynamic_field, lowering
 from ctac.passes.lower_to_isa.memory import ACC, ACT, VEC, WGT, Unsupported, elements, split_ranges
 
-
-def _sequences(shape: tuple[int, ...]) -> int:
-    return elements(shape[:-2])
+MAX_ROWS = (1 << 16) - 1  # the row fields are 16 bits
 
 
 def cluster_of(value: SSAValue) -> cta.ClusterOp | None:
@@ -32,189 +41,134 @@ def cluster_of(value: SSAValue) -> cta.ClusterOp | None:
     return None
 
 
-def _prepare_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
-    from ctac.runtime.compression import hash_planes
-
-    method = op.str_attr("method")
-    if method not in ("hash-leader", "leader") or op.int_attr("max_clusters", 0):
-        return
-    bits = op.int_attr("hash_bits") if method == "hash-leader" else 0
-    if bits:
-        dim = ox.shape_of(op.tokens)[-1]
-        planes = hash_planes(dim, bits, op.int_attr("seed")).astype(np.float32)
-        address = lowering.data_top
-        lowering.data.append((address, planes.size, None, planes))
-        lowering.data_top += planes.size
-        lowering.hash_planes[op] = address
+def _ids_row(lead: tuple[int, ...], ids_lead: tuple[int, ...], sequence: int) -> int:
+    """The row of the ids ((..., n), or (batch, n) shared by the heads) for `sequence` of lead."""
+    if tuple(ids_lead) == tuple(lead):
+        return sequence
+    if len(ids_lead) == 1 and lead and ids_lead[0] == lead[0]:
+        return sequence // (elements(lead) // lead[0])
+    raise Unsupported(f"ids of shape {ids_lead} do not index rows with leading dims {lead}")
 
 
-PREPARE[cta.ClusterOp] = _prepare_cluster
+def _clusters(lowering: Lowering, ids: SSAValue, row: int) -> Emitted | None:
+    """The instruction whose count of clusters sizes the table rows of ids row `row`."""
+    found = lowering.cluster_instructions.get(cluster_of(ids), [])
+    return found[row] if row < len(found) else None
 
 
-@lowering(cta.ClusterOp)
-def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
-    """Per sequence (and per block of positions, for causal attention): LOAD tokens, HASH into
-    buckets, CLUSTER, then STORE centroids, counts and ids. A block's clusters live in the rows
-    of that block, so its ids are offset by the block's first row."""
-    method = op.str_attr("method")
-    if method not in ("hash-leader", "leader") or op.int_attr("max_clusters", 0):
-        raise Unsupported(
-            f"clustering method '{method}' (or max_clusters) has no CLUSTER form; use hash-leader"
-        )
-    shape = ox.shape_of(op.tokens)
-    n, dim = shape[-2], shape[-1]
-    block = op.int_attr("block", 0) or n
-    bits = op.int_attr("hash_bits") if method == "hash-leader" else 0
-    if (
-        n * dim > lowering.half[ACT]
-        or 3 * n + n * dim > lowering.half[VEC]
-        or n * dim > lowering.half[WGT]
-    ):
-        raise Unsupported(f"{n} tokens of {dim} features do not fit the buffers")
-    tokens = lowering.tensor(op.tokens)
-    centroids, counts, ids = (lowering.tensors[r] for r in op.results)
-    mask = lowering.tensor(op.mask) if op.mask is not None else None
-    lead = shape[:-2]
-    planes = None
-    if bits:
-        planes = lowering.persistent(dim * bits)
-        lowering.load(VEC, planes, lowering.hash_planes[op], dim, bits, bits)
-    indices = lowering.cluster_instructions.setdefault(op, [])
-    for sequence in range(_sequences(shape)):
-        lowering.next_stage()
-        source, base = lowering.slot(ACT), lowering.slot(VEC)
-        codes, valid, count_row, id_column = base, base + n, base + 2 * n, base + 3 * n
-        table = lowering.slot(WGT)
-        lowering.load(ACT, source, tokens.address + sequence * n * dim, n, dim, dim)
-        if planes is not None:
-            lowering.emit(
-                "HASH",
-                dst=VEC,
-                dst_addr=codes,
-                src=ACT,
-                src_addr=source,
-                proj=VEC,
-                proj_addr=planes,
-                rows=n,
-                cols=dim,
-                bits=bits,
-            )
-        else:
-            lowering.vec("copy", VEC, codes, (0, 0), n, 1, bcast="imm", imm=0.0)
-        if mask is not None:
-            batch = int(np.unravel_index(sequence, lead)[0]) if lead else 0
-            lowering.load(VEC, valid, mask.address + batch * n, n, 1, 1)
-        for start, rows in split_ranges(n, block):
-            cluster = lowering.emit(
-                "CLUSTER", src=ACT, src_addr=source + start * dim, codes=VEC, codes_addr=codes + start,
-                valid=VEC, valid_addr=valid + start, has_valid=int(mask is not None), centroids=WGT,
-                centroids_addr=table + start * dim, counts=VEC, counts_addr=count_row + start, ids=VEC,
-                ids_addr=id_column + start, rows=rows, cols=dim, threshold=op.float_attr("tau"),
-            )  # fmt: skip
-            if block == n:
-                indices.append(cluster)
-            if start:
-                lowering.vec(
-                    "add",
-                    VEC,
-                    id_column + start,
-                    (VEC, id_column + start),
-                    rows,
-                    1,
-                    bcast="imm",
-                    imm=float(start),
-                )
-        lowering.store(WGT, table, centroids.address + sequence * n * dim, n, dim, dim)
-        if block == n:
-            lowering.dynamic_last("rows", indices[-1])
-        lowering.store(VEC, count_row, counts.address + sequence * n, 1, n, n)
-        lowering.store(VEC, id_column, ids.address + sequence * n, n, 1, 1)
+def _by_first_token(ids: SSAValue) -> bool:
+    """ids straight from cta.cluster: a token's row is never after its position."""
+    return isinstance(ids.owner, cta.ClusterOp)
 
 
 @lowering(cta.PoolOp)
 def lower_pool(lowering: Lowering, op: cta.PoolOp) -> None:
-    """Per sequence: value rows summed into their cluster's row (SCATTER_ADD), divided by members."""
+    """Per sequence and window of output rows: token tiles SCATTER_ADDed into the window's sums
+    and member counts (alternating per window), then sums / max(members, 1) and a STORE."""
     shape = ox.shape_of(op.tokens)
-    n, dim = shape[-2], shape[-1]
+    lead, (n, dim) = shape[:-2], shape[-2:]
+    ids_lead = ox.shape_of(op.ids)[:-1]
     tokens, ids, out = (
         lowering.tensor(op.tokens),
         lowering.tensor(op.ids),
         lowering.tensors[op.output],
     )
-    clusters = lowering.cluster_instructions.get(cluster_of(op.ids), [])
-    for sequence in range(_sequences(shape)):
-        lowering.next_stage()
-        source, sums, base = lowering.slot(ACT), lowering.slot(ACC), lowering.slot(VEC)
-        id_column, ones, members = base, base + n, base + 2 * n
-        lowering.load(ACT, source, tokens.address + sequence * n * dim, n, dim, dim)
-        lowering.load(VEC, id_column, ids.address + sequence * n, n, 1, 1)
-        lowering.vec("copy", ACC, sums, (0, 0), n, dim, bcast="imm", imm=0.0)
-        lowering.vec("copy", VEC, ones, (0, 0), n, 1, bcast="imm", imm=1.0)
-        lowering.vec("copy", VEC, members, (0, 0), n, 1, bcast="imm", imm=0.0)
-        lowering.emit(
-            "SCATTER_ADD",
-            dst=ACC,
-            dst_addr=sums,
-            src=ACT,
-            src_addr=source,
-            idx=VEC,
-            idx_addr=id_column,
-            rows=n,
-            cols=dim,
-            dst_rows=n,
-        )
-        lowering.emit(
-            "SCATTER_ADD",
-            dst=VEC,
-            dst_addr=members,
-            src=VEC,
-            src_addr=ones,
-            idx=VEC,
-            idx_addr=id_column,
-            rows=n,
-            cols=1,
-            dst_rows=n,
-        )
-        lowering.vec("max", VEC, members, (VEC, members), n, 1, bcast="imm", imm=1.0)
-        lowering.vec("div", ACC, sums, (ACC, sums), n, dim, b=(VEC, members), bcast="col")
-        if sequence < len(clusters):
-            lowering.dynamic_last("rows", clusters[sequence])
-        lowering.store(ACC, sums, out.address + sequence * n * dim, n, dim, dim)
-        if sequence < len(clusters):
-            lowering.dynamic_last("rows", clusters[sequence])
+    window = min(n, lowering.half[ACC] // dim, MAX_ROWS)
+    tile = min(n, lowering.half[ACT] // dim, (lowering.half[VEC] - window) // 3, MAX_ROWS)
+    if window < 1 or tile < 1:
+        raise Unsupported(f"a row of {dim} features does not fit half of acc and of act")
+    windows = list(split_ranges(n, window))
+    mode = {"window": int(len(windows) > 1)}
+    sum_slots, member_slots = lowering.stream(ACC, window * dim), lowering.stream(VEC, window)
+    token_slots, id_slots = lowering.stream(ACT, tile * dim), lowering.stream(VEC, tile)
+    ones = lowering.stream(VEC, tile, depth=1).next()  # written once, read by every tile
+    ordered = _by_first_token(op.ids)
+    wrote_ones = False
+    for sequence in range(elements(lead)):
+        row = _ids_row(lead, ids_lead, sequence)
+        clusters = _clusters(lowering, op.ids, row)
+        for w0, rows in windows:
+            sums, members = sum_slots.next(), member_slots.next()
+            tiles = [
+                (p0, count) for p0, count in split_ranges(n, tile) if not ordered or p0 + count > w0
+            ]
+            for index, (p0, count) in enumerate(tiles):
+                lowering.next_stage()
+                source, column = token_slots.next(), id_slots.next()
+                lowering.load(
+                    ACT, source, tokens.address + (sequence * n + p0) * dim, count, dim, dim
+                )
+                lowering.load(VEC, column, ids.address + row * n + p0, count, 1, 1)
+                if not wrote_ones:
+                    lowering.vec("copy", VEC, ones, (0, 0), tile, 1, bcast="imm", imm=1.0)
+                    wrote_ones = True
+                if index == 0:
+                    lowering.vec("copy", ACC, sums, (0, 0), rows, dim, bcast="imm", imm=0.0)
+                    dynamic_field(lowering, "rows", clusters, w0)
+                    lowering.vec("copy", VEC, members, (0, 0), rows, 1, bcast="imm", imm=0.0)
+                    dynamic_field(lowering, "rows", clusters, w0)
+                # The tokens into the sums, a column of ones into the member counts.
+                for dst, dst_addr, src, src_addr, cols in (
+                    (ACC, sums, ACT, source, dim),
+                    (VEC, members, VEC, ones, 1),
+                ):
+                    lowering.emit(
+                        "SCATTER_ADD", dst=dst, dst_addr=dst_addr, src=src, src_addr=src_addr,
+                        idx=VEC, idx_addr=column, rows=count, cols=cols, dst_rows=rows, base=w0,
+                        **mode,
+                    )  # fmt: skip
+                    dynamic_field(lowering, "dst_rows", clusters, w0)
+                if index < len(tiles) - 1:
+                    continue
+                lowering.vec("max", VEC, members, (VEC, members), rows, 1, bcast="imm", imm=1.0)
+                dynamic_field(lowering, "rows", clusters, w0)
+                lowering.vec(
+                    "div", ACC, sums, (ACC, sums), rows, dim, b=(VEC, members), bcast="col"
+                )
+                dynamic_field(lowering, "rows", clusters, w0)
+                lowering.store(ACC, sums, out.address + (sequence * n + w0) * dim, rows, dim, dim)
+                dynamic_field(lowering, "rows", clusters, w0)
 
 
 @lowering(cta.RecoverOp)
 def lower_recover(lowering: Lowering, op: cta.RecoverOp) -> None:
-    """Per sequence: every token takes its cluster's row (GATHER_BUF of the cluster table)."""
+    """Per sequence and tile of tokens: the ids, then per window of the table a LOAD and a
+    GATHER_BUF into the tile's rows (alternating per token tile), then one STORE."""
     shape = ox.shape_of(op.output)
-    n, dim = shape[-2], shape[-1]
-    rows_tensor, ids, out = (
-        lowering.tensor(op.rows),
-        lowering.tensor(op.ids),
-        lowering.tensors[op.output],
-    )
-    row_count = ox.shape_of(op.rows)[-2]
-    clusters = lowering.cluster_instructions.get(cluster_of(op.ids), [])
-    for sequence in range(_sequences(shape)):
-        lowering.next_stage()
-        table, id_column, target = lowering.slot(ACT), lowering.slot(VEC), lowering.slot(WGT)
-        lowering.load(
-            ACT, table, rows_tensor.address + sequence * row_count * dim, row_count, dim, dim
-        )
-        if sequence < len(clusters):
-            lowering.dynamic_last("rows", clusters[sequence])
-        lowering.load(VEC, id_column, ids.address + sequence * n, n, 1, 1)
-        lowering.emit(
-            "GATHER_BUF",
-            dst=WGT,
-            dst_addr=target,
-            src=ACT,
-            src_addr=table,
-            idx=VEC,
-            idx_addr=id_column,
-            rows=n,
-            cols=dim,
-            src_rows=row_count,
-        )
-        lowering.store(WGT, target, out.address + sequence * n * dim, n, dim, dim)
+    lead, (n, dim) = shape[:-2], shape[-2:]
+    ids_lead = ox.shape_of(op.ids)[:-1]
+    table_rows = ox.shape_of(op.rows)[-2]
+    table, ids, out = lowering.tensor(op.rows), lowering.tensor(op.ids), lowering.tensors[op.output]
+    window = min(table_rows, lowering.half[ACT] // dim, MAX_ROWS)
+    tile = min(n, lowering.half[WGT] // dim, lowering.half[VEC], MAX_ROWS)
+    if window < 1 or tile < 1:
+        raise Unsupported(f"a row of {dim} features does not fit half of act and of wgt")
+    windows = list(split_ranges(table_rows, window))
+    mode = {"window": int(len(windows) > 1)}
+    window_slots = lowering.stream(ACT, window * dim)
+    target_slots, id_slots = lowering.stream(WGT, tile * dim), lowering.stream(VEC, tile)
+    ordered = _by_first_token(op.ids)
+    for sequence in range(elements(lead)):
+        row = _ids_row(lead, ids_lead, sequence)
+        clusters = _clusters(lowering, op.ids, row)
+        for p0, count in split_ranges(n, tile):
+            target, column = target_slots.next(), id_slots.next()
+            needed = [(w0, rows) for w0, rows in windows if not ordered or w0 < p0 + count]
+            for index, (w0, rows) in enumerate(needed):
+                lowering.next_stage()
+                if index == 0:
+                    lowering.load(VEC, column, ids.address + row * n + p0, count, 1, 1)
+                source = window_slots.next()
+                lowering.load(
+                    ACT, source, table.address + (sequence * table_rows + w0) * dim, rows, dim, dim
+                )
+                dynamic_field(lowering, "rows", clusters, w0)
+                lowering.emit(
+                    "GATHER_BUF", dst=WGT, dst_addr=target, src=ACT, src_addr=source, idx=VEC,
+                    idx_addr=column, rows=count, cols=dim, src_rows=rows, base=w0, **mode,
+                )  # fmt: skip
+                dynamic_field(lowering, "src_rows", clusters, w0)
+                if index == len(needed) - 1:
+                    lowering.store(
+                        WGT, target, out.address + (sequence * n + p0) * dim, count, dim, dim
+                    )

@@ -13,14 +13,21 @@
 // (vec mul, bcast=col) before accumulating P V (accumulate=1); the last one normalises
 // (last=1); O is stored once.
 
+// The three steps are software-pipelined: the second and third key tiles' scores come before the
+// first tile's P V, and each step copies its rescale out of the running state (vec copy) before
+// the next tile's softmax rewrites it.
 // CHECK:     ctaisa.gemm {{.*}} m=2 k=8 n=32 accumulate=0 transpose_b=1
-// CHECK:     ctaisa.softmax_online {{.*}} rows=2 cols=32 {{.*}} first=1 last=0
-// CHECK:     ctaisa.gemm {{.*}} m=2 k=32 n=8 accumulate=0
+// CHECK:     ctaisa.gemm {{.*}} m=2 k=8 n=32 accumulate=0 transpose_b=1
+// CHECK:     ctaisa.softmax_online {{.*}} rows=2 cols=32 {{.*}} state_addr=[[STATE:[0-9]+]] first=1 last=0
+// CHECK:     ctaisa.gemm {{.*}} m=2 k=8 n=16 accumulate=0 transpose_b=1
 // CHECK:     ctaisa.softmax_online {{.*}} rows=2 cols=32 {{.*}} first=0 last=0
-// CHECK:     ctaisa.vec op=mul dst=acc {{.*}} rows=2 cols=8 bcast=col
-// CHECK:     ctaisa.gemm {{.*}} m=2 k=32 n=8 accumulate=1
+// CHECK:     ctaisa.vec op=copy dst=vec dst_addr=[[R1:[0-9]+]] {{.*}} rows=2 cols=1
+// CHECK:     ctaisa.gemm {{.*}} m=2 k=32 n=8 accumulate=0 transpose_b=0
 // CHECK:     ctaisa.softmax_online {{.*}} rows=2 cols=16 {{.*}} first=0 last=1
-// CHECK:     ctaisa.vec op=mul dst=acc {{.*}} rows=2 cols=8 bcast=col
+// CHECK:     ctaisa.vec op=copy dst=vec dst_addr=[[R2:[0-9]+]] {{.*}} rows=2 cols=1
+// CHECK:     ctaisa.vec op=mul dst=acc {{.*}} b=vec b_addr=[[R1]] rows=2 cols=8 bcast=col
+// CHECK:     ctaisa.gemm {{.*}} m=2 k=32 n=8 accumulate=1
+// CHECK:     ctaisa.vec op=mul dst=acc {{.*}} b=vec b_addr=[[R2]] rows=2 cols=8 bcast=col
 // CHECK:     ctaisa.gemm {{.*}} m=2 k=16 n=8 accumulate=1
 // CHECK:     ctaisa.store {{.*}} rows=2 cols=8
 // CHECK-NOT: ctaisa.store

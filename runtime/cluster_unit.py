@@ -1,0 +1,196 @@
+"""The cluster unit's centroid table: leader clustering that continues chunk after chunk.
+
+CLUSTER (runtime/isa.py) clusters one chunk of tokens against the table the earlier chunks of the
+same sequence (or causal block) built; CLUSTER_READ reads rows of the finished table. The table
+holds, per row (a cluster), its running mean, the squared norm of that mean, its member count and
+its group key: the token's hash code, or -1 - code for padding (padding never meets a real token).
+Rows are numbered in the order their clusters opened, i.e. by each cluster's first token: the
+numbering of `runtime.compression.cluster`, whose decisions this model repeats operation for
+operation (same float64 arithmetic, same tie break), so a sequence cut into chunks forms the same
+clusters as one call of the reference:
+
+- tokens are taken in position order; a token is compared with every row of its group and joins
+  the nearest one passing ||x - c||^2 <= max(tau, 1e-6)^2 ||c||^2, else it opens a row;
+- within a chunk, step k takes the k-th token of every group at once (groups are independent), as
+  the reference does; new rows get provisional slots and are renumbered by first token at the end
+  of the chunk, so rows stay in first-token order across groups.
+
+Precision: the table's values are the unit's fp32 accumulators (wider than fp16 storage, the
+design's accumulation rule); the functional model keeps them at float64, the reference's
+precision, which is what makes the decisions bit-identical. Rows the unit's SRAM does not hold
+(`resident` and beyond) live in DRAM, each value in two storage elements (the float64 bits in two
+float32 words), and are read and written there by every instruction that touches them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctac.errors import CtacError
+from ctac.runtime.compression import MIN_RELATIVE_DISTANCE
+
+# Values per table row besides the mean: the mean's squared norm, the member count, the key.
+EXTRA_VALUES = 3
+
+
+def row_elements(cols: int) -> int:
+    """Storage elements of one table row spilled to DRAM: cols + 3 fp32 values, two each."""
+    return 2 * (cols + EXTRA_VALUES)
+
+
+class ClusterTable:
+    """The state of the cluster unit: one table of `cols`-feature rows."""
+
+    def __init__(self, cols: int) -> None:
+        self.cols = cols
+        self.used = 0
+        self._grow(64)
+
+    def _grow(self, capacity: int) -> None:
+        old = getattr(self, "means", None)
+        means = np.zeros((capacity, self.cols))
+        norms, members = np.zeros(capacity), np.zeros(capacity)
+        keys = np.zeros(capacity, dtype=np.int64)
+        if old is not None:
+            used = self.used
+            means[:used], norms[:used] = self.means[:used], self.norms[:used]
+            members[:used], keys[:used] = self.members[:used], self.keys[:used]
+        self.means, self.norms, self.members, self.keys = means, norms, members, keys
+
+    def _reserve(self, rows: int) -> None:
+        if self.used + rows > len(self.norms):
+            self._grow(max(2 * len(self.norms), self.used + rows))
+
+    # ------------------------------------------------------------------ spilled rows
+    def _packed(self, first: int, last: int) -> np.ndarray:
+        rows = np.empty((last - first, self.cols + EXTRA_VALUES))
+        rows[:, : self.cols] = self.means[first:last]
+        rows[:, self.cols] = self.norms[first:last]
+        rows[:, self.cols + 1] = self.members[first:last]
+        rows[:, self.cols + 2] = self.keys[first:last]
+        return rows.view(np.float32)
+
+    def load_spilled(self, dram: np.ndarray, first: int, last: int, resident: int) -> None:
+        """Rows [first, last) at and beyond `resident` from their DRAM copy (`dram` starts at
+        row `resident`)."""
+        first = max(first, resident)
+        if last <= first:
+            return
+        size = row_elements(self.cols)
+        words = dram[(first - resident) * size : (last - resident) * size]
+        rows = np.ascontiguousarray(words).view(np.float64).reshape(last - first, -1)
+        self.means[first:last] = rows[:, : self.cols]
+        self.norms[first:last] = rows[:, self.cols]
+        self.members[first:last] = rows[:, self.cols + 1]
+        keys = rows[:, self.cols + 2]
+        if not np.isfinite(keys).all() or np.abs(keys).max(initial=0) >= 2**62:
+            raise CtacError("the cluster table's spilled rows in DRAM are corrupt")
+        self.keys[first:last] = keys.astype(np.int64)
+
+    def store_spilled(self, dram: np.ndarray, first: int, last: int, resident: int) -> None:
+        first = max(first, resident)
+        if last <= first:
+            return
+        size = row_elements(self.cols)
+        packed = self._packed(first, last).reshape(-1)
+        dram[(first - resident) * size : (last - resident) * size] = packed
+
+    # ------------------------------------------------------------------ clustering
+    def cluster(
+        self, tokens: np.ndarray, codes: np.ndarray, valid: np.ndarray | None, threshold: float
+    ) -> tuple[np.ndarray, int]:
+        """Cluster a chunk (rows x cols) in position order; returns each token's row and the
+        distance computations made (the reference's `comparisons`)."""
+        n = len(tokens)
+        x = tokens.astype(np.float64)
+        ok = np.ones(n, dtype=bool) if valid is None else valid
+        key = np.where(ok, codes, -1 - codes)
+        limit = max(threshold, MIN_RELATIVE_DISTANCE) ** 2
+        position = np.arange(n)
+        order = np.lexsort((position, key))
+        sorted_keys = key[order]
+        boundary = np.ones(n, dtype=bool)
+        boundary[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        starts = np.flatnonzero(boundary)
+        sizes = np.diff(np.append(starts, n))
+        group_keys = sorted_keys[starts]
+        # Each group's candidate slots in opening order: its existing rows, then its new ones.
+        table_keys = self.keys[: self.used]
+        table_order = np.argsort(table_keys, kind="stable")
+        lows = np.searchsorted(table_keys[table_order], group_keys, side="left")
+        highs = np.searchsorted(table_keys[table_order], group_keys, side="right")
+        slots_of = [
+            np.concatenate([table_order[lo:hi], np.empty(size, dtype=np.int64)])
+            for lo, hi, size in zip(lows, highs, sizes, strict=True)
+        ]
+        counts_of = highs - lows
+        self._reserve(n)
+        base = self.used
+        opened = 0
+        first_token = np.empty(n, dtype=np.int64)  # of each new slot, by provisional index
+        slots = np.empty(n, dtype=np.int64)
+        comparisons = 0
+        group_order = np.argsort(-sizes, kind="stable")
+        sorted_sizes = sizes[group_order]
+        for k in range(int(sizes.max(initial=0))):
+            groups = group_order[: int(np.searchsorted(-sorted_sizes, -k, side="left"))]
+            token = order[starts[groups] + k]
+            xk = x[token]
+            existing = counts_of[groups]
+            pairs = int(existing.sum())
+            join = np.zeros(len(groups), dtype=bool)
+            chosen = np.zeros(len(groups), dtype=np.int64)
+            if pairs:
+                candidates = np.concatenate([slots_of[g][: counts_of[g]] for g in groups])
+                owner = np.repeat(np.arange(len(groups)), existing)
+                first_pair = np.cumsum(existing) - existing
+                distance = ((self.means[candidates] - xk[owner]) ** 2).sum(axis=-1)
+                allowed = limit * self.norms[candidates]
+                distance = np.where(distance <= allowed, distance, np.inf)
+                has = existing > 0
+                heads = first_pair[has]
+                nearest = np.minimum.reduceat(distance, heads)
+                is_best = np.isfinite(distance) & (distance == np.repeat(nearest, existing[has]))
+                index = np.where(is_best, np.arange(pairs), pairs)
+                best = np.minimum.reduceat(index, heads)
+                found = best < pairs
+                rows = np.flatnonzero(has)[found]
+                join[rows] = True
+                chosen[rows] = candidates[best[found]]
+                comparisons += pairs
+            new = np.flatnonzero(~join)
+            fresh = base + opened + np.arange(len(new))
+            chosen[new] = fresh
+            first_token[opened : opened + len(new)] = token[new]
+            self.keys[fresh] = key[token[new]]
+            for g, slot in zip(groups[new], fresh, strict=True):
+                slots_of[g][counts_of[g]] = slot
+                counts_of[g] += 1
+            opened += len(new)
+            self.members[chosen] += 1
+            self.means[chosen] += (xk - self.means[chosen]) / self.members[chosen][:, None]
+            self.norms[chosen] = (self.means[chosen] ** 2).sum(axis=-1)
+            slots[token] = chosen
+        # New rows in first-token order (the reference numbers rows by first token).
+        rank = np.argsort(first_token[:opened], kind="stable")
+        final = np.empty(opened, dtype=np.int64)
+        final[rank] = np.arange(opened)
+        block = slice(base, base + opened)
+        for array in (self.means, self.norms, self.members, self.keys):
+            array[block] = array[block][rank]
+        renamed = slots >= base
+        slots[renamed] = base + final[slots[renamed] - base]
+        self.used = base + opened
+        return slots, comparisons
+
+    def read(self, row0: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Centroids (storage precision) and real-member counts of rows [row0, row0 + rows);
+        rows no cluster uses are zero."""
+        centroids = np.zeros((rows, self.cols), dtype=np.float32)
+        counts = np.zeros(rows, dtype=np.float32)
+        last = min(row0 + rows, self.used)
+        if last > row0:
+            centroids[: last - row0] = self.means[row0:last]
+            real = self.keys[row0:last] >= 0
+            counts[: last - row0] = np.where(real, self.members[row0:last], 0.0)
+        return centroids, counts
