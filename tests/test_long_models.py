@@ -114,7 +114,10 @@ def test_cli_exact_long_sequences_match_onnxruntime(
     assert output["max_abs_err"] <= 1e-4
 
 
-CTA_LENGTHS = [("bert_long", 512), ("gpt2_long", 512)]
+CTA_LENGTHS = [
+    ("bert_long", 512), ("bert_long", 1024), ("bert_long", 2048), ("gpt2_long", 1024),
+    ("gpt2_long", 2048),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "length"), CTA_LENGTHS)
