@@ -324,6 +324,11 @@ def plot(result: dict, path: Path) -> None:
                       label=f"{mode}: total cycles")  # fmt: skip
             axis.plot(lengths, [p["attention_busy_cycles"] for _, p in ran], "s--", color=color,
                       label=f"{mode}: attention busy cycles{slope}")  # fmt: skip
+            measured = [(n, p["check"]["measured"]["cycles"]) for n, p in ran
+                        if "measured" in p.get("check", {})]  # fmt: skip
+            if measured:
+                axis.plot([n for n, _ in measured], [c for _, c in measured], "^:", color=color,
+                          label=f"{mode}: total cycles, clusters of a run on random tokens")  # fmt: skip
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
         if ticks:
@@ -346,7 +351,7 @@ def plot(result: dict, path: Path) -> None:
     figure.suptitle(
         f"Cycles vs sequence length, exact vs CTA ({settings['cta_passes']})\n"
         f"{settings['hardware']}, cost model timing-only (CTA at its nominal worst case: "
-        "one cluster per token)",
+        "one cluster per token; dotted: sized by the clusters a --check run formed)",
         fontsize=9,
     )
     figure.tight_layout()
