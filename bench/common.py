@@ -75,33 +75,8 @@ def shapes_for(model: Path, seq: int, batch: int = 1) -> dict[str, list[int]]:
 
 def compile_stages(model: Path, shapes: dict, hw=None, verify: bool = True) -> tuple[dict, object]:
     """Import, canonicalize, detect attention, lower, emit; seconds of each and the program."""
-    from ctac.emit import program_from_module
-    from ctac.hw import load_hardware
-    from ctac.importer import import_model
-    from ctac.passes.detect_attention import detect_attention
-    from ctac.passes.lower_to_isa import lower_module
-    from ctac.pipeline import run_passes
-    from ctac.weights import forget_stores
-
-    hw = hw or load_hardware(None)
-    forget_stores()
-    times = {}
-    start = time.perf_counter()
-    imported = import_model(model, shapes)
-    times["import_s"] = time.perf_counter() - start
-    mark = time.perf_counter()
-    run_passes(imported.module, "canonicalize")
-    times["canonicalize_s"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    detect_attention(imported.module, verify=verify)
-    times["detect_attention_s"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    lowered = lower_module(imported.module, hw)
-    times["lower_to_isa_s"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    program = program_from_module(lowered)
-    times["emit_s"] = time.perf_counter() - mark
-    times["total_s"] = time.perf_counter() - start
+    times, program = compile_attention_stages(model, shapes, "exact", hw, verify=verify)
+    times.pop("attention_s")
     return times, program
 
 

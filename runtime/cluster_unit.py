@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ctac.errors import CtacError
-from ctac.runtime.compression import MIN_RELATIVE_DISTANCE
+from ctac.runtime.compression import MIN_RELATIVE_DISTANCE, nearest_passing
 
 # Values per table row besides the mean: the mean's squared norm, the member count, the key.
 EXTRA_VALUES = 3
@@ -146,17 +146,9 @@ class ClusterTable:
                 first_pair = np.cumsum(existing) - existing
                 distance = ((self.means[candidates] - xk[owner]) ** 2).sum(axis=-1)
                 allowed = limit * self.norms[candidates]
-                distance = np.where(distance <= allowed, distance, np.inf)
-                has = existing > 0
-                heads = first_pair[has]
-                nearest = np.minimum.reduceat(distance, heads)
-                is_best = np.isfinite(distance) & (distance == np.repeat(nearest, existing[has]))
-                index = np.where(is_best, np.arange(pairs), pairs)
-                best = np.minimum.reduceat(index, heads)
-                found = best < pairs
-                rows = np.flatnonzero(has)[found]
+                rows, picked = nearest_passing(distance, allowed, existing, first_pair)
                 join[rows] = True
-                chosen[rows] = candidates[best[found]]
+                chosen[rows] = candidates[picked]
                 comparisons += pairs
             new = np.flatnonzero(~join)
             fresh = base + opened + np.arange(len(new))

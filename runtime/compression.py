@@ -118,6 +118,25 @@ def _broadcast_valid(valid: Array | None, lead: tuple[int, ...], n: int) -> Arra
     return np.broadcast_to(valid, (*lead, n))
 
 
+def nearest_passing(
+    distance: Array, allowed: Array, existing: Array, first_pair: Array
+) -> tuple[Array, Array]:
+    """For tokens compared with `existing[t]` candidate rows each (their squared distances laid
+    out token after token, token t's from `first_pair[t]`): the tokens with a candidate within
+    `allowed`, and for each the position of its nearest such candidate (the first on a tie).
+    Shared by the reference and the cluster unit's model so both round and tie-break alike."""
+    pairs = len(distance)
+    distance = np.where(distance <= allowed, distance, np.inf)
+    has = existing > 0
+    heads = first_pair[has]
+    nearest = np.minimum.reduceat(distance, heads)
+    is_best = np.isfinite(distance) & (distance == np.repeat(nearest, existing[has]))
+    index = np.where(is_best, np.arange(pairs), pairs)
+    best = np.minimum.reduceat(index, heads)
+    found = best < pairs
+    return np.flatnonzero(has)[found], best[found]
+
+
 def _leader_pass(
     xs: Array, starts: Array, sizes: Array, threshold: float, spread: Array | None = None
 ) -> tuple[Array, int]:
@@ -159,17 +178,9 @@ def _leader_pass(
             else:
                 floor = MIN_RELATIVE_DISTANCE**2 * norm
                 allowed = np.maximum(threshold**2 * spread[tokens][owner] ** 2, floor)
-            distance = np.where(distance <= allowed, distance, np.inf)
-            has = existing > 0
-            heads = first_pair[has]
-            nearest = np.minimum.reduceat(distance, heads)
-            is_best = np.isfinite(distance) & (distance == np.repeat(nearest, existing[has]))
-            index = np.where(is_best, np.arange(pairs), pairs)
-            best = np.minimum.reduceat(index, heads)
-            found = best < pairs
-            rows = np.flatnonzero(has)[found]
+            rows, picked = nearest_passing(distance, allowed, existing, first_pair)
             join[rows] = True
-            chosen[rows] = candidates[best[found]]
+            chosen[rows] = candidates[picked]
             comparisons += pairs
         opened = starts[groups] + existing
         slot = np.where(join, chosen, opened)
