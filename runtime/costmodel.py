@@ -13,6 +13,8 @@ channel at the full bandwidth (the first free gap at or after the request's data
 with "split" each engine owns bandwidth / engines. The access latency is paid before the data
 moves but overlaps other transfers: an engine issues its next request while data is in flight.
 An instruction's timing runs from issue to completion; the unit is busy for the transfer only.
+A compute instruction with DRAM traffic of its own (CLUSTER's spilled table rows) also reserves
+the shared channel for it.
 
 Instructions whose work depends on data (compressed attention: the number of clusters) name
 their dynamic fields in the program (`Program.dynamic`); given the clusters each CLUSTER formed in
@@ -267,6 +269,12 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
             start = max(unit_end[spec.unit], ready)
             cycles = spec.cycles(effective, view)
             end = start + cycles
+            # A compute unit that moves DRAM data itself (the cluster unit's spilled table rows)
+            # takes its turn on the DRAM channel too: it ends no sooner than its transfer does.
+            spilled = spec.actions(effective, view).get("dram_bytes", 0)
+            if spilled and shared is not None:
+                transfer = max(1, -(-int(spilled) // max(int(view.dram_bytes_per_cycle), 1)))
+                end = max(end, shared.reserve(start, transfer) + transfer)
             unit_end[spec.unit] = end
         board.record(reads, writes, end)
         unit_busy[spec.unit] += cycles
