@@ -76,7 +76,7 @@ def _front_end(args: argparse.Namespace, emit: str):
         for line in refused:
             print(f"warning: attention match refused at {line}", file=sys.stderr)
         if getattr(args, "attention", "exact") == "cta" and emit != "cta-detected":
-            run_passes(imported.module, _compress_spec(args))
+            run_passes(imported.module, _compress_spec(args, _policy(imported.module, args)))
         if getattr(args, "attention", "exact") == "elsa" and emit != "cta-detected":
             run_passes(imported.module, _elsa_spec(args))
     return imported.module, reports
@@ -290,11 +290,31 @@ def _elsa_spec(args: argparse.Namespace) -> str:
     return f"elsa-filter{{bits={args.elsa_bits} threshold={args.elsa_threshold}}}"
 
 
-def _compress_spec(args: argparse.Namespace) -> str:
+def _compress_spec(args: argparse.Namespace, extra: str = "") -> str:
     return (
         f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv} hash-bits={args.hash_bits} "
-        f"method={args.cta_method} granularity={args.cta_granularity} block={args.cta_block}}}"
+        f"method={args.cta_method} granularity={args.cta_granularity} block={args.cta_block}"
+        + (f" {extra}" if extra else "")
+        + "}"
     )
+
+
+def _policy(detected, args: argparse.Namespace) -> str:
+    """--cta-policy cost: decide per layer, print each decision, return the keep-exact option."""
+    if getattr(args, "cta_policy", "always") != "cost":
+        return ""
+    from ctac.hw import load_hardware
+    from ctac.policy import decide, keep_exact_option
+
+    if not args.cluster_ratio > 0:
+        raise CtacError(f"--cluster-ratio must be > 0, got {args.cluster_ratio}")
+    decisions = decide(
+        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)),
+        args.cluster_ratio, args.hash_bits,
+    )  # fmt: skip
+    for decision in decisions:
+        print(f"cta policy: {decision.name}: {decision.reason}", file=sys.stderr)
+    return keep_exact_option(decisions)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -484,6 +504,15 @@ def _compression_arguments(parser: argparse.ArgumentParser) -> None:
         default="hash-leader",
         help="CTA clustering method (see docs/compression.md)",
     )
+    parser.add_argument(
+        "--cta-policy", choices=["always", "cost"], default="always",
+        help="compress every attention (always), or only the layers whose compressed form the "
+        "cost model finds cheaper at --cluster-ratio (cost; see ctac/policy.py)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cluster-ratio", type=float, default=1.0,
+        help="clusters per token the cost policy expects (default 1.0: no merging)",
+    )  # fmt: skip
     parser.add_argument("--elsa-bits", type=int, default=16, help="hash bits of the ELSA baseline")
     parser.add_argument(
         "--elsa-threshold",

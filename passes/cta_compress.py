@@ -281,11 +281,19 @@ def rewrite_attention(
 
 
 def compress_function(
-    function: func.FuncOp, options: CompressOptions, layer_scale: tuple[float, ...] = ()
+    function: func.FuncOp,
+    options: CompressOptions,
+    layer_scale: tuple[float, ...] = (),
+    keep_exact: tuple[int, ...] = (),
 ) -> list[CompressionReport]:
     attentions = [op for op in function.body.block.ops if isinstance(op, cta.AttentionOp)]
     reports = []
     for index, attention in enumerate(attentions):
+        if index in keep_exact:
+            source = attention.attributes.get("ctac.source")
+            name = source.data if isinstance(source, StringAttr) else f"attention {index}"
+            reports.append(CompressionReport(name, "exact", 0.0, 0.0, "kept exact (keep-exact)"))
+            continue
         factor = layer_scale[min(index, len(layer_scale) - 1)] if layer_scale else 1.0
         reports.append(
             rewrite_attention(attention, options, options.tau_q * factor, options.tau_kv * factor)
@@ -309,6 +317,9 @@ class CtaCompressPass(ModulePass):
     block: int = 64
     max_clusters: int = 0
     layer_scale: tuple[float, ...] = field(default=())
+    # Attentions (their index in program order) left exact, e.g. where the cost-aware policy
+    # (ctac/policy.py) found that compression does not pay.
+    keep_exact: tuple[int, ...] = field(default=())
 
     def options(self) -> CompressOptions:
         return CompressOptions(
@@ -323,11 +334,19 @@ class CtaCompressPass(ModulePass):
         )
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        cta_compress(op, self.options(), tuple(float(f) for f in self.layer_scale))
+        cta_compress(
+            op,
+            self.options(),
+            tuple(float(f) for f in self.layer_scale),
+            tuple(int(i) for i in self.keep_exact),
+        )
 
 
 def cta_compress(
-    module: ModuleOp, options: CompressOptions | None = None, layer_scale: tuple[float, ...] = ()
+    module: ModuleOp,
+    options: CompressOptions | None = None,
+    layer_scale: tuple[float, ...] = (),
+    keep_exact: tuple[int, ...] = (),
 ) -> list[CompressionReport]:
     """Compress every attention of every function; returns one report per attention layer."""
     options = options or CompressOptions()
@@ -337,5 +356,5 @@ def cta_compress(
     reports: list[CompressionReport] = []
     for function in module.ops:
         if isinstance(function, func.FuncOp):
-            reports.extend(compress_function(function, options, layer_scale))
+            reports.extend(compress_function(function, options, layer_scale, keep_exact))
     return reports

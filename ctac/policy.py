@@ -1,0 +1,119 @@
+"""Cost-aware CTA policy: compress an attention layer only where it pays on this hardware.
+
+Compression adds work (hashing, clustering, pooling, recovery) to save attention work that
+shrinks with the clusters formed, so whether it pays depends on the hardware and on how many
+clusters the data will form. The policy compiles the detected module twice, exact and
+compressed, runs the cost model on both (timing only) with the compressed program's
+data-dependent sizes set from an expected cluster ratio (clusters per token: a calibration's, or
+the conservative default 1.0, no merging), and compares each transformer block's share of the
+run (its span: blocks come from the IR, runtime/profile.py). A block whose compressed form is
+not cheaper keeps exact attention (`cta-compress{keep-exact=...}`); each decision carries both
+cycle counts and its reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+
+from ctac.dialects import cta
+from ctac.hw import Hardware
+from ctac.runtime.program import Program
+
+DEFAULT_CLUSTER_RATIO = 1.0  # no merging: compression must pay even then to be chosen
+
+
+@dataclass(frozen=True)
+class LayerDecision:
+    attention: int  # index of the attention in program order (cta-compress keep-exact)
+    layer: int  # its transformer block (IR layer)
+    name: str
+    compress: bool
+    exact_cycles: int
+    cta_cycles: int
+    cluster_ratio: float
+    reason: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def expected_clusters(program: Program, ratio: float, hash_bits: int) -> dict[int, int]:
+    """The data-dependent sizes a run forming `ratio` clusters per token would give: for each
+    CLUSTER_READ (a sequence's clusters) ratio x its tokens; for each CLUSTER (rows compared per
+    token) ratio x the rows its bucket holds on average, (rows before the chunk + half the chunk)
+    spread over 2^hash_bits buckets."""
+    nominal: dict[int, int] = {}
+    for index, field_name, source, *offset in program.dynamic:
+        if not field_name:
+            continue
+        value = program.instructions[index][1][field_name] + (offset[0] if offset else 0)
+        nominal[source] = max(nominal.get(source, 0), value)
+    clusters = {}
+    buckets = 2 ** max(hash_bits, 0)
+    for source, tokens in nominal.items():
+        name, fields = program.instructions[source]
+        if name == "CLUSTER":
+            seen = fields["table_rows"] + fields["rows"] / 2
+            clusters[source] = max(1, min(fields["scan"], math.ceil(ratio * seen / buckets)))
+        else:
+            clusters[source] = max(1, math.ceil(ratio * tokens))
+    return clusters
+
+
+def decide(
+    detected: ModuleOp,
+    compress_spec: str,
+    hw: Hardware,
+    cluster_ratio: float = DEFAULT_CLUSTER_RATIO,
+    hash_bits: int = 4,
+) -> list[LayerDecision]:
+    """One decision per attention of the detected module (left unchanged)."""
+    from ctac.emit import program_from_module
+    from ctac.passes.assign_layers import layers_of
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.pipeline import run_passes
+    from ctac.runtime.costmodel import simulate
+    from ctac.runtime.profile import per_block
+
+    function = next(op for op in detected.ops if isinstance(op, func.FuncOp))
+    layers = layers_of(function)
+    attentions = [op for op in function.body.block.ops if isinstance(op, cta.AttentionOp)]
+    if not attentions:
+        return []
+    exact = program_from_module(lower_module(copy.deepcopy(detected), hw))
+    compressed_module = copy.deepcopy(detected)
+    run_passes(compressed_module, compress_spec)
+    compressed = program_from_module(lower_module(compressed_module, hw))
+    exact_blocks = per_block(simulate(exact, hw))
+    cta_blocks = per_block(
+        simulate(compressed, hw, expected_clusters(compressed, cluster_ratio, hash_bits))
+    )
+    decisions = []
+    for index, attention in enumerate(attentions):
+        layer = layers.get(attention, index)
+        block = f"layer {layer}"
+        exact_cycles = int(exact_blocks.get(block, {}).get("span_cycles", 0))
+        cta_cycles = int(cta_blocks.get(block, {}).get("span_cycles", 0))
+        source = attention.attributes.get("ctac.source")
+        name = getattr(source, "data", f"attention {index}")
+        pays = 0 < cta_cycles < exact_cycles
+        verdict = "compress" if pays else "keep exact"
+        reason = (
+            f"{verdict}: block {layer} takes {cta_cycles:,} cycles compressed vs "
+            f"{exact_cycles:,} exact at {cluster_ratio:g} clusters per token"
+        )
+        decisions.append(
+            LayerDecision(index, layer, name, pays, exact_cycles, cta_cycles, cluster_ratio, reason)
+        )
+    return decisions
+
+
+def keep_exact_option(decisions: list[LayerDecision]) -> str:
+    """The cta-compress option that leaves the undecided layers exact ("" if none)."""
+    kept = [str(d.attention) for d in decisions if not d.compress]
+    return f"keep-exact={','.join(kept)}" if kept else ""

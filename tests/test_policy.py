@@ -1,0 +1,84 @@
+"""The cost-aware CTA policy (ctac/policy.py, `ctac compile --cta-policy cost`): a layer is
+compressed only where the cost model finds its compressed form cheaper at the expected cluster
+ratio; otherwise it stays exact, so a CTA program is never slower than the exact one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import MODELS
+
+from ctac.hw import load_hardware
+from ctac.importer import import_model
+from ctac.passes.cta_compress import cta_compress
+from ctac.pipeline import run_passes
+from ctac.policy import decide, expected_clusters, keep_exact_option
+from ctac.runtime.costmodel import simulate
+from ctac.runtime.program import read_program
+
+HW = load_hardware()
+SPEC = "cta-compress{tau-q=0.5 tau-kv=0.3 hash-bits=4}"
+
+
+def detected(name: str, length: int, batch: int = 1):
+    shapes = {"input_ids": [batch, length], "attention_mask": [batch, length]}
+    module = import_model(MODELS / name, shapes).module
+    run_passes(module, "canonicalize,detect-attention")
+    return module
+
+
+def test_short_sequences_keep_exact_attention_and_are_never_slower(tmp_path: Path, capsys) -> None:
+    """At 2 x 16 tokens clustering costs more than the attention it could save even at 0.05
+    clusters per token: every layer stays exact, and the 'CTA' program costs what exact does."""
+    from ctac.cli import main
+
+    model = MODELS / "bert_ts_eager.onnx"
+    shape = "input_ids=2x16,attention_mask=2x16"
+    exact, policy = tmp_path / "exact.ctab", tmp_path / "policy.ctab"
+    assert main(["compile", str(model), "--shape", shape, "-o", str(exact)]) == 0
+    assert main(["compile", str(model), "--shape", shape, "--attention", "cta", "--cta-policy",
+                 "cost", "--cluster-ratio", "0.05", "-o", str(policy)]) == 0  # fmt: skip
+    lines = [line for line in capsys.readouterr().err.splitlines() if "cta policy" in line]
+    assert len(lines) == 2 and all("keep exact" in line for line in lines)
+    program = read_program(policy)
+    assert not any(name.startswith("CLUSTER") for name, _ in program.instructions)
+    assert simulate(program, HW).cycles <= 1.01 * simulate(read_program(exact), HW).cycles
+
+
+def test_long_sequences_compress_where_clusters_are_few() -> None:
+    """bert_long at 1024 tokens: with no merging compression costs more than it saves; at a
+    quarter of a cluster per token the compressed blocks are cheaper and are chosen."""
+    module = detected("bert_long.onnx", 1024)
+    none = decide(module, SPEC, HW, cluster_ratio=1.0)
+    quarter = decide(module, SPEC, HW, cluster_ratio=0.25)
+    assert [d.layer for d in none] == [0, 1]
+    assert not any(d.compress for d in none)
+    assert all(d.cta_cycles > d.exact_cycles for d in none)
+    assert all(d.compress and d.cta_cycles < d.exact_cycles for d in quarter)
+    assert keep_exact_option(none) == "keep-exact=0,1" and keep_exact_option(quarter) == ""
+    assert "compress: block 0" in quarter[0].reason
+
+
+def test_keep_exact_leaves_the_named_attentions_exact() -> None:
+    module = detected("bert_ts_eager.onnx", 16, batch=2)
+    reports = cta_compress(module, keep_exact=(1,))
+    assert [r.placement for r in reports] == ["head", "exact"]
+    text = str(module)
+    assert text.count("cta.compressed_attention") >= 1 and "cta.attention" in text
+
+
+def test_expected_clusters_follow_the_ratio(tmp_path: Path) -> None:
+    from ctac.emit import program_from_module
+    from ctac.passes.lower_to_isa import lower_module
+
+    module = detected("bert_long.onnx", 512)
+    run_passes(module, SPEC)
+    program = program_from_module(lower_module(module, HW))
+    full, tenth = expected_clusters(program, 1.0, 4), expected_clusters(program, 0.1, 4)
+    reads = [i for i, (name, _) in enumerate(program.instructions) if name == "CLUSTER_READ"]
+    assert reads and any(i in full for i in reads)
+    assert all(full[i] == 512 for i in reads if i in full)
+    assert all(tenth[i] == 52 for i in reads if i in tenth)
+    assert simulate(program, HW, tenth).cycles < simulate(program, HW, full).cycles
+    json.dumps([d.to_json() for d in decide(detected("bert_ts_eager.onnx", 16, 2), SPEC, HW)])
