@@ -76,7 +76,8 @@ def _front_end(args: argparse.Namespace, emit: str):
         for line in refused:
             print(f"warning: attention match refused at {line}", file=sys.stderr)
         if getattr(args, "attention", "exact") == "cta" and emit != "cta-detected":
-            run_passes(imported.module, _compress_spec(args, _policy(imported.module, args)))
+            keep_exact = _policy(imported.module, args)
+            run_passes(imported.module, _compress_spec(args, keep_exact))
         if getattr(args, "attention", "exact") == "elsa" and emit != "cta-detected":
             run_passes(imported.module, _elsa_spec(args))
     return imported.module, reports
@@ -192,6 +193,8 @@ def _run(args: argparse.Namespace) -> int:
         "profile": profile_json(profile),
         "attention": attention_report(program, stats),
     }
+    if program.policy:
+        report["cta_policy"] = program.policy
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -208,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"attention {layer['layer']}: {layer['tokens']} tokens -> {layer['query_clusters']} query / {layer['kv_clusters']} key-value clusters"
         )
+    for decision in program.policy:
+        print(f"cta policy: {decision['name']}: {decision['reason']}")
     if args.output:
         print(f"wrote {args.output}")
     return 0
@@ -234,7 +239,9 @@ def _profile(args: argparse.Namespace) -> int:
     )
     print()
     print(format_blocks(profile))
-    paths = write_reports(profile, Path(args.out), Path(args.program).stem)
+    for decision in program.policy:
+        print(f"cta policy: {decision['name']}: {decision['reason']}")
+    paths = write_reports(profile, Path(args.out), Path(args.program).stem, program.policy)
     print()
     for kind, path in paths.items():
         print(f"wrote {path}  ({kind})")
@@ -303,7 +310,12 @@ def _policy(detected, args: argparse.Namespace) -> str:
     """--cta-policy cost: decide per layer, print each decision, return the keep-exact option."""
     if getattr(args, "cta_policy", "always") != "cost":
         return ""
+    import json
+
+    from xdsl.dialects.builtin import StringAttr
+
     from ctac.hw import load_hardware
+    from ctac.passes.lower_to_isa import POLICY_ATTRIBUTE
     from ctac.policy import decide, keep_exact_option
 
     if not args.cluster_ratio > 0:
@@ -314,6 +326,10 @@ def _policy(detected, args: argparse.Namespace) -> str:
     )  # fmt: skip
     for decision in decisions:
         print(f"cta policy: {decision.name}: {decision.reason}", file=sys.stderr)
+    # Carried into the program (its source table), so run and profile can report them.
+    detected.attributes[POLICY_ATTRIBUTE] = StringAttr(
+        json.dumps([decision.to_json() for decision in decisions], sort_keys=True)
+    )
     return keep_exact_option(decisions)
 
 

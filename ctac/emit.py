@@ -3,12 +3,14 @@ weight store. The last step of `ctac compile`; `ctac-opt` stops before it."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from xdsl.dialects.builtin import IntAttr, ModuleOp, StringAttr
 
 from ctac.dialects.ctaisa import DataOp, InstructionOp, SymbolOp
 from ctac.errors import CtacError
-from ctac.passes.lower_to_isa import DRAM_ATTRIBUTE, HW_ATTRIBUTE
+from ctac.passes.lower_to_isa import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE
 from ctac.runtime.program import Program, Symbol
 from ctac.weights import store_for_module
 
@@ -56,6 +58,9 @@ def program_from_module(module: ModuleOp) -> Program:
             dynamic.extend((len(instructions), *entry) for entry in op.dynamic_fields())
             instructions.append((op.INSTRUCTION, op.field_values()))
             sources.append(op.source)
+    policy = module.attributes.get(POLICY_ATTRIBUTE)
+    decisions = json.loads(policy.data) if isinstance(policy, StringAttr) else []
     return Program(
-        bytes.fromhex(digest.data), instructions, data, dram.data, symbols, sources, dynamic
-    )
+        bytes.fromhex(digest.data), instructions, data, dram.data, symbols, sources, dynamic,
+        decisions,
+    )  # fmt: skip

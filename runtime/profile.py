@@ -226,8 +226,11 @@ def chrome_trace(profile: Profile) -> dict:
     return {"traceEvents": events, "displayTimeUnit": "ns"}
 
 
-def write_reports(profile: Profile, out: Path, label: str = "") -> dict[str, Path]:
-    """profile.json, trace.json and the per-block plots into `out`."""
+def write_reports(
+    profile: Profile, out: Path, label: str = "", policy: list[dict] | None = None
+) -> dict[str, Path]:
+    """profile.json, trace.json and the per-block plots into `out` (with the CTA policy's
+    decisions, when the program carries them)."""
     if out.exists() and not out.is_dir():
         raise CtacError(f"--out {out} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -243,6 +246,8 @@ def write_reports(profile: Profile, out: Path, label: str = "") -> dict[str, Pat
         "span_definition": SPAN_DEFINITION,
         "blocks": per_block(profile),
     }
+    if policy:
+        data["cta_policy"] = policy
     _atomic_text(paths["profile"], json.dumps(data, indent=2) + "\n")
     _atomic_text(paths["trace"], json.dumps(chrome_trace(profile)) + "\n")
     plot_blocks({label or "program": profile}, paths["cycles_plot"], paths["energy_plot"])

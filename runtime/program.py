@@ -77,6 +77,8 @@ class Program:
     # effective value is the number of clusters that CLUSTER formed less the offset (the first
     # cluster row of a tile), capped by the field's nominal value; 0 skips the instruction.
     dynamic: list[tuple] = field(default_factory=list)
+    # The CTA policy's decisions (ctac/policy.py), one dict per attention layer, if it ran.
+    policy: list[dict] = field(default_factory=list)
 
     @property
     def inputs(self) -> list[Symbol]:
@@ -95,11 +97,14 @@ class Program:
                 positions[source] = len(strings)
                 strings.append(source)
             index.append(positions[source])
-        return {
+        table = {
             "strings": strings,
             "index": index,
             "dynamic": [list(entry) for entry in self.dynamic],
         }
+        if self.policy:
+            table["policy"] = self.policy
+        return table
 
 
 def _canonical(value: object) -> bytes:
@@ -194,9 +199,12 @@ def decode_program(
     symbols = _symbols(symbol_list, dram_elements)
     sources = _sources(source_table, count)
     dynamic = _dynamic(source_table, instructions)
+    policy = source_table.get("policy", []) if isinstance(source_table, dict) else []
+    if not isinstance(policy, list) or not all(isinstance(entry, dict) for entry in policy):
+        raise _fail("source table 'policy' is not a list of decisions")
     if not instructions or instructions[-1][0] != "HALT":
         raise _fail("the program does not end with HALT")
-    return Program(digest, instructions, data, dram_elements, symbols, sources, dynamic)
+    return Program(digest, instructions, data, dram_elements, symbols, sources, dynamic, policy)
 
 
 def _check_ranges(
@@ -347,6 +355,7 @@ def disassemble(program: Program, include_data: bool = True) -> str:
         f".hw {program.hw_digest.hex()}",
         f".dram {program.dram_elements}",
     ]
+    lines += [f".policy {json.dumps(entry, sort_keys=True)}" for entry in program.policy]
     for symbol in program.symbols:
         shape = "x".join(map(str, symbol.shape)) or "scalar"
         vocab = f" vocab={symbol.vocab}" if symbol.vocab else ""
@@ -381,7 +390,8 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
     chunks: list[str] = []
     instructions: list[tuple[str, dict]] = []
     sources: list[str] = []
-    dynamic: list[tuple[int, str, int]] = []
+    dynamic: list[tuple] = []
+    policy: list[dict] = []
     in_text = False
 
     def fail(number: int, message: str) -> CtacError:
@@ -406,6 +416,11 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
                     raise fail(number, "the .hw digest is not hex") from None
             elif keyword == ".dram":
                 dram = int(rest)
+            elif keyword == ".policy":
+                try:
+                    policy.append(dict(json.loads(rest)))
+                except (json.JSONDecodeError, TypeError, ValueError):
+                    raise fail(number, "malformed .policy line") from None
             elif keyword in (".input", ".output"):
                 try:
                     decoder = json.JSONDecoder()
@@ -482,4 +497,4 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
             f"{source_name}: .data says {data_count} elements but .bytes hold {len(raw) // 4}"
         )
     data = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    return Program(digest, instructions, data, dram, symbols, sources, dynamic)
+    return Program(digest, instructions, data, dram, symbols, sources, dynamic, policy)

@@ -82,3 +82,26 @@ def test_expected_clusters_follow_the_ratio(tmp_path: Path) -> None:
     assert all(tenth[i] == 52 for i in reads if i in tenth)
     assert simulate(program, HW, tenth).cycles < simulate(program, HW, full).cycles
     json.dumps([d.to_json() for d in decide(detected("bert_ts_eager.onnx", 16, 2), SPEC, HW)])
+
+
+def test_decisions_travel_with_the_program(tmp_path: Path, capsys) -> None:
+    """The policy's decisions are in the program file: `ctac run --json`, profile.json and the
+    assembly (which still assembles back to the same bytes) report them."""
+    from ctac.cli import main
+
+    model = MODELS / "bert_ts_eager.onnx"
+    binary = tmp_path / "p.ctab"
+    assert main(["compile", str(model), "--shape", "input_ids=2x16,attention_mask=2x16",
+                 "--attention", "cta", "--cta-policy", "cost", "-o", str(binary)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["run", str(binary), "--json"]) == 0
+    decisions = json.loads(capsys.readouterr().out)["cta_policy"]
+    assert [d["layer"] for d in decisions] == [0, 1]
+    assert all(not d["compress"] and d["cta_cycles"] > d["exact_cycles"] for d in decisions)
+    assert main(["profile", str(binary), "--out", str(tmp_path / "prof")]) == 0
+    profile = json.loads((tmp_path / "prof" / "profile.json").read_text())
+    assert profile["cta_policy"] == decisions
+    assert main(["disasm", str(binary), "-o", str(tmp_path / "p.s")]) == 0
+    assert ".policy" in (tmp_path / "p.s").read_text()
+    assert main(["asm", str(tmp_path / "p.s"), "-o", str(tmp_path / "again.ctab")]) == 0
+    assert (tmp_path / "again.ctab").read_bytes() == binary.read_bytes()

@@ -37,7 +37,7 @@ from ctac.passes.lower_to_isa import (  # noqa: F401
     gemm,
     movement,
 )
-from ctac.passes.lower_to_isa.core import DRAM_ATTRIBUTE, HW_ATTRIBUTE, Lowering
+from ctac.passes.lower_to_isa.core import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE, Lowering
 from ctac.passes.lower_to_isa.memory import PERSISTENT
 
 
@@ -62,4 +62,11 @@ def lower_module(module: ModuleOp, hw: Hardware) -> ModuleOp:
     return Lowering(module, hw).run()
 
 
-__all__ = ["DRAM_ATTRIBUTE", "HW_ATTRIBUTE", "PERSISTENT", "LowerToIsaPass", "lower_module"]
+__all__ = [
+    "DRAM_ATTRIBUTE",
+    "HW_ATTRIBUTE",
+    "PERSISTENT",
+    "POLICY_ATTRIBUTE",
+    "LowerToIsaPass",
+    "lower_module",
+]

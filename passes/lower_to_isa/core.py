@@ -30,6 +30,7 @@ from ctac.runtime.evaluator import indexed_extent, input_names, main_function, o
 
 HW_ATTRIBUTE = "ctaisa.hw"
 DRAM_ATTRIBUTE = "ctaisa.dram"
+POLICY_ATTRIBUTE = "ctac.policy"  # JSON of the CTA policy's decisions (ctac/policy.py)
 ALIAS_OPS = (ox.ReshapeOp, ox.FlattenOp, ox.SqueezeOp, ox.UnsqueezeOp)
 
 
@@ -328,9 +329,10 @@ class Lowering:
                 )
             ops.append(op)
         module = ModuleOp(ops)
-        weights = self.module.attributes.get("ctac.weights")
-        if weights is not None:
-            module.attributes["ctac.weights"] = weights
+        for carried in ("ctac.weights", POLICY_ATTRIBUTE):  # the weight store; policy decisions
+            value = self.module.attributes.get(carried)
+            if value is not None:
+                module.attributes[carried] = value
         module.attributes[HW_ATTRIBUTE] = StringAttr(self.hw.digest.hex())
         module.attributes[DRAM_ATTRIBUTE] = IntAttr(self.arena.base + self.arena.top)
         return module
