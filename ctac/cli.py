@@ -83,6 +83,32 @@ def _front_end(args: argparse.Namespace, emit: str):
     return imported.module, reports
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from ctac.calibrate import calibrate, load_samples
+    from ctac.dialects import onnx as ox
+    from ctac.runtime.evaluator import input_names, main_function
+
+    module, _ = _front_end(args, "cta-detected")
+    function = main_function(module)
+    shapes = {
+        name: ox.shape_of(argument)
+        for name, argument in zip(input_names(module), function.body.block.args, strict=True)
+    }
+    samples = load_samples(args.data, shapes)
+    settings = calibrate(
+        module, samples, args.target_cosine, args.hash_bits, args.cta_method,
+        args.cta_granularity, progress=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    text = settings.to_toml()
+    if args.output:
+        write_atomically(args.output, text.encode())
+        print(f"wrote {args.output}: tau-q {settings.tau_q:g}, mean cosine "
+              f"{settings.mean_cosine:.5f} on {settings.samples} samples", file=sys.stderr)  # fmt: skip
+    else:
+        print(text, end="")
+    return 0
+
+
 def _compile(args: argparse.Namespace) -> int:
     from ctac.pipeline import module_text
 
@@ -298,12 +324,31 @@ def _elsa_spec(args: argparse.Namespace) -> str:
 
 
 def _compress_spec(args: argparse.Namespace, extra: str = "") -> str:
+    settings = _settings(args)
+    if settings is not None:
+        scale = ",".join(f"{f:.4f}" for f in settings.layer_scale)
+        extra = " ".join(filter(None, [f"layer-scale={scale}" if scale else "", extra]))
     return (
         f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv} hash-bits={args.hash_bits} "
         f"method={args.cta_method} granularity={args.cta_granularity} block={args.cta_block}"
         + (f" {extra}" if extra else "")
         + "}"
     )
+
+
+def _settings(args: argparse.Namespace):
+    """The --cta-settings file, applied to args once (its thresholds replace the flags')."""
+    path = getattr(args, "cta_settings", None)
+    if not path:
+        return None
+    if getattr(args, "_settings", None) is None:
+        from ctac.calibrate import read_settings
+
+        settings = read_settings(path)
+        args.tau, args.tau_kv, args.hash_bits = settings.tau_q, settings.tau_kv, settings.hash_bits
+        args.cta_method, args.cta_granularity = settings.method, settings.granularity
+        args._settings = settings
+    return args._settings
 
 
 def _policy(detected, args: argparse.Namespace) -> str:
@@ -318,11 +363,15 @@ def _policy(detected, args: argparse.Namespace) -> str:
     from ctac.passes.lower_to_isa import POLICY_ATTRIBUTE
     from ctac.policy import decide, keep_exact_option
 
-    if not args.cluster_ratio > 0:
-        raise CtacError(f"--cluster-ratio must be > 0, got {args.cluster_ratio}")
+    settings = _settings(args)
+    ratio = args.cluster_ratio
+    if ratio is None:
+        ratio = settings.cluster_ratio if settings is not None else 1.0
+    if not ratio > 0:
+        raise CtacError(f"--cluster-ratio must be > 0, got {ratio}")
     decisions = decide(
-        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)),
-        args.cluster_ratio, args.hash_bits,
+        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio,
+        args.hash_bits,
     )  # fmt: skip
     for decision in decisions:
         print(f"cta policy: {decision.name}: {decision.reason}", file=sys.stderr)
@@ -526,8 +575,14 @@ def _compression_arguments(parser: argparse.ArgumentParser) -> None:
         "cost model finds cheaper at --cluster-ratio (cost; see ctac/policy.py)",
     )  # fmt: skip
     parser.add_argument(
-        "--cluster-ratio", type=float, default=1.0,
-        help="clusters per token the cost policy expects (default 1.0: no merging)",
+        "--cluster-ratio", type=float, default=None,
+        help="clusters per token the cost policy expects (default: the --cta-settings file's, "
+        "else 1.0, no merging)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cta-settings", metavar="FILE",
+        help="thresholds and cluster ratios from `ctac calibrate` (override --tau, --tau-kv, "
+        "--hash-bits, --cta-method, --cta-granularity)",
     )  # fmt: skip
     parser.add_argument("--elsa-bits", type=int, default=16, help="hash bits of the ELSA baseline")
     parser.add_argument(
@@ -572,6 +627,31 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--hw", help="hardware config TOML (default: ctac's own)")
     compile_parser.add_argument("-o", "--output", help="output file")
     compile_parser.set_defaults(handler=_compile)
+
+    calibrate_parser = commands.add_parser(
+        "calibrate",
+        help="thresholds that keep the outputs within a target cosine on calibration data",
+        epilog="examples:\n  ctac calibrate model.onnx --shape input_ids=1x128,attention_mask=1x128 "
+        "--data calib.npz -o cta.toml\n  ctac compile model.onnx --shape ... --attention cta "
+        "--cta-settings cta.toml --cta-policy cost\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(calibrate_parser)
+    calibrate_parser.add_argument(
+        "--data", required=True, metavar="CALIB.npz",
+        help="one array per model input, of its --shape or with a leading axis of samples",
+    )  # fmt: skip
+    calibrate_parser.add_argument(
+        "--target-cosine", type=float, default=0.999,
+        help="mean cosine of the outputs to the exact model to keep (default 0.999)",
+    )  # fmt: skip
+    calibrate_parser.add_argument("--hash-bits", type=int, default=4, help="CTA bucket bits")
+    calibrate_parser.add_argument("--cta-method", default="hash-leader", help="clustering method")
+    calibrate_parser.add_argument(
+        "--cta-granularity", choices=["head", "input"], default="head", help="where to cluster"
+    )
+    calibrate_parser.add_argument("-o", "--output", help="settings file (default: stdout)")
+    calibrate_parser.set_defaults(handler=_calibrate)
 
     disasm_parser = commands.add_parser(
         "disasm",
