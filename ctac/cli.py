@@ -252,11 +252,22 @@ def _profile(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hw)
     program = load_program(args.program, hw)
     stats = None
+    if args.cluster_ratio is not None and not (args.timing_only and args.cluster_ratio > 0):
+        raise CtacError(
+            "--cluster-ratio R needs --timing-only and R > 0 (a functional run measures the "
+            "clusters itself)"
+        )
     if not args.timing_only:
         inputs = random_inputs(program, args.seed)
         inputs.update(load_inputs(args.input))
         _, stats = execute(program, hw, inputs)
-    profile = profile_program(program, hw, stats)
+    if args.cluster_ratio is not None:
+        from ctac.policy import expected_clusters
+        from ctac.runtime.costmodel import simulate
+
+        profile = simulate(program, hw, expected_clusters(program, args.cluster_ratio))
+    else:
+        profile = profile_program(program, hw, stats)
     print(
         format_summary(
             profile,
@@ -711,6 +722,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile_parser.add_argument(
         "--timing-only", action="store_true", help="skip the numerics (nominal sizes)"
     )
+    profile_parser.add_argument(
+        "--cluster-ratio", type=float, default=None, metavar="R",
+        help="with --timing-only: size CTA's data-dependent work as R clusters per token (e.g. "
+        "a calibration's) instead of the nominal worst case",
+    )  # fmt: skip
     profile_parser.add_argument(
         "--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array"
     )

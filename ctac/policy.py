@@ -42,11 +42,17 @@ class LayerDecision:
         return asdict(self)
 
 
-def expected_clusters(program: Program, ratio: float, hash_bits: int) -> dict[int, int]:
+def expected_clusters(
+    program: Program, ratio: float, hash_bits: int | None = None
+) -> dict[int, int]:
     """The data-dependent sizes a run forming `ratio` clusters per token would give: for each
     CLUSTER_READ (a sequence's clusters) ratio x its tokens; for each CLUSTER (rows compared per
     token) ratio x the rows its bucket holds on average, (rows before the chunk + half the chunk)
-    spread over 2^hash_bits buckets."""
+    spread over 2^hash_bits buckets (hash_bits None: the program's HASH width)."""
+    if hash_bits is None:
+        hash_bits = max(
+            (fields["bits"] for name, fields in program.instructions if name == "HASH"), default=0
+        )
     nominal: dict[int, int] = {}
     for index, field_name, source, *offset in program.dynamic:
         if not field_name:

@@ -105,3 +105,25 @@ def test_decisions_travel_with_the_program(tmp_path: Path, capsys) -> None:
     assert ".policy" in (tmp_path / "p.s").read_text()
     assert main(["asm", str(tmp_path / "p.s"), "-o", str(tmp_path / "again.ctab")]) == 0
     assert (tmp_path / "again.ctab").read_bytes() == binary.read_bytes()
+
+
+def test_timing_only_profiles_charge_a_cluster_ratio(tmp_path: Path, capsys) -> None:
+    """`ctac profile --timing-only --cluster-ratio R` sizes CTA's work as R clusters per token:
+    fewer clusters, fewer cycles, all below the nominal worst case."""
+    from ctac.cli import main
+
+    binary = tmp_path / "cta.ctab"
+    assert main(["compile", str(MODELS / "bert_long.onnx"), "--shape",
+                 "input_ids=1x512,attention_mask=1x512", "--attention", "cta",
+                 "-o", str(binary)]) == 0  # fmt: skip
+    cycles = []
+    for extra in ([], ["--cluster-ratio", "1.0"], ["--cluster-ratio", "0.25"]):
+        out = tmp_path / f"prof{len(cycles)}"
+        assert main(["profile", str(binary), "--out", str(out), "--timing-only", *extra]) == 0
+        cycles.append(json.loads((out / "profile.json").read_text())["summary"]["cycles"])
+    assert cycles[0] > cycles[1] > cycles[2]
+    capsys.readouterr()
+    assert (
+        main(["profile", str(binary), "--out", str(tmp_path / "x"), "--cluster-ratio", "0.5"]) == 2
+    )
+    assert "needs --timing-only" in capsys.readouterr().err
