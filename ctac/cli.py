@@ -381,9 +381,8 @@ def _policy(detected, args: argparse.Namespace) -> str:
     if not ratio > 0:
         raise CtacError(f"--cluster-ratio must be > 0, got {ratio}")
     decisions = decide(
-        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio,
-        args.hash_bits,
-    )  # fmt: skip
+        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio
+    )
     for decision in decisions:
         print(f"cta policy: {decision.name}: {decision.reason}", file=sys.stderr)
     # Carried into the program (its source table), so run and profile can report them.
@@ -438,6 +437,7 @@ def _demo(args: argparse.Namespace) -> int:
             f"      {layer['layer']}: {layer['tokens']} tokens -> {layer['query_clusters']} query / "
             f"{layer['kv_clusters']} key-value clusters per (sequence, head)"
         )
+    _explain_demo(compressed, hw, cta, exact)
     paths = write_reports(cta.profile, out, "CTA")
     plot_blocks(
         {"exact": exact.profile, "CTA": cta.profile},
@@ -457,6 +457,41 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"open {paths['trace']} in https://ui.perfetto.dev to see every unit's timeline")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _explain_demo(compressed, hw, cta, exact) -> None:
+    """Why CTA does or does not pay on the demo model, and at how few clusters per token it
+    would (cost model, timing only, at this length)."""
+    import copy
+
+    from ctac.emit import program_from_module
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.policy import ratio_sweep
+
+    layers = cta.details["attention"]
+    formed = [
+        (layer["query_clusters"] + layer["kv_clusters"]) / 2 / max(layer["tokens"], 1)
+        for layer in layers
+    ]
+    ratio = sum(formed) / max(len(formed), 1)
+    relative = cta.profile.cycles / exact.profile.cycles
+    verdict = "pays" if relative < 1 else "does not pay"
+    print(
+        f"      why: CTA {verdict} here ({relative:.2f}x exact's cycles): the random weights "
+        f"repeat little ({ratio:.2f} clusters per token),\n      so attention shrinks by that "
+        "much while hashing, clustering, pooling and recovery add their own work."
+    )
+    program = program_from_module(lower_module(copy.deepcopy(compressed), hw))
+    sweep = ratio_sweep(program, hw)
+    points = ", ".join(f"{r:g}: {c / exact.profile.cycles:.2f}x" for r, c in sweep)
+    paying = [r for r, c in sweep if c < exact.profile.cycles]
+    crossover = (
+        f"CTA pays at {max(paying):g} clusters per token or fewer"
+        if paying
+        else f"CTA does not pay even at {sweep[-1][0]:g} clusters per token at this length"
+    )
+    print(f"      crossover (cost model): {crossover}\n      (clusters per token: CTA / exact "
+          f"cycles {points}); longer sequences pay sooner: bench/scaling.py")  # fmt: skip
 
 
 def _isa(args: argparse.Namespace) -> int:

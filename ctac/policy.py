@@ -42,17 +42,13 @@ class LayerDecision:
         return asdict(self)
 
 
-def expected_clusters(
-    program: Program, ratio: float, hash_bits: int | None = None
-) -> dict[int, int]:
+def expected_clusters(program: Program, ratio: float, buckets: float = 1.0) -> dict[int, int]:
     """The data-dependent sizes a run forming `ratio` clusters per token would give: for each
     CLUSTER_READ (a sequence's clusters) ratio x its tokens; for each CLUSTER (rows compared per
     token) ratio x the rows its bucket holds on average, (rows before the chunk + half the chunk)
-    spread over 2^hash_bits buckets (hash_bits None: the program's HASH width)."""
-    if hash_bits is None:
-        hash_bits = max(
-            (fields["bits"] for name, fields in program.instructions if name == "HASH"), default=0
-        )
+    over `buckets` equally used buckets. The default, 1, is conservative on purpose: real tokens
+    crowd into few of the 2^bits hash buckets (the demo model compares each token with 16 rows
+    where an even spread over 16 buckets predicts 2)."""
     nominal: dict[int, int] = {}
     for index, field_name, source, *offset in program.dynamic:
         if not field_name:
@@ -60,7 +56,7 @@ def expected_clusters(
         value = program.instructions[index][1][field_name] + (offset[0] if offset else 0)
         nominal[source] = max(nominal.get(source, 0), value)
     clusters = {}
-    buckets = 2 ** max(hash_bits, 0)
+    buckets = max(buckets, 1.0)
     for source, tokens in nominal.items():
         name, fields = program.instructions[source]
         if name == "CLUSTER":
@@ -76,7 +72,7 @@ def decide(
     compress_spec: str,
     hw: Hardware,
     cluster_ratio: float = DEFAULT_CLUSTER_RATIO,
-    hash_bits: int = 4,
+    buckets: float = 1.0,
 ) -> list[LayerDecision]:
     """One decision per attention of the detected module (left unchanged)."""
     from ctac.emit import program_from_module
@@ -97,7 +93,7 @@ def decide(
     compressed = program_from_module(lower_module(compressed_module, hw))
     exact_blocks = per_block(simulate(exact, hw))
     cta_blocks = per_block(
-        simulate(compressed, hw, expected_clusters(compressed, cluster_ratio, hash_bits))
+        simulate(compressed, hw, expected_clusters(compressed, cluster_ratio, buckets))
     )
     decisions = []
     for index, attention in enumerate(attentions):
@@ -117,6 +113,20 @@ def decide(
             LayerDecision(index, layer, name, pays, exact_cycles, cta_cycles, cluster_ratio, reason)
         )
     return decisions
+
+
+RATIO_LADDER = (1.0, 0.5, 0.25, 0.125, 0.0625)
+
+
+def ratio_sweep(
+    program: Program, hw: Hardware, ratios: tuple[float, ...] = RATIO_LADDER
+) -> list[tuple[float, int]]:
+    """(clusters per token, cycles) of a compressed program, timing only, for each ratio."""
+    from ctac.runtime.costmodel import simulate
+
+    return [
+        (ratio, simulate(program, hw, expected_clusters(program, ratio)).cycles) for ratio in ratios
+    ]
 
 
 def keep_exact_option(decisions: list[LayerDecision]) -> str:
