@@ -43,6 +43,9 @@ class Settings:
     min_cosine: float
     samples: int
     cluster_ratios: list[float] = field(default_factory=list)  # per attention layer
+    # Effective hash buckets: how evenly tokens spread over them, from the comparisons the
+    # leader step made (1: all in one bucket; 2^hash_bits: perfectly even).
+    buckets: float = 1.0
 
     @property
     def cluster_ratio(self) -> float:
@@ -63,6 +66,7 @@ class Settings:
             f"min_cosine = {self.min_cosine:.6f}\nsamples = {self.samples}\n\n"
             "[clusters]  # observed clusters per valid token, per attention layer\n"
             f"ratios = [{ratios}]\n"
+            f"buckets = {self.buckets:.4f}  # effective hash buckets (comparisons observed)\n"
         )
 
 
@@ -82,6 +86,7 @@ def read_settings(path: str | Path) -> Settings:
             float(fidelity["target_cosine"]), float(fidelity["mean_cosine"]),
             float(fidelity["min_cosine"]), int(fidelity["samples"]),
             [float(r) for r in raw.get("clusters", {}).get("ratios", [])],
+            float(raw.get("clusters", {}).get("buckets", 1.0)),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise CtacError(
@@ -125,7 +130,10 @@ def _row_cosines(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
 
 
 def _fidelity(detected: ModuleOp, spec: str, samples: list[dict], exact: list[dict]):
-    """(mean cosine, min cosine, clusters per valid token of each attention layer)."""
+    """(mean cosine, min cosine, clusters per valid token of each attention layer, effective
+    hash buckets). If every token of a sequence of n compared with all clusters so far in one
+    bucket, a sequence forming m clusters would make about m n / 2 comparisons; the effective
+    number of buckets is that over the comparisons observed."""
     from ctac.pipeline import run_passes
     from ctac.runtime import compression
     from ctac.runtime.evaluator import evaluate
@@ -133,19 +141,23 @@ def _fidelity(detected: ModuleOp, spec: str, samples: list[dict], exact: list[di
     module = copy.deepcopy(detected)
     run_passes(module, spec)
     cosines, ratios = [], {}
+    one_bucket = observed = 0.0
     for sample, expected in zip(samples, exact, strict=True):
         with compression.recording() as log:
             got = evaluate(module, sample)
         for name, array in expected.items():
             cosines.append(_row_cosines(array, got[name]))
         for record in log:
+            one_bucket += float(record.clusters.sum()) * record.shape[-2] / 2
+            observed += record.comparisons
             layer = record.label.split("/")[0]
             formed, tokens = ratios.get(layer, (0.0, 0.0))
             ratios[layer] = (formed + float(record.clusters.sum()),
                              tokens + float(record.valid_tokens.sum()))  # fmt: skip
     values = np.concatenate(cosines)
     per_layer = [formed / tokens if tokens else 1.0 for formed, tokens in ratios.values()]
-    return float(values.mean()), float(values.min()), per_layer
+    buckets = max(1.0, one_bucket / observed) if observed else 1.0
+    return float(values.mean()), float(values.min()), per_layer, buckets
 
 
 def calibrate(
@@ -198,5 +210,5 @@ def calibrate(
     return Settings(
         best_tau, best_tau * KV_RATIO, hash_bits, method, granularity,
         scale if any(f != 1.0 for f in scale) else [], target, best[0], best[1], len(samples),
-        best[2],
+        best[2], min(best[3], float(2**hash_bits)),
     )  # fmt: skip

@@ -380,8 +380,9 @@ def _policy(detected, args: argparse.Namespace) -> str:
         ratio = settings.cluster_ratio if settings is not None else 1.0
     if not ratio > 0:
         raise CtacError(f"--cluster-ratio must be > 0, got {ratio}")
+    buckets = settings.buckets if settings is not None else 1.0
     decisions = decide(
-        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio
+        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio, buckets
     )
     for decision in decisions:
         print(f"cta policy: {decision.name}: {decision.reason}", file=sys.stderr)

@@ -108,6 +108,7 @@ def decide(
         reason = (
             f"{verdict}: block {layer} takes {cta_cycles:,} cycles compressed vs "
             f"{exact_cycles:,} exact at {cluster_ratio:g} clusters per token"
+            + (f" over {buckets:.3g} effective hash buckets" if buckets != 1.0 else "")
         )
         decisions.append(
             LayerDecision(index, layer, name, pays, exact_cycles, cta_cycles, cluster_ratio, reason)

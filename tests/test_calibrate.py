@@ -38,6 +38,7 @@ def test_calibrate_then_compile_round_trip(tmp_path: Path, capsys) -> None:
     assert settings.mean_cosine >= 0.999 and settings.min_cosine >= 0.995
     assert settings.tau_q > 0 and len(settings.cluster_ratios) == 1
     assert 0 < settings.cluster_ratios[0] < 1  # the prototypes' tokens merged
+    assert 1.0 <= settings.buckets <= 2**settings.hash_bits
     # A stricter target can only lower the threshold.
     strict = tmp_path / "strict.toml"
     assert main([*argv[:-4], "--target-cosine", "0.99999", "-o", str(strict)]) == 0
@@ -77,7 +78,7 @@ def test_calibration_fidelity_holds_on_held_out_data(tmp_path: Path) -> None:
     exact = [evaluate(module, sample) for sample in samples]
     spec = (f"cta-compress{{tau-q={settings.tau_q:.4f} tau-kv={settings.tau_kv:.4f} "
             f"hash-bits={settings.hash_bits}}}")  # fmt: skip
-    mean, _, _ = _fidelity(module, spec, samples, exact)
+    mean, _, _, _ = _fidelity(module, spec, samples, exact)
     assert mean >= 0.995
 
 
