@@ -261,6 +261,7 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
             continue
         reads, writes = spec.reads(fields), spec.writes(fields)
         ready = board.ready(reads, writes)
+        actions = spec.actions(effective, view)
         if spec.unit in queues:
             cycles = isa.transfer_cycles(name, effective, dma_view)
             start, end = queues[spec.unit].schedule(ready, view.dram_latency, cycles)
@@ -271,14 +272,13 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
             end = start + cycles
             # A compute unit that moves DRAM data itself (the cluster unit's spilled table rows)
             # takes its turn on the DRAM channel too: it ends no sooner than its transfer does.
-            spilled = spec.actions(effective, view).get("dram_bytes", 0)
+            spilled = actions.get("dram_bytes", 0)
             if spilled and shared is not None:
                 transfer = max(1, -(-int(spilled) // max(int(view.dram_bytes_per_cycle), 1)))
                 end = max(end, shared.reserve(start, transfer) + transfer)
             unit_end[spec.unit] = end
         board.record(reads, writes, end)
         unit_busy[spec.unit] += cycles
-        actions = spec.actions(effective, view)
         energy = 0.0
         for action, count in actions.items():
             joules = count * energies[ENERGY_ACTIONS[action]]
