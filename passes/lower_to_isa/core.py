@@ -60,6 +60,7 @@ class Lowering:
         # vec keeps a persistent area (a quarter of it at most) above its two halves.
         self.persistent_size = min(PERSISTENT, self.capacity[VEC] // 4)
         self.half[VEC] = (self.capacity[VEC] - self.persistent_size) // 2
+        self.halves = {index: Stream(index, 0, half) for index, half in self.half.items()}
         self.instructions: list[Emitted] = []
         # Where emit() puts an instruction: the program, or the open software pipeline.
         self.sink: Callable[[Emitted], None] = self.instructions.append
@@ -84,9 +85,10 @@ class Lowering:
         return emitted
 
     def slot(self, buffer: int, offset: int = 0, parity: int | None = None) -> int:
-        """Address inside the current (or given) half of a buffer."""
-        half = self.stage % 2 if parity is None else parity
-        return half * self.half[buffer] + offset
+        """Address inside the current (or given) half of a buffer: the buffer as one double-
+        buffered Stream of half-buffer slots, turned per tile by next_stage(), for loops whose
+        tiles take a whole half (elementwise, row-wise, movement, patch copies)."""
+        return self.halves[buffer].slot(self.stage if parity is None else parity) + offset
 
     def dynamic_last(self, field_name: str, cluster: Emitted, offset: int = 0) -> None:
         """The last emitted instruction's `field_name` is the number of clusters `cluster` formed

@@ -114,11 +114,10 @@ class Stream:
 
     def next(self) -> int:
         """Address of the next slot (the first call gives slot 0)."""
-        address = self.base + (self.turns % self.depth) * self.size
+        address = self.slot(self.turns)
         self.turns += 1
         return address
 
-    @property
-    def current(self) -> int:
-        """Address of the slot the last next() gave."""
-        return self.base + ((self.turns - 1) % self.depth) * self.size
+    def slot(self, turn: int) -> int:
+        """Address of the slot used on `turn` (turns cycle through the depth)."""
+        return self.base + (turn % self.depth) * self.size
