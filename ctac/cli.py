@@ -84,25 +84,22 @@ def _front_end(args: argparse.Namespace, emit: str):
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from ctac.calibrate import calibrate, load_samples
-    from ctac.dialects import onnx as ox
-    from ctac.runtime.evaluator import input_names, main_function
+    from ctac.calibrate import calibrate
+    from ctac.calibration_data import load_calibration_data
+    from ctac.hw import load_hardware
 
     module, _ = _front_end(args, "cta-detected")
-    function = main_function(module)
-    shapes = {
-        name: ox.shape_of(argument)
-        for name, argument in zip(input_names(module), function.body.block.args, strict=True)
-    }
-    samples = load_samples(args.data, shapes)
+    samples = load_calibration_data(module, args.data, args.tokenizer, args.max_samples)
+    methods = [m.strip() for m in (args.methods or args.cta_method).split(",") if m.strip()]
     settings = calibrate(
         module, samples, args.target_cosine, args.hash_bits, args.cta_method,
         args.cta_granularity, progress=lambda line: print(line, file=sys.stderr),
+        methods=methods, hw=load_hardware(args.hw),
     )  # fmt: skip
     text = settings.to_toml()
     if args.output:
         write_atomically(args.output, text.encode())
-        print(f"wrote {args.output}: tau-q {settings.tau_q:g}, mean cosine "
+        print(f"wrote {args.output}: {settings.method}, tau-q {settings.tau_q:g}, mean cosine "
               f"{settings.mean_cosine:.5f} on {settings.samples} samples", file=sys.stderr)  # fmt: skip
     else:
         print(text, end="")
@@ -289,7 +286,6 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import copy
     import json
 
     from ctac.compare import compare, format_table, to_json
@@ -298,8 +294,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     hw = load_hardware(args.hw)
     detected, _ = _front_end(args, "cta-detected")
-    compressed = _compressed(copy.deepcopy(detected), args)
-    elsa = copy.deepcopy(detected)
+    compressed = _compressed(detected.clone(), args)
+    elsa = detected.clone()
     run_passes(elsa, _elsa_spec(args))
     results = compare(Path(args.model), detected, hw, compressed, args.seed, elsa)
     report = to_json(results)
@@ -364,26 +360,16 @@ def _settings(args: argparse.Namespace):
 
 def _policy(detected, args: argparse.Namespace) -> str:
     """--cta-policy cost: decide per layer, print each decision, return the keep-exact option."""
-    if getattr(args, "cta_policy", "always") != "cost":
+    if getattr(args, "cta_policy", "cost") != "cost":
         return ""
     import json
 
     from xdsl.dialects.builtin import StringAttr
 
-    from ctac.hw import load_hardware
     from ctac.passes.lower_to_isa import POLICY_ATTRIBUTE
-    from ctac.policy import decide, keep_exact_option
+    from ctac.policy import keep_exact_option
 
-    settings = _settings(args)
-    ratio = args.cluster_ratio
-    if ratio is None:
-        ratio = settings.cluster_ratio if settings is not None else 1.0
-    if not ratio > 0:
-        raise CtacError(f"--cluster-ratio must be > 0, got {ratio}")
-    buckets = settings.buckets if settings is not None else 1.0
-    decisions = decide(
-        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio, buckets
-    )
+    decisions = _decisions(detected, args)
     for decision in decisions:
         print(f"cta policy: {decision.name}: {decision.reason}", file=sys.stderr)
     # Carried into the program (its source table), so run and profile can report them.
@@ -393,8 +379,25 @@ def _policy(detected, args: argparse.Namespace) -> str:
     return keep_exact_option(decisions)
 
 
+def _decisions(detected, args: argparse.Namespace) -> list:
+    """The cost policy's decision for each attention of the detected module (unchanged), at the
+    --cluster-ratio or the --cta-settings file's ratio and buckets."""
+    from ctac.hw import load_hardware
+    from ctac.policy import decide
+
+    settings = _settings(args)
+    ratio = args.cluster_ratio
+    if ratio is None:
+        ratio = settings.cluster_ratio if settings is not None else 1.0
+    if not ratio > 0:
+        raise CtacError(f"--cluster-ratio must be > 0, got {ratio}")
+    buckets = settings.buckets if settings is not None else 1.0
+    return decide(
+        detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio, buckets
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
-    import copy
     import json
     import time
     from importlib import resources
@@ -423,7 +426,7 @@ def _demo(args: argparse.Namespace) -> int:
         + "; ".join(f"{r.layer} ({r.form})" for r in reports)
     )
     step(2, f"compressing attention (CTA, tau={args.tau}, {args.hash_bits} hash bits)")
-    compressed = _compressed(copy.deepcopy(detected), args)
+    compressed = _compressed(detected.clone(), args)
     step(3, "compiling both to the CTA-ISA, running them on the accelerator model and onnxruntime")
     hw = load_hardware(None)
     results = compare(model, detected, hw, compressed, args.seed)
@@ -463,7 +466,6 @@ def _demo(args: argparse.Namespace) -> int:
 def _explain_demo(compressed, hw, cta, exact) -> None:
     """Why CTA does or does not pay on the demo model, and at how few clusters per token it
     would (cost model, timing only, at this length)."""
-    import copy
 
     from ctac.emit import program_from_module
     from ctac.passes.lower_to_isa import lower_module
@@ -482,7 +484,7 @@ def _explain_demo(compressed, hw, cta, exact) -> None:
         f"repeat little ({ratio:.2f} clusters per token),\n      so attention shrinks by that "
         "much while hashing, clustering, pooling and recovery add their own work."
     )
-    program = program_from_module(lower_module(copy.deepcopy(compressed), hw))
+    program = program_from_module(lower_module(compressed.clone(), hw))
     sweep = ratio_sweep(program, hw)
     points = ", ".join(f"{r:g}: {c / exact.profile.cycles:.2f}x" for r, c in sweep)
     paying = [r for r, c in sweep if c < exact.profile.cycles]
@@ -521,8 +523,13 @@ def _inspect(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    _, reports = _front_end(args, "cta")
+    detected, reports = _front_end(args, "cta")
     rows = [asdict(report) for report in reports]
+    # What `ctac compile --attention cta` would decide for each layer (--cta-policy always: no
+    # decision, every layer compressed); attentions and reports are both in program order.
+    decisions = _decisions(detected, args) if args.cta_policy == "cost" and rows else []
+    for row, decision in zip(rows, decisions, strict=False):
+        row["cta_policy"] = decision.to_json()
     if args.json:
         print(json.dumps({"model": str(args.model), "attention": rows}, indent=2))
         return 0
@@ -531,6 +538,8 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"[{index}]")
         for key, title in INSPECT_COLUMNS:
             print(f"  {title:<24}{row[key]}")
+        if "cta_policy" in row:
+            print(f"  {'cta policy':<24}{row['cta_policy']['reason']}")
     return 0
 
 
@@ -679,14 +688,27 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate",
         help="thresholds that keep the outputs within a target cosine on calibration data",
         epilog="examples:\n  ctac calibrate model.onnx --shape input_ids=1x128,attention_mask=1x128 "
-        "--data calib.npz -o cta.toml\n  ctac compile model.onnx --shape ... --attention cta "
+        "--data calib.npz -o cta.toml\n  ctac calibrate model.onnx --shape input_ids=1x128,attention_mask=1x128 "
+        "--data texts/ --tokenizer tokenizer.json --methods hash-leader,leader -o cta.toml\n"
+        "  ctac compile model.onnx --shape ... --attention cta "
         "--cta-settings cta.toml --cta-policy cost\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_arguments(calibrate_parser)
     calibrate_parser.add_argument(
-        "--data", required=True, metavar="CALIB.npz",
-        help="one array per model input, of its --shape or with a leading axis of samples",
+        "--data", required=True, action="append", metavar="CALIB.npz|TEXT",
+        help="an npz (one array per model input, of its --shape or with a leading axis of "
+        "samples), or text: .txt files or directories of them (repeatable), one sample per "
+        "paragraph, read with --tokenizer",
+    )  # fmt: skip
+    calibrate_parser.add_argument(
+        "--tokenizer", metavar="tokenizer.json",
+        help="the model's HuggingFace tokenizer file, for text --data (fills input_ids, "
+        "attention_mask, token_type_ids)",
+    )  # fmt: skip
+    calibrate_parser.add_argument(
+        "--max-samples", type=int, default=None, metavar="N",
+        help="use at most N samples (default: 16 paragraphs of text, every sample of an npz)",
     )  # fmt: skip
     calibrate_parser.add_argument(
         "--target-cosine", type=float, default=0.999,
@@ -694,6 +716,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     calibrate_parser.add_argument("--hash-bits", type=int, default=4, help="CTA bucket bits")
     calibrate_parser.add_argument("--cta-method", default="hash-leader", help="clustering method")
+    calibrate_parser.add_argument(
+        "--methods", metavar="M1,M2",
+        help="calibrate each of these clustering methods and keep the one meeting the target "
+        "whose program the cost model finds cheapest (default: --cta-method)",
+    )  # fmt: skip
+    calibrate_parser.add_argument(
+        "--hw", help="hardware config TOML the method search models cycles on (default: ctac's own)"
+    )
     calibrate_parser.add_argument(
         "--cta-granularity", choices=["head", "input"], default="head", help="where to cluster"
     )
@@ -820,6 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_arguments(inspect_parser)
+    _compression_arguments(inspect_parser)
     inspect_parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect_parser.set_defaults(handler=_inspect)
 

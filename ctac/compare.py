@@ -8,7 +8,6 @@ onnxruntime; the table gives CTA's speedup and energy saving over each.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +92,7 @@ def compare(
     elsa: ModuleOp | None = None,
 ) -> list[ModeResult]:
     program_inputs = random_inputs(
-        program_from_module(lower_module(copy.deepcopy(detected), hw)), seed
+        program_from_module(lower_module(detected.clone(), hw)), seed
     )
     results = [accelerator_mode("exact (accelerator)", detected, hw, model, program_inputs)]
     if compressed is not None:

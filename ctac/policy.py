@@ -13,7 +13,6 @@ cycle counts and its reason.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -87,8 +86,8 @@ def decide(
     attentions = [op for op in function.body.block.ops if isinstance(op, cta.AttentionOp)]
     if not attentions:
         return []
-    exact = program_from_module(lower_module(copy.deepcopy(detected), hw))
-    compressed_module = copy.deepcopy(detected)
+    exact = program_from_module(lower_module(detected.clone(), hw))
+    compressed_module = detected.clone()
     run_passes(compressed_module, compress_spec)
     compressed = program_from_module(lower_module(compressed_module, hw))
     exact_blocks = per_block(simulate(exact, hw))

@@ -177,6 +177,8 @@ def test_cta_on_duplicated_tokens_merges_them_and_stays_exact(tmp_path: Path, ca
                     mode,
                     "--tau",
                     "0",
+                    "--cta-policy",
+                    "always",
                     "-o",
                     str(tmp_path / f"{mode}.ctab"),
                 ]
