@@ -522,11 +522,13 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
         "padding never meets real tokens) within threshold * that row's norm, updating its "
         "running mean, else opens a row. ids get each token's row; rows are numbered by their "
         "first token. Rows from `resident` on live in DRAM at `spill` (cols + 3 fp32 values each).",
-        "rows * (scan + 1) * ceil(cols / cluster lanes) (a distance per compared row, plus the "
+        "rows * (ceil(scan * cols / cluster lanes) + ceil(cols / cluster lanes)) (the distances "
+        "to the compared rows, packed into the lanes when a row is narrower than them, plus the "
         "update) + pipeline depth; rows beyond the SRAM stream from DRAM once per `candidates` "
         "tokens, overlapped (max(compute, bytes / bandwidth) + latency)",
         lambda f, hw: hw.vector_pipeline + _overlapped(
-            f["rows"] * (f["scan"] + 1) * _ceil(f["cols"], hw.cluster_lanes), _cluster_spill_bytes(f, hw), hw),
+            f["rows"] * (_ceil(f["scan"] * f["cols"], hw.cluster_lanes) + _ceil(f["cols"], hw.cluster_lanes)),
+            _cluster_spill_bytes(f, hw), hw),
         lambda f, hw: {
             "vector_ops": 3 * f["rows"] * (f["scan"] + 1) * f["cols"],
             "buffer_read": _rc(f) + 2 * f["rows"] + f["rows"] * f["scan"] * f["cols"],
