@@ -64,6 +64,9 @@ SETTINGS: list[Setting] = [
     Setting("input 0.3", "granularity=input tau-q=0.3 tau-kv=0.3 hash-bits=8"),
     Setting("head 0.3/0.3 bits=8", "tau-q=0.3 tau-kv=0.3 hash-bits=8"),
     Setting("head 0.5/0.3", "tau-q=0.5 tau-kv=0.3 hash-bits=4"),
+    # The same clusters and values (by linearity), V projected from X pooled per head: only the
+    # MAC count (V projection on m_kv rows per head, pooling E features per head) differs.
+    Setting("head 0.5/0.3 pooled-v", "tau-q=0.5 tau-kv=0.3 hash-bits=4 values=pooled-input"),
     Setting("head 0.4/0.4", "tau-q=0.4 tau-kv=0.4 hash-bits=4"),
     Setting("head 0.5/0.5", "tau-q=0.5 tau-kv=0.5 hash-bits=4"),
     Setting("head 0.6/0.6", "tau-q=0.6 tau-kv=0.6 hash-bits=4"),
@@ -184,9 +187,17 @@ class Runner:
 
 
 def attention_macs(
-    records: list, sequences: int, length: int, hidden: int, heads: int, layers: int
+    records: list,
+    sequences: int,
+    length: int,
+    hidden: int,
+    heads: int,
+    layers: int,
+    pooled_values: bool = False,
 ) -> dict:
-    """Exact and compressed attention MACs over all sequences, and n -> m per layer."""
+    """Exact and compressed attention MACs over all sequences, and n -> m per layer.
+    `pooled_values` (cta-compress values=pooled-input): per head, the V projection runs on the
+    m_kv pooled rows (m_kv x E x dv) and the pooling averages E features per token, not dv."""
     head_dim = hidden // heads
     exact_layer = 3 * length * hidden * hidden + 2 * heads * length * length * head_dim
     exact = exact_layer * layers * sequences
@@ -223,11 +234,18 @@ def attention_macs(
         else:
             mq = stacked["q"].astype(np.float64)  # (sequences, heads)
             mk = stacked["kv"].astype(np.float64)
-            cost += 3 * length * hidden * hidden * mq.shape[0]
-            cost += float((2 * mq * mk * head_dim).sum())
             core += float((2 * mq * mk * head_dim).sum())
-            cost += length * hidden * mq.shape[0]  # value pooling
-            clustering += length * hidden * mq.shape[0]
+            cost += float((2 * mq * mk * head_dim).sum())
+            if pooled_values:
+                # Q, K on all tokens; V per head on its m_kv pooled rows of X.
+                cost += 2 * length * hidden * hidden * mq.shape[0]
+                cost += float((mk * hidden * head_dim).sum())
+                pooling = length * hidden * heads * mq.shape[0]  # X (E features) per head
+            else:
+                cost += 3 * length * hidden * hidden * mq.shape[0]
+                pooling = length * hidden * mq.shape[0]  # V (dv features) per head
+            cost += pooling
+            clustering += pooling
             mq_mean, mk_mean = mq.mean(), mk.mean()
         compressed += cost
         per_layer.append({"layer": layer, "n": length, "m_q": mq_mean, "m_kv": mk_mean})
@@ -245,7 +263,9 @@ def run(args: argparse.Namespace) -> dict:
     model = minilm_model()
     tok = tokenizer()
     runner = Runner(model)
-    chosen = [s for s in SETTINGS if s.name in (QUICK if args.quick else args.settings or [])]
+    # --settings names the settings (with --quick too); --quick alone runs QUICK.
+    names = args.settings or (QUICK if args.quick else [])
+    chosen = [s for s in SETTINGS if s.name in names]
     if not args.quick and not args.settings:
         chosen = list(SETTINGS)
     extra = [Setting(f"custom {o}", o) for o in args.options or []]
@@ -274,7 +294,9 @@ def run(args: argparse.Namespace) -> dict:
             cos = cosine_rows(emb_full, exact_full)
             acc = retrieval_accuracy(emb_first, emb_second)
             macs = (
-                attention_macs(records, len(full), length, 384, 12, 6)
+                attention_macs(
+                    records, len(full), length, 384, 12, 6, "values=pooled-input" in setting.options
+                )
                 if records
                 else {
                     "reduction": 1.0,

@@ -3,6 +3,7 @@
 - `cta.project`: a linear projection of a (batch, seq, hidden) input into heads,
   `transpose(reshape(x @ w[:, c0:c1] + b[c0:c1], (B, S, heads, head_dim)), (0, 2, 1, 3))`.
   Keeping x and the weights as operands lets the compression pass cluster x before projecting.
+  A per-head input (batch, heads, seq, hidden) projects each head's rows with its own columns.
 - `cta.attention`: softmax(q k^T * scale + mask) v per head, with key/value heads shared by
   groups of query heads (GQA/MQA), an optional causal mask, and a mask operand of one of three
   kinds: none, `key_padding` (a (batch, kv_seq) 0/1 tensor: 0 = padding), `additive` (a float
@@ -48,7 +49,13 @@ MASK_KINDS = ("none", "key_padding", "additive")
 
 @irdl_op_definition
 class ProjectOp(OnnxOp):
-    """`%q = cta.project %x, %w, bias %b {heads = 4 : i64, head_dim = 16 : i64, columns = [0, 64]}`"""
+    """`%q = cta.project %x, %w, bias %b {heads = 4 : i64, head_dim = 16 : i64, columns = [0, 64]}`
+
+    x (batch, seq, hidden) -> (batch, heads, seq, head_dim), every head from the same rows. A
+    per-head input x (batch, heads, seq, hidden) (cta-compress `values=pooled-input`: the layer
+    input pooled over each head's key clusters) gives head h from its own rows x[:, h] and its
+    own columns [start + h * head_dim, start + (h + 1) * head_dim).
+    """
 
     name = "cta.project"
     input = operand_def(TensorType)
@@ -69,19 +76,23 @@ class ProjectOp(OnnxOp):
         x, w = shape_of(self.input), shape_of(self.weight)
         heads, head_dim = self.int_attr("heads"), self.int_attr("head_dim")
         start, end = self.column_range()
-        if len(x) != 3 or len(w) != 2:
-            _fail(self, f"input must be (batch, seq, hidden) and weight 2-D, got {x} and {w}")
-        if w[0] != x[2]:
-            _fail(self, f"weight rows {w[0]} differ from the input's hidden size {x[2]}")
+        if len(x) not in (3, 4) or len(w) != 2:
+            _fail(
+                self,
+                f"input must be (batch, seq, hidden) or (batch, heads, seq, hidden) and weight "
+                f"2-D, got {x} and {w}",
+            )
+        if len(x) == 4 and x[1] != heads:
+            _fail(self, f"a per-head input has {x[1]} heads, the projection {heads}")
+        if w[0] != x[-1]:
+            _fail(self, f"weight rows {w[0]} differ from the input's hidden size {x[-1]}")
         if not 0 <= start < end <= w[1] or end - start != heads * head_dim:
             _fail(self, f"columns [{start}, {end}) must select heads x head_dim of {w[1]} columns")
         if self.bias is not None and shape_of(self.bias) != (w[1],):
             _fail(self, f"bias shape {shape_of(self.bias)} should be ({w[1]},)")
-        if shape_of(self.output) != (x[0], heads, x[1], head_dim):
-            _fail(
-                self,
-                f"result shape {shape_of(self.output)} should be {(x[0], heads, x[1], head_dim)}",
-            )
+        expected = (x[0], heads, x[-2], head_dim)
+        if shape_of(self.output) != expected:
+            _fail(self, f"result shape {shape_of(self.output)} should be {expected}")
 
 
 @irdl_op_definition
@@ -232,7 +243,9 @@ class ClusterOp(OnnxOp):
 class PoolOp(OnnxOp):
     """`%vc = cta.pool %v, %ids`: the mean of the tokens (..., n, d) of each cluster, in the
     table layout of `cta.cluster` (rows nobody uses are zero). Values follow their keys' clusters.
-    ids: (..., n), or (batch, n) shared by the heads."""
+    ids: (..., n), or (batch, n) shared by the heads. Tokens (batch, n, d) shared by the heads
+    with per-head ids (batch, heads, n) give one table per (batch, head): (batch, heads, n, d)
+    (the layer input pooled over each head's key clusters, cta-compress `values=pooled-input`)."""
 
     name = "cta.pool"
     tokens = operand_def(TensorType)
@@ -241,14 +254,18 @@ class PoolOp(OnnxOp):
     traits = traits_def(Pure())
 
     def verify_onnx(self) -> None:
-        x = shape_of(self.tokens)
+        x, ids = shape_of(self.tokens), shape_of(self.ids)
         if len(x) < 2:
             _fail(self, f"tokens must be (..., n, d), got {x}")
-        _fits_rows(self, "ids", shape_of(self.ids), x[:-2], x[-2])
+        expected = x
+        if len(x) == 3 and len(ids) == 3 and (ids[0], ids[2]) == x[:2]:
+            expected = (x[0], ids[1], x[1], x[2])  # shared tokens, per-head ids
+        else:
+            _fits_rows(self, "ids", ids, x[:-2], x[-2])
         if element_of(self.ids) != i64:
             _fail(self, "ids must be i64")
-        if shape_of(self.output) != x:
-            _fail(self, f"result shape {shape_of(self.output)} should be {x}")
+        if shape_of(self.output) != expected:
+            _fail(self, f"result shape {shape_of(self.output)} should be {expected}")
 
 
 @irdl_op_definition

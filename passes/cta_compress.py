@@ -12,7 +12,10 @@ Two placements (`granularity`):
 - `head` (default; also the fallback for cross-attention, inputs that are not projections, and
   causal attention): queries and keys are clustered per (sequence, head) after projection, each
   with its own threshold; values are averaged over the keys' clusters (`cta.pool`), which is
-  exact when the keys repeat exactly.
+  exact when the keys repeat exactly. With `values=pooled-input` and V a `cta.project` of X
+  (not causal), X itself is pooled over each head's key clusters and projected per head instead:
+  the same value table by linearity (mean(X) W + b = mean(X W + b) over a cluster), but the V
+  projection runs on the m_k used rows of each head rather than on all n tokens.
 
 Padding (`key_padding` masks) never merges with real tokens and carries no weight: the mask goes
 to every `cta.cluster` whose tokens it describes. Causal attention uses the block-causal scheme
@@ -51,6 +54,9 @@ from ctac.errors import CtacError
 from ctac.passes.canonicalize import remove_dead_ops
 
 GRANULARITIES = ("head", "input")
+# How the head placement forms the value table: pool the projected V (`project`), or pool the
+# layer input X per head and project the pooled rows (`pooled-input`; needs V = cta.project(X)).
+VALUE_FORMS = ("project", "pooled-input")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class CompressOptions:
     granularity: str = "head"
     block: int = 64
     max_clusters: int = 0
+    values: str = "project"
 
     def check(self) -> None:
         if self.method not in cta.CLUSTER_METHODS:
@@ -81,6 +88,10 @@ class CompressOptions:
             raise CtacError("cta-compress: tau-q and tau-kv must be >= 0")
         if not 0 <= self.hash_bits <= cta.MAX_HASH_BITS:
             raise CtacError(f"cta-compress: hash-bits must be in [0, {cta.MAX_HASH_BITS}]")
+        if self.values not in VALUE_FORMS:
+            raise CtacError(
+                f"cta-compress: values must be one of {', '.join(VALUE_FORMS)}, got '{self.values}'"
+            )
         if self.block < 1:
             raise CtacError("cta-compress: block must be >= 1")
         if self.max_clusters < 0:
@@ -137,6 +148,36 @@ def _cluster(
 
 def _pool(tokens: SSAValue, ids: SSAValue) -> cta.PoolOp:
     return cta.PoolOp.build(operands=[tokens, ids], result_types=[tokens.type])
+
+
+def _pool_per_head(tokens: SSAValue, ids: SSAValue) -> cta.PoolOp:
+    """Tokens (B, n, E) shared by the heads, pooled over per-head ids (B, H, n): (B, H, n, E)."""
+    b, n, hidden = _shape(tokens)
+    heads = _shape(ids)[1]
+    result = TensorType(ox.element_of(tokens), [b, heads, n, hidden])
+    return cta.PoolOp.build(operands=[tokens, ids], result_types=[result])
+
+
+def _head_values(
+    attention: cta.AttentionOp, ids: SSAValue, options: CompressOptions
+) -> tuple[list[Operation], SSAValue, str]:
+    """The value table of the head placement over the keys' clusters `ids`: (ops, table, note).
+
+    `pooled-input`: V = cta.project(X) makes the pooled table mean_c(X) W_v + b_v, exact by
+    linearity, so X is pooled per head and only those rows are projected (the lowering sizes that
+    GEMM by the clusters formed). Rows >= m of the pooled X are zero, so their projected rows
+    hold the bias; their count is 0, so compressed attention gives them no weight."""
+    project = attention.value.owner
+    if options.values != "pooled-input":
+        pool = _pool(attention.value, ids)
+        return [pool], pool.output, ""
+    if not isinstance(project, cta.ProjectOp) or len(_shape(project.input)) != 3:
+        pool = _pool(attention.value, ids)
+        note = "values=pooled-input: V is not a cta.project of the layer input, V pooled instead"
+        return [pool], pool.output, note
+    pooled = _pool_per_head(project.input, ids)
+    values = _project_on(project, pooled.output)
+    return [pooled, values], values.output, "values=pooled-input"
 
 
 def _recover(rows: SSAValue, ids: SSAValue, name: str | None) -> cta.RecoverOp:
@@ -224,6 +265,7 @@ def rewrite_attention(
     # The key mask also marks padded queries in self-attention (same sequence length).
     query_mask = mask if q_len == kv_len else None
     new_ops: list[Operation] = []
+    note = ""
     name = attention.output.name_hint
     x = _common_input(attention)
     if causal:
@@ -245,6 +287,8 @@ def rewrite_attention(
         )
         new_ops += [keys, values, output]
         result, placement = output.output, "causal-head"
+        if options.values == "pooled-input":
+            note = "values=pooled-input: not for causal attention, V pooled instead"
     elif options.granularity == "input" and x is not None:
         queries = _cluster(x, query_mask, tau_q, options, source, "q" if tau_q != tau_kv else "qkv")
         new_ops.append(queries)
@@ -262,12 +306,12 @@ def rewrite_attention(
     else:
         queries = _cluster(attention.query, query_mask, tau_q, options, source, "q")
         keys = _cluster(attention.key, mask, tau_kv, options, source, "kv")
-        values = _pool(attention.value, keys.ids)
+        value_ops, values, note = _head_values(attention, keys.ids, options)
         output = _compressed(
-            attention, queries.centroids, keys.centroids, values.output, keys.counts, q_len
+            attention, queries.centroids, keys.centroids, values, keys.counts, q_len
         )
         recovered = _recover(output.output, queries.ids, name)
-        new_ops += [queries, keys, values, output, recovered]
+        new_ops += [queries, keys, *value_ops, output, recovered]
         result, placement = recovered.output, "head"
     block = attention.parent_block()
     assert block is not None
@@ -277,7 +321,7 @@ def rewrite_attention(
     attention.output.replace_all_uses_with(result)
     result.name_hint = name
     block.erase_op(attention)
-    return CompressionReport(source, placement, tau_q, tau_kv)
+    return CompressionReport(source, placement, tau_q, tau_kv, note)
 
 
 def compress_function(
@@ -316,6 +360,7 @@ class CtaCompressPass(ModulePass):
     granularity: str = "head"
     block: int = 64
     max_clusters: int = 0
+    values: str = "project"
     layer_scale: tuple[float, ...] = field(default=())
     # Attentions (their index in program order) left exact, e.g. where the cost-aware policy
     # (ctac/policy.py) found that compression does not pay.
@@ -331,6 +376,7 @@ class CtaCompressPass(ModulePass):
             granularity=self.granularity,
             block=int(self.block),
             max_clusters=int(self.max_clusters),
+            values=self.values,
         )
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -346,8 +346,12 @@ def recover(rows: Array, ids: Array) -> Array:
 
 def pool(tokens: Array, ids: Array) -> Array:
     """Mean of the tokens (..., n, d) of each cluster given by ids; rows nobody uses are zero.
-    (V follows K: values are averaged over the clusters of the keys.)"""
+    (V follows K: values are averaged over the clusters of the keys.) Tokens (B, n, d) with
+    per-head ids (B, H, n) are shared by the heads: one (B, H, n, d) table per (batch, head)."""
     tokens = np.asarray(tokens)
+    ids = np.asarray(ids)
+    if tokens.ndim == 3 and ids.ndim == 3 and ids.shape[::2] == tokens.shape[:2]:
+        tokens = np.broadcast_to(tokens[:, None], (ids.shape[0], ids.shape[1], *tokens.shape[1:]))
     lead, n, dim = tokens.shape[:-2], tokens.shape[-2], tokens.shape[-1]
     full = _per_row_ids(ids, lead).reshape(-1, n)
     flat = tokens.reshape(-1, n, dim).astype(np.float64)

@@ -55,7 +55,8 @@ def op_work(op: Operation) -> tuple[float, float, bool]:
         return 2.0 * _size(op.Y) * k, moved * BYTES, True
     if isinstance(op, cta.ProjectOp):
         start, end = op.column_range()
-        return 2.0 * _size(op.output) * ox.shape_of(op.input)[2], moved * BYTES, True
+        # hidden is the last dim of a (B, S, E) or per-head (B, H, S, E) input
+        return 2.0 * _size(op.output) * ox.shape_of(op.input)[-1], moved * BYTES, True
     if isinstance(op, ox.ConvOp):
         kernel = _size(op.W) // ox.shape_of(op.W)[0]
         return 2.0 * _size(op.Y) * kernel, moved * BYTES, True

@@ -601,7 +601,15 @@ def _attention(
 def project(
     x: Array, w: Array, b: Array | None, heads: int, head_dim: int, columns: tuple[int, int]
 ) -> Array:
+    """x (B, S, E) -> (B, heads, S, head_dim); a per-head x (B, heads, S, E) projects head h's
+    rows with head h's columns only."""
     start, end = columns
+    if x.ndim == 4:
+        per_head = w[:, start:end].reshape(w.shape[0], heads, head_dim)
+        y = np.einsum("bhse,ehd->bhsd", x, per_head)
+        if b is not None:
+            y = y + b[start:end].reshape(heads, 1, head_dim)
+        return y
     y = x @ w[:, start:end]
     if b is not None:
         y = y + b[start:end]

@@ -463,3 +463,108 @@ def test_additive_masks_are_left_exact() -> None:
     skipped = [r for r in reports if r.placement == "skipped"]
     assert len(skipped) == 1 and "additive" in skipped[0].reason
     assert module_text(module).count("cta.attention ") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# values=pooled-input: V projected per head from X pooled over the head's key clusters
+# ---------------------------------------------------------------------------------------------
+
+
+def test_per_head_pool_and_project_equal_pooling_the_projection() -> None:
+    """The reference semantics: pooling X (B, n, E) over per-head ids and projecting each head
+    with its own columns equals projecting X and pooling V (linearity), bias included."""
+    from ctac.runtime.reference import project
+
+    rng = np.random.default_rng(0)
+    b, n, e, heads, dv = 2, 12, 8, 3, 4
+    x = rng.standard_normal((b, n, e)).astype(np.float32)
+    w = rng.standard_normal((e, 2 * heads * dv)).astype(np.float32)
+    bias = rng.standard_normal(2 * heads * dv).astype(np.float32)
+    ids = np.stack([np.minimum(np.arange(n), rng.integers(0, n, n)) for _ in range(b * heads)])
+    ids = ids.reshape(b, heads, n).astype(np.int64)
+    columns = (heads * dv, 2 * heads * dv)
+    expected = compression.pool(project(x, w, bias, heads, dv, columns), ids)
+    pooled = compression.pool(x, ids)
+    assert pooled.shape == (b, heads, n, e)
+    got = project(pooled, w, bias, heads, dv, columns)
+    used = np.zeros((b, heads, n), bool)
+    np.put_along_axis(used, ids, True, axis=-1)
+    # Unused rows: zero when V is pooled, the bias when the pooled X (zero) is projected.
+    assert np.abs(got - expected)[used].max() <= 1e-5
+    assert np.allclose(
+        got[~used], np.broadcast_to(bias[columns[0] :].reshape(heads, 1, dv), got.shape)[~used]
+    )
+
+
+def pooled_input_programs(name: str, shapes: dict, inputs: dict, spec: str) -> dict:
+    """For values=project and values=pooled-input: the reference output of the compressed
+    module, the interpreter's output of its CTA program, the PE MACs of the value projection and
+    the key clusters (one per (batch, head) and layer)."""
+    import copy
+
+    from ctac.emit import program_from_module
+    from ctac.hw import load_hardware
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.runtime.costmodel import simulate
+    from ctac.runtime.interpreter import run_program
+
+    hw = load_hardware()
+    results = {}
+    for values in ("project", "pooled-input"):
+        module = import_model(MODELS / f"{name}.onnx", shapes).module
+        run_passes(module, f"canonicalize,detect-attention,cta-compress{{{spec} values={values}}}")
+        module.verify()
+        with compression.recording() as log:
+            expected = next(iter(evaluate(module, inputs).values()))
+        program = program_from_module(lower_module(copy.deepcopy(module), hw))
+        outputs, stats = run_program(program, {b.index: b.capacity for b in hw.buffers}, inputs)
+        profile = simulate(program, hw, stats.clusters)
+        # Q and K projections are the same in both forms: the difference is V's.
+        project_macs = sum(t.macs for t in profile.timings if t.source.startswith("cta.project"))
+        results[values] = {
+            "expected": expected,
+            "got": next(iter(outputs.values())),
+            "project_macs": project_macs,
+            "key_clusters": [r.clusters for r in log if r.label.endswith("/kv")],
+        }
+    return results
+
+
+@pytest.mark.parametrize(
+    ("name", "batch", "length"), [("bert_ts_eager", 2, 16), ("bert_long", 1, 512)]
+)
+def test_pooled_input_values_equal_pooled_values(name: str, batch: int, length: int) -> None:
+    """values=pooled-input on the accelerator: the interpreter equals the compressed module's
+    reference semantics and today's values=project output, and the value projection's PE MACs
+    drop by (n - m_k) x E x dv per head (its GEMMs are sized by the key clusters formed)."""
+    rng = np.random.default_rng(5)
+    ids = np.tile(rng.integers(0, 128, size=(batch, 8)), (1, length // 8)).astype(np.int64)
+    inputs = {"input_ids": ids, "attention_mask": np.ones((batch, length), np.int64)}
+    shapes = {"input_ids": [batch, length], "attention_mask": [batch, length]}
+    # tau-kv 1.0: random-weight keys (distinct positions) merge only at a coarse threshold.
+    results = pooled_input_programs(name, shapes, inputs, "tau-q=0.5 tau-kv=1.0 hash-bits=2")
+    project, pooled = results["project"], results["pooled-input"]
+    scale = max(float(np.abs(project["expected"]).max()), 1.0)
+    for form in (project, pooled):
+        assert np.abs(form["got"] - form["expected"]).max() <= 1e-5 * scale
+    assert np.abs(pooled["got"] - project["got"]).max() <= 1e-5 * scale
+    entry = next(e for e in MODEL_ENTRIES if e["file"].startswith(name))
+    hidden, heads = entry["hidden_size"], entry["num_heads"]
+    clusters = np.concatenate([c.reshape(-1) for c in pooled["key_clusters"]])
+    assert clusters.size == batch * heads * len(pooled["key_clusters"]) and clusters.min() < length
+    saved = float(((length - clusters) * hidden * (hidden // heads)).sum())
+    assert saved > 0
+    assert project["project_macs"] - pooled["project_macs"] == pytest.approx(saved)
+
+
+def test_pooled_input_values_falls_back_and_reports() -> None:
+    """Causal attention keeps pooling V, and says so; the pass rejects an unknown form."""
+    entry = next(e for e in MODEL_ENTRIES if e["file"] == "gpt2_ts_eager.onnx")
+    imported = import_model(MODELS / entry["file"], shape_flags(entry))
+    run_passes(imported.module, "canonicalize,detect-attention")
+    reports = cta_compress(imported.module, CompressOptions(values="pooled-input"))
+    assert reports and all(r.placement == "causal-head" for r in reports)
+    assert all("V pooled instead" in r.reason for r in reports)
+    assert "cta.pool" in module_text(imported.module)
+    with pytest.raises(CtacError):
+        CompressOptions(values="project-twice").check()

@@ -42,7 +42,8 @@ def cluster_of(value: SSAValue) -> cta.ClusterOp | None:
 
 
 def _ids_row(lead: tuple[int, ...], ids_lead: tuple[int, ...], sequence: int) -> int:
-    """The row of the ids ((..., n), or (batch, n) shared by the heads) for `sequence` of lead."""
+    """The row of the ids ((..., n), or (batch, n) shared by the heads) for `sequence` of lead;
+    also the row of shared pool tokens (batch, n, d) under per-head ids."""
     if tuple(ids_lead) == tuple(lead):
         return sequence
     if len(ids_lead) == 1 and lead and ids_lead[0] == lead[0]:
@@ -64,9 +65,11 @@ def _by_first_token(ids: SSAValue) -> bool:
 @lowering(cta.PoolOp)
 def lower_pool(lowering: Lowering, op: cta.PoolOp) -> None:
     """Per sequence and window of output rows: token tiles SCATTER_ADDed into the window's sums
-    and member counts (alternating per window), then sums / max(members, 1) and a STORE."""
-    shape = ox.shape_of(op.tokens)
+    and member counts (alternating per window), then sums / max(members, 1) and a STORE. Tokens
+    (B, n, d) shared by per-head ids (B, H, n) are streamed once per (batch, head) table."""
+    shape = ox.shape_of(op.output)
     lead, (n, dim) = shape[:-2], shape[-2:]
+    tokens_lead = ox.shape_of(op.tokens)[:-2]
     ids_lead = ox.shape_of(op.ids)[:-1]
     tokens, ids, out = (
         lowering.tensor(op.tokens),
@@ -86,6 +89,7 @@ def lower_pool(lowering: Lowering, op: cta.PoolOp) -> None:
     wrote_ones = False
     for sequence in range(elements(lead)):
         row = _ids_row(lead, ids_lead, sequence)
+        token_row = _ids_row(lead, tokens_lead, sequence)
         clusters = _clusters(lowering, op.ids, row)
         for w0, rows in windows:
             sums, members = sum_slots.next(), member_slots.next()
@@ -96,7 +100,7 @@ def lower_pool(lowering: Lowering, op: cta.PoolOp) -> None:
                 lowering.next_stage()
                 source, column = token_slots.next(), id_slots.next()
                 lowering.load(
-                    ACT, source, tokens.address + (sequence * n + p0) * dim, count, dim, dim
+                    ACT, source, tokens.address + (token_row * n + p0) * dim, count, dim, dim
                 )
                 lowering.load(VEC, column, ids.address + row * n + p0, count, 1, 1)
                 if not wrote_ones:

@@ -10,7 +10,8 @@ import numpy as np
 
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
-from ctac.passes.lower_to_isa.core import Lowering, lowering
+from ctac.passes.lower_to_isa.compression import cluster_of
+from ctac.passes.lower_to_isa.core import Emitted, Lowering, dynamic_field, lowering
 from ctac.passes.lower_to_isa.memory import (
     ACC,
     ACT,
@@ -66,6 +67,10 @@ class GemmPlan:
     bias: Tensor | None = None  # a (n,) row in DRAM
     bias_offset: int = 0
     n_step: int | None = None
+    # The CLUSTER_READ whose cluster count is the number of rows of A that matter (A is a
+    # cluster table, rows >= m unused): GEMMs, A loads and C stores are sized by it, so a row
+    # tile past the clusters costs nothing. load_a and store_c then emit one instruction each.
+    clusters: Emitted | None = None
 
 
 def emit_gemm(lowering: Lowering, *plans: GemmPlan) -> None:
@@ -97,6 +102,7 @@ def emit_gemm(lowering: Lowering, *plans: GemmPlan) -> None:
                     if a_address is None or not single_k:
                         a_address = a_slots.next()
                         plan.load_a(a_address, m0, rows, k0, depth)
+                        dynamic_field(lowering, "rows", plan.clusters, m0)
                     b_address = b_slots.next()
                     plan.load_b(b_address, k0, depth, n0, cols)
                     lowering.emit(
@@ -105,7 +111,9 @@ def emit_gemm(lowering: Lowering, *plans: GemmPlan) -> None:
                         m=rows, k=depth, n=cols, accumulate=int(k0 > 0), transpose_b=int(plan.transpose_b),
                         has_bias=int(plan.bias is not None and k0 == 0), bias=VEC, bias_addr=bias_address,
                     )  # fmt: skip
+                    dynamic_field(lowering, "m", plan.clusters, m0)
                 plan.store_c(c_address, m0, rows, n0, cols)
+                dynamic_field(lowering, "rows", plan.clusters, m0)
     lowering.pipeline.drain()
     lowering.region_top = regions
 
@@ -212,6 +220,9 @@ def lower_gemm(lowering: Lowering, op: ox.GemmOp) -> None:
 
 @lowering(cta.ProjectOp)
 def lower_project(lowering: Lowering, op: cta.ProjectOp) -> None:
+    if len(ox.shape_of(op.input)) == 4:
+        lower_per_head_project(lowering, op)
+        return
     x, w, out = lowering.tensor(op.input), lowering.tensor(op.weight), lowering.tensors[op.output]
     batch, seq, hidden = ox.shape_of(op.input)
     heads, head_dim = op.int_attr("heads"), op.int_attr("head_dim")
@@ -243,6 +254,41 @@ def lower_project(lowering: Lowering, op: cta.ProjectOp) -> None:
         )
         for b in range(batch)
     ]  # fmt: skip
+    emit_gemm(lowering, *plans)
+
+
+def lower_per_head_project(lowering: Lowering, op: cta.ProjectOp) -> None:
+    """A per-head input (B, H, rows, E), e.g. the layer input pooled over each head's key
+    clusters: one GEMM (rows x E x head_dim) per (batch, head) with that head's weight columns.
+    When the rows are a cluster table, each GEMM is sized by the clusters its table holds."""
+    x, w, out = lowering.tensor(op.input), lowering.tensor(op.weight), lowering.tensors[op.output]
+    batch, heads, rows, hidden = ox.shape_of(op.input)
+    head_dim = op.int_attr("head_dim")
+    start, _ = op.column_range()
+    width = ox.shape_of(op.weight)[1]
+    bias = lowering.tensor(op.bias) if op.bias is not None else None
+    readouts = lowering.cluster_instructions.get(cluster_of(op.input), [])
+
+    def weight_loader(column: int):
+        def load(address: int, k0: int, depth: int, n0: int, cols: int) -> None:
+            source = w.address + k0 * width + column + n0
+            lowering.load(WGT, address, source, depth, cols, width)
+
+        return load
+
+    plans = []
+    for b in range(batch):
+        for h in range(heads):
+            table = b * heads + h
+            column = start + h * head_dim
+            plans.append(GemmPlan(
+                rows, hidden, head_dim,
+                _dense_loader(lowering, ACT, x.address + table * rows * hidden, hidden),
+                weight_loader(column),
+                _dense_storer(lowering, out.address + table * rows * head_dim, head_dim),
+                bias=bias, bias_offset=column,
+                clusters=readouts[table] if len(readouts) == batch * heads else None,
+            ))  # fmt: skip
     emit_gemm(lowering, *plans)
 
 

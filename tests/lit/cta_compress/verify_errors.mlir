@@ -42,3 +42,20 @@ func.func @causal_needs_raw_keys(%q: tensor<1x1x4x2xf32>, %k: tensor<1x1x4x2xf32
   %o = cta.compressed_attention %q, %k, %k, %n {num_heads = 1 : i64, kv_heads = 1 : i64, head_dim = 2 : i64, scale = 1.0 : f64, causal = 1 : i64, block = 2 : i64} : (tensor<1x1x4x2xf32>, tensor<1x1x4x2xf32>, tensor<1x1x4x2xf32>, tensor<1x1x4xf32>) -> tensor<1x1x4x2xf32>
   func.return
 }
+
+// -----
+
+// Shared tokens (B, n, d) with per-head ids (B, H, n) give one table per (batch, head).
+// CHECK: cta.pool: result shape (1, 4, 2) should be (1, 2, 4, 2)
+func.func @per_head_pool_keeps_heads(%x: tensor<1x4x2xf32>, %ids: tensor<1x2x4xi64>) {
+  %p = cta.pool %x, %ids : (tensor<1x4x2xf32>, tensor<1x2x4xi64>) -> tensor<1x4x2xf32>
+  func.return
+}
+
+// -----
+
+// CHECK: cta.project: a per-head input has 3 heads, the projection 2
+func.func @per_head_project_heads(%x: tensor<1x3x4x8xf32>, %w: tensor<8x8xf32>) {
+  %v = cta.project %x, %w {heads = 2 : i64, head_dim = 4 : i64, columns = array<i64: 0, 8>} : (tensor<1x3x4x8xf32>, tensor<8x8xf32>) -> tensor<1x2x4x4xf32>
+  func.return
+}
