@@ -338,6 +338,8 @@ def _compress_spec(args: argparse.Namespace, extra: str = "") -> str:
     return (
         f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv} hash-bits={args.hash_bits} "
         f"method={args.cta_method} granularity={args.cta_granularity} block={args.cta_block}"
+        # only when asked: the default spec text stays as it was
+        + (" values=pooled-input" if getattr(args, "cta_values", "") == "pooled-input" else "")
         + (f" {extra}" if extra else "")
         + "}"
     )
@@ -495,6 +497,18 @@ def _explain_demo(compressed, hw, cta, exact) -> None:
     )
     print(f"      crossover (cost model): {crossover}\n      (clusters per token: CTA / exact "
           f"cycles {points}); longer sequences pay sooner: bench/scaling.py")  # fmt: skip
+    # What a user gets: `ctac compile --attention cta` decides with the same cost model at the
+    # conservative 1 cluster per token (or a calibration's ratio) and keeps exact what loses.
+    print(
+        "      so `ctac compile --attention cta` (default --cta-policy cost) "
+        + (
+            "compresses attention on this model"
+            if sweep[0][1] < exact.profile.cycles
+            else "keeps attention exact on this model, never slower (with a calibration, "
+            "`ctac calibrate`, it decides at the measured clusters per token)"
+        )
+        + ";\n      `--cta-policy always` compresses every layer, as above"
+    )
 
 
 def _isa(args: argparse.Namespace) -> int:
@@ -621,14 +635,19 @@ def _compression_arguments(parser: argparse.ArgumentParser) -> None:
         "--cta-block", type=int, default=64, help="block size of the causal CTA scheme"
     )
     parser.add_argument(
+        "--cta-values", choices=["project", "pooled-input"], default="project",
+        help="head placement: pool the projected V over the key clusters (project), or pool the "
+        "layer input per head and project only the clusters (pooled-input; same values)",
+    )  # fmt: skip
+    parser.add_argument(
         "--cta-method",
         default="hash-leader",
         help="CTA clustering method (see docs/compression.md)",
     )
     parser.add_argument(
-        "--cta-policy", choices=["always", "cost"], default="always",
-        help="compress every attention (always), or only the layers whose compressed form the "
-        "cost model finds cheaper at --cluster-ratio (cost; see ctac/policy.py)",
+        "--cta-policy", choices=["always", "cost"], default="cost",
+        help="compress only the layers whose compressed form the cost model finds cheaper at "
+        "--cluster-ratio (cost, the default; see ctac/policy.py), or every attention (always)",
     )  # fmt: skip
     parser.add_argument(
         "--cluster-ratio", type=float, default=None,

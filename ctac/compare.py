@@ -91,9 +91,7 @@ def compare(
     seed: int = 0,
     elsa: ModuleOp | None = None,
 ) -> list[ModeResult]:
-    program_inputs = random_inputs(
-        program_from_module(lower_module(detected.clone(), hw)), seed
-    )
+    program_inputs = random_inputs(program_from_module(lower_module(detected.clone(), hw)), seed)
     results = [accelerator_mode("exact (accelerator)", detected, hw, model, program_inputs)]
     if compressed is not None:
         results.append(accelerator_mode("CTA (accelerator)", compressed, hw, model, program_inputs))
