@@ -67,6 +67,11 @@ SETTINGS: list[Setting] = [
     # The same clusters and values (by linearity), V projected from X pooled per head: only the
     # MAC count (V projection on m_kv rows per head, pooling E features per head) differs.
     Setting("head 0.5/0.3 pooled-v", "tau-q=0.5 tau-kv=0.3 hash-bits=4 values=pooled-input"),
+    # Keys clustered once per sequence over the concatenated keys of all heads (keys=shared):
+    # the threshold is relative to the concatenated norm, so coarser tau-kv are worth trying.
+    Setting("head 0.5/0.3 shared-k", "tau-q=0.5 tau-kv=0.3 hash-bits=4 keys=shared"),
+    Setting("head 0.5/0.5 shared-k", "tau-q=0.5 tau-kv=0.5 hash-bits=4 keys=shared"),
+    Setting("head 0.5/0.7 shared-k", "tau-q=0.5 tau-kv=0.7 hash-bits=4 keys=shared"),
     Setting("head 0.4/0.4", "tau-q=0.4 tau-kv=0.4 hash-bits=4"),
     Setting("head 0.5/0.5", "tau-q=0.5 tau-kv=0.5 hash-bits=4"),
     Setting("head 0.6/0.6", "tau-q=0.6 tau-kv=0.6 hash-bits=4"),
@@ -197,7 +202,10 @@ def attention_macs(
 ) -> dict:
     """Exact and compressed attention MACs over all sequences, and n -> m per layer.
     `pooled_values` (cta-compress values=pooled-input): per head, the V projection runs on the
-    m_kv pooled rows (m_kv x E x dv) and the pooling averages E features per token, not dv."""
+    m_kv pooled rows (m_kv x E x dv) and the pooling averages E features per token, not dv.
+    Shared keys (keys=shared) are recorded as one (B, n, H*d) clustering per sequence, so the
+    clustering cost below (from each record's shape) is one clustering of H*d features per
+    token, and m_kv is one count per sequence that every head uses."""
     head_dim = hidden // heads
     exact_layer = 3 * length * hidden * hidden + 2 * heads * length * length * head_dim
     exact = exact_layer * layers * sequences
@@ -233,14 +241,19 @@ def attention_macs(
             mq_mean, mk_mean = mq.mean(), mk.mean()
         else:
             mq = stacked["q"].astype(np.float64)  # (sequences, heads)
-            mk = stacked["kv"].astype(np.float64)
+            mk = stacked["kv"].astype(np.float64)  # (sequences, heads), or (sequences, 1) shared
+            shared_keys = mk.shape[1] == 1 and mq.shape[1] > 1
             core += float((2 * mq * mk * head_dim).sum())
             cost += float((2 * mq * mk * head_dim).sum())
             if pooled_values:
                 # Q, K on all tokens; V per head on its m_kv pooled rows of X.
                 cost += 2 * length * hidden * hidden * mq.shape[0]
-                cost += float((mk * hidden * head_dim).sum())
-                pooling = length * hidden * heads * mq.shape[0]  # X (E features) per head
+                if shared_keys:  # one pooled X for all heads, projected to every head's V
+                    cost += float((mk * hidden * hidden).sum())
+                    pooling = length * hidden * mq.shape[0]
+                else:
+                    cost += float((mk * hidden * head_dim).sum())
+                    pooling = length * hidden * heads * mq.shape[0]  # X (E features) per head
             else:
                 cost += 3 * length * hidden * hidden * mq.shape[0]
                 pooling = length * hidden * mq.shape[0]  # V (dv features) per head

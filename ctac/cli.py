@@ -340,6 +340,7 @@ def _compress_spec(args: argparse.Namespace, extra: str = "") -> str:
         f"method={args.cta_method} granularity={args.cta_granularity} block={args.cta_block}"
         # only when asked: the default spec text stays as it was
         + (" values=pooled-input" if getattr(args, "cta_values", "") == "pooled-input" else "")
+        + (" keys=shared" if getattr(args, "cta_keys", "") == "shared" else "")
         + (f" {extra}" if extra else "")
         + "}"
     )
@@ -638,6 +639,11 @@ def _compression_arguments(parser: argparse.ArgumentParser) -> None:
         "--cta-values", choices=["project", "pooled-input"], default="project",
         help="head placement: pool the projected V over the key clusters (project), or pool the "
         "layer input per head and project only the clusters (pooled-input; same values)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cta-keys", choices=["per-head", "shared"], default="per-head",
+        help="head placement: cluster K per (sequence, head), or once per sequence over the "
+        "concatenated keys of all heads (shared: ids and counts shared by the heads)",
     )  # fmt: skip
     parser.add_argument(
         "--cta-method",

@@ -16,6 +16,11 @@ Two placements (`granularity`):
   (not causal), X itself is pooled over each head's key clusters and projected per head instead:
   the same value table by linearity (mean(X) W + b = mean(X W + b) over a cluster), but the V
   projection runs on the m_k used rows of each head rather than on all n tokens.
+  With `keys=shared` (not causal) the keys of all heads are clustered together: one clustering
+  per sequence over each token's concatenated H*d key features (`onnx.Transpose` + `onnx.Reshape`
+  to (B, n, H*d) around one `cta.cluster`), so key ids and counts are (B, n), shared by the
+  heads; a head's centroids are its columns of the concatenated centroids, and V is pooled over
+  the same ids. Queries keep their per-head clustering.
 
 Padding (`key_padding` masks) never merges with real tokens and carries no weight: the mask goes
 to every `cta.cluster` whose tokens it describes. Causal attention uses the block-causal scheme
@@ -33,9 +38,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
+    DenseArrayBase,
     Float32Type,
     FloatAttr,
     IntegerAttr,
@@ -57,6 +64,9 @@ GRANULARITIES = ("head", "input")
 # How the head placement forms the value table: pool the projected V (`project`), or pool the
 # layer input X per head and project the pooled rows (`pooled-input`; needs V = cta.project(X)).
 VALUE_FORMS = ("project", "pooled-input")
+# How the head placement clusters keys: per (sequence, head), or once per sequence over the
+# concatenated keys of all heads (`shared`: one table per layer, ids/counts shared by the heads).
+KEY_FORMS = ("per-head", "shared")
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class CompressOptions:
     block: int = 64
     max_clusters: int = 0
     values: str = "project"
+    keys: str = "per-head"
 
     def check(self) -> None:
         if self.method not in cta.CLUSTER_METHODS:
@@ -91,6 +102,10 @@ class CompressOptions:
         if self.values not in VALUE_FORMS:
             raise CtacError(
                 f"cta-compress: values must be one of {', '.join(VALUE_FORMS)}, got '{self.values}'"
+            )
+        if self.keys not in KEY_FORMS:
+            raise CtacError(
+                f"cta-compress: keys must be one of {', '.join(KEY_FORMS)}, got '{self.keys}'"
             )
         if self.block < 1:
             raise CtacError("cta-compress: block must be >= 1")
@@ -150,6 +165,42 @@ def _pool(tokens: SSAValue, ids: SSAValue) -> cta.PoolOp:
     return cta.PoolOp.build(operands=[tokens, ids], result_types=[tokens.type])
 
 
+def _transpose(value: SSAValue, perm: list[int]) -> ox.TransposeOp:
+    shape = [_shape(value)[p] for p in perm]
+    return ox.TransposeOp.build(
+        operands=[value],
+        result_types=[TensorType(ox.element_of(value), shape)],
+        properties={"perm": DenseArrayBase.from_list(i64, perm)},
+    )
+
+
+def _reshape(value: SSAValue, shape: list[int]) -> tuple[ox.ConstantOp, ox.ReshapeOp]:
+    target = ox.ConstantOp.from_numpy(np.array(shape, dtype=np.int64))
+    reshape = ox.ReshapeOp.build(
+        operands=[value, target.output], result_types=[TensorType(ox.element_of(value), shape)]
+    )
+    return target, reshape
+
+
+def _shared_keys(
+    keys: SSAValue, mask: SSAValue | None, tau: float, options: CompressOptions, source: str
+) -> tuple[list[Operation], SSAValue, cta.ClusterOp]:
+    """`keys=shared`: K (B, H, n, d) clustered once per sequence over each token's H*d features.
+
+    Existing ops rather than a new cluster mode: the transposes lower to strided DMA (one block
+    per (batch, head)), so CLUSTER, pool, compressed attention and recover need nothing new, and
+    the threshold is relative to the concatenated norm. Returns (ops, per-head centroids
+    (B, H, n, d), the cluster op, whose counts and ids are (B, n))."""
+    b, heads, n, d = _shape(keys)
+    tokens = _transpose(keys, [0, 2, 1, 3])  # (B, n, H, d)
+    flat_shape, flat = _reshape(tokens.transposed, [b, n, heads * d])
+    cluster = _cluster(flat.reshaped, mask, tau, options, source, "kv")
+    split_shape, split = _reshape(cluster.centroids, [b, n, heads, d])
+    centroids = _transpose(split.reshaped, [0, 2, 1, 3])  # back to (B, H, n, d)
+    ops: list[Operation] = [tokens, flat_shape, flat, cluster, split_shape, split, centroids]
+    return ops, centroids.transposed, cluster
+
+
 def _pool_per_head(tokens: SSAValue, ids: SSAValue) -> cta.PoolOp:
     """Tokens (B, n, E) shared by the heads, pooled over per-head ids (B, H, n): (B, H, n, E)."""
     b, n, hidden = _shape(tokens)
@@ -175,7 +226,10 @@ def _head_values(
         pool = _pool(attention.value, ids)
         note = "values=pooled-input: V is not a cta.project of the layer input, V pooled instead"
         return [pool], pool.output, note
-    pooled = _pool_per_head(project.input, ids)
+    # Shared key ids (B, n): one pooled X for all heads; per-head ids: one per (batch, head).
+    pooled = (
+        _pool(project.input, ids) if len(_shape(ids)) == 2 else _pool_per_head(project.input, ids)
+    )
     values = _project_on(project, pooled.output)
     return [pooled, values], values.output, "values=pooled-input"
 
@@ -289,6 +343,8 @@ def rewrite_attention(
         result, placement = output.output, "causal-head"
         if options.values == "pooled-input":
             note = "values=pooled-input: not for causal attention, V pooled instead"
+        if options.keys == "shared":
+            note = "; ".join(filter(None, [note, "keys=shared: not for causal attention"]))
     elif options.granularity == "input" and x is not None:
         queries = _cluster(x, query_mask, tau_q, options, source, "q" if tau_q != tau_kv else "qkv")
         new_ops.append(queries)
@@ -305,14 +361,22 @@ def rewrite_attention(
         result, placement = recovered.output, "input"
     else:
         queries = _cluster(attention.query, query_mask, tau_q, options, source, "q")
-        keys = _cluster(attention.key, mask, tau_kv, options, source, "kv")
+        if options.keys == "shared":
+            key_ops, key_centroids, keys = _shared_keys(
+                attention.key, mask, tau_kv, options, source
+            )
+        else:
+            keys = _cluster(attention.key, mask, tau_kv, options, source, "kv")
+            key_ops, key_centroids = [keys], keys.centroids
         value_ops, values, note = _head_values(attention, keys.ids, options)
         output = _compressed(
-            attention, queries.centroids, keys.centroids, values, keys.counts, q_len
+            attention, queries.centroids, key_centroids, values, keys.counts, q_len
         )
         recovered = _recover(output.output, queries.ids, name)
-        new_ops += [queries, keys, *value_ops, output, recovered]
+        new_ops += [queries, *key_ops, *value_ops, output, recovered]
         result, placement = recovered.output, "head"
+        if options.keys == "shared":
+            note = "; ".join(filter(None, [note, "keys=shared"]))
     block = attention.parent_block()
     assert block is not None
     block.insert_ops_before(new_ops, attention)
@@ -361,6 +425,7 @@ class CtaCompressPass(ModulePass):
     block: int = 64
     max_clusters: int = 0
     values: str = "project"
+    keys: str = "per-head"
     layer_scale: tuple[float, ...] = field(default=())
     # Attentions (their index in program order) left exact, e.g. where the cost-aware policy
     # (ctac/policy.py) found that compression does not pay.
@@ -377,6 +442,7 @@ class CtaCompressPass(ModulePass):
             block=int(self.block),
             max_clusters=int(self.max_clusters),
             values=self.values,
+            keys=self.keys,
         )
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -568,3 +568,132 @@ def test_pooled_input_values_falls_back_and_reports() -> None:
     assert "cta.pool" in module_text(imported.module)
     with pytest.raises(CtacError):
         CompressOptions(values="project-twice").check()
+
+
+# ---------------------------------------------------------------------------------------------
+# keys=shared: one key clustering per sequence over the concatenated keys of all heads
+# ---------------------------------------------------------------------------------------------
+
+
+def shared_keys_compressed(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, tau: float, bits: int
+) -> tuple[np.ndarray, compression.Clustering]:
+    """The form cta-compress keys=shared emits, in numpy: K (B, H, n, d) -> (B, n, H*d), one
+    clustering per sequence, its centroids split back into heads; V pooled over the shared ids."""
+    b, heads, n, d = k.shape
+    keys = compression.cluster(
+        k.transpose(0, 2, 1, 3).reshape(b, n, heads * d), mask, tau=tau, hash_bits=bits
+    )
+    centroids = keys.centroids.reshape(b, n, heads, d).transpose(0, 2, 1, 3)
+    queries = compression.cluster(q, mask, tau=tau, hash_bits=bits)
+    rows = compression.compressed_attention(
+        queries.centroids,
+        centroids,
+        compression.pool(v, keys.ids),
+        keys.counts,
+        num_heads=heads,
+        kv_heads=heads,
+        scale=0.5,
+    )
+    return compression.recover(rows, queries.ids), keys
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    batch=st.integers(1, 2),
+    heads=st.integers(1, 3),
+    n=st.integers(1, 24),
+    dim=st.integers(1, 8),
+    distinct=st.integers(1, 6),
+    bits=st.integers(0, 8),
+    padded=st.booleans(),
+)
+def test_shared_keys_at_threshold_zero_are_exact_and_refine_every_head(
+    seed: int, batch: int, heads: int, n: int, dim: int, distinct: int, bits: int, padded: bool
+) -> None:
+    """tau 0 on exactly repeated tokens (each head repeating its own pattern): attention is exact,
+    and a shared cluster is a set of tokens equal in every head, so the sequence forms one
+    cluster per distinct tuple of per-head tokens: at least the most of any head's clustering."""
+    rng = np.random.default_rng(seed)
+    k, picks = repeated_tokens(rng, (batch, heads), n, dim, distinct)
+    v = rng.standard_normal((batch, heads, n, dim)).astype(np.float32)
+    mask = padding_mask(rng, batch, n) if padded else None
+    got, keys = shared_keys_compressed(k, k, v, mask, 0.0, bits)
+    expected = attention(k, k, v, mask, num_heads=heads, kv_heads=heads, scale=0.5, causal=False,
+                         mask_kind="key_padding" if padded else "none")  # fmt: skip
+    assert np.abs(got - expected).max() <= 1e-5
+    assert keys.counts.shape == keys.ids.shape == (batch, n)
+    per_head = compression.cluster(k, mask, tau=0.0, hash_bits=bits)
+    valid = np.ones((batch, n), bool) if mask is None else mask.astype(bool)
+    for b in range(batch):
+        tuples = {tuple(picks[b, :, t]) for t in np.flatnonzero(valid[b])}
+        assert (keys.counts[b] > 0).sum() == len(tuples)
+        assert (keys.counts[b] > 0).sum() >= (per_head.counts[b] > 0).sum(axis=-1).max()
+
+
+def shared_keys_programs(name: str, batch: int, length: int, spec: str) -> dict:
+    """For keys=per-head and keys=shared: the compressed module's reference output, the
+    interpreter's output of its CTA program, the key clusterings' records and the cycles."""
+    from ctac.emit import program_from_module
+    from ctac.hw import load_hardware
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.runtime.costmodel import simulate
+    from ctac.runtime.interpreter import run_program
+
+    rng = np.random.default_rng(5)
+    ids = np.tile(rng.integers(0, 128, size=(batch, 8)), (1, length // 8)).astype(np.int64)
+    inputs = {"input_ids": ids, "attention_mask": np.ones((batch, length), np.int64)}
+    shapes = {"input_ids": [batch, length], "attention_mask": [batch, length]}
+    hw = load_hardware()
+    results = {}
+    for keys in ("per-head", "shared"):
+        module = import_model(MODELS / f"{name}.onnx", shapes).module
+        run_passes(module, f"canonicalize,detect-attention,cta-compress{{{spec} keys={keys}}}")
+        module.verify()
+        with compression.recording() as log:
+            expected = next(iter(evaluate(module, inputs).values()))
+        program = program_from_module(lower_module(module.clone(), hw))
+        outputs, stats = run_program(program, {b.index: b.capacity for b in hw.buffers}, inputs)
+        results[keys] = {
+            "expected": expected,
+            "got": next(iter(outputs.values())),
+            "key_records": [r for r in log if r.label.endswith("/kv")],
+            "cycles": simulate(program, hw, stats.clusters).cycles,
+        }
+    return results
+
+
+@pytest.mark.parametrize(
+    ("name", "batch", "length"), [("bert_ts_eager", 2, 16), ("bert_long", 1, 512)]
+)
+def test_shared_keys_program_equals_reference(name: str, batch: int, length: int) -> None:
+    """keys=shared on the accelerator: the interpreter equals the compressed module's reference
+    semantics; each layer clusters its keys once per sequence over H*d features."""
+    results = shared_keys_programs(name, batch, length, "tau-q=0.5 tau-kv=1.0 hash-bits=2")
+    entry = next(e for e in MODEL_ENTRIES if e["file"].startswith(name))
+    hidden = entry["hidden_size"]
+    for form in results.values():
+        scale = max(float(np.abs(form["expected"]).max()), 1.0)
+        assert np.abs(form["got"] - form["expected"]).max() <= 1e-5 * scale
+    shared = results["shared"]["key_records"]
+    assert shared and all(r.shape == (batch, length, hidden) for r in shared)
+    assert all(r.clusters.shape == (batch,) and r.clusters.min() < length for r in shared)
+
+
+def test_shared_keys_reports_and_falls_back() -> None:
+    """The head placement reports keys=shared; causal attention keeps per-head keys and says so;
+    an unknown key form is rejected."""
+    entry = next(e for e in MODEL_ENTRIES if e["file"] == "bert_ts_eager.onnx")
+    imported = import_model(MODELS / entry["file"], shape_flags(entry))
+    run_passes(imported.module, "canonicalize,detect-attention")
+    reports = cta_compress(imported.module, CompressOptions(keys="shared"))
+    assert reports and all(r.placement == "head" and "keys=shared" in r.reason for r in reports)
+    entry = next(e for e in MODEL_ENTRIES if e["file"] == "gpt2_ts_eager.onnx")
+    imported = import_model(MODELS / entry["file"], shape_flags(entry))
+    run_passes(imported.module, "canonicalize,detect-attention")
+    reports = cta_compress(imported.module, CompressOptions(keys="shared"))
+    assert reports and all(r.placement == "causal-head" for r in reports)
+    assert all("keys=shared: not for causal attention" in r.reason for r in reports)
+    with pytest.raises(CtacError):
+        CompressOptions(keys="per-token").check()

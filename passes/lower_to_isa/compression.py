@@ -36,9 +36,30 @@ def cluster_of(value: SSAValue) -> cta.ClusterOp | None:
             value = owner.input
         elif isinstance(owner, cta.PoolOp):
             value = owner.ids
+        elif (shared := _shared_key_centroids(owner)) is not None:
+            return shared
         else:
             return None
     return None
+
+
+def _shared_key_centroids(owner: object) -> cta.ClusterOp | None:
+    """cta-compress `keys=shared`: per-head centroids (B, H, n, d) made by Transpose(0, 2, 1, 3)
+    of Reshape((B, n, H, d)) of a clustering's (B, n, H*d) centroids keep the table's rows as
+    their rows, so that clustering (per sequence) sizes the attention's key tiles."""
+    if not isinstance(owner, ox.TransposeOp) or owner.permutation() != (0, 2, 1, 3):
+        return None
+    split = owner.data.owner
+    if not isinstance(split, ox.ReshapeOp):
+        return None
+    cluster = split.data.owner
+    if not isinstance(cluster, cta.ClusterOp) or split.data is not cluster.centroids:
+        return None
+    b, n, width = ox.shape_of(split.data)
+    shape = ox.shape_of(split.reshaped)
+    if len(shape) != 4 or shape[:2] != (b, n) or shape[2] * shape[3] != width:
+        return None
+    return cluster
 
 
 def _ids_row(lead: tuple[int, ...], ids_lead: tuple[int, ...], sequence: int) -> int:
