@@ -64,6 +64,11 @@ SETTINGS: list[Setting] = [
     Setting("input 0.3", "granularity=input tau-q=0.3 tau-kv=0.3 hash-bits=8"),
     Setting("head 0.3/0.3 bits=8", "tau-q=0.3 tau-kv=0.3 hash-bits=8"),
     Setting("head 0.5/0.3", "tau-q=0.5 tau-kv=0.3 hash-bits=4"),
+    # Bounded clustering: a token meets only the 8 clusters its bucket opened last (the CLI's
+    # default window), so the leader step's comparisons per token are at most 8.
+    Setting("head 0.5/0.3 w8", "tau-q=0.5 tau-kv=0.3 hash-bits=4 window=8"),
+    Setting("head 0.6/0.4 w8", "tau-q=0.6 tau-kv=0.4 hash-bits=4 window=8"),
+    Setting("head 0.7/0.5 w8", "tau-q=0.7 tau-kv=0.5 hash-bits=4 window=8"),
     # The same clusters and values (by linearity), V projected from X pooled per head: only the
     # MAC count (V projection on m_kv rows per head, pooling E features per head) differs.
     Setting("head 0.5/0.3 pooled-v", "tau-q=0.5 tau-kv=0.3 hash-bits=4 values=pooled-input"),
@@ -72,6 +77,12 @@ SETTINGS: list[Setting] = [
     Setting("head 0.5/0.3 shared-k", "tau-q=0.5 tau-kv=0.3 hash-bits=4 keys=shared"),
     Setting("head 0.5/0.5 shared-k", "tau-q=0.5 tau-kv=0.5 hash-bits=4 keys=shared"),
     Setting("head 0.5/0.7 shared-k", "tau-q=0.5 tau-kv=0.7 hash-bits=4 keys=shared"),
+    # keep-top: the K keys of each (sequence, head) with the largest mean query . key stay
+    # exact (attention sinks), so coarser thresholds may be used for the rest.
+    Setting("head 0.6/0.4 top4", "tau-q=0.6 tau-kv=0.4 hash-bits=4 keep-top=4"),
+    Setting("head 0.7/0.5 top4", "tau-q=0.7 tau-kv=0.5 hash-bits=4 keep-top=4"),
+    Setting("head 0.7/0.5 top8", "tau-q=0.7 tau-kv=0.5 hash-bits=4 keep-top=8"),
+    Setting("head 0.6/0.4", "tau-q=0.6 tau-kv=0.4 hash-bits=4"),
     Setting("head 0.4/0.4", "tau-q=0.4 tau-kv=0.4 hash-bits=4"),
     Setting("head 0.5/0.5", "tau-q=0.5 tau-kv=0.5 hash-bits=4"),
     Setting("head 0.6/0.6", "tau-q=0.6 tau-kv=0.6 hash-bits=4"),
@@ -332,6 +343,9 @@ def run(args: argparse.Namespace) -> dict:
                 "mac_reduction": macs["reduction"],
                 "qk_pv_reduction": macs["core_reduction"],
                 "clustering_share": macs["clustering_share"],
+                # The leader step's distance computations per clustered token (all layers).
+                "comparisons_per_token": sum(r.comparisons for r in records)
+                / max(1.0, sum(float(r.valid_tokens.sum()) for r in records)),
                 "per_layer": macs["per_layer"],
                 "seconds": elapsed,
             }
@@ -341,7 +355,8 @@ def run(args: argparse.Namespace) -> dict:
                 f"{length:>4} {setting.name:<34} {entry['cos_mean']:.5f} {entry['cos_min']:.5f} "
                 f"{100 * acc:6.1f} {entry['retrieval_drop_points']:+5.1f} "
                 f"{entry['mac_reduction']:6.2f}x {entry['qk_pv_reduction']:6.2f}x "
-                f"{100 * entry['clustering_share']:4.1f}%  {layers}  ({elapsed:.0f}s)"
+                f"{100 * entry['clustering_share']:4.1f}% {entry['comparisons_per_token']:5.1f}  "
+                f"{layers}  ({elapsed:.0f}s)"
             )
             rows.append(row)
             print(row, flush=True)
@@ -350,7 +365,7 @@ def run(args: argparse.Namespace) -> dict:
 
 HEADER = (
     "   L setting                            cos mean cos min   acc%  drop MACs cut QK/PV cut"
-    " clust  m_q/m_kv per layer (n = L)"
+    " clust   cmp  m_q/m_kv per layer (n = L)"
 )
 
 

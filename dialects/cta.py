@@ -168,6 +168,8 @@ class AttentionOp(OnnxOp):
 
 CLUSTER_METHODS = ("hash-leader", "leader", "hash-spread", "spread")
 MAX_HASH_BITS = 30
+# Open clusters a token may be compared with per group (the IR's bound; CLUSTER takes up to 63).
+MAX_WINDOW = 255
 
 
 def _is_float(value) -> bool:
@@ -193,12 +195,17 @@ class ClusterOp(OnnxOp):
     ids (..., n) i64, each token's row. The optional mask ((..., n) or (batch, n); nonzero = real
     token) keeps padding apart. `block` > 0: clusters never span blocks of that many positions and
     block c's clusters sit in rows [c*block, (c+1)*block) (causal attention). `max_clusters` > 0
-    caps the clusters of each sequence (or block).
+    caps the clusters of each sequence (or block). `window` > 0: a token is compared only with
+    the `window` most recently opened clusters of its group (hash bucket), which bounds the
+    clustering work per token (docs/compression.md, "Bounded clustering").
     """
 
     name = "cta.cluster"
     tokens = operand_def(TensorType)
     mask = opt_operand_def(TensorType)
+    # Optional per-token flags ((..., n) or (batch, n), integer; nonzero = keep this token in a
+    # cluster of its own), e.g. the ranks of `cta.keep_top` (cta-compress `keep-top`).
+    alone = opt_operand_def(TensorType)
     centroids = result_def(TensorType)
     counts = result_def(TensorType)
     ids = result_def(TensorType)
@@ -208,6 +215,7 @@ class ClusterOp(OnnxOp):
     seed = prop_def(IntegerAttr)
     max_clusters = opt_prop_def(IntegerAttr)
     block = opt_prop_def(IntegerAttr)
+    window = opt_prop_def(IntegerAttr)
     traits = traits_def(Pure())
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
@@ -228,6 +236,10 @@ class ClusterOp(OnnxOp):
             _fits_rows(self, "mask", shape_of(self.mask), lead, n)
             if _is_float(self.mask):
                 _fail(self, "the mask must be an integer or boolean tensor (nonzero = real token)")
+        if self.alone is not None:
+            _fits_rows(self, "alone", shape_of(self.alone), lead, n)
+            if _is_float(self.alone):
+                _fail(self, "alone must be an integer or boolean tensor (nonzero = alone)")
         if self.str_attr("method") not in CLUSTER_METHODS:
             _fail(self, f"method must be one of {CLUSTER_METHODS}")
         tau = self.float_attr("tau")
@@ -237,6 +249,43 @@ class ClusterOp(OnnxOp):
             _fail(self, f"hash_bits must be in [0, {MAX_HASH_BITS}]")
         if self.int_attr("max_clusters", 0) < 0 or self.int_attr("block", 0) < 0:
             _fail(self, "max_clusters and block must be >= 0")
+        if not 0 <= self.int_attr("window", 0) <= MAX_WINDOW:
+            _fail(self, f"window must be in [0, {MAX_WINDOW}]")
+
+
+@irdl_op_definition
+class KeepTopOp(OnnxOp):
+    """`%rank = cta.keep_top %q, %k, mask %m {k = 4 : i64}`: the keys each (sequence, head)
+    keeps out of clustering (cta-compress `keep-top`: "attention sinks" stay exact).
+
+    q (B, H, nq, d), k (B, H, n, d). score_j = qbar . k_j, qbar the mean of the head's valid
+    queries (all of them when none is); result (B, H, n) i64: 1..K for the K valid keys of largest
+    score in descending order (ties: earliest position), 0 for the rest. The optional key_padding
+    mask (B, n) excludes padded keys, and padded queries from qbar when nq == n (self-attention).
+    A separate op rather than a mode of `cta.cluster`: it reads the queries as well as the keys,
+    and its result is one more `alone` operand of the keys' clustering, whose semantics stay
+    those of a grouping (a kept key only gets a group of its own)."""
+
+    name = "cta.keep_top"
+    query = operand_def(TensorType)
+    key = operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    k = prop_def(IntegerAttr)
+    traits = traits_def(Pure())
+
+    def verify_onnx(self) -> None:
+        q, k = shape_of(self.query), shape_of(self.key)
+        if len(q) != 4 or len(k) != 4 or q[:2] != k[:2] or q[3] != k[3]:
+            _fail(self, f"query (B, H, nq, d) and key (B, H, n, d) must agree, got {q} and {k}")
+        if not (_is_float(self.query) and _is_float(self.key)):
+            _fail(self, "query and key must be float tensors")
+        if self.mask is not None and (shape_of(self.mask) != (k[0], k[2]) or _is_float(self.mask)):
+            _fail(self, f"the key_padding mask must be an integer tensor {(k[0], k[2])}")
+        if self.int_attr("k") < 1:
+            _fail(self, "k must be >= 1")
+        if shape_of(self.output) != k[:3] or element_of(self.output) != i64:
+            _fail(self, f"result must be i64 of shape {k[:3]}")
 
 
 @irdl_op_definition
@@ -362,6 +411,6 @@ class CompressedAttentionOp(OnnxOp):
 
 Cta = Dialect(
     "cta",
-    [ProjectOp, AttentionOp, ClusterOp, PoolOp, RecoverOp, CompressedAttentionOp],
+    [ProjectOp, AttentionOp, ClusterOp, KeepTopOp, PoolOp, RecoverOp, CompressedAttentionOp],
     [],
 )

@@ -83,6 +83,12 @@ class CompressOptions:
     max_clusters: int = 0
     values: str = "project"
     keys: str = "per-head"
+    # > 0: a token is compared only with the `window` clusters its bucket opened last, so the
+    # cluster unit's work per token is bounded (docs/compression.md, "Bounded clustering").
+    window: int = 0
+    # > 0 (head placement, per-head keys, not causal): the `keep_top` keys of each (sequence,
+    # head) with the largest estimated attention mass stay out of clustering (`cta.keep_top`).
+    keep_top: int = 0
 
     def check(self) -> None:
         if self.method not in cta.CLUSTER_METHODS:
@@ -111,6 +117,10 @@ class CompressOptions:
             raise CtacError("cta-compress: block must be >= 1")
         if self.max_clusters < 0:
             raise CtacError("cta-compress: max-clusters must be >= 0")
+        if self.keep_top < 0:
+            raise CtacError("cta-compress: keep-top must be >= 0")
+        if not 0 <= self.window <= cta.MAX_WINDOW:
+            raise CtacError(f"cta-compress: window must be in [0, {cta.MAX_WINDOW}]")
 
 
 @dataclass
@@ -136,6 +146,7 @@ def _cluster(
     source: str,
     role: str,
     block: int = 0,
+    alone: SSAValue | None = None,
 ) -> cta.ClusterOp:
     shape = _shape(tokens)
     element = ox.element_of(tokens)
@@ -147,10 +158,16 @@ def _cluster(
     }
     if options.max_clusters:
         properties["max_clusters"] = IntegerAttr(options.max_clusters, i64)
+    if options.window:
+        properties["window"] = IntegerAttr(options.window, i64)
     if block:
         properties["block"] = IntegerAttr(block, i64)
     return cta.ClusterOp.build(
-        operands=[tokens, [mask] if mask is not None else []],
+        operands=[
+            tokens,
+            [mask] if mask is not None else [],
+            [alone] if alone is not None else [],
+        ],
         result_types=[
             TensorType(element, list(shape)),
             TensorType(Float32Type(), list(shape[:-1])),
@@ -158,6 +175,18 @@ def _cluster(
         ],
         properties=properties,
         attributes={"ctac.source": StringAttr(source), "ctac.role": StringAttr(role)},
+    )
+
+
+def _keep_top(attention: cta.AttentionOp, mask: SSAValue | None, keep: int) -> cta.KeepTopOp:
+    """Ranks (B, H, n) of the keys kept out of clustering: a separate op feeding `alone` of the
+    keys' `cta.cluster`, so the clustering stays a grouping and the ranking (which needs the
+    queries) lowers to its own GEMMs and TOPK."""
+    b, heads, n, _ = _shape(attention.key)
+    return cta.KeepTopOp.build(
+        operands=[attention.query, attention.key, [mask] if mask is not None else []],
+        result_types=[TensorType(i64, [b, heads, n])],
+        properties={"k": IntegerAttr(keep, i64)},
     )
 
 
@@ -365,6 +394,10 @@ def rewrite_attention(
             key_ops, key_centroids, keys = _shared_keys(
                 attention.key, mask, tau_kv, options, source
             )
+        elif options.keep_top and _shape(attention.query)[1] == _shape(attention.key)[1]:
+            keep = _keep_top(attention, mask, options.keep_top)
+            keys = _cluster(attention.key, mask, tau_kv, options, source, "kv", alone=keep.output)
+            key_ops, key_centroids = [keep, keys], keys.centroids
         else:
             keys = _cluster(attention.key, mask, tau_kv, options, source, "kv")
             key_ops, key_centroids = [keys], keys.centroids
@@ -377,6 +410,16 @@ def rewrite_attention(
         result, placement = recovered.output, "head"
         if options.keys == "shared":
             note = "; ".join(filter(None, [note, "keys=shared"]))
+        if options.keep_top:
+            kept = len(key_ops) > 1 and isinstance(key_ops[0], cta.KeepTopOp)
+            reason = (
+                ""
+                if kept
+                else " not applied (needs per-head keys and as many key heads as query heads)"
+            )
+            note = "; ".join(filter(None, [note, f"keep-top={options.keep_top}{reason}"]))
+    if options.keep_top and placement != "head":
+        note = "; ".join(filter(None, [note, "keep-top: head placement only, not applied"]))
     block = attention.parent_block()
     assert block is not None
     block.insert_ops_before(new_ops, attention)
@@ -426,6 +469,8 @@ class CtaCompressPass(ModulePass):
     max_clusters: int = 0
     values: str = "project"
     keys: str = "per-head"
+    window: int = 0
+    keep_top: int = 0
     layer_scale: tuple[float, ...] = field(default=())
     # Attentions (their index in program order) left exact, e.g. where the cost-aware policy
     # (ctac/policy.py) found that compression does not pay.
@@ -443,6 +488,8 @@ class CtaCompressPass(ModulePass):
             max_clusters=int(self.max_clusters),
             values=self.values,
             keys=self.keys,
+            window=int(self.window),
+            keep_top=int(self.keep_top),
         )
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -97,10 +97,16 @@ class ClusterTable:
 
     # ------------------------------------------------------------------ clustering
     def cluster(
-        self, tokens: np.ndarray, codes: np.ndarray, valid: np.ndarray | None, threshold: float
+        self,
+        tokens: np.ndarray,
+        codes: np.ndarray,
+        valid: np.ndarray | None,
+        threshold: float,
+        window: int = 0,
     ) -> tuple[np.ndarray, int]:
         """Cluster a chunk (rows x cols) in position order; returns each token's row and the
-        distance computations made (the reference's `comparisons`)."""
+        distance computations made (the reference's `comparisons`). With `window` > 0 a token
+        sees only the `window` rows its group opened last (a group's rows open in row order)."""
         n = len(tokens)
         x = tokens.astype(np.float64)
         ok = np.ones(n, dtype=bool) if valid is None else valid
@@ -137,16 +143,22 @@ class ClusterTable:
             token = order[starts[groups] + k]
             xk = x[token]
             existing = counts_of[groups]
-            pairs = int(existing.sum())
+            compared = np.minimum(existing, window) if window > 0 else existing
+            pairs = int(compared.sum())
             join = np.zeros(len(groups), dtype=bool)
             chosen = np.zeros(len(groups), dtype=np.int64)
             if pairs:
-                candidates = np.concatenate([slots_of[g][: counts_of[g]] for g in groups])
-                owner = np.repeat(np.arange(len(groups)), existing)
-                first_pair = np.cumsum(existing) - existing
+                candidates = np.concatenate(
+                    [
+                        slots_of[g][counts_of[g] - c : counts_of[g]]
+                        for g, c in zip(groups, compared, strict=True)
+                    ]
+                )
+                owner = np.repeat(np.arange(len(groups)), compared)
+                first_pair = np.cumsum(compared) - compared
                 distance = ((self.means[candidates] - xk[owner]) ** 2).sum(axis=-1)
                 allowed = limit * self.norms[candidates]
-                rows, picked = nearest_passing(distance, allowed, existing, first_pair)
+                rows, picked = nearest_passing(distance, allowed, compared, first_pair)
                 join[rows] = True
                 chosen[rows] = candidates[picked]
                 comparisons += pairs

@@ -138,7 +138,12 @@ def nearest_passing(
 
 
 def _leader_pass(
-    xs: Array, starts: Array, sizes: Array, threshold: float, spread: Array | None = None
+    xs: Array,
+    starts: Array,
+    sizes: Array,
+    threshold: float,
+    spread: Array | None = None,
+    window: int = 0,
 ) -> tuple[Array, int]:
     """Greedy leader clustering of tokens sorted by group (xs: (N, d)); groups are independent.
 
@@ -148,6 +153,8 @@ def _leader_pass(
     A group's j-th cluster lives in slot starts[g] + j and keeps its running mean.
     With `spread` (one scale per token, the same inside a group) the test is
     ||x - c|| <= threshold * spread instead of threshold * ||c||.
+    With `window` > 0 a token is compared only with the `window` clusters its group opened last
+    (the older ones are closed: never compared or updated again).
     Returns each token's slot and the number of distance computations."""
     total, dim = xs.shape
     means = np.zeros((total, dim), dtype=np.float64)
@@ -164,13 +171,18 @@ def _leader_pass(
         tokens = starts[groups] + k
         x = xs[tokens]
         existing = leaders[groups]
-        pairs = int(existing.sum())
+        # The open clusters: the last `window` a group opened (all of them without a window).
+        compared = np.minimum(existing, window) if window > 0 else existing
+        closed = existing - compared
+        pairs = int(compared.sum())
         join = np.zeros(len(groups), dtype=bool)
         chosen = np.zeros(len(groups), dtype=np.int64)
         if pairs:
-            owner = np.repeat(np.arange(len(groups)), existing)
-            first_pair = np.cumsum(existing) - existing
-            candidates = starts[groups][owner] + np.arange(pairs) - first_pair[owner]
+            owner = np.repeat(np.arange(len(groups)), compared)
+            first_pair = np.cumsum(compared) - compared
+            candidates = (
+                starts[groups][owner] + closed[owner] + np.arange(pairs) - first_pair[owner]
+            )
             distance = ((means[candidates] - x[owner]) ** 2).sum(axis=-1)
             norm = norms[candidates]
             if spread is None:
@@ -178,7 +190,7 @@ def _leader_pass(
             else:
                 floor = MIN_RELATIVE_DISTANCE**2 * norm
                 allowed = np.maximum(threshold**2 * spread[tokens][owner] ** 2, floor)
-            rows, picked = nearest_passing(distance, allowed, existing, first_pair)
+            rows, picked = nearest_passing(distance, allowed, compared, first_pair)
             join[rows] = True
             chosen[rows] = candidates[picked]
             comparisons += pairs
@@ -234,19 +246,26 @@ def cluster(
     seed: int = 0,
     max_clusters: int = 0,
     block: int = 0,
+    window: int = 0,
     label: str = "",
+    alone: Array | None = None,
 ) -> Clustering:
     """Cluster the rows of tokens (..., n, d), each leading index an independent sequence.
 
     `valid` (lead + (n,) or (lead[0], n), nonzero = real token) keeps padding apart and out of the
     counts; `block` > 0 clusters each block of positions on its own (causal attention);
-    `max_clusters` > 0 caps the valid clusters of each sequence (or block)."""
+    `max_clusters` > 0 caps the valid clusters of each sequence (or block); `window` > 0 compares
+    each token only with the `window` clusters its group opened last. `alone` (shaped like
+    `valid`, nonzero = alone) gives a token a hash code no other token has, so it forms a cluster
+    of its own (the keys `keep_top` keeps exact); the rest cluster as without it."""
     if method not in METHODS:
         raise ValueError(f"unknown clustering method '{method}' (known: {', '.join(METHODS)})")
     if not 0 <= hash_bits <= MAX_HASH_BITS:
         raise ValueError(f"hash_bits must be in [0, {MAX_HASH_BITS}], got {hash_bits}")
     if tau < 0 or not math.isfinite(tau):
         raise ValueError(f"tau must be a finite number >= 0, got {tau}")
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
     tokens = np.asarray(tokens)
     *lead_list, n, dim = tokens.shape
     lead = tuple(lead_list)
@@ -265,6 +284,11 @@ def cluster(
         center, spread = _unit_statistics(x, ok, unit, sequences * blocks)
         hashed_x = x - center
     codes = hash_codes(hashed_x, bits, seed) if bits else np.zeros(len(x), dtype=np.int64)
+    if alone is not None:
+        # Codes >= 2^bits no hashed token has, one per position: a group of its own. (The
+        # accelerator uses 2^bits * rank instead; any unique code gives the same partition.)
+        single = _broadcast_valid(alone, lead, n).reshape(sequences * n)
+        codes = np.where(single, (1 << bits) + position, codes)
     # Groups never merge: (unit, validity, bucket); inside a group, position order.
     order = np.lexsort((position, codes, ~ok, unit))
     keys = np.stack([unit[order], ok[order], codes[order]], axis=1)
@@ -273,7 +297,7 @@ def cluster(
     starts = np.flatnonzero(boundary)
     sizes = np.diff(np.append(starts, len(order)))
     slots, comparisons = _leader_pass(
-        x[order], starts, sizes, tau, None if spread is None else spread[order]
+        x[order], starts, sizes, tau, None if spread is None else spread[order], window
     )
     # A cluster is named by its first token (flat index): the smallest member of its slot. (The
     # slot number itself is not: slot j of a group is its j-th cluster, whose first token comes
@@ -324,6 +348,35 @@ def cluster(
 # ---------------------------------------------------------------------------------------------
 # The other ops
 # ---------------------------------------------------------------------------------------------
+
+
+def keep_top(q: Array, k: Array, keep: int, mask: Array | None = None) -> Array:
+    """Per (sequence, head): rank 1..keep of the valid keys with the largest qbar . k_j (qbar the
+    mean of the valid queries, a proxy monotone in the attention mass a typical query gives key
+    j), 0 for the rest; ties go to the earliest position. q (B, H, nq, d), k (B, H, n, d), mask
+    (B, n) key padding (also the queries' when nq == n). Result (B, H, n) int64."""
+    q = np.asarray(q, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    b, heads, n, _ = k.shape
+    key_ok = np.ones((b, n), dtype=bool) if mask is None else np.asarray(mask) != 0
+    query_ok = (
+        key_ok
+        if mask is not None and q.shape[2] == n
+        else np.ones(q.shape[:1] + q.shape[2:3], bool)
+    )
+    weight = query_ok.astype(np.float64)
+    count = weight.sum(axis=-1)
+    # No valid query: qbar = 0, every score ties and the earliest valid keys are kept.
+    qbar = np.einsum("bq,bhqd->bhd", weight, q) / np.maximum(count, 1.0)[:, None, None]
+    scores = np.einsum("bhd,bhnd->bhn", qbar, k)
+    scores = np.where(key_ok[:, None, :], scores, -np.inf)
+    # Stable sort of -score: equal scores keep position order.
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    rank = np.zeros((b, heads, n), dtype=np.int64)
+    top = order[..., :keep]
+    chosen = np.take_along_axis(key_ok[:, None, :].repeat(heads, axis=1), top, axis=-1)
+    np.put_along_axis(rank, top, np.where(chosen, np.arange(1, top.shape[-1] + 1), 0), axis=-1)
+    return rank
 
 
 def _per_row_ids(ids: Array, lead: tuple[int, ...]) -> Array:

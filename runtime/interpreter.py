@@ -345,7 +345,7 @@ def _cluster(machine: Machine, f: Fields) -> None:
     from ctac.runtime.cluster_unit import ClusterTable
 
     rows, cols = f["rows"], f["cols"]
-    tokens = machine.tile(f["src"], f["src_addr"], rows, cols)
+    tokens = machine.tile(isa.ACT_BUFFER, f["src_addr"], rows, cols)
     codes = machine.tile(isa.VEC_BUFFER, f["codes_addr"], rows, 1)[:, 0]
     if not np.isfinite(codes).all() or np.abs(codes).max(initial=0) >= 2**53:
         raise CtacError("CLUSTER: a hash code is not an integer")
@@ -363,7 +363,9 @@ def _cluster(machine: Machine, f: Fields) -> None:
         raise CtacError(f"CLUSTER of {cols} features continues a table of {table.cols}")
     resident = f["resident"]
     table.load_spilled(_spill(machine, f, max(0, table.used - resident)), 0, table.used, resident)
-    ids, comparisons = table.cluster(tokens, codes.astype(np.int64), valid, f["threshold"])
+    ids, comparisons = table.cluster(
+        tokens, codes.astype(np.int64), valid, f["threshold"], f["window"]
+    )
     table.store_spilled(_spill(machine, f, max(0, table.used - resident)), 0, table.used, resident)
     machine.tile(isa.VEC_BUFFER, f["ids_addr"], rows, 1)[:, 0] = ids
     machine.stats.clusters[machine.index] = -(-comparisons // rows) if rows else 0
@@ -454,6 +456,24 @@ def _elsa_select(machine: Machine, f: Fields) -> None:
     machine.stats.clusters[machine.index] = int(np.ceil(chosen.sum(axis=1).mean()))
 
 
+def _topk(machine: Machine, f: Fields) -> None:
+    """Ranks 1..k of the largest valid scores of one row (ties: the lower column), else 0."""
+    cols, keep = f["cols"], f["k"]
+    scores = machine.tile(f["src"], f["src_addr"], 1, cols)[0].astype(np.float64)
+    valid = (
+        machine.tile(isa.VEC_BUFFER, f["valid_addr"], 1, cols)[0] != 0
+        if f["has_valid"]
+        else np.ones(cols, dtype=bool)
+    )
+    if np.isnan(scores[valid]).any():
+        raise CtacError("TOPK: a score is NaN")
+    order = np.argsort(np.where(valid, -scores, np.inf), kind="stable")[:keep]
+    order = order[valid[order]]
+    rank = np.zeros(cols, dtype=np.float32)
+    rank[order] = np.arange(1, len(order) + 1)
+    machine.tile(f["dst"], f["dst_addr"], 1, cols)[0] = rank
+
+
 SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
     "LOAD": _load,
     "STORE": _store,
@@ -471,6 +491,7 @@ SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
     "SCATTER_ADD": _scatter_add,
     "GATHER_BUF": _gather_buf,
     "ELSA_SELECT": _elsa_select,
+    "TOPK": _topk,
     "SYNC": lambda machine, f: None,
     "HALT": lambda machine, f: None,
 }

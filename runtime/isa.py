@@ -51,6 +51,10 @@ ELSA_PHASES = ("whole", "scan", "select")
 # Index of the vector unit's working buffer (`vec`), where instructions with fixed operand
 # buffers keep masks, counts and running statistics.
 VEC_BUFFER = 3
+# Index of the activation buffer (`act`), where CLUSTER reads its tokens.
+ACT_BUFFER = 0
+# Largest CLUSTER window (its 6-bit field): open rows compared per token and group.
+MAX_CLUSTER_WINDOW = 63
 
 
 @dataclass(frozen=True)
@@ -235,9 +239,10 @@ def _cluster_overflow(f: Mapping) -> int:
 def _cluster_spill_bytes(f: Mapping, hw: HardwareView) -> int:
     """DRAM traffic of a CLUSTER's spilled rows: streamed once per `candidates` tokens (each token
     keeps its nearest passing spilled rows in a candidate list that deep), and at most one row
-    per token written back."""
+    per token written back. With a window the open rows stay on chip and a spilled row is only
+    written, once."""
     over = _cluster_overflow(f)
-    passes = _ceil(f["rows"], hw.cluster_candidates)
+    passes = 0 if f.get("window") else _ceil(f["rows"], hw.cluster_candidates)
     return (
         (passes * over + min(f["rows"], over)) * cluster_row_elements(f["cols"]) * hw.element_bytes
     )
@@ -503,7 +508,7 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
     Instruction(
         "CLUSTER", 11, "cluster",
         (
-            _buf("src", "token buffer"), _addr("src_addr", "token offset (rows x cols)"),
+            _addr("src_addr", "token offset in act (rows x cols)"),
             _addr("codes_addr", "hash codes offset in vec (rows x 1)"),
             _addr("valid_addr", "validity offset in vec (rows x 1, 0 = padding)"),
             Field("has_valid", "uint", 1, "use the validity column"),
@@ -515,13 +520,18 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _dim("resident", "table rows the unit's SRAM holds; later rows live at spill"),
             _dim("table_rows", "rows in the table before the chunk (cost: at most the tokens before it)"),
             _dim("scan", "table rows compared per token (cost: the nominal worst case)"),
+            Field("window", "uint", 6, "compare a token with the rows its group opened last, at "
+                  "most this many (0: every row of the group)"),
         ),
         "One chunk of leader clustering against the cluster unit's table, which persists from "
         "the earlier chunks of the same sequence (first=1 begins an empty one): in position "
-        "order each token joins the nearest row of its group (same hash code and validity; "
-        "padding never meets real tokens) within threshold * that row's norm, updating its "
-        "running mean, else opens a row. ids get each token's row; rows are numbered by their "
-        "first token. Rows from `resident` on live in DRAM at `spill` (cols + 3 fp32 values each).",
+        "order each token (from act) joins the nearest row of its group (same hash code and "
+        "validity; padding never meets real tokens) within threshold * that row's norm, updating "
+        "its running mean, else opens a row; with window > 0 only the `window` rows its group "
+        "opened last are open (compared and updated). ids get each token's row; rows are "
+        "numbered by their first token. Rows from `resident` on live in DRAM at `spill` (cols + "
+        "3 fp32 values each); with a window they are only written (a row leaves the window "
+        "before it leaves the chip: the open rows of every group stay on chip).",
         "rows * (ceil(scan * cols / cluster lanes) + ceil(cols / cluster lanes)) (the distances "
         "to the compared rows, packed into the lanes when a row is narrower than them, plus the "
         "update) + pipeline depth; rows beyond the SRAM stream from DRAM once per `candidates` "
@@ -535,7 +545,7 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             "buffer_write": f["rows"] + _rc(f),
             "dram_bytes": _cluster_spill_bytes(f, hw),
         },
-        reads=lambda f: [(f["src"], f["src_addr"], _rc(f)), (VEC_BUFFER, f["codes_addr"], f["rows"]),
+        reads=lambda f: [(ACT_BUFFER, f["src_addr"], _rc(f)), (VEC_BUFFER, f["codes_addr"], f["rows"]),
                          *([(VEC_BUFFER, f["valid_addr"], f["rows"])] if f["has_valid"] else []), *_cluster_spill_region(f)],
         writes=lambda f: [(VEC_BUFFER, f["ids_addr"], f["rows"]), *_cluster_spill_region(f)],
     ),
@@ -629,6 +639,30 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             *([(VEC_BUFFER, f["nearest_addr"], f["rows"])] if f["phase"] == "select" or (f["phase"] == "scan" and not f["first"]) else []),
         ],
         writes=lambda f: [(VEC_BUFFER, f["nearest_addr"], f["rows"])] if f["phase"] == "scan" else [(f["dst"], f["dst_addr"], _rc(f))],
+    ),
+    Instruction(
+        "TOPK", 19, "vector",
+        (
+            _buf("dst", "rank buffer"), _addr("dst_addr", "rank row offset (1 x cols)"),
+            _buf("src", "scores buffer"), _addr("src_addr", "scores row offset (1 x cols)"),
+            _addr("valid_addr", "validity row offset in vec (1 x cols, 0 = padding)"),
+            Field("has_valid", "uint", 1, "use the validity row"),
+            _dim("cols", "scores"), _dim("k", "columns to keep"),
+        ),
+        "Top-k flags of one row of scores: dst[j] = the rank 1..k of column j among the valid "
+        "columns by descending score (ties: the lower column first), 0 for the rest (cta.keep_top: "
+        "the keys kept out of clustering).",
+        "[assumed] each lane keeps a sorted list of its k best, inserted by binary search: "
+        "ceil(log2(k + 1)) passes of ceil(cols / lanes), then k merge steps across the lanes' "
+        "lists, + pipeline depth",
+        lambda f, hw: _vector_cycles(f["cols"], hw, max(1, math.ceil(math.log2(f["k"] + 1)))) + f["k"],
+        lambda f, hw: {
+            "vector_ops": f["cols"] * max(1, math.ceil(math.log2(f["k"] + 1))),
+            "buffer_read": f["cols"] * (1 + f["has_valid"]),
+            "buffer_write": f["cols"],
+        },
+        reads=lambda f: [(f["src"], f["src_addr"], f["cols"]), *([(VEC_BUFFER, f["valid_addr"], f["cols"])] if f["has_valid"] else [])],
+        writes=lambda f: [(f["dst"], f["dst_addr"], f["cols"])],
     ),
     Instruction(
         "SYNC", 14, "control", (),

@@ -506,6 +506,7 @@ def missing_semantics() -> list[str]:
         cta.ProjectOp,
         cta.AttentionOp,
         cta.ClusterOp,
+        cta.KeepTopOp,
         cta.PoolOp,
         cta.RecoverOp,
         cta.CompressedAttentionOp,
@@ -628,7 +629,9 @@ def _project(op: cta.ProjectOp, x: Array, w: Array, b: Array | None) -> list[Arr
 
 
 @semantics(cta.ClusterOp)
-def _cluster(op: cta.ClusterOp, tokens: Array, mask: Array | None) -> list[Array]:
+def _cluster(
+    op: cta.ClusterOp, tokens: Array, mask: Array | None, alone: Array | None = None
+) -> list[Array]:
     from ctac.runtime import compression
 
     source, role = op.attributes.get("ctac.source"), op.attributes.get("ctac.role")
@@ -642,9 +645,18 @@ def _cluster(op: cta.ClusterOp, tokens: Array, mask: Array | None) -> list[Array
         seed=op.int_attr("seed"),
         max_clusters=op.int_attr("max_clusters", 0),
         block=op.int_attr("block", 0),
+        window=op.int_attr("window", 0),
         label=label,
+        alone=alone,
     )
     return [result.centroids, result.counts, result.ids]
+
+
+@semantics(cta.KeepTopOp)
+def _keep_top(op: cta.KeepTopOp, q: Array, k: Array, mask: Array | None) -> list[Array]:
+    from ctac.runtime import compression
+
+    return [compression.keep_top(q, k, op.int_attr("k"), mask)]
 
 
 @semantics(cta.PoolOp)

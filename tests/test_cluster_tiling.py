@@ -52,7 +52,7 @@ def small_hardware(directory: Path, act: float = 4, wgt: float = 4, acc: float =
 
 
 def cluster_module(lead: tuple[int, ...], n: int, dim: int, tau: float, bits: int = 4, block: int = 0,
-                   mask: bool = True, pool: bool = True) -> str:  # fmt: skip
+                   mask: bool = True, pool: bool = True, window: int = 0) -> str:  # fmt: skip
     """cta.cluster of x (lead x n x dim) [with a (batch, n) mask]; with `pool`, v pooled over its
     clusters and the pooled rows recovered, every result an output."""
     x = f"tensor<{'x'.join(map(str, (*lead, n, dim)))}xf32>"
@@ -65,6 +65,7 @@ def cluster_module(lead: tuple[int, ...], n: int, dim: int, tau: float, bits: in
     if pool:
         results += [("p", x), ("r", x)]
     extra = f", block = {block} : i64" if block else ""
+    extra += f", window = {window} : i64" if window else ""
     method = "hash-leader" if bits else "leader"
     body = (
         f'  %c, %n, %i = cta.cluster %x{", mask %m" if mask else ""} {{method = "{method}", '
@@ -359,3 +360,71 @@ def test_fewer_clusters_cost_less() -> None:
     # The many-cluster run spills the table (4096 rows > the SRAM's) and pays for the traffic.
     spill = sum(t.dram_bytes for t in profiles["many"].timings if t.name == "CLUSTER")
     assert spill > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded clustering: a window of open clusters per bucket
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_windowed_table_in_chunks_equals_the_reference(seed: int) -> None:
+    """With a window, the cluster unit in chunks makes the reference's decisions: the same ids,
+    counts and comparisons; every token is compared with at most `window` rows; a window as wide
+    as the sequence is no window at all."""
+    rng = np.random.default_rng(100 + seed)
+    n, dim, bits = int(rng.integers(50, 600)), int(rng.choice([8, 32])), int(rng.choice([0, 2, 4]))
+    window, tau = int(rng.choice([1, 2, 4, 8])), float(rng.choice([0.25, 0.5]))
+    x = repeated_tokens(rng, (n, dim), max(1, n // 3), 0.05)
+    valid = rng.random(n) > 0.2 if seed % 2 else None
+    method = "hash-leader" if bits else "leader"
+    options = dict(method=method, tau=tau, hash_bits=bits, seed=3)
+    mask = None if valid is None else valid[None]
+    reference = compression.cluster(x[None], mask, window=window, **options)
+    codes = compression.hash_codes(x.astype(np.float64), bits, 3) if bits else np.zeros(n, np.int64)
+    table, ids, comparisons = ClusterTable(dim), [], 0
+    chunk = int(rng.integers(1, 200))
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        found, compared = table.cluster(
+            x[part], codes[part], None if valid is None else valid[part], tau, window
+        )
+        ids.append(found)
+        comparisons += compared
+    centroids, counts = table.read(0, n)
+    np.testing.assert_array_equal(np.concatenate(ids), reference.ids[0])
+    np.testing.assert_array_equal(counts, reference.counts[0])
+    np.testing.assert_allclose(centroids, reference.centroids[0], rtol=1e-6, atol=1e-6)
+    assert comparisons == reference.comparisons <= window * n
+    unbounded = compression.cluster(x[None], mask, **options)
+    assert reference.comparisons <= unbounded.comparisons
+    wide = compression.cluster(x[None], mask, window=n, **options)
+    np.testing.assert_array_equal(wide.ids, unbounded.ids)
+
+
+def test_windowed_program_equals_the_reference_and_compares_less() -> None:
+    """A windowed cta.cluster on the accelerator (tiles, spilled table, pool and recover) equals
+    the reference; its CLUSTERs charge at most `window` rows per token, so the cluster unit is
+    busy for less time than without the window on the same tokens."""
+    n, dim, window = 2048, 32, 4
+    rng = np.random.default_rng(5)
+    inputs = inputs_for(rng, (1, 2), n, dim, 400)
+    busy = {}
+    for w in (0, window):
+        text = cluster_module((1, 2), n, dim, 0.25, window=w)
+        program, stats = check_equal(text, HW, inputs)
+        clusters = names(program, "CLUSTER")
+        assert all(c["window"] == w for c in clusters)
+        if w:
+            assert all(c["scan"] <= w for c in clusters)
+            scans = [stats[i] for i, (name, _) in enumerate(program.instructions)
+                     if name == "CLUSTER" and i in stats]  # fmt: skip
+            assert scans and max(scans) <= w
+        busy[w] = simulate(program, HW, stats).unit_busy["cluster"]
+    assert busy[window] < busy[0]
+
+
+def test_a_window_wider_than_the_instruction_is_refused() -> None:
+    text = cluster_module((1, 1), 64, 8, 0.25, window=isa.MAX_CLUSTER_WINDOW + 1)
+    with pytest.raises(CtacError, match="window of 64 rows"):
+        compile_module(text, HW)

@@ -697,3 +697,131 @@ def test_shared_keys_reports_and_falls_back() -> None:
     assert all("keys=shared: not for causal attention" in r.reason for r in reports)
     with pytest.raises(CtacError):
         CompressOptions(keys="per-token").check()
+
+
+# ---------------------------------------------------------------------------------------------
+# keep-top: the keys with the largest estimated attention mass stay out of clustering
+# ---------------------------------------------------------------------------------------------
+
+
+def test_keep_top_ranks_the_largest_mean_query_scores() -> None:
+    """keep_top ranks the K valid keys of largest qbar . k_j (qbar over the valid queries),
+    ties to the earliest position; padding is never kept."""
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((2, 3, 16, 8))
+    k = rng.standard_normal((2, 3, 16, 8))
+    k[0, 0, 9] = k[0, 0, 4] = 10 * q[0, 0].mean(axis=0)  # a tie between two large scores
+    mask = padding_mask(rng, 2, 16)
+    mask[0, [4, 9]] = 1
+    rank = compression.keep_top(q, k, 4, mask)
+    weight = mask.astype(float)
+    for b in range(2):
+        for h in range(3):
+            qbar = (weight[b] @ q[b, h]) / weight[b].sum()
+            scores = np.where(mask[b] != 0, k[b, h] @ qbar, -np.inf)
+            order = np.argsort(-scores, kind="stable")[:4]
+            assert list(np.flatnonzero(rank[b, h])[np.argsort(rank[b, h][rank[b, h] > 0])]) == [
+                j for j in order if mask[b, j]
+            ]
+    assert list(rank[0, 0, [4, 9]]) == [1, 2]
+    assert not (rank * (1 - mask[:, None, :])).any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), method=METHODS, keep=st.integers(0, 6))
+def test_kept_keys_are_alone_and_the_rest_cluster_as_before(
+    seed: int, method: str, keep: int
+) -> None:
+    """With `alone`, each flagged token has a cluster of its own, and the other tokens form the
+    same clusters as they do when the flagged ones are left out; no flags: today's clustering."""
+    rng = np.random.default_rng(seed)
+    x, _ = repeated_tokens(rng, (2, 2), 24, 6, 5)
+    mask = padding_mask(rng, 2, 24)
+    rank = compression.keep_top(rng.standard_normal((2, 2, 24, 6)), x, max(keep, 1), mask)
+    rank = rank if keep else np.zeros_like(rank)
+    base = compression.cluster(x, mask, method=method, tau=0.4, hash_bits=2)
+    kept = compression.cluster(x, mask, method=method, tau=0.4, hash_bits=2, alone=rank)
+    if not keep:
+        for a, b in zip(
+            (base.centroids, base.counts, base.ids),
+            (kept.centroids, kept.counts, kept.ids),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        return
+    for s in np.ndindex(2, 2):
+        ids, alone = kept.ids[s], rank[s] > 0
+        for j in np.flatnonzero(alone):
+            assert (ids == ids[j]).sum() == 1
+        # The rest: clustered as the same tokens are without the kept ones (leader order is
+        # position order inside a group, so dropping whole groups changes nothing else).
+        rest = np.flatnonzero(~alone)
+        alone_again = compression.cluster(
+            x[s][rest][None], mask[s[0]][rest][None], method=method, tau=0.4, hash_bits=2
+        )
+        same = alone_again.ids[0][:, None] == alone_again.ids[0][None, :]
+        np.testing.assert_array_equal(ids[rest][:, None] == ids[rest][None, :], same)
+
+
+def keep_top_programs(name: str, batch: int, length: int, spec: str) -> dict:
+    """For keep-top 0 and 4: the compressed module's reference output, the interpreter's output
+    of its CTA program, and the key clusterings' records."""
+    from ctac.emit import program_from_module
+    from ctac.hw import load_hardware
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.runtime.interpreter import run_program
+
+    hw = load_hardware()
+    rng = np.random.default_rng(5)
+    ids = np.tile(rng.integers(0, 128, size=(batch, 8)), (1, length // 8)).astype(np.int64)
+    inputs = {"input_ids": ids, "attention_mask": np.ones((batch, length), np.int64)}
+    if batch > 1:
+        inputs["attention_mask"][1, length - 3 :] = 0
+    shapes = {"input_ids": [batch, length], "attention_mask": [batch, length]}
+    results = {}
+    for keep in (0, 4):
+        module = import_model(MODELS / f"{name}.onnx", shapes).module
+        run_passes(module, f"canonicalize,detect-attention,cta-compress{{{spec} keep-top={keep}}}")
+        module.verify()
+        with compression.recording() as log:
+            expected = next(iter(evaluate(module, inputs).values()))
+        program = program_from_module(lower_module(module.clone(), hw))
+        outputs, _ = run_program(program, {b.index: b.capacity for b in hw.buffers}, inputs)
+        results[keep] = {
+            "expected": expected,
+            "got": next(iter(outputs.values())),
+            "key_records": [r for r in log if r.label.endswith("/kv")],
+            "text": module_text(module),
+        }
+    return results
+
+
+@pytest.mark.parametrize(
+    ("name", "batch", "length"), [("bert_ts_eager", 2, 16), ("bert_long", 1, 512)]
+)
+def test_keep_top_program_equals_reference(name: str, batch: int, length: int) -> None:
+    """keep-top on the accelerator (GEMMs for the query sum and the scores, TOPK, codes offset
+    before CLUSTER): the interpreter equals the compressed module's reference semantics, and
+    keeping keys exact never lowers a head's key clusters."""
+    results = keep_top_programs(name, batch, length, "tau-q=0.5 tau-kv=1.0 hash-bits=2")
+    for form in results.values():
+        scale = max(float(np.abs(form["expected"]).max()), 1.0)
+        assert np.abs(form["got"] - form["expected"]).max() <= 1e-5 * scale
+    assert "cta.keep_top" in results[4]["text"] and "cta.keep_top" not in results[0]["text"]
+    for before, after in zip(results[0]["key_records"], results[4]["key_records"], strict=True):
+        assert (after.clusters >= before.clusters).all()
+
+
+def test_keep_top_reports_and_falls_back() -> None:
+    """The head placement reports keep-top; other placements say it was not applied."""
+    entry = next(e for e in MODEL_ENTRIES if e["file"] == "bert_ts_eager.onnx")
+    imported = import_model(MODELS / entry["file"], shape_flags(entry))
+    run_passes(imported.module, "canonicalize,detect-attention")
+    reports = cta_compress(imported.module, CompressOptions(keep_top=2))
+    assert reports and all(r.reason == "keep-top=2" for r in reports)
+    imported = import_model(MODELS / entry["file"], shape_flags(entry))
+    run_passes(imported.module, "canonicalize,detect-attention")
+    reports = cta_compress(imported.module, CompressOptions(keep_top=2, granularity="input"))
+    assert all("keep-top: head placement only" in r.reason for r in reports)
+    with pytest.raises(CtacError):
+        CompressOptions(keep_top=-1).check()

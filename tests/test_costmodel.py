@@ -331,9 +331,9 @@ def test_readme_gpt2_profile_trace_shows_dma_overlapping_the_pe(tmp_path: Path, 
 def test_cluster_spill_traffic_takes_its_turn_on_the_dram_channel() -> None:
     """A CLUSTER whose table rows spill to DRAM streams 302,304 bytes (591 cycles at 512 B/cycle)
     from its start; a LOAD issued meanwhile finds the shared channel busy until then."""
-    cluster = ("CLUSTER", {"src": 0, "src_addr": 0, "codes_addr": 0, "valid_addr": 0, "ids_addr": 100,
+    cluster = ("CLUSTER", {"src_addr": 0, "codes_addr": 0, "valid_addr": 0, "ids_addr": 100,
                            "rows": 64, "cols": 64, "threshold": 0.1, "first": 0, "spill": 50000,
-                           "resident": 0, "table_rows": 1000, "scan": 0})  # fmt: skip
+                           "resident": 0, "table_rows": 1000, "scan": 0, "window": 0})  # fmt: skip
     load = _load(1, 0, 0, 64, 128)  # 16 KiB: 32 transfer cycles
     spill, loaded = simulate(program(cluster, load), HW).timings[:2]
     assert spill.dram_bytes == 302304

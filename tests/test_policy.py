@@ -110,19 +110,28 @@ def test_decisions_travel_with_the_program(tmp_path: Path, capsys) -> None:
 
 def test_timing_only_profiles_charge_a_cluster_ratio(tmp_path: Path, capsys) -> None:
     """`ctac profile --timing-only --cluster-ratio R` sizes CTA's work as R clusters per token:
-    fewer clusters, fewer cycles, all below the nominal worst case."""
+    fewer clusters, fewer cycles, all below the nominal worst case. Unbounded clustering
+    (window 0) compares a token with every earlier token in the worst case, more than at 1
+    cluster per token over the effective buckets; with a window both are the window."""
     from ctac.cli import main
 
-    binary = tmp_path / "cta.ctab"
-    assert main(["compile", str(MODELS / "bert_long.onnx"), "--shape",
-                 "input_ids=1x512,attention_mask=1x512", "--attention", "cta",
-                 "--cta-policy", "always", "-o", str(binary)]) == 0  # fmt: skip
-    cycles = []
-    for extra in ([], ["--cluster-ratio", "1.0"], ["--cluster-ratio", "0.25"]):
-        out = tmp_path / f"prof{len(cycles)}"
-        assert main(["profile", str(binary), "--out", str(out), "--timing-only", *extra]) == 0
-        cycles.append(json.loads((out / "profile.json").read_text())["summary"]["cycles"])
-    assert cycles[0] > cycles[1] > cycles[2]
+    def profiled(window: str) -> list[int]:
+        binary = tmp_path / f"cta{window}.ctab"
+        assert main(["compile", str(MODELS / "bert_long.onnx"), "--shape",
+                     "input_ids=1x512,attention_mask=1x512", "--attention", "cta",
+                     "--cta-policy", "always", "--cta-window", window, "-o", str(binary)]) == 0  # fmt: skip
+        cycles = []
+        for extra in ([], ["--cluster-ratio", "1.0"], ["--cluster-ratio", "0.25"]):
+            out = tmp_path / f"prof{window}_{len(cycles)}"
+            assert main(["profile", str(binary), "--out", str(out), "--timing-only", *extra]) == 0
+            cycles.append(json.loads((out / "profile.json").read_text())["summary"]["cycles"])
+        return cycles
+
+    unbounded, windowed = profiled("0"), profiled("8")
+    assert unbounded[0] > unbounded[1] > unbounded[2]
+    assert windowed[0] == windowed[1] > windowed[2]
+    assert windowed[0] < unbounded[0]
+    binary = tmp_path / "cta0.ctab"
     capsys.readouterr()
     assert (
         main(["profile", str(binary), "--out", str(tmp_path / "x"), "--cluster-ratio", "0.5"]) == 2

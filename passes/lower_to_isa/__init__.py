@@ -35,6 +35,7 @@ from ctac.passes.lower_to_isa import (  # noqa: F401
     compression,
     elementwise,
     gemm,
+    keep_top,
     movement,
 )
 from ctac.passes.lower_to_isa.core import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE, Lowering

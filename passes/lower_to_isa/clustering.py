@@ -128,9 +128,18 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
     if unit > MAX_ROWS:
         raise Unsupported(f"a clustering of {unit} tokens (at most {MAX_ROWS} per table)")
     bits = op.int_attr("hash_bits") if method == "hash-leader" else 0
+    window = op.int_attr("window", 0)
+    if window > isa.MAX_CLUSTER_WINDOW:
+        raise Unsupported(
+            f"a window of {window} rows (CLUSTER holds at most {isa.MAX_CLUSTER_WINDOW})"
+        )
     resident = table_rows_resident(lowering, dim, unit)
     tile = min(
-        lowering.half[ACT] // dim, lowering.half[WGT] // dim, lowering.half[VEC] // 4, n, MAX_ROWS
+        lowering.half[ACT] // dim,
+        lowering.half[WGT] // dim,
+        lowering.half[VEC] // (5 if op.alone is not None else 4),  # (3 + 2) columns x 2 slots
+        n,
+        MAX_ROWS,
     )
     if tile < 1:
         raise Unsupported(f"a token of {dim} features does not fit half of act and of wgt")
@@ -143,7 +152,12 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
         lowering.load(VEC, planes, lowering.hash_planes[op], dim, bits, bits)
     token_slots, table_slots = lowering.stream(ACT, tile * dim), lowering.stream(WGT, tile * dim)
     # Codes and validity are read at stage 1; ids and counts written there and stored at stage 2.
-    in_slots, out_slots = lowering.stream(VEC, 2 * tile), lowering.stream(VEC, 2 * tile)
+    # With `alone` (cta.keep_top's ranks) a third input column: a kept token's code becomes
+    # code + rank * 2^bits, a code no other token has, so it sits alone in its group.
+    alone = lowering.tensor(op.alone) if op.alone is not None else None
+    in_columns = 3 if alone is not None else 2
+    in_slots = lowering.stream(VEC, in_columns * tile)
+    out_slots = lowering.stream(VEC, 2 * tile)
     spill_size = (unit - resident) * isa.cluster_row_elements(dim)
     spill = lowering.arena.allocate(spill_size) if spill_size else 0
     table = {"cols": dim, "spill": spill, "resident": resident}
@@ -184,6 +198,17 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
         codes, id_column = in_slots.next(), out_slots.next()
         valid, count_row = codes + tile, id_column + tile
         lowering.load(ACT, source, tokens.address + flat0 * dim, total, dim, dim)
+        if alone is not None:
+            offset = 0
+            for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence):
+                run = list(run)
+                rows = sum(s.rows for s in run)
+                row = _mask_row(ox.shape_of(op.alone), lead, sequence)
+                lowering.load(
+                    VEC, codes + 2 * tile + offset, alone.address + row * n + run[0].start,
+                    rows, 1, 1,
+                )  # fmt: skip
+                offset += rows
         if mask is not None:
             offset = 0
             for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence):
@@ -199,15 +224,22 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
                           proj_addr=planes, rows=total, cols=dim, bits=bits)  # fmt: skip
         else:
             lowering.vec("copy", VEC, codes, (0, 0), total, 1, bcast="imm", imm=0.0)
+        if alone is not None:
+            ranks = codes + 2 * tile
+            lowering.vec(
+                "mul", VEC, ranks, (VEC, ranks), total, 1, bcast="imm", imm=float(1 << bits)
+            )
+            lowering.vec("add", VEC, codes, (VEC, codes), total, 1, b=(VEC, ranks), bcast="full")
         offset = 0
         for segment in segments:
             before = segment.start - segment.unit
             lowering.emit(
-                "CLUSTER", src=ACT, src_addr=source + offset * dim, codes_addr=codes + offset,
+                "CLUSTER", src_addr=source + offset * dim, codes_addr=codes + offset,
                 valid_addr=valid + offset, has_valid=int(mask is not None),
                 ids_addr=id_column + offset, rows=segment.rows, threshold=op.float_attr("tau"),
                 first=int(segment.first), table_rows=min(before, MAX_ROWS),
-                scan=min(before + segment.rows - 1, MAX_ROWS), **table,
+                scan=min(before + segment.rows - 1, window or MAX_ROWS, MAX_ROWS),
+                window=window, **table,
             )  # fmt: skip
             cluster = lowering.last
             lowering.dynamic_last("scan", cluster)
