@@ -42,6 +42,9 @@ TAU_LADDER = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 KV_RATIO = 0.6  # tau-kv / tau-q of the CLI defaults (0.3 / 0.5)
 LAYER_STEPS = (1.25, 1.5, 2.0)
 MIN_SLACK = 0.004  # the worst output row may fall this far below the target
+# What calibration compares: every output row (token), or per sequence the outputs mean-pooled
+# over its real tokens (the sentence embedding a model like all-MiniLM-L6-v2 is used for).
+FIDELITY_MEASURES = ("rows", "pooled")
 
 
 @dataclass
@@ -92,6 +95,8 @@ class Settings:
     # leader step made (1: all in one bucket; 2^hash_bits: perfectly even).
     buckets: float = 1.0
     search: list[MethodResult] = field(default_factory=list)  # every method tried
+    window: int = 0  # cta-compress window (0: every cluster of the bucket is compared)
+    measure: str = "rows"  # what the cosines compare (FIDELITY_MEASURES)
 
     @property
     def cluster_ratio(self) -> float:
@@ -106,10 +111,11 @@ class Settings:
             "[cta]\n"
             f"tau_q = {self.tau_q:.4f}\ntau_kv = {self.tau_kv:.4f}\nhash_bits = {self.hash_bits}\n"
             f'method = "{self.method}"\ngranularity = "{self.granularity}"\n'
-            f"layer_scale = [{scale}]\n\n"
+            f"window = {self.window}\nlayer_scale = [{scale}]\n\n"
             "[fidelity]  # measured on the calibration set\n"
             f"target_cosine = {self.target_cosine:g}\nmean_cosine = {self.mean_cosine:.6f}\n"
-            f"min_cosine = {self.min_cosine:.6f}\nsamples = {self.samples}\n\n"
+            f"min_cosine = {self.min_cosine:.6f}\nsamples = {self.samples}\n"
+            f'measure = "{self.measure}"\n\n'
             "[clusters]  # observed clusters per valid token, per attention layer\n"
             f"ratios = [{ratios}]\n"
             f"buckets = {self.buckets:.4f}  # effective hash buckets (comparisons observed)\n"
@@ -123,7 +129,7 @@ class Settings:
     def compress_spec(self) -> str:
         """The cta-compress pass spec of these settings."""
         return _spec(self.tau_q, self.tau_kv, self.hash_bits, self.method, self.granularity,
-                     self.layer_scale)  # fmt: skip
+                     self.layer_scale, self.window)  # fmt: skip
 
 
 def read_settings(path: str | Path) -> Settings:
@@ -144,6 +150,7 @@ def read_settings(path: str | Path) -> Settings:
             [float(r) for r in raw.get("clusters", {}).get("ratios", [])],
             float(raw.get("clusters", {}).get("buckets", 1.0)),
             [_method_result(name, entry) for name, entry in raw.get("search", {}).items()],
+            int(cta.get("window", 0)), str(fidelity.get("measure", "rows")),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise CtacError(
@@ -195,9 +202,23 @@ def _row_cosines(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
     return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
 
 
-def _fidelity(detected: ModuleOp, spec: str, samples: list[dict], exact: list[dict]):
+def _pooled(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """(batch, sequence, features) -> (batch, features): the mean over each sequence's real
+    tokens (a sentence embedding); other outputs are left as they are."""
+    if array.ndim != 3:
+        return array
+    weight = np.ones(array.shape[:2]) if mask is None or mask.shape != array.shape[:2] else mask
+    weight = np.asarray(weight, dtype=np.float64)[..., None]
+    return (array * weight).sum(axis=1) / np.maximum(weight.sum(axis=1), 1.0)
+
+
+def _fidelity(
+    detected: ModuleOp, spec: str, samples: list[dict], exact: list[dict], measure: str = "rows"
+):
     """(mean cosine, min cosine, clusters per valid token of each attention layer, effective
-    hash buckets). If every token of a sequence of n compared with all clusters so far in one
+    hash buckets). `measure` "rows": cosines of every output row (every real token's vector);
+    "pooled": of each sequence's outputs mean-pooled over its real tokens (what a sentence
+    embedding model returns). If every token of a sequence of n compared with all clusters so far in one
     bucket, a sequence forming m clusters would make about m n / 2 comparisons; the effective
     number of buckets is that over the comparisons observed."""
     from ctac.pipeline import run_passes
@@ -215,6 +236,9 @@ def _fidelity(detected: ModuleOp, spec: str, samples: list[dict], exact: list[di
         # an output laid out per token (batch, sequence, ...) is compared on real tokens only.
         mask = sample.get("attention_mask")
         for name, array in expected.items():
+            if measure == "pooled":
+                cosines.append(_row_cosines(_pooled(array, mask), _pooled(got[name], mask)))
+                continue
             rows = _row_cosines(array, got[name])
             if mask is not None and array.ndim == 3 and array.shape[:2] == mask.shape:
                 rows = rows[np.asarray(mask).reshape(-1) != 0]
@@ -233,12 +257,14 @@ def _fidelity(detected: ModuleOp, spec: str, samples: list[dict], exact: list[di
 
 
 def _spec(
-    tau_q: float, tau_kv: float, hash_bits: int, method: str, granularity: str, scale: list[float]
-) -> str:
+    tau_q: float, tau_kv: float, hash_bits: int, method: str, granularity: str, scale: list[float],
+    window: int = 0,
+) -> str:  # fmt: skip
     scales = f" layer-scale={','.join(f'{f:.4f}' for f in scale)}" if scale else ""
+    windowed = f" window={window}" if window else ""
     return (
         f"cta-compress{{tau-q={tau_q:.4f} tau-kv={tau_kv:.4f} hash-bits={hash_bits} "
-        f"method={method} granularity={granularity}{scales}}}"
+        f"method={method} granularity={granularity}{scales}{windowed}}}"
     )
 
 
@@ -248,16 +274,17 @@ def _meets(result: tuple, target: float) -> bool:
 
 def _search(
     detected: ModuleOp, samples: list[dict], exact: list[dict], target: float, hash_bits: int,
-    method: str, granularity: str, progress: Callable[[str], None] | None,
+    method: str, granularity: str, progress: Callable[[str], None] | None, window: int = 0,
+    measure: str = "rows",
 ) -> Settings:  # fmt: skip
     """One method's thresholds: the tau ladder, then the per-layer raises."""
 
     def spec(tau: float, scale: list[float]) -> str:
-        return _spec(tau, tau * KV_RATIO, hash_bits, method, granularity, scale)
+        return _spec(tau, tau * KV_RATIO, hash_bits, method, granularity, scale, window)
 
-    best_tau, best = 0.0, _fidelity(detected, spec(0.0, []), samples, exact)
+    best_tau, best = 0.0, _fidelity(detected, spec(0.0, []), samples, exact, measure)
     for tau in TAU_LADDER:
-        result = _fidelity(detected, spec(tau, []), samples, exact)
+        result = _fidelity(detected, spec(tau, []), samples, exact, measure)
         if progress:
             progress(f"{method} tau {tau:g}: mean cosine {result[0]:.5f}, min {result[1]:.5f}")
         if not _meets(result, target):
@@ -270,7 +297,7 @@ def _search(
             for step in LAYER_STEPS:
                 trial = scale.copy()
                 trial[layer] = step
-                result = _fidelity(detected, spec(best_tau, trial), samples, exact)
+                result = _fidelity(detected, spec(best_tau, trial), samples, exact, measure)
                 if not _meets(result, target):
                     break
                 scale, best = trial, result
@@ -279,7 +306,7 @@ def _search(
     return Settings(
         best_tau, best_tau * KV_RATIO, hash_bits, method, granularity,
         scale if any(f != 1.0 for f in scale) else [], target, best[0], best[1], len(samples),
-        best[2], min(best[3], float(2**hash_bits)),
+        best[2], min(best[3], float(2**hash_bits)), window=window, measure=measure,
     )  # fmt: skip
 
 
@@ -327,6 +354,8 @@ def calibrate(
     progress: Callable[[str], None] | None = None,
     methods: Sequence[str] | None = None,
     hw: Hardware | None = None,
+    window: int = 0,
+    measure: str = "rows",
 ) -> Settings:
     """Thresholds meeting `target` on `samples`, for the cheapest of `methods` (default: just
     `method`) on `hw` (default: ctac's own hardware) that meets it (see the module doc)."""
@@ -335,6 +364,8 @@ def calibrate(
 
     if not 0 < target <= 1:
         raise CtacError(f"--target-cosine must be in (0, 1], got {target}")
+    if measure not in FIDELITY_MEASURES:
+        raise CtacError(f"--fidelity must be one of {', '.join(FIDELITY_MEASURES)}, got {measure}")
     methods = list(dict.fromkeys(methods or [method]))  # in order, once each
     unknown = [m for m in methods if m not in CLUSTER_METHODS]
     if unknown:
@@ -348,7 +379,10 @@ def calibrate(
     exact = [evaluate(detected, sample) for sample in samples]
     found, results = [], []
     for name in methods:
-        settings = _search(detected, samples, exact, target, hash_bits, name, granularity, progress)
+        settings = _search(
+            detected, samples, exact, target, hash_bits, name, granularity, progress, window,
+            measure,
+        )  # fmt: skip
         result = _modelled(detected, settings, hw)
         found.append(settings)
         results.append(result)

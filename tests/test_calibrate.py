@@ -274,3 +274,32 @@ def test_text_calibration_errors(tmp_path: Path, capsys) -> None:
     renamed = _renamed_mask_model(tmp_path / "renamed.onnx")
     calibrate(renamed, "input_ids=1x16,segment_mask=1x16", "--data", text, "--tokenizer",
               tokenizer, fragments=("cannot fill input(s) ['segment_mask']",))  # fmt: skip
+
+
+def test_pooled_fidelity_compares_sentence_embeddings(tmp_path: Path, capsys) -> None:
+    """--fidelity pooled compares each sequence's outputs mean-pooled over its real tokens (padding
+    excluded); the window and the measure travel in the settings file; on these samples the
+    pooled search keeps a threshold at least as coarse as the per-row one (pooling averages the
+    per-token errors out)."""
+    from ctac.calibrate import _pooled
+
+    array = np.arange(12, dtype=np.float64).reshape(1, 3, 4)
+    mask = np.array([[1, 1, 0]])
+    np.testing.assert_allclose(_pooled(array, mask), [[2.0, 3.0, 4.0, 5.0]])
+    rng = np.random.default_rng(0)
+    paragraphs = [" ".join(rng.choice(WORDS[:5], size=12)) for _ in range(3)]
+    (tmp_path / "calib.txt").write_text("\n\n".join(paragraphs) + "\n")
+    tokenizer = _tokenizer(tmp_path / "tokenizer.json")
+    taus = {}
+    for measure in ("rows", "pooled"):
+        out = tmp_path / f"{measure}.toml"
+        assert main(["calibrate", str(BERT), "--shape", BERT_1x16, "--data",
+                     str(tmp_path / "calib.txt"), "--tokenizer", str(tokenizer),
+                     "--no-verify-attention", "--fidelity", measure, "--cta-window", "4",
+                     "-o", str(out)]) == 0  # fmt: skip
+        settings = read_settings(out)
+        assert settings.measure == measure and settings.window == 4
+        assert "window=4" in settings.compress_spec()
+        taus[measure] = settings.tau_q
+    assert taus["pooled"] >= taus["rows"]
+    capsys.readouterr()
