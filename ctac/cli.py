@@ -255,15 +255,28 @@ def _profile(args: argparse.Namespace) -> int:
             "--cluster-ratio R needs --timing-only and R > 0 (a functional run measures the "
             "clusters itself)"
         )
+    ratio, buckets = args.cluster_ratio, 1.0
+    if args.cta_settings is not None:
+        if not args.timing_only:
+            raise CtacError(
+                "--cta-settings needs --timing-only (a functional run measures the clusters itself)"
+            )
+        from ctac.calibrate import read_settings
+
+        # The calibration's ratio (its largest layer's) and hash-bucket spread; --cluster-ratio
+        # still wins for the ratio.
+        settings = read_settings(args.cta_settings)
+        ratio = settings.cluster_ratio if ratio is None else ratio
+        buckets = settings.buckets
     if not args.timing_only:
         inputs = random_inputs(program, args.seed)
         inputs.update(load_inputs(args.input))
         _, stats = execute(program, hw, inputs)
-    if args.cluster_ratio is not None:
+    if ratio is not None:
         from ctac.policy import expected_clusters
         from ctac.runtime.costmodel import simulate
 
-        profile = simulate(program, hw, expected_clusters(program, args.cluster_ratio))
+        profile = simulate(program, hw, expected_clusters(program, ratio, buckets))
     else:
         profile = profile_program(program, hw, stats)
     print(
@@ -847,6 +860,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster-ratio", type=float, default=None, metavar="R",
         help="with --timing-only: size CTA's data-dependent work as R clusters per token (e.g. "
         "a calibration's) instead of the nominal worst case",
+    )  # fmt: skip
+    profile_parser.add_argument(
+        "--cta-settings", metavar="FILE",
+        help="with --timing-only: charge the cluster ratio and hash-bucket spread a `ctac "
+        "calibrate` settings file measured",
     )  # fmt: skip
     profile_parser.add_argument(
         "--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array"

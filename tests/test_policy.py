@@ -183,3 +183,30 @@ def test_default_cta_mode_is_never_slower_than_exact(entry: dict, tmp_path: Path
         _, stats = execute(program, HW, random_inputs(program), progress=False)
         cycles[mode] = simulate(program, HW, stats.clusters).cycles
     assert cycles["cta"] <= 1.01 * cycles["exact"], cycles
+
+
+def test_timing_only_profiles_charge_a_settings_files_ratio(tmp_path: Path, capsys) -> None:
+    """`ctac profile --timing-only --cta-settings FILE` charges the calibration's cluster ratio
+    (its largest layer's) and bucket spread, as `--cluster-ratio` with that ratio does; without
+    --timing-only it is refused."""
+    from ctac.calibrate import Settings
+    from ctac.cli import main
+
+    binary = tmp_path / "cta.ctab"
+    assert main(["compile", str(MODELS / "bert_long.onnx"), "--shape",
+                 "input_ids=1x512,attention_mask=1x512", "--attention", "cta",
+                 "--cta-policy", "always", "--cta-window", "0", "-o", str(binary)]) == 0  # fmt: skip
+    settings = Settings(0.5, 0.3, 4, "hash-leader", "head", [], 0.999, 0.9995, 0.999, 4,
+                        [0.2, 0.25], 1.0)  # fmt: skip
+    (tmp_path / "cta.toml").write_text(settings.to_toml())
+    cycles = {}
+    for name, extra in (("settings", ["--cta-settings", str(tmp_path / "cta.toml")]),
+                        ("ratio", ["--cluster-ratio", "0.25"]), ("nominal", [])):  # fmt: skip
+        out = tmp_path / name
+        assert main(["profile", str(binary), "--out", str(out), "--timing-only", *extra]) == 0
+        cycles[name] = json.loads((out / "profile.json").read_text())["summary"]["cycles"]
+    assert cycles["settings"] == cycles["ratio"] < cycles["nominal"]
+    capsys.readouterr()
+    assert main(["profile", str(binary), "--out", str(tmp_path / "x"), "--cta-settings",
+                 str(tmp_path / "cta.toml")]) == 2  # fmt: skip
+    assert "needs --timing-only" in capsys.readouterr().err
