@@ -7,14 +7,18 @@ Exit codes: 0 success, 1 an internal failure (a bug: run with --debug for the tr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
+from ctac import __version__
 from ctac.errors import CtacError
 from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
 
@@ -713,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile ONNX transformers for a Compressed Token Attention accelerator.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"ctac {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     compile_parser = commands.add_parser(
@@ -945,9 +950,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ReaderMayLeave(io.TextIOBase):
+    """stdout that outlives its reader: when the pipe closes (`ctac run P | head -1`), the rest of
+    the text is dropped and the command still finishes, its output files included."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.reader_left = False
+
+    def _left(self) -> None:
+        self.reader_left = True
+        # Python flushes stdout at exit; point the descriptor at /dev/null so that cannot fail.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def write(self, text: str) -> int:
+        if not self.reader_left:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_left:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._left()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayLeave(stdout)
     try:
         return args.handler(args)
     except CtacError as exc:
@@ -966,6 +1009,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

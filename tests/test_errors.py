@@ -179,3 +179,34 @@ def test_corrupt_module_text_is_a_user_error(tmp_path: Path) -> None:
     module = tmp_path / "bad.mlir"
     module.write_text("builtin.module { this is not ir }")
     assert_user_error(run_ctac("eval", str(module)), "bad.mlir")
+
+
+def test_version() -> None:
+    from ctac import __version__
+
+    result = run_ctac("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"ctac {__version__}"
+
+
+@pytest.mark.parametrize("command", ["profile", "run", "disasm"])
+def test_a_reader_that_leaves_early_is_no_error(tmp_path: Path, command: str) -> None:
+    """`ctac profile P --out D | head -1` (and run, disasm): the pipe closes after one line, yet
+    the command exits 0 without an internal error and still writes its files."""
+    program = tmp_path / "gpt2.ctab"
+    shape = "input_ids=2x16,attention_mask=2x16"
+    compiled = run_ctac("compile", str(MODELS / "gpt2_ts_eager.onnx"), "--shape", shape, "-o",
+                        str(program))  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    extra = {"profile": ["--out", str(tmp_path / "prof")], "run": [], "disasm": []}[command]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ctac", command, str(program), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdout.readline()
+    process.stdout.close()  # the reader leaves, as `head -1` does
+    stderr = process.stderr.read() if process.stderr else ""
+    assert process.wait(timeout=120) == 0, stderr
+    assert "error" not in stderr
+    if command == "profile":
+        assert (tmp_path / "prof" / "profile.json").is_file()
+        assert (tmp_path / "prof" / "trace.json").is_file()
