@@ -133,6 +133,8 @@ def load_onnx(
 ) -> onnx.ModelProto:
     """Read and check an ONNX model, external data included (only from the model's folder)."""
     path = Path(path)
+    if path.is_dir():
+        raise CtacError(f"'{path}' is a directory; give the .onnx file inside it")
     if not path.is_file():
         raise CtacError(f"model file '{path}' not found")
     try:

@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     except (CtacError, DiagnosticException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the input file (xdsl-opt opens it itself)
+        print(f"error: cannot read '{exc.filename}': {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        if not str(exc).startswith("Unrecognized passes"):
+            raise
+        known = ", ".join(sorted(PROJECT_PASSES))
+        print(f"error: {exc}; ctac's passes: {known} (and xDSL's own)", file=sys.stderr)
+        return 2
     return 0
 
 

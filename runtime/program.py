@@ -145,6 +145,12 @@ def decode_program(
     `max_dram_elements` caps the DRAM the program may make the interpreter allocate."""
     if len(blob) < HEADER.size + 32:
         raise _fail(f"{len(blob)} bytes is shorter than a header and checksum")
+    if not blob.startswith(MAGIC):
+        # Most often an ONNX model or a text file given where a program belongs.
+        raise CtacError(
+            f"not a ctac program (it does not start with {MAGIC!r}); make one with "
+            "`ctac compile MODEL.onnx -o PROGRAM.ctab`"
+        )
     body, checksum = blob[:-32], blob[-32:]
     if hashlib.sha256(body).digest() != checksum:
         raise _fail("checksum mismatch (the file is truncated or was modified)")
@@ -159,8 +165,7 @@ def decode_program(
         symbol_bytes,
         source_bytes,
     ) = HEADER.unpack_from(body)
-    if magic != MAGIC:
-        raise _fail(f"magic {magic!r} is not {MAGIC!r}; not a ctac program")
+    assert magic == MAGIC  # checked first, above
     if version != VERSION:
         raise _fail(f"version {version}; this ctac reads version {VERSION}")
     if reserved != 0:

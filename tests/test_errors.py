@@ -210,3 +210,19 @@ def test_a_reader_that_leaves_early_is_no_error(tmp_path: Path, command: str) ->
     if command == "profile":
         assert (tmp_path / "prof" / "profile.json").is_file()
         assert (tmp_path / "prof" / "trace.json").is_file()
+
+
+def test_files_of_the_wrong_kind_are_named(tmp_path: Path) -> None:
+    """An ONNX model where a program belongs, a folder where a model belongs, a missing module
+    and a misspelt pass for ctac-opt: one clear error each, exit 2, no traceback."""
+    assert_user_error(run_ctac("run", str(MODELS / "gpt2_ts_eager.onnx")), "not a ctac program",
+                      "ctac compile")  # fmt: skip
+    assert_user_error(run_ctac("compile", str(MODELS)), "is a directory")
+    missing = subprocess.run([sys.executable, "-m", "ctac.opt", str(tmp_path / "missing.mlir")],
+                             capture_output=True, text=True)  # fmt: skip
+    assert_user_error(missing, "cannot read", "missing.mlir")
+    module = tmp_path / "m.mlir"
+    module.write_text("builtin.module {\n}\n")
+    misspelt = subprocess.run([sys.executable, "-m", "ctac.opt", str(module), "-p",
+                               "canonicalise"], capture_output=True, text=True)  # fmt: skip
+    assert_user_error(misspelt, "canonicalise", "canonicalize")

@@ -114,7 +114,7 @@ def _small_program():
     ("corrupt", "message"),
     [
         (lambda b: b[:-1], "checksum"),
-        (lambda b: b"XXXX" + b[4:], "checksum"),
+        (lambda b: b"XXXX" + b[4:], "not a ctac program"),
         (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "checksum"),
     ],
 )
@@ -135,7 +135,7 @@ def test_decoder_checks_fields_behind_a_valid_checksum() -> None:
     body = bytearray(blob[:-32])
     header = 4 + 2 + 2 + 32 + 4 + 8 + 8 + 4 + 4
     bad_magic = bytes(b"NOPE" + body[4:])
-    with pytest.raises(CtacError, match="magic"):
+    with pytest.raises(CtacError, match="not a ctac program"):
         decode_program(_resign(bad_magic), HW.digest, CAPACITIES)
     bad_version = bytearray(body)
     bad_version[4] = 9
