@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hw)
     program = load_program(args.program, hw)
     inputs = random_inputs(program, args.seed)
-    inputs.update(load_inputs(args.input))
+    inputs.update(load_inputs(args.input, list(inputs)))
     outputs, stats = execute(program, hw, inputs)
     profile = profile_program(program, hw, stats)
     errors = compare_with_onnxruntime(args.compare, inputs, outputs) if args.compare else {}
@@ -274,7 +274,7 @@ def _profile(args: argparse.Namespace) -> int:
         buckets = settings.buckets
     if not args.timing_only:
         inputs = random_inputs(program, args.seed)
-        inputs.update(load_inputs(args.input))
+        inputs.update(load_inputs(args.input, list(inputs)))
         _, stats = execute(program, hw, inputs)
     if ratio is not None:
         from ctac.policy import expected_clusters
@@ -590,7 +590,7 @@ def _eval(args: argparse.Namespace) -> int:
     inputs = random_inputs(module, args.seed)
     from ctac.run import load_inputs
 
-    inputs.update(load_inputs(args.input))
+    inputs.update(load_inputs(args.input, list(inputs)))
     outputs = evaluate(module, inputs)
     for name, array in outputs.items():
         summary = f"{name}: {array.dtype}{list(array.shape)}"

@@ -40,12 +40,18 @@ def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
     return inputs
 
 
-def load_inputs(flags: Sequence[str]) -> dict[str, np.ndarray]:
+def load_inputs(flags: Sequence[str], known: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of `--input NAME=FILE.npy` flags; with `known`, a name that is not one of the
+    program's inputs is an error (it would otherwise leave that input random, silently)."""
     inputs = {}
     for flag in flags:
         name, sep, path = flag.partition("=")
         if not sep or not name or not path:
             raise CtacError(f"--input '{flag}' should look like NAME=FILE.npy")
+        if known is not None and name not in known:
+            raise CtacError(
+                f"--input {name}: no input of that name; the inputs are {', '.join(known)}"
+            )
         try:
             inputs[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:

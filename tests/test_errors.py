@@ -226,3 +226,16 @@ def test_files_of_the_wrong_kind_are_named(tmp_path: Path) -> None:
     misspelt = subprocess.run([sys.executable, "-m", "ctac.opt", str(module), "-p",
                                "canonicalise"], capture_output=True, text=True)  # fmt: skip
     assert_user_error(misspelt, "canonicalise", "canonicalize")
+
+
+def test_a_misspelt_input_name_is_an_error(tmp_path: Path) -> None:
+    """`--input idz=x.npy` used to leave input_ids random and exit 0."""
+    program = tmp_path / "gpt2.ctab"
+    assert run_ctac("compile", str(MODELS / "gpt2_ts_eager.onnx"), "--shape",
+                    "input_ids=2x16,attention_mask=2x16", "-o", str(program)).returncode == 0  # fmt: skip
+    np.save(tmp_path / "ids.npy", np.zeros((2, 16), dtype=np.int64))
+    for command in (["run", str(program)], ["profile", str(program), "--out", str(tmp_path / "p")]):
+        result = run_ctac(*command, "--input", f"idz={tmp_path / 'ids.npy'}")
+        assert_user_error(result, "--input idz", "input_ids", "attention_mask")
+    assert run_ctac("run", str(program), "--input",
+                    f"input_ids={tmp_path / 'ids.npy'}").returncode == 0  # fmt: skip
