@@ -639,6 +639,14 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 DEFAULT_WINDOW = 8
 
 
+def _window_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cta-window", type=int, default=DEFAULT_WINDOW, metavar="W",
+        help="compare each token only with the W clusters its hash bucket opened last (bounded "
+        f"clustering work per token; default {DEFAULT_WINDOW}; 0: every cluster of the bucket)",
+    )  # fmt: skip
+
+
 def _compression_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tau",
@@ -667,11 +675,7 @@ def _compression_arguments(parser: argparse.ArgumentParser) -> None:
         help="head placement: pool the projected V over the key clusters (project), or pool the "
         "layer input per head and project only the clusters (pooled-input; same values)",
     )  # fmt: skip
-    parser.add_argument(
-        "--cta-window", type=int, default=DEFAULT_WINDOW, metavar="W",
-        help="compare each token only with the W clusters its hash bucket opened last (bounded "
-        f"clustering work per token; default {DEFAULT_WINDOW}; 0: every cluster of the bucket)",
-    )  # fmt: skip
+    _window_argument(parser)
     parser.add_argument(
         "--cta-keep-top", type=int, default=0, metavar="K",
         help="head placement: keep the K keys of each (sequence, head) with the largest "
@@ -784,11 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare every output row (token) with the exact model's (rows, the default), or "
         "each sequence's outputs mean-pooled over its real tokens (pooled: sentence embeddings)",
     )  # fmt: skip
-    calibrate_parser.add_argument(
-        "--cta-window", type=int, default=DEFAULT_WINDOW, metavar="W",
-        help=f"compare each token only with the W clusters its bucket opened last (default "
-        f"{DEFAULT_WINDOW}; 0: all)",
-    )  # fmt: skip
+    _window_argument(calibrate_parser)
     calibrate_parser.add_argument(
         "--methods", metavar="M1,M2",
         help="calibrate each of these clustering methods and keep the one meeting the target "

@@ -33,6 +33,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from xdsl.ir import SSAValue
 
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
@@ -199,26 +200,9 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
         valid, count_row = codes + tile, id_column + tile
         lowering.load(ACT, source, tokens.address + flat0 * dim, total, dim, dim)
         if alone is not None:
-            offset = 0
-            for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence):
-                run = list(run)
-                rows = sum(s.rows for s in run)
-                row = _mask_row(ox.shape_of(op.alone), lead, sequence)
-                lowering.load(
-                    VEC, codes + 2 * tile + offset, alone.address + row * n + run[0].start,
-                    rows, 1, 1,
-                )  # fmt: skip
-                offset += rows
+            _load_token_column(lowering, op.alone, alone, codes + 2 * tile, segments, lead, n)
         if mask is not None:
-            offset = 0
-            for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence):
-                run = list(run)
-                rows = sum(s.rows for s in run)
-                row = _mask_row(ox.shape_of(op.mask), lead, sequence)
-                lowering.load(
-                    VEC, valid + offset, mask.address + row * n + run[0].start, rows, 1, 1
-                )
-                offset += rows
+            _load_token_column(lowering, op.mask, mask, valid, segments, lead, n)
         if planes is not None:
             lowering.emit("HASH", dst=VEC, dst_addr=codes, src=ACT, src_addr=source, proj=VEC,
                           proj_addr=planes, rows=total, cols=dim, bits=bits)  # fmt: skip
@@ -267,6 +251,20 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
             lowering.store(VEC, count_row, counts.address + flat, 1, rows, rows)
     if spill_size:
         lowering.arena.release(spill, spill_size)
+
+
+def _load_token_column(
+    lowering: Lowering, value: SSAValue, tensor, column: int, segments: list, lead: tuple, n: int
+) -> None:
+    """One value per token of the tile (a mask or the kept-alone ranks, laid out (..., n) or
+    (batch, n)) into the vec column at `column`, a LOAD per sequence the tile spans."""
+    offset = 0
+    for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence):
+        run = list(run)
+        rows = sum(s.rows for s in run)
+        row = _mask_row(ox.shape_of(value), lead, sequence)
+        lowering.load(VEC, column + offset, tensor.address + row * n + run[0].start, rows, 1, 1)
+        offset += rows
 
 
 def _mask_row(mask_shape: tuple[int, ...], lead: tuple[int, ...], sequence: int) -> int:
