@@ -395,6 +395,19 @@ def study_length(
 # ---------------------------------------------------------------- part 2: long sequences
 
 
+def transferred(settings_file: str):
+    """MiniLM's calibrated ratios for another model (bert_long): its layers do not match
+    MiniLM's, so every layer gets, per clustering role, the largest ratio any MiniLM layer
+    formed (conservative; the queries' and the keys' apart)."""
+    from ctac.calibrate import read_settings
+    from ctac.policy import ClusterExpectation
+
+    expectation = read_settings(settings_file).expectation()
+    roles = {role for layer in expectation.layers for role in layer}
+    worst = {role: max(layer.get(role, 0.0) for layer in expectation.layers) for role in roles}
+    return ClusterExpectation(expectation.ratio, expectation.buckets, (worst,) * 1024)
+
+
 def study_long(lengths: Sequence[int], calibrations: list[dict], elsa_ratio: float, hw) -> list:
     """bert_long, timing only, at the calibrated cluster ratios (expected_clusters)."""
     from tqdm import tqdm
@@ -407,7 +420,7 @@ def study_long(lengths: Sequence[int], calibrations: list[dict], elsa_ratio: flo
             flags = ("--cta-settings", entry["file"], "--cta-policy", policy)
             variant = Variant(f"calibrated {entry['target_cosine']:g} {policy}", "calibrated",
                               "cta", flags)  # fmt: skip
-            todo.append((variant, entry["cluster_ratio"], entry["buckets"]))
+            todo.append((variant, transferred(entry["file"]), entry["buckets"]))
     results = []
     print(f"{'L':>5} {'program':<24}{'cycles':>14}{'attn rel':>9}{'cyc rel':>9}{'E rel':>8}"
           f"{'xV100 a':>9}")  # fmt: skip
@@ -426,7 +439,8 @@ def study_long(lengths: Sequence[int], calibrations: list[dict], elsa_ratio: flo
                     clusters = (
                         None if variant is EXACT else expected_clusters(program, ratio, buckets)
                     )
-                    row.update(measure(program, hw, clusters), cluster_ratio=ratio, buckets=buckets,
+                    row.update(measure(program, hw, clusters), buckets=buckets,
+                               cluster_ratio=getattr(ratio, "ratio", ratio),
                                compressed_layers=compressed_layers(program))  # fmt: skip
                     del program
                 elsa = rows[1] if len(rows) > 1 else None

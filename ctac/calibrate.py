@@ -37,6 +37,7 @@ from ctac.errors import CtacError
 
 if TYPE_CHECKING:
     from ctac.hw import Hardware
+    from ctac.policy import ClusterExpectation
 
 TAU_LADDER = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 KV_RATIO = 0.6  # tau-kv / tau-q of the CLI defaults (0.3 / 0.5)
@@ -45,6 +46,7 @@ MIN_SLACK = 0.004  # the worst output row may fall this far below the target
 # What calibration compares: every output row (token), or per sequence the outputs mean-pooled
 # over its real tokens (the sentence embedding a model like all-MiniLM-L6-v2 is used for).
 FIDELITY_MEASURES = ("rows", "pooled")
+ROLES = ("q", "kv", "qkv")  # the clustering roles cta-compress labels its cta.cluster ops with
 
 
 @dataclass
@@ -97,11 +99,22 @@ class Settings:
     search: list[MethodResult] = field(default_factory=list)  # every method tried
     window: int = 0  # cta-compress window (0: every cluster of the bucket is compared)
     measure: str = "rows"  # what the cosines compare (FIDELITY_MEASURES)
+    # Per attention layer, clusters per valid token of each clustering role ('q', 'kv', 'qkv'):
+    # the queries' threshold is higher than the keys', so they merge more.
+    role_ratios: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def cluster_ratio(self) -> float:
-        """The ratio the cost-aware policy should expect: the largest layer's."""
+        """One ratio for everything: the largest layer's (conservative)."""
         return max(self.cluster_ratios, default=1.0)
+
+    def expectation(self) -> ClusterExpectation:
+        """What the cost model should charge: each layer and role at its observed ratio (files
+        without per-role ratios: each layer at its own), anything else at the largest."""
+        from ctac.policy import ALL_ROLES, ClusterExpectation
+
+        layers = self.role_ratios or [{ALL_ROLES: r} for r in self.cluster_ratios]
+        return ClusterExpectation(self.cluster_ratio, self.buckets, tuple(layers))
 
     def to_toml(self) -> str:
         scale = ", ".join(f"{f:.4f}" for f in self.layer_scale)
@@ -118,7 +131,13 @@ class Settings:
             f'measure = "{self.measure}"\n\n'
             "[clusters]  # observed clusters per valid token, per attention layer\n"
             f"ratios = [{ratios}]\n"
-            f"buckets = {self.buckets:.4f}  # effective hash buckets (comparisons observed)\n"
+            + "".join(
+                f"{role} = [{', '.join(f'{layer.get(role, 1.0):.4f}' for layer in self.role_ratios)}]"
+                "  # its clustering role only\n"
+                for role in ROLES
+                if any(role in layer for layer in self.role_ratios)
+            )
+            + f"buckets = {self.buckets:.4f}  # effective hash buckets (comparisons observed)\n"
         ) + (
             "\n[search]  # every method tried; [cta] has the cheapest (modelled cycles) of those "
             "meeting the target\n" + "".join(result.to_toml() for result in self.search)
@@ -151,11 +170,22 @@ def read_settings(path: str | Path) -> Settings:
             float(raw.get("clusters", {}).get("buckets", 1.0)),
             [_method_result(name, entry) for name, entry in raw.get("search", {}).items()],
             int(cta.get("window", 0)), str(fidelity.get("measure", "rows")),
+            _role_ratios(raw.get("clusters", {})),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise CtacError(
             f"{path}: not a CTA settings file ({exc}); write one with `ctac calibrate`"
         ) from None
+
+
+def _role_ratios(clusters: dict) -> list[dict[str, float]]:
+    """[clusters] q = [...], kv = [...] as one {role: ratio} per layer."""
+    columns = {role: [float(r) for r in clusters[role]] for role in ROLES if role in clusters}
+    layers = max((len(column) for column in columns.values()), default=0)
+    return [
+        {role: column[i] for role, column in columns.items() if i < len(column)}
+        for i in range(layers)
+    ]
 
 
 def _method_result(name: str, entry: dict) -> MethodResult:
@@ -227,7 +257,7 @@ def _fidelity(
 
     module = detected.clone()
     run_passes(module, spec)
-    cosines, ratios = [], {}
+    cosines, ratios, roles = [], {}, {}
     one_bucket = observed = 0.0
     for sample, expected in zip(samples, exact, strict=True):
         with compression.recording() as log:
@@ -246,14 +276,23 @@ def _fidelity(
         for record in log:
             one_bucket += float(record.clusters.sum()) * record.shape[-2] / 2
             observed += record.comparisons
-            layer = record.label.split("/")[0]
-            formed, tokens = ratios.get(layer, (0.0, 0.0))
-            ratios[layer] = (formed + float(record.clusters.sum()),
-                             tokens + float(record.valid_tokens.sum()))  # fmt: skip
+            layer, _, role = record.label.partition("/")
+            formed, valid = float(record.clusters.sum()), float(record.valid_tokens.sum())
+            for table, key in ((ratios, layer), (roles, (layer, role))):
+                so_far = table.get(key, (0.0, 0.0))
+                table[key] = (so_far[0] + formed, so_far[1] + valid)
     values = np.concatenate(cosines)
     per_layer = [formed / tokens if tokens else 1.0 for formed, tokens in ratios.values()]
+    per_role = [
+        {
+            role: f / t if t else 1.0
+            for (name, role), (f, t) in roles.items()
+            if name == layer and role
+        }
+        for layer in ratios
+    ]
     buckets = max(1.0, one_bucket / observed) if observed else 1.0
-    return float(values.mean()), float(values.min()), per_layer, buckets
+    return float(values.mean()), float(values.min()), per_layer, buckets, per_role
 
 
 def _spec(
@@ -307,6 +346,7 @@ def _search(
         best_tau, best_tau * KV_RATIO, hash_bits, method, granularity,
         scale if any(f != 1.0 for f in scale) else [], target, best[0], best[1], len(samples),
         best[2], min(best[3], float(2**hash_bits)), window=window, measure=measure,
+        role_ratios=best[4],
     )  # fmt: skip
 
 
@@ -317,9 +357,7 @@ def _modelled(detected: ModuleOp, settings: Settings, hw: Hardware) -> MethodRes
 
     cycles, note = None, ""
     try:
-        decisions = decide(
-            detected, settings.compress_spec(), hw, settings.cluster_ratio, settings.buckets
-        )
+        decisions = decide(detected, settings.compress_spec(), hw, settings.expectation())
         cycles = sum(decision.cta_cycles for decision in decisions)
     except CtacError as exc:  # e.g. a method without a CLUSTER instruction (hash-spread)
         lines = str(exc).splitlines()  # "N op(s) cannot be lowered ...:" then one per op

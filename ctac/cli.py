@@ -267,10 +267,10 @@ def _profile(args: argparse.Namespace) -> int:
             )
         from ctac.calibrate import read_settings
 
-        # The calibration's ratio (its largest layer's) and hash-bucket spread; --cluster-ratio
-        # still wins for the ratio.
+        # The calibration's ratios (each layer and role its own) and hash-bucket spread;
+        # --cluster-ratio still wins for the ratio.
         settings = read_settings(args.cta_settings)
-        ratio = settings.cluster_ratio if ratio is None else ratio
+        ratio = settings.expectation() if ratio is None else ratio
         buckets = settings.buckets
     if not args.timing_only:
         inputs = random_inputs(program, args.seed)
@@ -405,16 +405,17 @@ def _policy(detected, args: argparse.Namespace) -> str:
 
 def _decisions(detected, args: argparse.Namespace) -> list:
     """The cost policy's decision for each attention of the detected module (unchanged), at the
-    --cluster-ratio or the --cta-settings file's ratio and buckets."""
+    --cluster-ratio or the --cta-settings file's ratios and buckets."""
     from ctac.hw import load_hardware
     from ctac.policy import decide
 
     settings = _settings(args)
     ratio = args.cluster_ratio
-    if ratio is None:
-        ratio = settings.cluster_ratio if settings is not None else 1.0
-    if not ratio > 0:
+    if ratio is not None and not ratio > 0:
         raise CtacError(f"--cluster-ratio must be > 0, got {ratio}")
+    if ratio is None:
+        # A calibration's observed ratios, each layer and role its own; else no merging.
+        ratio = settings.expectation() if settings is not None else 1.0
     buckets = settings.buckets if settings is not None else 1.0
     return decide(
         detected, _compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio, buckets

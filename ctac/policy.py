@@ -24,6 +24,7 @@ from ctac.hw import Hardware
 from ctac.runtime.program import Program
 
 DEFAULT_CLUSTER_RATIO = 1.0  # no merging: compression must pay even then to be chosen
+ALL_ROLES = ""  # ClusterExpectation.layers key of a ratio that holds for every role
 
 
 @dataclass(frozen=True)
@@ -41,28 +42,75 @@ class LayerDecision:
         return asdict(self)
 
 
-def expected_clusters(program: Program, ratio: float, buckets: float = 1.0) -> dict[int, int]:
+@dataclass(frozen=True)
+class ClusterExpectation:
+    """How many clusters the cost model should expect a run to form: per attention layer (in
+    program order) and clustering role ('q', 'kv', 'qkv'), clusters per token as a calibration
+    observed them, else `ratio` (the conservative default 1.0: no merging); and `buckets`, the
+    effective number of hash buckets the tokens spread over."""
+
+    ratio: float = DEFAULT_CLUSTER_RATIO
+    buckets: float = 1.0
+    layers: tuple[dict[str, float], ...] = ()  # per attention layer: role -> clusters per token
+
+    def ratio_for(self, layer: int, role: str) -> float:
+        """The layer's ratio for `role`; a layer given as {"": r} has r for every role."""
+        roles = self.layers[layer] if 0 <= layer < len(self.layers) else {}
+        return roles.get(role, roles.get(ALL_ROLES, self.ratio))
+
+    def largest(self, layer: int) -> float:
+        """The layer's largest expected ratio over its roles."""
+        roles = self.layers[layer] if 0 <= layer < len(self.layers) else {}
+        return max(roles.values(), default=self.ratio)
+
+    def describe(self, layer: int) -> str:
+        """'0.62 (q) / 0.81 (kv) clusters per token' or '1 clusters per token'."""
+        roles = self.layers[layer] if 0 <= layer < len(self.layers) else {}
+        text = " / ".join(
+            f"{value:.3g}" if role == ALL_ROLES else f"{value:.3g} ({role})"
+            for role, value in (roles or {ALL_ROLES: self.ratio}).items()
+        )
+        tail = f" over {self.buckets:.3g} effective hash buckets" if self.buckets != 1.0 else ""
+        return f"{text} clusters per token{tail}"
+
+
+def expected_clusters(
+    program: Program, ratio: float | ClusterExpectation, buckets: float = 1.0
+) -> dict[int, int]:
     """The data-dependent sizes a run forming `ratio` clusters per token would give: for each
     CLUSTER_READ (a sequence's clusters) ratio x its tokens; for each CLUSTER (rows compared per
     token) ratio x the rows its bucket holds on average, (rows before the chunk + half the chunk)
-    over `buckets` equally used buckets. The default, 1, is conservative on purpose: real tokens
-    crowd into few of the 2^bits hash buckets (the demo model compares each token with 16 rows
-    where an even spread over 16 buckets predicts 2)."""
+    over `buckets` equally used buckets. A ClusterExpectation gives each attention layer and role
+    its own ratio (and its own buckets); the layer of an instruction is the rank of its source's
+    attention name among the clustering instructions' names, in program order. The default, 1
+    bucket, is conservative on purpose: real tokens crowd into few of the 2^bits hash buckets
+    (the demo model compares each token with 16 rows where an even spread over 16 buckets
+    predicts 2)."""
+    from ctac.runtime.sources import parse_source
+
+    expectation = (
+        ratio if isinstance(ratio, ClusterExpectation) else ClusterExpectation(ratio, buckets)
+    )
     nominal: dict[int, int] = {}
     for index, field_name, source, *offset in program.dynamic:
         if not field_name:
             continue
         value = program.instructions[index][1][field_name] + (offset[0] if offset else 0)
         nominal[source] = max(nominal.get(source, 0), value)
+    layer_of: dict[str, int] = {}
     clusters = {}
-    buckets = max(buckets, 1.0)
-    for source, tokens in nominal.items():
+    buckets = max(expectation.buckets, 1.0)
+    for source in sorted(nominal):  # program order, which numbers the layers
+        tokens = nominal[source]
         name, fields = program.instructions[source]
+        parsed = parse_source(program.sources[source]) if source < len(program.sources) else None
+        layer = layer_of.setdefault(parsed.name, len(layer_of)) if parsed else -1
+        ratio_here = expectation.ratio_for(layer, parsed.role if parsed else "")
         if name == "CLUSTER":
             seen = fields["table_rows"] + fields["rows"] / 2
-            clusters[source] = max(1, min(fields["scan"], math.ceil(ratio * seen / buckets)))
+            clusters[source] = max(1, min(fields["scan"], math.ceil(ratio_here * seen / buckets)))
         else:
-            clusters[source] = max(1, math.ceil(ratio * tokens))
+            clusters[source] = max(1, math.ceil(ratio_here * tokens))
     return clusters
 
 
@@ -70,10 +118,11 @@ def decide(
     detected: ModuleOp,
     compress_spec: str,
     hw: Hardware,
-    cluster_ratio: float = DEFAULT_CLUSTER_RATIO,
+    cluster_ratio: float | ClusterExpectation = DEFAULT_CLUSTER_RATIO,
     buckets: float = 1.0,
 ) -> list[LayerDecision]:
-    """One decision per attention of the detected module (left unchanged)."""
+    """One decision per attention of the detected module (left unchanged), each layer at its
+    own expected clusters when `cluster_ratio` is a ClusterExpectation."""
     from ctac.emit import program_from_module
     from ctac.passes.assign_layers import layers_of
     from ctac.passes.lower_to_isa import lower_module
@@ -91,9 +140,12 @@ def decide(
     run_passes(compressed_module, compress_spec)
     compressed = program_from_module(lower_module(compressed_module, hw))
     exact_blocks = per_block(simulate(exact, hw))
-    cta_blocks = per_block(
-        simulate(compressed, hw, expected_clusters(compressed, cluster_ratio, buckets))
+    expectation = (
+        cluster_ratio
+        if isinstance(cluster_ratio, ClusterExpectation)
+        else ClusterExpectation(cluster_ratio, buckets)
     )
+    cta_blocks = per_block(simulate(compressed, hw, expected_clusters(compressed, expectation)))
     decisions = []
     for index, attention in enumerate(attentions):
         layer = layers.get(attention, index)
@@ -106,12 +158,14 @@ def decide(
         verdict = "compress" if pays else "keep exact"
         reason = (
             f"{verdict}: block {layer} takes {cta_cycles:,} cycles compressed vs "
-            f"{exact_cycles:,} exact at {cluster_ratio:g} clusters per token"
-            + (f" over {buckets:.3g} effective hash buckets" if buckets != 1.0 else "")
+            f"{exact_cycles:,} exact at {expectation.describe(index)}"
         )
         decisions.append(
-            LayerDecision(index, layer, name, pays, exact_cycles, cta_cycles, cluster_ratio, reason)
-        )
+            LayerDecision(
+                index, layer, name, pays, exact_cycles, cta_cycles, expectation.largest(index),
+                reason,
+            )
+        )  # fmt: skip
     return decisions
 
 

@@ -60,12 +60,16 @@ def test_calibrate_then_compile_round_trip(tmp_path: Path, capsys) -> None:
     taus = sorted({float(t) for t in re.findall(r"tau = ([0-9.e+-]+)", text)})
     scale = settings.layer_scale[0] if settings.layer_scale else 1.0
     assert taus == pytest.approx(sorted([settings.tau_kv * scale, settings.tau_q * scale]))
-    # ... and the policy expects the calibrated cluster ratio.
+    # ... and the policy expects the calibrated cluster ratios, the queries' and the keys' each.
+    roles = settings.role_ratios[0]
+    assert sorted(roles) == ["kv", "q"] and roles["q"] <= roles["kv"]  # tau-q > tau-kv
+    assert settings.cluster_ratios[0] == pytest.approx((roles["q"] + roles["kv"]) / 2, abs=1e-3)
+    assert read_settings(settings_file).role_ratios == [pytest.approx(roles, abs=1e-4)]
     assert main(["compile", str(model), "--shape", "x=1x12x16", "--attention", "cta",
                  "--cta-settings", str(settings_file), "--cta-policy", "cost",
                  "-o", str(tmp_path / "p.ctab")]) == 0  # fmt: skip
     err = capsys.readouterr().err
-    assert f"at {settings.cluster_ratio:g} clusters per token" in err
+    assert f"at {roles['q']:.3g} (q) / {roles['kv']:.3g} (kv) clusters per token" in err
 
 
 def test_calibration_fidelity_holds_on_held_out_data(tmp_path: Path) -> None:
@@ -87,7 +91,7 @@ def test_calibration_fidelity_holds_on_held_out_data(tmp_path: Path) -> None:
     exact = [evaluate(module, sample) for sample in samples]
     spec = (f"cta-compress{{tau-q={settings.tau_q:.4f} tau-kv={settings.tau_kv:.4f} "
             f"hash-bits={settings.hash_bits}}}")  # fmt: skip
-    mean, _, _, _ = _fidelity(module, spec, samples, exact)
+    mean, *_ = _fidelity(module, spec, samples, exact)
     assert mean >= 0.995
 
 

@@ -186,8 +186,10 @@ def test_default_cta_mode_is_never_slower_than_exact(entry: dict, tmp_path: Path
 
 
 def test_timing_only_profiles_charge_a_settings_files_ratio(tmp_path: Path, capsys) -> None:
-    """`ctac profile --timing-only --cta-settings FILE` charges the calibration's cluster ratio
-    (its largest layer's) and bucket spread, as `--cluster-ratio` with that ratio does; without
+    """`ctac profile --timing-only --cta-settings FILE` charges each layer the calibration's own
+    cluster ratio (and bucket spread): a file with one ratio for every layer costs what
+    `--cluster-ratio` with that ratio does, a file whose first layer merges more costs less, and
+    one whose queries merge more than their keys (per-role ratios) less still; without
     --timing-only it is refused."""
     from ctac.calibrate import Settings
     from ctac.cli import main
@@ -196,16 +198,26 @@ def test_timing_only_profiles_charge_a_settings_files_ratio(tmp_path: Path, caps
     assert main(["compile", str(MODELS / "bert_long.onnx"), "--shape",
                  "input_ids=1x512,attention_mask=1x512", "--attention", "cta",
                  "--cta-policy", "always", "--cta-window", "0", "-o", str(binary)]) == 0  # fmt: skip
-    settings = Settings(0.5, 0.3, 4, "hash-leader", "head", [], 0.999, 0.9995, 0.999, 4,
-                        [0.2, 0.25], 1.0)  # fmt: skip
-    (tmp_path / "cta.toml").write_text(settings.to_toml())
+    files = {
+        "uniform": Settings(0.5, 0.3, 4, "hash-leader", "head", [], 0.999, 0.9995, 0.999, 4,
+                            [0.25, 0.25], 1.0),
+        "per layer": Settings(0.5, 0.3, 4, "hash-leader", "head", [], 0.999, 0.9995, 0.999, 4,
+                              [0.2, 0.25], 1.0),
+        "per role": Settings(0.5, 0.3, 4, "hash-leader", "head", [], 0.999, 0.9995, 0.999, 4,
+                             [0.2, 0.25], 1.0,
+                             role_ratios=[{"q": 0.1, "kv": 0.2}, {"q": 0.1, "kv": 0.25}]),
+    }  # fmt: skip
+    runs = {name: ["--cta-settings", str(tmp_path / f"{i}.toml")] for i, name in enumerate(files)}
+    for i, settings in enumerate(files.values()):
+        (tmp_path / f"{i}.toml").write_text(settings.to_toml())
+    runs.update(ratio=["--cluster-ratio", "0.25"], nominal=[])
     cycles = {}
-    for name, extra in (("settings", ["--cta-settings", str(tmp_path / "cta.toml")]),
-                        ("ratio", ["--cluster-ratio", "0.25"]), ("nominal", [])):  # fmt: skip
-        out = tmp_path / name
+    for name, extra in runs.items():
+        out = tmp_path / name.replace(" ", "_")
         assert main(["profile", str(binary), "--out", str(out), "--timing-only", *extra]) == 0
         cycles[name] = json.loads((out / "profile.json").read_text())["summary"]["cycles"]
-    assert cycles["settings"] == cycles["ratio"] < cycles["nominal"]
+    assert cycles["uniform"] == cycles["ratio"] < cycles["nominal"], cycles
+    assert cycles["per role"] < cycles["per layer"] < cycles["uniform"], cycles
     capsys.readouterr()
     assert main(["profile", str(binary), "--out", str(tmp_path / "x"), "--cta-settings",
                  str(tmp_path / "cta.toml")]) == 2  # fmt: skip
