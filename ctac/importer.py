@@ -32,6 +32,7 @@ from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.irdl import OptOperandDef, VarOperandDef, VarResultDef
 
 from ctac.contrib import CONTRIB_DOMAIN, CONTRIB_OPS, ContribBuilder
+from ctac.contrib_fused import DECOMPOSED_OPSET, DECOMPOSITIONS, attention_mask_nodes, decompose
 from ctac.dialects import onnx as onnx_dialect
 from ctac.errors import CtacError
 from ctac.functions import check_limits, expand, has_function
@@ -252,7 +253,7 @@ class _GraphBuilder:
         }
         try:
             inferred = onnx.shape_inference.infer_node_outputs(
-                schema, node, input_types, input_data, opset_imports=list(self.model.opset_import)
+                schema, node, input_types, input_data, opset_imports=self.opset_imports()
             )
         except (
             onnx.shape_inference.InferenceError,
@@ -281,6 +282,12 @@ class _GraphBuilder:
             element = element_type_of_onnx(tensor.elem_type, f"node {_node_label(node)}")
             types.append(TensorType(element, [d.dim_value for d in tensor.shape.dim]))
         return types
+
+    def opset_imports(self) -> list[onnx.OperatorSetIdProto]:
+        """The model's opsets, the default domain's at self.opset (raised while building the
+        nodes of a fused op, ctac/contrib_fused.py)."""
+        others = [o for o in self.model.opset_import if o.domain not in ("", "ai.onnx")]
+        return [onnx.helper.make_opsetid("", self.opset), *others]
 
     def type_proto(self, value: SSAValue) -> onnx.TypeProto:
         return onnx.helper.make_tensor_type_proto(
@@ -322,7 +329,10 @@ class _GraphBuilder:
             supported = (
                 node.domain in ("", "ai.onnx")
                 and (node.op_type in onnx_dialect.OP_BY_ONNX_TYPE or has_function(node, self.opset))
-            ) or (node.domain == CONTRIB_DOMAIN and node.op_type in CONTRIB_OPS)
+            ) or (
+                node.domain == CONTRIB_DOMAIN
+                and (node.op_type in CONTRIB_OPS or node.op_type in DECOMPOSITIONS)
+            )
             if not supported:
                 domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
                 unsupported.append(f"'{node.name or node.output[0]}' ({domain}{node.op_type})")
@@ -332,8 +342,31 @@ class _GraphBuilder:
                 + ", ".join(unsupported)
             )
 
-    def build_contrib(self, node: onnx.NodeProto) -> None:
-        """onnxruntime's fused attention ops, straight to cta ops (ctac/contrib.py)."""
+    def build_contrib(self, node: onnx.NodeProto, depth: int = 0) -> None:
+        """onnxruntime's fused attention ops, straight to cta ops (ctac/contrib.py); its other
+        fused ops as the standard nodes they stand for (ctac/contrib_fused.py)."""
+
+        def type_of(name: str) -> tuple[tuple[int, ...], np.dtype]:
+            value = self.operand(name, node)
+            element = onnx_dialect.element_of(value)
+            return tuple(onnx_dialect.shape_of(value)), onnx_dialect.numpy_dtype(element)
+
+        inner: list[onnx.NodeProto] = []
+        if node.op_type in DECOMPOSITIONS:
+            inner = decompose(node, type_of, self.used_names)
+        elif node.op_type == "Attention" and (converted := attention_mask_nodes(node, type_of)):
+            inner, node = converted
+        if inner:
+            self.used_names.update(name for each in inner for name in each.input)
+            opset = self.opset
+            self.opset = max(opset, DECOMPOSED_OPSET)  # the nodes are written for it
+            try:
+                for each in inner:
+                    self.build_node(each, depth + 1)
+            finally:
+                self.opset = opset
+            if node.op_type in DECOMPOSITIONS:
+                return
         inputs = [self.operand(n, node) if n else None for n in node.input]
         builder = ContribBuilder(node, inputs, self.add, self.used_names)
         results = CONTRIB_OPS[node.op_type](builder)
@@ -383,7 +416,7 @@ class _GraphBuilder:
 
     def build_node(self, node: onnx.NodeProto, depth: int = 0) -> None:
         if node.domain == CONTRIB_DOMAIN:
-            self.build_contrib(node)
+            self.build_contrib(node, depth)
             return
         if node.op_type not in onnx_dialect.OP_BY_ONNX_TYPE:
             self.build_from_function(node, depth)

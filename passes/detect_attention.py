@@ -829,6 +829,32 @@ def _additive_mask(scores: Scores, new_ops: list[Operation]) -> SSAValue:
     return total
 
 
+FUSED_BY_ONNXRUNTIME = "com.microsoft."  # ctac.form of attention imported from a fused op
+
+
+def imported_report(attention: cta.AttentionOp) -> DetectionReport | None:
+    """The report of an attention the importer built from onnxruntime's fused Attention or
+    MultiHeadAttention (ctac/contrib.py): nothing to detect or prove, but a layer all the same."""
+    form = attention.attributes.get("ctac.form")
+    if not isinstance(form, StringAttr) or not form.data.startswith(FUSED_BY_ONNXRUNTIME):
+        return None
+    source = attention.attributes.get("ctac.source")
+    q_shape, k_shape = _shape(attention.query), _shape(attention.key)
+    return DetectionReport(
+        layer=source.data if isinstance(source, StringAttr) else "attention",
+        form=f"{form.data} (fused by onnxruntime)",
+        num_heads=attention.int_attr("num_heads"),
+        kv_heads=attention.int_attr("kv_heads"),
+        head_dim=attention.int_attr("head_dim"),
+        q_len=q_shape[2],
+        kv_len=k_shape[2],
+        mask_kind=attention.str_attr("mask_kind", "none"),
+        causal=bool(attention.int_attr("causal", 0)),
+        projections="imported",
+        verified="not needed (imported from the fused op)",
+    )
+
+
 def detect_in_function(
     module: ModuleOp, function: func.FuncOp, verify: bool, seed: int
 ) -> tuple[list[DetectionReport], list[str]]:
@@ -845,6 +871,9 @@ def _detect_in_function(
     reports: list[DetectionReport] = []
     refused: list[str] = []
     for op in list(function.body.block.ops):
+        if isinstance(op, cta.AttentionOp) and (imported := imported_report(op)):
+            reports.append(imported)
+            continue
         if not isinstance(op, ox.SoftmaxOp) or op.parent_block() is None:
             continue
         match = match_attention(op)
