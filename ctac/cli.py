@@ -80,6 +80,10 @@ def _front_end(args: argparse.Namespace, emit: str):
         for line in refused:
             print(f"warning: attention match refused at {line}", file=sys.stderr)
         if getattr(args, "attention", "exact") == "cta" and emit != "cta-detected":
+            from ctac.passes.cta_compress import uncompressible
+
+            for layer, reason in uncompressible(imported.module):
+                print(f"warning: attention '{layer}' stays exact: {reason}", file=sys.stderr)
             keep_exact = _policy(imported.module, args)
             run_passes(imported.module, _compress_spec(args, keep_exact))
         if getattr(args, "attention", "exact") == "elsa" and emit != "cta-detected":

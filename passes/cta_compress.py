@@ -331,6 +331,26 @@ def _project_on(project: cta.ProjectOp, table: SSAValue) -> cta.ProjectOp:
     return op
 
 
+def refusal(attention: cta.AttentionOp) -> str | None:
+    """Why CTA cannot compress this attention (None: it can)."""
+    if attention.str_attr("mask_kind", "none") == "additive":
+        return (
+            "its mask is additive (a bias per query and key, e.g. a float attention-mask input), "
+            "which clustered queries and keys cannot carry; feed a 0/1 key mask instead"
+        )
+    return None
+
+
+def uncompressible(module: ModuleOp) -> list[tuple[str, str]]:
+    """(layer, reason) of every attention of the module CTA cannot compress."""
+    found = []
+    for op in module.walk():
+        if isinstance(op, cta.AttentionOp) and (reason := refusal(op)):
+            source = op.attributes.get("ctac.source")
+            found.append((source.data if isinstance(source, StringAttr) else "attention", reason))
+    return found
+
+
 def rewrite_attention(
     attention: cta.AttentionOp, options: CompressOptions, tau_q: float, tau_kv: float
 ) -> CompressionReport:
@@ -338,10 +358,9 @@ def rewrite_attention(
     source_attr = attention.attributes.get("ctac.source")
     source = source_attr.data if isinstance(source_attr, StringAttr) else "attention"
     kind = attention.str_attr("mask_kind", "none")
-    if kind == "additive":
-        return CompressionReport(
-            source, "skipped", tau_q, tau_kv, "additive mask: a per (query, key) bias"
-        )
+    refused = refusal(attention)
+    if refused:
+        return CompressionReport(source, "skipped", tau_q, tau_kv, refused)
     mask = attention.mask if kind == "key_padding" else None
     causal = bool(attention.int_attr("causal", 0))
     q_len, kv_len = _shape(attention.query)[2], _shape(attention.key)[2]

@@ -261,3 +261,18 @@ def test_inspect_counts_attention_fused_by_onnxruntime(tmp_path: Path, capsys) -
             "always", "-o", str(out)]  # fmt: skip
     assert main(argv) == 0
     assert main(["run", str(out), "--compare", str(path), "--json"]) == 0
+
+
+def test_attention_cta_cannot_compress_is_named(tmp_path: Path, capsys) -> None:
+    """--attention cta on a layer with an additive mask (here onnxruntime's 3-D mask, turned into
+    its additive bias) keeps it exact and says so, naming the layer and the fix."""
+    from ctac.cli import main
+
+    path = bert_like(tmp_path / "bert.onnx", "per_query")
+    shapes = f"ids={B}x{S},segments={B}x{S},mask={B}x{S},mask3={B}x{S}x{S}"
+    argv = ["compile", str(path), "--shape", shapes, "--attention", "cta", "--cta-policy",
+            "always", "-o", str(tmp_path / "b.ctab")]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: attention 'context' stays exact: its mask is additive" in err
+    assert "feed a 0/1 key mask instead" in err
