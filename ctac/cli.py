@@ -568,7 +568,13 @@ def _inspect(args: argparse.Namespace) -> int:
     rows = [asdict(report) for report in reports]
     # What `ctac compile --attention cta` would decide for each layer (--cta-policy always: no
     # decision, every layer compressed); attentions and reports are both in program order.
-    decisions = _decisions(detected, args) if args.cta_policy == "cost" and rows else []
+    try:
+        decisions = _decisions(detected, args) if args.cta_policy == "cost" and rows else []
+    except CtacError as exc:  # the policy compiles the model; inspect still reports its layers
+        reason = "not decided: the model cannot be compiled: " + str(exc).splitlines()[0]
+        decisions = []
+        for row in rows:
+            row["cta_policy"] = {"compress": None, "reason": reason}
     for row, decision in zip(rows, decisions, strict=False):
         row["cta_policy"] = decision.to_json()
     if args.json:

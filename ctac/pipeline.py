@@ -51,6 +51,12 @@ def _cta_compress() -> type[ModulePass]:
     return CtaCompressPass
 
 
+def _legalize_for_isa() -> type[ModulePass]:
+    from ctac.passes.legalize import LegalizeForIsaPass
+
+    return LegalizeForIsaPass
+
+
 def _assign_layers() -> type[ModulePass]:
     from ctac.passes.assign_layers import AssignLayersPass
 
@@ -65,6 +71,7 @@ PROJECT_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "elsa-filter": _elsa_filter,
     "cta-compress": _cta_compress,
     "assign-layers": _assign_layers,
+    "legalize-for-isa": _legalize_for_isa,
 }
 
 

@@ -276,3 +276,22 @@ def test_attention_cta_cannot_compress_is_named(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "warning: attention 'context' stays exact: its mask is additive" in err
     assert "feed a 0/1 key mask instead" in err
+
+
+def test_inspect_reports_layers_of_a_model_it_cannot_compile(tmp_path: Path, capsys) -> None:
+    """The cost policy compiles the model; when that fails (an op with no lowering after the
+    attention), inspect still lists the layers and says why nothing was decided."""
+    import json
+
+    from ctac.cli import main
+
+    path = bert_like(tmp_path / "bert.onnx", "index")
+    model = onnx.load(str(path))
+    model.graph.node.append(helper.make_node("Floor", ["y"], ["floored"]))
+    model.graph.output[0].name = "floored"
+    onnx.save(model, str(path))
+    shapes = f"ids={B}x{S},segments={B}x{S},mask={B}x{S}"
+    assert main(["inspect", str(path), "--shape", shapes, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["attention"]
+    assert row["cta_policy"]["compress"] is None
+    assert "not decided: the model cannot be compiled" in row["cta_policy"]["reason"]

@@ -26,6 +26,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from ctac.hw import Hardware, load_hardware
+from ctac.passes.legalize import legalize, needs_legalizing
 
 # The op-family modules register their lowerings on import.
 from ctac.passes.lower_to_isa import (  # noqa: F401
@@ -59,7 +60,11 @@ class LowerToIsaPass(ModulePass):
 
 
 def lower_module(module: ModuleOp, hw: Hardware) -> ModuleOp:
-    """A new ctaisa module for `module` (which is left unchanged)."""
+    """A new ctaisa module for `module` (which is left unchanged): ops the ISA has no lowering
+    for but can compute another way are first rewritten on a copy (passes/legalize.py)."""
+    if needs_legalizing(module):
+        module = module.clone()
+        legalize(module)
     return Lowering(module, hw).run()
 
 

@@ -1,0 +1,147 @@
+"""legalize-for-isa: rewrite ops the accelerator has no lowering for into ops it has.
+
+The vector unit reduces along a tile's rows and its ALU has max and min, so:
+- Clip(x, lo, hi) becomes Min(Max(x, lo), hi) (either bound may be absent);
+- a reduction over axes other than just the last (a sentence-transformers mean-pooling head sums
+  over the sequence axis) becomes Transpose (reduced axes last) -> Reshape (them flattened into
+  one) -> the same reduction over the last axis -> Reshape (keepdims).
+Both are exact rewrites (the same numbers in the same order per output element, up to the float
+summation order of the reduction). lower-to-isa runs this on its own copy of the module, so the
+module a user prints or evaluates is left as imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, ModuleOp, TensorType, i64
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    GreedyRewritePatternApplier,
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+
+from ctac.dialects import onnx as ox
+
+REDUCTIONS = (ox.ReduceSumOp, ox.ReduceMeanOp, ox.ReduceMaxOp, ox.ReduceMinOp)
+
+
+class ClipToMinMax(RewritePattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: ox.ClipOp, rewriter: PatternRewriter) -> None:
+        value: SSAValue = op.input
+        new_ops: list[Operation] = []
+        for bound, variadic in ((op.min, ox.MaxOp), (op.max, ox.MinOp)):
+            if bound is None:
+                continue
+            new = variadic.build(operands=[[value, bound]], result_types=[op.output.type])
+            new_ops.append(new)
+            value = new.results[0]
+        if not new_ops:  # Clip without bounds is the identity
+            new_ops.append(ox.IdentityOp.build(operands=[value], result_types=[op.output.type]))
+        rewriter.replace(op, new_ops)
+
+
+def _constant(values: list[int]) -> ox.ConstantOp:
+    return ox.ConstantOp.from_numpy(np.array(values, dtype=np.int64))
+
+
+def _reshape(value: SSAValue, shape: list[int], new_ops: list[Operation]) -> SSAValue:
+    shape_op = _constant(shape)
+    reshape = ox.ReshapeOp.build(
+        operands=[value, shape_op.results[0]],
+        result_types=[TensorType(ox.element_of(value), shape)],
+    )
+    new_ops += [shape_op, reshape]
+    return reshape.results[0]
+
+
+def reduced_axes(op: ox.ReduceOp) -> list[int] | None:
+    """The axes `op` reduces (sorted, non-negative), or None when they are not constants."""
+    rank = len(ox.shape_of(op.data))
+    if op.axes is None:
+        return list(range(rank))
+    owner = op.axes.owner
+    if not isinstance(owner, ox.ConstantOp):
+        return None
+    axes = sorted({int(a) % rank for a in owner.to_numpy().reshape(-1)})
+    return axes or list(range(rank))
+
+
+class ReduceOverLastAxis(RewritePattern):
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        if not isinstance(op, REDUCTIONS):
+            return
+        shape = list(ox.shape_of(op.data))
+        rank = len(shape)
+        axes = reduced_axes(op)
+        if axes is None or axes == [rank - 1] or rank == 0:
+            return
+        if op.axes is not None and op.int_attr("noop_with_empty_axes", 0):
+            owner = op.axes.owner
+            if isinstance(owner, ox.ConstantOp) and owner.to_numpy().size == 0:
+                return  # the identity; left to the lowering to refuse or copy
+        kept = [a for a in range(rank) if a not in axes]
+        perm = kept + axes
+        new_ops: list[Operation] = []
+        value: SSAValue = op.data
+        if perm != list(range(rank)):
+            transpose = ox.TransposeOp.build(
+                operands=[value],
+                result_types=[TensorType(ox.element_of(value), [shape[p] for p in perm])],
+                properties={"perm": DenseArrayBase.from_list(i64, perm)},
+            )
+            new_ops.append(transpose)
+            value = transpose.results[0]
+        kept_shape = [shape[a] for a in kept]
+        flat = int(np.prod([shape[a] for a in axes]))
+        # A reduction to a scalar keeps one row to reduce: (1, N) -> (1,).
+        rows = kept_shape or [1]
+        if list(ox.shape_of(value)) != [*rows, flat]:
+            value = _reshape(value, [*rows, flat], new_ops)
+        last = _constant([-1])
+        reduce = type(op).build(
+            operands=[value, [last.results[0]]],
+            result_types=[TensorType(ox.element_of(value), rows)],
+            properties={"keepdims": IntegerAttr(0, i64)},
+        )
+        new_ops += [last, reduce]
+        value = reduce.results[0]
+        out_shape = list(ox.shape_of(op.reduced))
+        if out_shape != rows:
+            value = _reshape(value, out_shape, new_ops)
+        rewriter.replace(op, new_ops, [value])
+
+
+@dataclass(frozen=True)
+class LegalizeForIsaPass(ModulePass):
+    """Clip -> Max/Min; reductions over any axes -> a reduction over the last axis."""
+
+    name = "legalize-for-isa"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        legalize(op)
+
+
+def legalize(module: ModuleOp) -> None:
+    PatternRewriteWalker(
+        GreedyRewritePatternApplier([ClipToMinMax(), ReduceOverLastAxis()]),
+        apply_recursively=True,
+    ).rewrite_module(module)
+
+
+def needs_legalizing(module: ModuleOp) -> bool:
+    for op in module.walk():
+        if isinstance(op, ox.ClipOp):
+            return True
+        if isinstance(op, REDUCTIONS):
+            axes = reduced_axes(op)
+            if axes is not None and axes != [len(ox.shape_of(op.data)) - 1]:
+                return True
+    return False
