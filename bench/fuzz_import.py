@@ -4,6 +4,11 @@ Each case copies one test model into its own folder, mutates it (truncation, byt
 protobuf fields: huge / negative / zero dims, wrong dtypes, dangling, duplicate or cyclic value
 names, external data pointing with `../`, absolute paths or symlinks out of the folder, tensors
 declaring more bytes than their file holds, ...) and imports it with `ctac.importer.import_model`.
+Issue 17's kinds (computed_size: Expand / ConstantOfShape / Pad / Range / Concat / broadcasts to
+huge shapes; io_dtype: inputs and outputs in dtypes the program format may not hold; output_name:
+outputs named 'file', 'allow_pickle', ...; npy_header: hostile --input .npy files) and a few
+others go on past the import: canonicalize, the reference evaluator, lowering, the program
+loader's checks, the interpreter and the .npz writer (`_exercise`).
 
 A case passes when the import succeeds or raises CtacError, within 10 s, without opening any
 file outside the model's folder that belongs to the case (a sentinel file next to the folder,
@@ -72,6 +77,7 @@ class Case:
         self.secret.write_bytes(SENTINEL)
         self.path = self.folder / "model.onnx"
         self.shapes = {name: list(spec["shape"]) for name, spec in entry["inputs"].items()}
+        self.input_flag: str | None = None
 
 
 def _pick_tensor(rng: random.Random, model: onnx.ModelProto) -> TensorProto | None:
@@ -348,6 +354,184 @@ def m_empty(rng, model, case):
     return rng.choice([b"", b"\0" * 64, b"not an onnx file\n", os.urandom(256)])
 
 
+# --- issue 17: computed sizes, input/output dtypes, output names, --input .npy headers ----------
+# These cases go on past the import (run_case's _exercise): canonicalize, the reference evaluator
+# on random inputs, lowering, the program loader's checks, the interpreter and the .npz writer.
+
+# Sizes around the fuzzer's 1 MiB cap (2**18 float32 is exactly 1 MiB) and far past any memory.
+COMPUTED_DIMS = [2**18, 2**18 + 1, 2**16, 2**20, 2**31, 2**40, 3]
+
+
+def _int64(name: str, values) -> TensorProto:
+    return onnx.helper.make_tensor(name, TensorProto.INT64, [len(values)], list(values))
+
+
+def m_computed_size(rng, model, case):
+    """A node whose result is far larger than any tensor in the file: Expand, ConstantOfShape,
+    Tile, Pad, a broadcast, Range or Concat (issue 17 class 1)."""
+    graph = model.graph
+    inputs = _real_inputs(model)
+    source = rng.choice(inputs)
+    rank = len(case.shapes.get(source.name) or source.type.tensor_type.shape.dim)
+    big = rng.choice(COMPUTED_DIMS)
+    kind = rng.choice(
+        ["expand", "constant_of_shape", "tile", "pad", "broadcast", "range", "concat"]
+    )
+    prefix = f"fuzz_{kind}"
+    nodes = []
+    if kind == "expand":
+        graph.initializer.append(_int64(f"{prefix}_shape", [big] * rng.choice([1, 2]) + [1] * rank))
+        nodes.append(onnx.helper.make_node("Expand", [source.name, f"{prefix}_shape"], [prefix]))
+    elif kind == "constant_of_shape":
+        graph.initializer.append(_int64(f"{prefix}_shape", [big] * rng.choice([1, 2, 3])))
+        nodes.append(onnx.helper.make_node("ConstantOfShape", [f"{prefix}_shape"], [f"{prefix}_c"]))
+        nodes.append(onnx.helper.make_node("Add", [f"{prefix}_c", f"{prefix}_c"], [prefix]))
+    elif kind == "tile" and rank:
+        graph.initializer.append(_int64(f"{prefix}_repeats", [big] + [1] * (rank - 1)))
+        nodes.append(onnx.helper.make_node("Tile", [source.name, f"{prefix}_repeats"], [prefix]))
+    elif kind == "pad" and rank:
+        graph.initializer.append(_int64(f"{prefix}_pads", [big] * (2 * rank)))
+        nodes.append(onnx.helper.make_node("Pad", [source.name, f"{prefix}_pads"], [prefix]))
+    elif kind == "broadcast":
+        graph.initializer.append(_int64(f"{prefix}_a", [big, 1]))
+        graph.initializer.append(_int64(f"{prefix}_b", [1, big]))
+        nodes.append(onnx.helper.make_node("ConstantOfShape", [f"{prefix}_a"], [f"{prefix}_x"]))
+        nodes.append(onnx.helper.make_node("ConstantOfShape", [f"{prefix}_b"], [f"{prefix}_y"]))
+        nodes.append(onnx.helper.make_node("Mul", [f"{prefix}_x", f"{prefix}_y"], [prefix]))
+    elif kind == "range":
+        for name, v in (("start", 0), ("limit", big), ("delta", 1)):
+            graph.initializer.append(
+                onnx.helper.make_tensor(f"{prefix}_{name}", TensorProto.INT64, [], [v])
+            )
+        nodes.append(
+            onnx.helper.make_node(
+                "Range", [f"{prefix}_start", f"{prefix}_limit", f"{prefix}_delta"], [prefix]
+            )
+        )
+    else:
+        graph.initializer.append(_int64(f"{prefix}_shape", [big]))
+        nodes.append(onnx.helper.make_node("ConstantOfShape", [f"{prefix}_shape"], [f"{prefix}_c"]))
+        names = [f"{prefix}_c"] * rng.choice([2, 64])
+        nodes.append(onnx.helper.make_node("Concat", names, [prefix], axis=0))
+    graph.node.extend(nodes)
+    if nodes and rng.random() < 0.5:  # also a graph output, its sizes left to inference
+        element = source.type.tensor_type.elem_type
+        out_rank = {"expand": None, "tile": rank, "pad": rank, "broadcast": 2}.get(kind, 1)
+        if kind == "expand":
+            out_rank = len(graph.initializer[-1].dims and graph.initializer[-1].int64_data)
+        if kind in ("constant_of_shape", "broadcast", "concat"):
+            element = TensorProto.FLOAT
+            if kind == "constant_of_shape":
+                out_rank = len(graph.initializer[-1].int64_data)
+        elif kind == "range":
+            element = TensorProto.INT64
+        dims = [f"{prefix}_d{axis}" for axis in range(out_rank)]
+        graph.output.append(onnx.helper.make_tensor_value_info(prefix, element, dims))
+    return None
+
+
+IO_DTYPES = [TensorProto.DOUBLE, TensorProto.INT16, TensorProto.UINT16, TensorProto.FLOAT16,
+             TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL, TensorProto.INT32,
+             TensorProto.UINT64, TensorProto.STRING, TensorProto.COMPLEX64]  # fmt: skip
+
+
+def m_io_dtype(rng, model, case):
+    """An input or output in a dtype the program format may not hold, with a Cast next to it
+    so the graph stays consistent (issue 17 class 3)."""
+    graph = model.graph
+    element = rng.choice(IO_DTYPES)
+    if rng.random() < 0.5:
+        value = rng.choice(_real_inputs(model))
+        original = value.type.tensor_type.elem_type
+        value.type.tensor_type.elem_type = element
+        renamed = f"{value.name}_fuzz_cast"
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name == value.name:
+                    node.input[i] = renamed
+        graph.node.insert(0, onnx.helper.make_node("Cast", [value.name], [renamed], to=original))
+    else:
+        value = rng.choice(list(graph.output))
+        renamed = f"{value.name}_fuzz_cast"
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name == value.name:
+                    node.output[i] = renamed
+            for i, name in enumerate(node.input):
+                if name == value.name:
+                    node.input[i] = renamed
+        graph.node.append(onnx.helper.make_node("Cast", [renamed], [value.name], to=element))
+        value.type.tensor_type.elem_type = element
+    return None
+
+
+OUTPUT_NAMES = ["file", "allow_pickle", "args", "kwds", "a/b", "../up", "x.npy", "naïve",
+                "", " ", "arr_0", "output" * 200, "with\nnewline"]  # fmt: skip
+
+
+def m_output_name(rng, model, case):
+    """An output named like np.savez's parameters, or oddly (issue 17 class 4)."""
+    graph = model.graph
+    value = rng.choice(list(graph.output))
+    new = rng.choice(OUTPUT_NAMES)
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name == value.name:
+                node.output[i] = new
+        for i, name in enumerate(node.input):
+            if name == value.name:
+                node.input[i] = new
+    value.name = new
+    return None
+
+
+def _npy_header(rng) -> bytes:
+    descr = rng.choice(
+        ["<f4", ">f4", "<f8", ">i8", "<i4", "|b1", "<c16", "|O", "<U3", "|S4", "|V8",
+         [("a", "<i4"), ("b", "<f4")], "<f4", "<i8", "bogus", "<M8[s]"]
+    )  # fmt: skip
+    shape = rng.choice(
+        [(2, 16), (10**12,), (2**31, 2**31), (-1, 16), (), (0,), (2, 16, 1), (16, 2),
+         (1 << 62, 4), "nonsense", (2.5, 16)]
+    )  # fmt: skip
+    header = {"descr": descr, "fortran_order": rng.random() < 0.2, "shape": shape}
+    if rng.random() < 0.1:
+        header = rng.choice(["{}", "[1, 2]", "{'descr': '<f4'}", "__import__('os')", "x" * 70000])
+    text = (header if isinstance(header, str) else repr(header)).encode("latin1", "replace")
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    version = rng.choice([(1, 0), (1, 0), (2, 0), (3, 0), (9, 9)])
+    length = len(text).to_bytes(2 if version[0] == 1 else 4, "little")
+    magic = b"\x93NUMPY" + bytes(version)
+    if rng.random() < 0.05:
+        magic = b"\x93NUMPZ" + bytes(version)
+    data = os.urandom(rng.choice([0, 16, 128, 2 * 16 * 8]))
+    return magic + length + text + data
+
+
+def m_npy_header(rng, model, case):
+    """A hostile --input .npy for one of the model's inputs (issue 17 class 8); _exercise loads
+    it with ctac.run.load_inputs against the model's input signature."""
+    value = rng.choice(_real_inputs(model))
+    path = case.folder / "input.npy"
+    choice = rng.random()
+    shape = case.shapes.get(value.name) or [2, 16]
+    if choice < 0.6:
+        path.write_bytes(_npy_header(rng))
+    elif choice < 0.8:
+        array = rng.choice(
+            [np.zeros(shape, np.float64) + 0.5, np.zeros(shape, ">i8"), np.zeros(shape, np.int32),
+             np.zeros(shape, np.uint64) + 2**63, np.zeros(shape, complex), np.zeros(shape, bool),
+             np.full(shape, "a"), np.zeros(shape, "V4")]
+        )  # fmt: skip
+        np.save(path, array)
+    else:
+        np.save(path, np.zeros(shape, np.float32))
+        blob = path.read_bytes()
+        path.write_bytes(blob[: rng.randrange(len(blob))])
+    case.input_flag = f"{value.name}={path}"
+    return None
+
+
 MUTATIONS: dict[str, Callable] = {
     "truncate": m_truncate,
     "byte_flip": m_byte_flip,
@@ -368,7 +552,13 @@ MUTATIONS: dict[str, Callable] = {
     "sparse_or_function": m_sparse_or_function,
     "shape_flags": m_shape_flags,
     "garbage": m_empty,
+    "computed_size": m_computed_size,
+    "io_dtype": m_io_dtype,
+    "output_name": m_output_name,
+    "npy_header": m_npy_header,
 }
+# Kinds whose imported model also goes through the evaluator, the compiler and the interpreter.
+PIPELINE_KINDS = {"computed_size", "io_dtype", "output_name", "npy_header", "dtype", "attribute"}
 
 _ORIGINALS: dict[str, onnx.ModelProto] = {}
 
@@ -431,6 +621,8 @@ def run_case(index: int, seed: int, workdir: Path, max_tensor_bytes: int) -> dic
     try:
         signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
         imported = import_model(case.path, case.shapes, max_tensor_bytes)
+        if kind in PIPELINE_KINDS:
+            _exercise(imported, case, max_tensor_bytes)
         signal.setitimer(signal.ITIMER_REAL, 0)
         result["outcome"] = "ok"
         del imported
@@ -470,6 +662,46 @@ def run_case(index: int, seed: int, workdir: Path, max_tensor_bytes: int) -> dic
             break
     shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def _exercise(imported, case: Case, max_tensor_bytes: int) -> None:
+    """What `ctac eval`, `ctac compile` and `ctac run -o` do after the import: canonicalize, the
+    reference evaluator on random (or --input) inputs, lowering, the program loader's checks, the
+    interpreter and the .npz writer, whose archive must load back with the same names."""
+    import io
+
+    from ctac.emit import check_loadable, program_from_module
+    from ctac.hw import load_hardware
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.pipeline import run_passes
+    from ctac.run import load_inputs, npz_bytes
+    from ctac.runtime.evaluator import evaluate, random_inputs
+    from ctac.runtime.interpreter import run_program
+    from ctac.runtime.program import decode_program, encode_program
+
+    module = imported.module
+    run_passes(module, "canonicalize")
+    inputs = random_inputs(module)
+    if case.input_flag:
+        inputs.update(load_inputs([case.input_flag], inputs))
+    with np.errstate(all="ignore"):
+        outputs = evaluate(module, inputs, max_tensor_bytes)
+    _check_npz(outputs, npz_bytes(outputs), io)
+    hw = load_hardware(None)
+    capacities = {b.index: b.capacity for b in hw.buffers}
+    program = program_from_module(lower_module(module, hw))
+    blob = encode_program(program)
+    check_loadable(program, blob, capacities)
+    program = decode_program(blob, hw.digest, capacities)
+    names = {s.name for s in program.inputs}
+    outputs, _ = run_program(program, capacities, {k: v for k, v in inputs.items() if k in names})
+    _check_npz(outputs, npz_bytes(outputs), io)
+
+
+def _check_npz(outputs: dict, blob: bytes, io) -> None:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+        if sorted(archive.files) != sorted(outputs):
+            raise AssertionError(f"npz names {archive.files} != outputs {list(outputs)}")
 
 
 def run(cases: int, seed: int, max_tensor_bytes: int = FUZZ_MAX_TENSOR_BYTES) -> dict:

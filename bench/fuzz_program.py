@@ -7,8 +7,16 @@ fields, opcodes, every instruction field (buffer ids, addresses, dims, enums, st
 of instruction words, the symbol table JSON, the source table (strings, index, dynamic entries),
 section sizes, dropped or duplicated instructions and data values.
 
+Issue 17 added hostile headers (DRAM beyond the ISA's 2^32 elements, 65+ dimensions, vocab 1e30,
+2^33-element symbols: `header_limits`) and CLUSTER sizes the unit cannot hold (`cluster_sizes`),
+and scenarios beyond program bytes: `ctac asm` on mutated assembly (bad numbers, deep or broken
+`;@` JSON, bytes that are not UTF-8: `assembler`), hardware TOML with wrong types and ranges
+(`hardware_toml`), `-o` onto FIFOs, links, directories and devices (`special_files`), and
+CLUSTER chunks of up to 65,535 distinct tokens (`cluster_chunk`).
+
 Every case must end with `decode_program` raising CtacError, or with a program that then runs in
-`run_program` to completion or to a CtacError: no other exception, nothing over 10 s, and (for the
+`run_program` to completion or to a CtacError (a scenario: a CtacError, or the CLI's exit 2 with
+one `error:` line): no other exception, nothing over 10 s, no temporary file left, and (for the
 unsigned byte mutations) never a successful decode. Prints a table by mutation kind and writes
 bench/results/fuzz_program.json.
 
@@ -356,6 +364,53 @@ def s_sections(rng, blob):
     return _sign(_header().pack(*fields) + body[_header().size :])
 
 
+def s_header_limits(rng, blob):
+    """Issue 17 class 5: a header and symbol table that declare more than a program can hold
+    (DRAM beyond the ISA's reach, 65+ dimensions, vocabularies of 1e30, 2^33-element symbols)."""
+    fields, words, data, symbols, sources = _split(blob)
+    table = json.loads(symbols)
+    entry = rng.choice(table)
+    choice = rng.randrange(6)
+    if choice == 0:
+        fields[6] = rng.choice([1 << 32, (1 << 32) + 1, 1 << 34, (1 << 64) - 1, 1 << 22])
+    elif choice == 1:
+        entry["shape"] = [1] * rng.choice([33, 64, 65, 100, 1000]) + [2]
+    elif choice == 2:
+        entry["vocab"] = rng.choice([10**30, 1 << 24, (1 << 24) + 1, 1 << 62, -1])
+    elif choice == 3:
+        entry["shape"] = [rng.choice([1 << 33, 1 << 31, (1 << 22) + 1])]
+        fields[6] = entry["shape"][0] + entry["address"] + rng.choice([0, 1, 1000])
+    elif choice == 4:
+        entry["name"] = rng.choice(["n" * 1_000_000, 5, None, ["a"], "\udcff"])
+    else:
+        entry["address"] = rng.choice([(1 << 32) - 1, 1 << 40, fields[6]])
+    encoded = json.dumps(table, sort_keys=True, separators=(",", ":")).encode()
+    return _join(fields, words, data, encoded, sources)
+
+
+def s_cluster_sizes(rng, blob):
+    """Issue 17 class 6: CLUSTER / CLUSTER_READ sizes the hardware could not hold (rows, the
+    table before the chunk, resident rows, window) in programs that cluster."""
+    from ctac.runtime import isa
+
+    fields, words, data, symbols, sources = _split(blob)
+    clusters = [i for i, w in enumerate(words) if w[0] in (isa.BY_NAME["CLUSTER"].opcode,
+                                                          isa.BY_NAME["CLUSTER_READ"].opcode)]  # fmt: skip
+    if not clusters:
+        return s_instruction_field(rng, blob)
+    i = rng.choice(clusters)
+    spec, positions = _field_positions(words[i])
+    wanted = [p for p in positions if p[0].name in ("rows", "table_rows", "resident", "window",
+                                                      "row0", "cols", "first")]  # fmt: skip
+    raw = int.from_bytes(words[i], "little")
+    for field, offset in rng.sample(wanted, min(len(wanted), rng.choice([1, 2]))):
+        mask = (1 << field.bits) - 1
+        value = rng.choice([0, 1, 63, 64, 4096, 32768, 65534, 65535, mask]) & mask
+        raw = (raw & ~(mask << offset)) | (value << offset)
+    words[i] = raw.to_bytes(len(words[i]), "little")
+    return _join(fields, words, data, symbols, sources)
+
+
 MUTATIONS: dict[str, tuple[Callable, bool]] = {
     # name: (mutation, re-signed)
     "bit_flip": (u_bit_flip, False),
@@ -370,8 +425,273 @@ MUTATIONS: dict[str, tuple[Callable, bool]] = {
     "source_table": (s_sources, True),
     "data_segment": (s_data, True),
     "section_sizes": (s_sections, True),
+    "header_limits": (s_header_limits, True),
+    "cluster_sizes": (s_cluster_sizes, True),
 }
 WEIGHTS = {"instruction_field": 4, "instruction_bits": 2, "symbol_table": 2, "source_table": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios beyond program bytes (issue 17 classes 6, 7, 9, 10): each returns its outcome,
+# "rejected" (a CtacError or the CLI's exit 2) or "ran", and raises on anything else.
+# ---------------------------------------------------------------------------------------------
+
+HOSTILE_TOKENS = [
+    "abc", "-5", "-1", "1e300", "-1e300", "nan", "inf", "1e30", "0x10", "", "99999999999999999999",
+    "9" * 5000, "x" * 100_000, "1.5", "\u00e9", "=", "[[[[", "{", "\"", "\\", "\t",
+]  # fmt: skip
+
+
+def _tiny_assembly() -> str:
+    """Assembly of a small program using every directive (kept small so a case is fast)."""
+    from ctac.hw import load_hardware
+    from ctac.runtime.program import Program, Symbol, disassemble
+
+    hw = load_hardware()
+    program = Program(
+        hw.digest,
+        [
+            ("LOAD", {"dst": 0, "dst_addr": 0, "src": 0, "rows": 2, "cols": 4, "stride": 4}),
+            (
+                "VEC",
+                {
+                    "op": "add",
+                    "dst": 2,
+                    "dst_addr": 0,
+                    "a": 0,
+                    "a_addr": 0,
+                    "b": 0,
+                    "b_addr": 0,
+                    "rows": 2,
+                    "cols": 4,
+                    "bcast": "imm",
+                    "imm": 1.5,
+                },
+            ),  # fmt: skip
+            ("STORE", {"src": 2, "src_addr": 0, "dst": 8, "rows": 2, "cols": 4, "stride": 4}),
+            ("HALT", {}),
+        ],
+        np.arange(8, dtype=np.float32),
+        16,
+        [
+            Symbol("x", "input", (2, 4), "float32", 0, 0),
+            Symbol("y", "output", (2, 4), "float32", 8),
+        ],
+        ["load", "add", "store", ""],
+        [(1, "rows", 0)],
+        [{"layer": 0}],
+    )
+    from ctac.runtime import isa
+
+    program.instructions = [(n, isa.decode(isa.encode(n, f))[1]) for n, f in program.instructions]
+    return disassemble(program)
+
+
+def _mutate_assembly(rng, text: str) -> bytes:
+    lines = text.splitlines()
+    choice = rng.randrange(9)
+    i = rng.randrange(len(lines))
+    if choice == 0:  # a directive's value
+        directives = [j for j, line in enumerate(lines) if line.startswith(".")]
+        i = rng.choice(directives)
+        keyword = lines[i].split(" ", 1)[0]
+        lines[i] = f"{keyword} {rng.choice(HOSTILE_TOKENS)}"
+    elif choice == 1:  # a field value
+        code = [j for j, line in enumerate(lines) if line[:1].isupper()]
+        i = rng.choice(code)
+        head, _, comment = lines[i].partition(";")
+        parts = head.split()
+        if len(parts) > 1:
+            k = rng.randrange(1, len(parts))
+            key = parts[k].split("=", 1)[0]
+            parts[k] = f"{key}={rng.choice(HOSTILE_TOKENS)}"
+        lines[i] = " ".join(parts) + (f" ;{comment}" if comment else "")
+    elif choice == 2:  # the ;@ JSON
+        code = [j for j, line in enumerate(lines) if line[:1].isupper()]
+        i = rng.choice(code)
+        head = lines[i].partition(";")[0]
+        marker = rng.choice([
+            '"a" {"rows": [1, 2, 3]}', '"a" {"rows": "x"}', '"a" [1]', "5", '"a" {"rows": 1.5}',
+            "[" * 100_000, '"a" ' + '{"a":' * 5000 + "1" + "}" * 5000, '{"unclosed', '"a" {"nope": 1}',
+            '"a" {"rows": true}', '"a" {"rows": [99, 0]}', '"\ud800"',
+        ])  # fmt: skip
+        lines[i] = f"{head} ;@ {marker}"
+    elif choice == 3:  # .policy / .input / .output JSON
+        lines.insert(
+            rng.randrange(1, 5),
+            rng.choice(
+                [
+                    ".policy " + "[" * 50_000,
+                    ".policy [1, 2]",
+                    ".policy {}",
+                    ".policy 1e999",
+                    '.input "z" float32 2x4 @0 vocab=1e30',
+                    ".input " + "[" * 50_000,
+                    ".input 5 float32 2 @0",
+                    '.output "z" float64 2 @0',
+                    '.input "z" int64 2x-4 @0',
+                    '.input "z" int64 ' + "x".join(["1"] * 70) + " @0",
+                    '.input "z" int64 2 @-1 extra',
+                ]
+            ),  # fmt: skip
+        )
+    elif choice == 4:
+        del lines[i]
+    elif choice == 5:
+        lines.insert(i, lines[rng.randrange(len(lines))])
+    elif choice == 6:  # an unknown instruction / directive / field
+        lines.insert(rng.randrange(len(lines)), rng.choice(["FOO a=1", ".foo", "VEC nope=1",
+                     "VEC rows", "HALT extra=1", "LOAD dst=zzz"]))  # fmt: skip
+    elif choice == 7:
+        lines[i] = lines[i] + rng.choice(HOSTILE_TOKENS)
+    encoded = "\n".join(lines).encode("utf-8", "surrogatepass")
+    if choice == 8 or rng.random() < 0.05:  # bytes that are not UTF-8
+        position = rng.randrange(len(encoded) + 1)
+        encoded = (
+            encoded[:position]
+            + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80"])
+            + encoded[position:]
+        )
+    return encoded
+
+
+def _cli(argv: list[str]) -> str:
+    """Run the ctac CLI in-process with stdout and stderr captured; exit 0 -> ran, 2 -> rejected,
+    anything else raises."""
+    import contextlib
+    import io
+
+    from ctac.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(argv)
+    message = err.getvalue()
+    if code == 0:
+        return "ran"
+    if code == 2 and message.count("error:") == 1 and len(message) < 4000:
+        return "rejected"
+    raise AssertionError(f"exit {code}: {message[:300]}")
+
+
+def x_assembler(rng, index: int, corpus, folder: Path) -> str:
+    """Class 7: `ctac asm` on mutated assembly."""
+    source = folder / f"case{index}.s"
+    source.write_bytes(_mutate_assembly(rng, _tiny_assembly()))
+    return _cli(["asm", str(source), "-o", str(folder / f"case{index}.ctab")])
+
+
+HW_VALUES = [1, 2, 64, 128.0, 1e-3, 0.5, float("nan"), float("inf"), -1, 0, 1e300, 1e-300, 33.5, 4194304, 1 << 70,
+             "x", True, [], {}]  # fmt: skip
+
+
+def x_hardware(rng, index: int, corpus, folder: Path) -> str:
+    """Class 10: a hardware TOML with a value of the wrong type or range, a buffer without its
+    name or size, or bytes that are not TOML / UTF-8, loaded and used by `ctac disasm`."""
+    import re
+
+    from ctac.hw import load_hardware
+
+    text = (REPO / "ctac" / "data" / "default_hw.toml").read_text()
+    values = list(re.finditer(r"value = [^,]+,", text))
+    choice = rng.randrange(6)
+    if choice < 3:
+        match = rng.choice(values)
+        value = rng.choice(HW_VALUES)
+        literal = (
+            json.dumps(value) if isinstance(value, str | list) else
+            "true" if value is True else "{}" if value == {} else
+            {"nan": "nan", "inf": "inf"}.get(str(value), repr(value))
+        )  # fmt: skip
+        text = text[: match.start()] + f"value = {literal}," + text[match.end() :]
+    elif choice == 3:
+        text = text.replace(rng.choice(['name = "wgt"\n', 'name = "act"\n', "size_kib"]), "", 1)
+    elif choice == 4:
+        text = text.replace('[[buffers]]\nname = "vec"', rng.choice(
+            ['[[buffers]]\nname = 5', "[buffers]\nname = 'vec'", '[[buffers]]\nname = "vec"\nrole = []']), 1)  # fmt: skip
+    else:
+        text = text[: rng.randrange(len(text))] + rng.choice(["\x00", "= =", "[[", "\udcff"])
+    path = folder / f"hw{index}.toml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    if rng.random() < 0.3:  # through the CLI (which also refuses the changed hardware hash)
+        program = folder / f"p{index}.ctab"
+        program.write_bytes(corpus[rng.choice(sorted(corpus))])
+        return _cli(["disasm", str(program), "--hw", str(path), "--no-data", "-o", str(folder / "d.s")])  # fmt: skip
+    from ctac.errors import CtacError
+    from ctac.runtime.costmodel import simulate
+    from ctac.runtime.program import decode_program
+
+    try:
+        hw = load_hardware(path)
+    except CtacError:
+        return "rejected"
+    # A config that loads must work: its buffers, its cost formulas on a program.
+    capacities = {b.index: b.capacity for b in hw.buffers}
+    try:
+        program = decode_program(corpus[rng.choice(sorted(corpus))], None, capacities)
+    except CtacError:
+        return "rejected"  # the programs' buffer ranges do not fit the smaller buffers
+    simulate(program, hw)
+    return "ran"
+
+
+def x_special_file(rng, index: int, corpus, folder: Path) -> str:
+    """Class 9: `-o` onto a FIFO, a symbolic link, a directory, a device or /dev/null; the
+    special file must still be there, unchanged, afterwards."""
+    import os
+    import stat
+
+    program = folder / f"p{index}.ctab"
+    program.write_bytes(corpus[rng.choice(sorted(corpus))])
+    kind = rng.choice(["fifo", "symlink", "dangling", "directory", "devnull", "devzero"])
+    target = folder / f"out{index}"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "symlink":
+        (folder / f"real{index}").write_text("keep")
+        target.symlink_to(folder / f"real{index}")
+    elif kind == "dangling":
+        target.symlink_to(folder / f"missing{index}")
+    elif kind == "directory":
+        target.mkdir()
+    elif kind == "devnull":
+        target = Path(os.devnull)
+    else:
+        target = Path("/dev/zero")
+    before = os.lstat(target).st_mode
+    outcome = _cli(["disasm", str(program), "--no-data", "-o", str(target)])
+    after = os.lstat(target).st_mode
+    if stat.S_IFMT(before) != stat.S_IFMT(after):
+        raise AssertionError(f"{kind}: the file type changed")
+    if kind == "symlink" and (folder / f"real{index}").read_text() != "keep":
+        raise AssertionError("the link's target was written")
+    if outcome == "ran" and kind != "devnull":
+        raise AssertionError(f"{kind}: written instead of refused")
+    return outcome
+
+
+def x_cluster_chunk(rng, index: int, corpus, folder: Path) -> str:
+    """Class 6: one CLUSTER-sized chunk of distinct tokens in one group, up to the 65,535 rows
+    a CLUSTER holds; the functional model must stay fast."""
+    from ctac.runtime.cluster_unit import ClusterTable
+
+    n = rng.choice([1, 100, 4096, 16384, 65535] if rng.random() < 0.2 else [1, 10, 500, 2000])
+    cols = max(1, min(rng.choice([1, 2, 8, 64]), 131072 // n))
+    data = np.random.default_rng(index)
+    tokens = (data.standard_normal((n, cols)) * rng.choice([1, 100])).astype(np.float32)
+    codes = data.integers(0, rng.choice([1, 2, 16]), n)
+    table = ClusterTable(cols)
+    table.cluster(tokens, codes, None, rng.choice([0.0, 0.001, 0.1, 0.5, 2.0]),
+                  rng.choice([0, 0, 8, 63]))  # fmt: skip
+    return "ran"
+
+
+SCENARIOS: dict[str, Callable] = {
+    "assembler": x_assembler,
+    "hardware_toml": x_hardware,
+    "special_files": x_special_file,
+    "cluster_chunk": x_cluster_chunk,
+}
 
 
 def _on_alarm(signum, frame):
@@ -385,8 +705,10 @@ def run_case(index: int, seed: int, corpus: dict[str, bytes], hw, capacities) ->
 
     rng = random.Random(seed * 1_000_003 + index)
     name = rng.choice(sorted(corpus))
-    kinds = [k for k in MUTATIONS for _ in range(WEIGHTS.get(k, 1))]
+    kinds = [k for k in [*MUTATIONS, *SCENARIOS] for _ in range(WEIGHTS.get(k, 1))]
     kind = rng.choice(kinds)
+    if kind in SCENARIOS:
+        return run_scenario(kind, rng, index, corpus)
     mutate, signed = MUTATIONS[kind]
     original = corpus[name]
     result = {"case": index, "program": name, "kind": kind}
@@ -418,6 +740,35 @@ def run_case(index: int, seed: int, corpus: dict[str, bytes], hw, capacities) ->
         result["traceback"] = traceback.format_exc()[-2000:]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    result["seconds"] = round(time.perf_counter() - start, 4)
+    return result
+
+
+def run_scenario(kind: str, rng, index: int, corpus: dict[str, bytes]) -> dict:
+    import tempfile
+
+    result = {"case": index, "program": "-", "kind": kind}
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    start = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ctac-fuzz-") as folder:
+            signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
+            try:
+                with np.errstate(all="ignore"):
+                    result["outcome"] = SCENARIOS[kind](rng, index, corpus, Path(folder))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            leftovers = [p.name for p in Path(folder).rglob("*.tmp")]
+            if leftovers:
+                result["outcome"], result["why"] = "FAIL", f"temporaries left: {leftovers}"
+    except CaseTimeout:
+        result["outcome"], result["why"] = "FAIL", f"over {TIME_LIMIT} s"
+    except BaseException as exc:  # noqa: BLE001 - any other exception is the bug we look for
+        result["outcome"] = "FAIL"
+        result["why"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        result["traceback"] = traceback.format_exc()[-2000:]
+    finally:
         signal.signal(signal.SIGALRM, previous)
     result["seconds"] = round(time.perf_counter() - start, 4)
     return result

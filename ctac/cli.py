@@ -19,7 +19,7 @@ from typing import TextIO
 import numpy as np
 
 from ctac import __version__
-from ctac.errors import CtacError
+from ctac.errors import CtacError, brief
 from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
 
 EXAMPLES_COMPILE = """examples:
@@ -39,31 +39,145 @@ EXAMPLES_EVAL = """examples:
 """
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP arrived while write_atomically was writing (its temporary is removed,
+    then the signal is delivered again to the handler it had before)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _refuse_special(target: Path) -> None:
+    """A CtacError if `target` exists and is not a regular file (see write_atomically)."""
+    import stat
+
+    try:
+        mode = os.lstat(target).st_mode
+    except OSError:
+        return  # missing (it will be created) or unreadable (the write reports it)
+    if stat.S_ISREG(mode):
+        return
+    kind = (
+        "a symbolic link" if stat.S_ISLNK(mode)
+        else "a directory" if stat.S_ISDIR(mode)
+        else "a FIFO" if stat.S_ISFIFO(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )  # fmt: skip
+    raise CtacError(
+        f"cannot write '{target}': it is {kind}; ctac only replaces regular files (give a new "
+        "file name, or leave out -o/--output to print text to stdout)"
+    )
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove `.NAME.PID.*.tmp` files of `target` whose writer process no longer exists (one
+    killed by SIGKILL or a power cut cannot clean up after itself)."""
+    prefix = f".{target.name}."
+    try:
+        names = [
+            n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(".tmp")
+        ]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(target.parent / name)
+        except OSError:
+            pass  # alive (another user's process) or unknowable: leave it
+
+
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a whole file or nothing: a temporary file in the same folder, then a rename.
+    """Write a whole file or nothing: a temporary file `.NAME.PID.XXXX.tmp` in the same folder,
+    then a rename.
 
     On any failure the temporary file is removed and an existing target is left as it was; an
-    OSError (folder not writable, target is a folder, disk full) becomes a CtacError."""
+    OSError (folder not writable, disk full) becomes a CtacError. SIGTERM and SIGHUP during the
+    write remove the temporary too, then take their usual course; temporaries that a killed
+    writer (SIGKILL) left behind are removed by the next write of the same file.
+
+    Targets that exist and are not regular files are refused with a CtacError: a rename would
+    replace a symbolic link, FIFO, socket or device node with a regular file. The one exception
+    is /dev/null (os.devnull), which is written through, so `-o /dev/null` discards the output
+    as usual."""
     target = Path(path)
+    if os.path.abspath(target) == os.devnull:
+        try:
+            sink = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.write(sink, data[:0])  # /dev/null takes everything; nothing needs to move
+            finally:
+                os.close(sink)
+        except OSError as exc:
+            raise CtacError(f"cannot write '{target}': {exc.strerror or exc}") from None
+        return
+    _refuse_special(target)
+    handlers = _catch_termination()
+    temporary = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
-    except OSError as exc:
-        raise CtacError(f"cannot write '{target}': {exc.strerror or exc}") from None
-    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(target)
+            handle, temporary = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp"
+            )
+        except OSError as exc:
+            raise CtacError(f"cannot write '{target}': {exc.strerror or exc}") from None
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, target)
+        temporary = None
     except BaseException as exc:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise CtacError(f"cannot write '{target}': {exc.strerror or exc}") from None
+        if isinstance(exc, _Signalled):
+            _restore_handlers(handlers)
+            handlers = {}
+            import signal
+
+            signal.raise_signal(exc.signum)
         raise
+    finally:
+        _restore_handlers(handlers)
+
+
+def _catch_termination() -> dict:
+    """While a file is written, SIGTERM and SIGHUP raise _Signalled (main thread only: Python
+    delivers signals there); returns the previous handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def interrupt(signum, frame):
+        raise _Signalled(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):
+            previous[signum] = signal.signal(signum, interrupt)
+    return previous
+
+
+def _restore_handlers(handlers: dict) -> None:
+    import signal
+
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def _front_end(args: argparse.Namespace, emit: str):
@@ -132,11 +246,17 @@ def _compile(args: argparse.Namespace) -> int:
         _write_text(args.output, module_text(lowered))
         return 0
     program = program_from_module(lowered)
+    from ctac.emit import check_loadable
+
+    # What `ctac run`, `disasm` and `asm` would refuse is refused here, before anything is written.
+    blob = encode_program(program)
+    hw = load_hardware(args.hw)
+    check_loadable(program, blob, {b.index: b.capacity for b in hw.buffers})
     if args.emit == "asm":
         _write_text(args.output, disassemble(program))
         return 0
     target = args.output or f"{Path(args.model).stem}.ctab"
-    write_atomically(target, encode_program(program))
+    write_atomically(target, blob)
     print(
         f"wrote {target}: {len(program.instructions)} instructions, {len(program.data)} data elements",
         file=sys.stderr,
@@ -161,13 +281,21 @@ def _disasm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_utf8(path: Path, what: str) -> str:
+    """A text file's contents; bytes that are not UTF-8 are a CtacError saying what it should be."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CtacError(f"'{path}' is not UTF-8 text (byte {exc.start}); {what}") from None
+
+
 def _asm(args: argparse.Namespace) -> int:
     from ctac.hw import load_hardware
     from ctac.runtime.program import assemble, decode_program, encode_program
 
     path = Path(args.source)
     try:
-        text = path.read_text()
+        text = _read_utf8(path, "assembly is the text `ctac disasm PROGRAM.ctab` writes")
     except OSError as exc:
         raise CtacError(f"cannot read '{path}': {exc.strerror}") from None
     hw = load_hardware(args.hw)
@@ -197,16 +325,14 @@ def _run(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hw)
     program = load_program(args.program, hw)
     inputs = random_inputs(program, args.seed)
-    inputs.update(load_inputs(args.input, list(inputs)))
+    inputs.update(load_inputs(args.input, inputs))
     outputs, stats = execute(program, hw, inputs)
     profile = profile_program(program, hw, stats)
     errors = compare_with_onnxruntime(args.compare, inputs, outputs) if args.compare else {}
     if args.output:
-        from io import BytesIO
+        from ctac.run import npz_bytes
 
-        buffer = BytesIO()
-        np.savez(buffer, **outputs)
-        write_atomically(args.output, buffer.getvalue())
+        write_atomically(args.output, npz_bytes(outputs))
     report = {
         "outputs": {
             name: {
@@ -215,6 +341,7 @@ def _run(args: argparse.Namespace) -> int:
                     {
                         "max_abs_err": errors[name]["max_abs_err"],
                         "max_rel_err": errors[name]["max_rel_err"],
+                        "min_cosine": errors[name]["min_cosine"],
                     }
                     if name in errors
                     else {}
@@ -233,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
     for name, entry in report["outputs"].items():
         line = f"{name}: {outputs[name].dtype}{entry['shape']}"
         if "max_abs_err" in entry:
-            line += f"  vs onnxruntime: max abs err {entry['max_abs_err']:.3g}, max rel err {entry['max_rel_err']:.3g}"
+            line += f"  vs onnxruntime: max abs err {entry['max_abs_err']:.3g}, max rel err {entry['max_rel_err']:.3g}, min row cosine {entry['min_cosine']:.6f}"
         print(line)
     p = report["profile"]
     print(
@@ -252,7 +379,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     from ctac.hw import load_hardware
-    from ctac.run import execute, load_inputs, load_program, profile_program, random_inputs
+    from ctac.run import (
+        execute,
+        load_inputs,
+        load_program,
+        profile_program,
+        random_inputs,
+        timing_clusters,
+    )
     from ctac.runtime.profile import format_blocks, format_summary, write_reports
 
     hw = load_hardware(args.hw)
@@ -263,28 +397,20 @@ def _profile(args: argparse.Namespace) -> int:
             "--cluster-ratio R needs --timing-only and R > 0 (a functional run measures the "
             "clusters itself)"
         )
-    ratio, buckets = args.cluster_ratio, 1.0
-    if args.cta_settings is not None:
-        if not args.timing_only:
-            raise CtacError(
-                "--cta-settings needs --timing-only (a functional run measures the clusters itself)"
-            )
-        from ctac.calibrate import read_settings
-
-        # The calibration's ratios (each layer and role its own) and hash-bucket spread;
-        # --cluster-ratio still wins for the ratio.
-        settings = read_settings(args.cta_settings)
-        ratio = settings.expectation() if ratio is None else ratio
-        buckets = settings.buckets
+    if args.cta_settings is not None and not args.timing_only:
+        raise CtacError(
+            "--cta-settings needs --timing-only (a functional run measures the clusters itself)"
+        )
     if not args.timing_only:
         inputs = random_inputs(program, args.seed)
-        inputs.update(load_inputs(args.input, list(inputs)))
+        inputs.update(load_inputs(args.input, inputs))
         _, stats = execute(program, hw, inputs)
-    if ratio is not None:
-        from ctac.policy import expected_clusters
+    # --timing-only: the nominal sizes, --cluster-ratio's, or the --cta-settings calibration's
+    clusters = timing_clusters(program, args.cluster_ratio, args.cta_settings)
+    if clusters is not None:
         from ctac.runtime.costmodel import simulate
 
-        profile = simulate(program, hw, expected_clusters(program, ratio, buckets))
+        profile = simulate(program, hw, clusters)
     else:
         profile = profile_program(program, hw, stats)
     print(
@@ -538,6 +664,12 @@ def _explain_demo(compressed, hw, cta, exact) -> None:
     )
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from ctac.sweep import main as sweep_main
+
+    return sweep_main(args)
+
+
 def _isa(args: argparse.Namespace) -> int:
     from ctac.runtime.isa import markdown_table
 
@@ -592,28 +724,27 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from ctac.pipeline import parse_module
-    from ctac.runtime.evaluator import evaluate, random_inputs
+    from ctac.runtime.evaluator import check_value_sizes, evaluate, module_values, random_inputs
 
     path = Path(args.module)
     if not path.is_file():
         raise CtacError(f"module file '{path}' not found")
-    module = parse_module(path.read_text(), str(path))
+    module = parse_module(_read_utf8(path, "a module is the text `ctac compile` writes"), str(path))
+    check_value_sizes(module_values(module), args.max_tensor_bytes)
     inputs = random_inputs(module, args.seed)
     from ctac.run import load_inputs
 
-    inputs.update(load_inputs(args.input, list(inputs)))
-    outputs = evaluate(module, inputs)
+    inputs.update(load_inputs(args.input, inputs))
+    outputs = evaluate(module, inputs, args.max_tensor_bytes)
     for name, array in outputs.items():
         summary = f"{name}: {array.dtype}{list(array.shape)}"
         if array.size and np.issubdtype(array.dtype, np.number):
             summary += f" mean={array.mean():.6g} min={array.min():.6g} max={array.max():.6g}"
         print(summary)
     if args.output:
-        from io import BytesIO
+        from ctac.run import npz_bytes
 
-        buffer = BytesIO()
-        np.savez(buffer, **outputs)
-        write_atomically(args.output, buffer.getvalue())
+        write_atomically(args.output, npz_bytes(outputs))
         print(f"wrote {args.output}")
     return 0
 
@@ -907,6 +1038,32 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--out", help="also write compare.json and side-by-side plots here")
     compare_parser.set_defaults(handler=_compare)
 
+    sweep_parser = commands.add_parser(
+        "sweep",
+        help="a design-space sweep (models x settings x hardware) into a table and plots",
+        epilog="examples:\n  ctac sweep examples/sweep.toml --jobs 2\n"
+        "  ctac sweep examples/sweep.toml --ray            (a local Ray instance)\n"
+        "  ctac sweep examples/sweep.toml --ray ray://head:10001 --cache /shared/ctac-cache\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep_parser.add_argument("spec", help="a sweep spec TOML (see examples/sweep.toml)")
+    sweep_parser.add_argument("--out", help="folder for the table and plots (default: the spec's)")
+    sweep_parser.add_argument(
+        "--jobs", type=int, default=None, help="worker processes (default: the CPUs, at most 8)"
+    )
+    sweep_parser.add_argument(
+        "--cache", metavar="DIR", help="result cache (default: ~/.cache/ctac/sweep)"
+    )
+    sweep_parser.add_argument(
+        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        help="run the points on Ray: a local instance, or the cluster at ADDRESS",
+    )  # fmt: skip
+    sweep_parser.add_argument(
+        "--format", choices=["png", "svg", "pdf"], default="png", help="plot format"
+    )
+    sweep_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep_parser.set_defaults(handler=_sweep)
+
     demo_parser = commands.add_parser(
         "demo",
         help="the whole story on a small BERT: detect, compress, compile, run, compare, profile",
@@ -957,6 +1114,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed for inputs not given with --input"
     )
     eval_parser.add_argument("-o", "--output", help="save the outputs to this .npz file")
+    eval_parser.add_argument(
+        "--max-tensor-bytes", type=int, default=DEFAULT_MAX_TENSOR_BYTES,
+        help=f"refuse a module with a value larger than this (default {DEFAULT_MAX_TENSOR_BYTES})",
+    )  # fmt: skip
     eval_parser.set_defaults(handler=_eval)
     return parser
 
@@ -1007,7 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CtacError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {brief(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -1016,7 +1177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            f"internal error: {type(exc).__name__}: {brief(exc)} (rerun with --debug for the "
+            "traceback)",
             file=sys.stderr,
         )
         return 1

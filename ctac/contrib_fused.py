@@ -33,7 +33,7 @@ DECOMPOSED_OPSET = 17  # the opset the nodes below are written for (at least)
 MASK_FILTER_VALUE = -10000.0  # onnxruntime's default for Attention's mask_filter_value
 
 
-class _Nodes:
+class NodeBuilder:
     """Nodes of one decomposition, with names derived from the fused node's (unique in the
     graph: onnxruntime and exporters do not use the `/ctac.` prefix)."""
 
@@ -104,7 +104,7 @@ class _Nodes:
         return total
 
 
-def _gelu_erf(nodes: _Nodes, x: str, output: str) -> None:
+def _gelu_erf(nodes: NodeBuilder, x: str, output: str) -> None:
     """0.5 x (1 + erf(x / sqrt 2)), the form canonicalize turns back into Gelu."""
     scaled = nodes.add("Div", [x, nodes.scalar(math.sqrt(2.0))])
     erf = nodes.add("Erf", [scaled])
@@ -113,7 +113,7 @@ def _gelu_erf(nodes: _Nodes, x: str, output: str) -> None:
     nodes.add("Mul", [product, nodes.scalar(0.5)], output)
 
 
-def _gelu_tanh(nodes: _Nodes, x: str, output: str) -> None:
+def _gelu_tanh(nodes: NodeBuilder, x: str, output: str) -> None:
     """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     cube = nodes.add("Pow", [x, nodes.scalar(3.0)])
     cubic = nodes.add("Mul", [cube, nodes.scalar(0.044715)])
@@ -125,13 +125,13 @@ def _gelu_tanh(nodes: _Nodes, x: str, output: str) -> None:
     nodes.add("Mul", [product, nodes.scalar(0.5)], output)
 
 
-def _bias_gelu(nodes: _Nodes, used: set[str]) -> None:
+def _bias_gelu(nodes: NodeBuilder, used: set[str]) -> None:
     """BiasGelu(A, B) = Gelu(A + B), the erf form."""
     x = nodes.add("Add", [nodes.input(0), nodes.input(1)])
     _gelu_erf(nodes, x, nodes.output(0))
 
 
-def _fast_gelu(nodes: _Nodes, used: set[str]) -> None:
+def _fast_gelu(nodes: NodeBuilder, used: set[str]) -> None:
     """FastGelu(X, bias?) = the tanh approximation of Gelu(X + bias)."""
     x = nodes.input(0)
     if nodes.input(1):
@@ -139,18 +139,18 @@ def _fast_gelu(nodes: _Nodes, used: set[str]) -> None:
     _gelu_tanh(nodes, x, nodes.output(0))
 
 
-def _bias_add(nodes: _Nodes, used: set[str]) -> None:
+def _bias_add(nodes: NodeBuilder, used: set[str]) -> None:
     """BiasAdd(X, bias, skip) = X + bias + skip."""
     nodes.sum_of([nodes.input(0), nodes.input(1), nodes.input(2)], nodes.output(0))
 
 
-def _layer_norm(nodes: _Nodes, x: str, gamma: str, beta: str, output: str) -> None:
+def _layer_norm(nodes: NodeBuilder, x: str, gamma: str, beta: str, output: str) -> None:
     epsilon = float(nodes.attributes.get("epsilon", 1e-12))
     inputs = [x, gamma] + ([beta] if beta else [])
     nodes.add("LayerNormalization", inputs, output, axis=-1, epsilon=epsilon)
 
 
-def _skip_sum(nodes: _Nodes, bias_position: int) -> str:
+def _skip_sum(nodes: NodeBuilder, bias_position: int) -> str:
     """input + skip (+ bias): output 3 (input_skip_bias_sum) when the graph reads it."""
     terms = [nodes.input(0), nodes.input(1)]
     if nodes.input(bias_position):
@@ -158,7 +158,7 @@ def _skip_sum(nodes: _Nodes, bias_position: int) -> str:
     return nodes.sum_of(terms, nodes.output(3))
 
 
-def _skip_layer_norm(nodes: _Nodes, used: set[str]) -> None:
+def _skip_layer_norm(nodes: NodeBuilder, used: set[str]) -> None:
     """SkipLayerNormalization(input, skip, gamma, beta?, bias?) = LayerNorm(input + skip + bias);
     output 3 is that sum."""
     nodes.refuse_used_outputs({1: "mean", 2: "inv_std_var"}, used)
@@ -166,7 +166,7 @@ def _skip_layer_norm(nodes: _Nodes, used: set[str]) -> None:
     _layer_norm(nodes, total, nodes.input(2), nodes.input(3), nodes.output(0))
 
 
-def _skip_simplified_layer_norm(nodes: _Nodes, used: set[str]) -> None:
+def _skip_simplified_layer_norm(nodes: NodeBuilder, used: set[str]) -> None:
     """SkipSimplifiedLayerNormalization(input, skip, gamma, bias?) = RMSNorm(input + skip + bias):
     s / sqrt(mean(s^2) + epsilon) x gamma over the last axis; output 3 is the sum."""
     nodes.refuse_used_outputs({1: "mean", 2: "inv_std_var"}, used)
@@ -181,7 +181,7 @@ def _skip_simplified_layer_norm(nodes: _Nodes, used: set[str]) -> None:
     nodes.add("Mul", [normalised, nodes.input(2)], nodes.output(0))
 
 
-def _embed_layer_norm(nodes: _Nodes, used: set[str]) -> None:
+def _embed_layer_norm(nodes: NodeBuilder, used: set[str]) -> None:
     """EmbedLayerNormalization(input_ids, segment_ids?, word_embedding, position_embedding,
     segment_embedding?, gamma, beta, mask?, position_ids?) = LayerNorm(word[ids] + position[pos]
     + segment[segment_ids]); mask_index = the sum of each row of mask (int32, zeros without a
@@ -209,7 +209,7 @@ def _embed_layer_norm(nodes: _Nodes, used: set[str]) -> None:
             nodes.add("ConstantOfShape", [shape], nodes.output(1), value=zero)
 
 
-def _fused_matmul(nodes: _Nodes, used: set[str]) -> None:
+def _fused_matmul(nodes: NodeBuilder, used: set[str]) -> None:
     """FusedMatMul(A, B) = alpha x op(A) op(B), op transposing the last two axes when transA /
     transB is set."""
     if nodes.attributes.get("transBatchA", 0) or nodes.attributes.get("transBatchB", 0):
@@ -232,7 +232,7 @@ def _fused_matmul(nodes: _Nodes, used: set[str]) -> None:
         nodes.add("Mul", [product, nodes.scalar(alpha)], nodes.output(0))
 
 
-Decomposition = Callable[[_Nodes, set[str]], None]
+Decomposition = Callable[[NodeBuilder, set[str]], None]
 
 DECOMPOSITIONS: dict[str, Decomposition] = {
     "BiasGelu": _bias_gelu,
@@ -249,7 +249,7 @@ def decompose(node: onnx.NodeProto, type_of: TypeOf, used: set[str]) -> list[onn
     """The standard ONNX nodes computing `node` (a com.microsoft op in DECOMPOSITIONS); they
     write the fused node's own output names. `type_of` gives the static shape and numpy dtype
     of a value already built; `used` holds every name some node or graph output reads."""
-    nodes = _Nodes(node, type_of)
+    nodes = NodeBuilder(node, type_of)
     if np.issubdtype(type_of(node.input[0])[1], np.floating):
         nodes.float_like(node.input[0])  # scalars in the model's float type (fp16 models)
     DECOMPOSITIONS[node.op_type](nodes, used)
@@ -268,7 +268,7 @@ def attention_mask_nodes(
     mask_shape = type_of(node.input[3])[0]
     if len(mask_shape) not in (1, 3):
         return None
-    nodes = _Nodes(node, type_of)
+    nodes = NodeBuilder(node, type_of)
     batch, sequence, _ = nodes.shape(nodes.float_like(node.input[0]))
     past = node.input[4] if len(node.input) > 4 else ""
     keys = sequence + (nodes.shape(past)[3] if past else 0)

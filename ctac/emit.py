@@ -11,7 +11,7 @@ from xdsl.dialects.builtin import IntAttr, ModuleOp, StringAttr
 from ctac.dialects.ctaisa import DataOp, InstructionOp, SymbolOp
 from ctac.errors import CtacError
 from ctac.passes.lower_to_isa import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE
-from ctac.runtime.program import Program, Symbol
+from ctac.runtime.program import DTYPES, Program, Symbol
 from ctac.weights import store_for_module
 
 
@@ -52,6 +52,7 @@ def program_from_module(module: ModuleOp) -> Program:
         for op in module.ops
         if isinstance(op, SymbolOp)
     ]
+    _check_symbols(symbols)
     instructions, sources, dynamic = [], [], []
     for op in module.ops:
         if isinstance(op, InstructionOp):
@@ -64,3 +65,35 @@ def program_from_module(module: ModuleOp) -> Program:
         bytes.fromhex(digest.data), instructions, data, dram.data, symbols, sources, dynamic,
         decisions,
     )  # fmt: skip
+
+
+def _check_symbols(symbols: list[Symbol]) -> None:
+    """Refuse what the program loader (runtime/program.py) would refuse in the symbol table, with
+    the reason, instead of writing a program that `run` and `disasm` then call corrupt."""
+    for symbol in symbols:
+        if symbol.dtype not in DTYPES:
+            raise CtacError(
+                f"{symbol.kind} '{symbol.name}' is {symbol.dtype}; the accelerator's inputs and "
+                f"outputs are {', '.join(DTYPES)} (cast it in the model, or use `ctac eval` on "
+                "the onnx module)"
+            )
+        if any(d <= 0 for d in symbol.shape):
+            raise CtacError(
+                f"{symbol.kind} '{symbol.name}' has shape {list(symbol.shape)} with no elements; "
+                "the accelerator cannot load or store an empty tensor"
+            )
+
+
+def check_loadable(program: Program, blob: bytes, capacities: dict[int, int]) -> None:
+    """The encoded program passes the same checks `ctac run` and `ctac disasm` make: what the
+    compiler writes, the loader accepts (a refusal here is a compiler gap, reported as an error
+    instead of writing a file that is then called corrupt)."""
+    from ctac.runtime.program import decode_program
+
+    try:
+        decode_program(blob, program.hw_digest, capacities)
+    except CtacError as exc:
+        raise CtacError(
+            f"this model compiles to a program ctac's loader refuses ({exc}); "
+            "the model uses something the accelerator cannot run"
+        ) from None

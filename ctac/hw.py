@@ -8,13 +8,14 @@ tag of [paper], [published: ...] or [assumed]; a missing or untagged number is a
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ctac.errors import CtacError
+from ctac.errors import CtacError, shorten
 from ctac.runtime.isa import HardwareView
 
 SOURCE_TAG = re.compile(r"^\[(paper|assumed|published: [^\]]+)\]")
@@ -124,14 +125,43 @@ REQUIRED = [
     ("gpu", "peak_tflops_fp32"),
 ]
 BUFFER_NAMES = ("act", "wgt", "acc", "vec")
+# Every number: finite and in this range (NaN, inf, 1e300 and 1e-300 are typos, not machines).
+MIN_NUMBER, MAX_NUMBER = 1e-9, 1e12
+# Numbers that count things: whole, at least 1, at most this (dims are 16-bit ISA fields).
+WHOLE_NUMBERS = {
+    ("pe_array", "rows"): 1 << 16,
+    ("pe_array", "cols"): 1 << 16,
+    ("pe_array", "weight_buffers"): 2,
+    ("vector", "lanes"): 1 << 20,
+    ("vector", "pipeline_depth"): 1 << 20,
+    ("vector", "special_function_passes"): 1 << 10,
+    ("hash", "macs_per_cycle"): 1 << 30,
+    ("cluster", "lanes"): 1 << 20,
+    ("cluster", "candidates"): 1 << 20,
+    ("dram", "latency_cycles"): 1 << 30,
+    ("dram", "element_bytes"): 8,
+    ("dma", "load_engines"): 64,
+    ("dma", "store_engines"): 64,
+}
+# A buffer holds at most this many elements: buffer addresses are 24-bit ISA fields.
+MAX_BUFFER_ELEMENTS = 1 << 24
+MAX_TABLE_KIB = 1 << 20
 
 
 def _check_numbers(node: object, path: str, where: str) -> None:
     if isinstance(node, dict):
         if "value" in node:
             value, source = node.get("value"), node.get("source", "")
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise CtacError(f"{where}: {path} must be a positive number, got {value!r}")
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or not MIN_NUMBER <= value <= MAX_NUMBER
+            ):
+                raise CtacError(
+                    f"{where}: {path} must be a positive number in [{MIN_NUMBER:g}, "
+                    f"{MAX_NUMBER:g}], got {shorten(repr(value))}"
+                )
             if not isinstance(source, str) or not SOURCE_TAG.match(source):
                 raise CtacError(
                     f"{where}: {path} needs a source starting with [paper], [published: ...] "
@@ -149,20 +179,64 @@ def _check_numbers(node: object, path: str, where: str) -> None:
         )
 
 
-def load_hardware(path: str | Path | None = None) -> Hardware:
+def _check_ranges(raw: dict, where: str) -> None:
+    """Whole numbers where the machine counts things, each within its range; sections that
+    must be tables are tables."""
+    for section in {keys[0] for keys in WHOLE_NUMBERS} | {"accelerator", "gpu", "energy_pj"}:
+        if section in raw and not isinstance(raw[section], dict):
+            raise CtacError(f"{where}: [{section}] must be a table")
+    for (section, key), high in WHOLE_NUMBERS.items():
+        node = raw.get(section, {}).get(key)
+        if node is None:
+            continue
+        value = node.get("value") if isinstance(node, dict) else None
+        if value is None:
+            raise CtacError(f'{where}: {section}.{key} must be {{ value = ..., source = "..." }}')
+        if value != int(value) or not 1 <= value <= high:
+            raise CtacError(
+                f"{where}: {section}.{key} must be a whole number from 1 to {high}, got {value!r}"
+            )
+    table = raw.get("cluster", {}).get("table_kib")
+    if table is not None:
+        value = table.get("value") if isinstance(table, dict) else None
+        # Fractions of a KiB are fine (tests shrink the table to force tiling): at least a byte.
+        if value is None or not 1 / 1024 <= value <= MAX_TABLE_KIB:
+            raise CtacError(
+                f"{where}: cluster.table_kib must be {{ value = 1/1024 (one byte) to "
+                f"{MAX_TABLE_KIB}, source = ... }}, got {shorten(repr(value))}"
+            )
+    sharing = raw.get("dma", {}).get("bandwidth_sharing", "shared")
+    if not isinstance(sharing, str):
+        raise CtacError(f"{where}: dma.bandwidth_sharing must be 'shared' or 'split'")
+
+
+def load_hardware(path: str | Path | Hardware | None = None) -> Hardware:
+    """The config at `path` (None: ctac's default; a Hardware object is returned as it is)."""
+    if isinstance(path, Hardware):
+        return path
     if path is None:
         text = resources.files("ctac").joinpath("data/default_hw.toml").read_text()
         where = "default hardware config"
     else:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise CtacError(f"cannot read hardware config '{path}': {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise CtacError(
+                f"hardware config '{path}' is not UTF-8 text (byte {exc.start}); it should be a "
+                "TOML file like ctac/data/default_hw.toml"
+            ) from None
         where = str(path)
+    return hardware_from_text(text, where, str(path) if path else "default")
+
+
+def hardware_from_text(text: str, where: str, path: str = "default") -> Hardware:
+    """A config from its TOML text (`where` names it in errors; `path` is recorded)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise CtacError(f"{where}: not valid TOML: {exc}") from None
+        raise CtacError(f"{where}: not valid TOML: {shorten(exc, 200)}") from None
     _check_numbers(raw, "", where)
     for keys in REQUIRED:
         node = raw
@@ -170,18 +244,34 @@ def load_hardware(path: str | Path | None = None) -> Hardware:
             if not isinstance(node, dict) or key not in node:
                 raise CtacError(f"{where}: missing {'.'.join(keys)}")
             node = node[key]
+    _check_ranges(raw, where)
     buffers = []
     element_bytes = int(raw["dram"]["element_bytes"]["value"])
-    for index, entry in enumerate(raw.get("buffers", [])):
-        buffers.append(
-            Buffer(
-                index,
-                entry["name"],
-                entry.get("role", ""),
-                int(entry["size_kib"]["value"] * 1024),
-                element_bytes,
+    entries = raw.get("buffers", [])
+    if not isinstance(entries, list):
+        raise CtacError(f"{where}: buffers must be [[buffers]] tables, got {shorten(entries)}")
+    for index, entry in enumerate(entries):
+        key = f"buffers[{index}]"
+        if not isinstance(entry, dict):
+            raise CtacError(f"{where}: {key} must be a [[buffers]] table")
+        name, role = entry.get("name"), entry.get("role", "")
+        if not isinstance(name, str):
+            raise CtacError(
+                f'{where}: {key} needs a name, one of {list(BUFFER_NAMES)} (name = "act")'
             )
-        )
+        if not isinstance(role, str):
+            raise CtacError(f"{where}: {key}.role must be a string")
+        size = entry.get("size_kib")
+        if not isinstance(size, dict) or "value" not in size:
+            raise CtacError(f'{where}: {key} needs size_kib = {{ value = ..., source = "..." }}')
+        size_bytes = int(size["value"] * 1024)
+        if not element_bytes <= size_bytes <= MAX_BUFFER_ELEMENTS * element_bytes:
+            raise CtacError(
+                f"{where}: {key}.size_kib {size['value']!r} must hold 1 to {MAX_BUFFER_ELEMENTS} "
+                f"elements of {element_bytes} bytes (at most "
+                f"{MAX_BUFFER_ELEMENTS * element_bytes // 1024} KiB: buffer addresses are 24-bit)"
+            )
+        buffers.append(Buffer(index, name, role, size_bytes, element_bytes))
     sharing = raw.get("dma", {}).get("bandwidth_sharing", "shared")
     if sharing not in ("shared", "split"):
         raise CtacError(
@@ -195,4 +285,4 @@ def load_hardware(path: str | Path | None = None) -> Hardware:
         raise CtacError(
             f"{where}: buffers must be {list(BUFFER_NAMES)} in that order, got {list(names)}"
         )
-    return Hardware(str(path) if path else "default", text, raw, tuple(buffers))
+    return Hardware(path, text, raw, tuple(buffers))

@@ -37,7 +37,8 @@ from ctac.dialects import onnx as onnx_dialect
 from ctac.errors import CtacError
 from ctac.functions import check_limits, expand, has_function
 from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES, load_onnx
-from ctac.runtime.evaluator import operand_arrays
+from ctac.quantized import CONTRIB_QUANTIZED_OPS, QUANTIZED_OPS, decompose_quantized
+from ctac.runtime.evaluator import check_value_sizes, module_values, operand_arrays
 from ctac.runtime.reference import SEMANTICS, shape_op_result
 from ctac.weights import WeightStore, constant_node_value, register_store
 
@@ -223,8 +224,14 @@ def _is_splat(array: np.ndarray) -> bool:
 
 
 class _GraphBuilder:
-    def __init__(self, model: onnx.ModelProto, store: WeightStore) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        store: WeightStore,
+        max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    ) -> None:
         self.model = model
+        self.max_tensor_bytes = max_tensor_bytes
         self.graph = model.graph
         self.store = store
         self.block: Block | None = None
@@ -289,6 +296,9 @@ class _GraphBuilder:
         others = [o for o in self.model.opset_import if o.domain not in ("", "ai.onnx")]
         return [onnx.helper.make_opsetid("", self.opset), *others]
 
+    def check_sizes(self, values: Sequence[SSAValue], where: str) -> None:
+        check_value_sizes(values, self.max_tensor_bytes, where)
+
     def type_proto(self, value: SSAValue) -> onnx.TypeProto:
         return onnx.helper.make_tensor_type_proto(
             onnx.helper.np_dtype_to_tensor_dtype(
@@ -328,10 +338,18 @@ class _GraphBuilder:
         for node in self.graph.node:
             supported = (
                 node.domain in ("", "ai.onnx")
-                and (node.op_type in onnx_dialect.OP_BY_ONNX_TYPE or has_function(node, self.opset))
+                and (
+                    node.op_type in onnx_dialect.OP_BY_ONNX_TYPE
+                    or node.op_type in QUANTIZED_OPS
+                    or has_function(node, self.opset)
+                )
             ) or (
                 node.domain == CONTRIB_DOMAIN
-                and (node.op_type in CONTRIB_OPS or node.op_type in DECOMPOSITIONS)
+                and (
+                    node.op_type in CONTRIB_OPS
+                    or node.op_type in DECOMPOSITIONS
+                    or node.op_type in CONTRIB_QUANTIZED_OPS
+                )
             )
             if not supported:
                 domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
@@ -346,27 +364,14 @@ class _GraphBuilder:
         """onnxruntime's fused attention ops, straight to cta ops (ctac/contrib.py); its other
         fused ops as the standard nodes they stand for (ctac/contrib_fused.py)."""
 
-        def type_of(name: str) -> tuple[tuple[int, ...], np.dtype]:
-            value = self.operand(name, node)
-            element = onnx_dialect.element_of(value)
-            return tuple(onnx_dialect.shape_of(value)), onnx_dialect.numpy_dtype(element)
-
-        inner: list[onnx.NodeProto] = []
-        if node.op_type in DECOMPOSITIONS:
-            inner = decompose(node, type_of, self.used_names)
-        elif node.op_type == "Attention" and (converted := attention_mask_nodes(node, type_of)):
+        type_of = self.type_reader(node)
+        if node.op_type in DECOMPOSITIONS or node.op_type in CONTRIB_QUANTIZED_OPS:
+            table = decompose if node.op_type in DECOMPOSITIONS else decompose_quantized
+            self.build_inner(table(node, type_of, self.used_names), depth)
+            return
+        if node.op_type == "Attention" and (converted := attention_mask_nodes(node, type_of)):
             inner, node = converted
-        if inner:
-            self.used_names.update(name for each in inner for name in each.input)
-            opset = self.opset
-            self.opset = max(opset, DECOMPOSED_OPSET)  # the nodes are written for it
-            try:
-                for each in inner:
-                    self.build_node(each, depth + 1)
-            finally:
-                self.opset = opset
-            if node.op_type in DECOMPOSITIONS:
-                return
+            self.build_inner(inner, depth)
         inputs = [self.operand(n, node) if n else None for n in node.input]
         builder = ContribBuilder(node, inputs, self.add, self.used_names)
         results = CONTRIB_OPS[node.op_type](builder)
@@ -374,6 +379,28 @@ class _GraphBuilder:
             if name:
                 value.name_hint = ssa_name(name)
                 self.values[name] = value
+
+    def type_reader(self, node: onnx.NodeProto):
+        """name -> (static shape, numpy dtype) of a value built before `node`."""
+
+        def type_of(name: str) -> tuple[tuple[int, ...], np.dtype]:
+            value = self.operand(name, node)
+            element = onnx_dialect.element_of(value)
+            return tuple(onnx_dialect.shape_of(value)), onnx_dialect.numpy_dtype(element)
+
+        return type_of
+
+    def build_inner(self, inner: list[onnx.NodeProto], depth: int) -> None:
+        """The standard nodes a fused or quantized op stands for (ctac/contrib_fused.py,
+        ctac/quantized.py), built at the opset they are written for."""
+        self.used_names.update(name for each in inner for name in each.input)
+        opset = self.opset
+        self.opset = max(opset, DECOMPOSED_OPSET)
+        try:
+            for each in inner:
+                self.build_node(each, depth + 1)
+        finally:
+            self.opset = opset
 
     def build_from_function(self, node: onnx.NodeProto, depth: int) -> None:
         """An op ctac has no op for, replaced by the function body ONNX defines for it."""
@@ -417,6 +444,10 @@ class _GraphBuilder:
     def build_node(self, node: onnx.NodeProto, depth: int = 0) -> None:
         if node.domain == CONTRIB_DOMAIN:
             self.build_contrib(node, depth)
+            return
+        if node.op_type in QUANTIZED_OPS:
+            inner = decompose_quantized(node, self.type_reader(node), self.used_names)
+            self.build_inner(inner, depth)
             return
         if node.op_type not in onnx_dialect.OP_BY_ONNX_TYPE:
             self.build_from_function(node, depth)
@@ -491,6 +522,8 @@ class _GraphBuilder:
         for name, result in zip(outputs, op.results, strict=True):
             result.name_hint = ssa_name(name)
             self.values[name] = result
+        # Before remember_constant or any later pass can allocate a value of this size.
+        self.check_sizes(op.results, f"node {_node_label(node)}: ")
         self.remember_constant(op)
 
     def build(self, input_names: list[str]) -> ModuleOp:
@@ -502,6 +535,7 @@ class _GraphBuilder:
         for name, argument in zip(input_names, self.block.args, strict=True):
             argument.name_hint = ssa_name(name)
             self.values[name] = argument
+        self.check_sizes(self.block.args, "input: ")
         initializer_names = set(input_names)
         for tensor in self.graph.initializer:
             if tensor.name in initializer_names:
@@ -528,6 +562,8 @@ class _GraphBuilder:
             ),
         )
         module = ModuleOp([function])
+        # Ops built another way (onnxruntime's fused ops, function bodies) are covered here.
+        check_value_sizes(module_values(module), self.max_tensor_bytes)
         self.store.attach(module)
         return module
 
@@ -551,7 +587,7 @@ def import_model(
     store = WeightStore(path, model)
     register_store(store)
     input_names = _apply_input_shapes(model.graph, shapes or {})
-    builder = _GraphBuilder(model, store)
+    builder = _GraphBuilder(model, store, max_tensor_bytes)
     builder.check_supported()
     module = builder.build(input_names)
     try:

@@ -3,13 +3,16 @@ and the JSON report of `ctac run`."""
 
 from __future__ import annotations
 
+import io
+import math
 import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ctac.errors import CtacError
+from ctac.errors import CtacError, shorten
 from ctac.hw import Hardware
 from ctac.runtime.costmodel import Profile, simulate
 from ctac.runtime.interpreter import ExecutionStats, run_program
@@ -40,25 +43,121 @@ def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
     return inputs
 
 
-def load_inputs(flags: Sequence[str], known: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+# No --input array may be larger than this (the importer's cap on one tensor).
+MAX_INPUT_BYTES = 4 * 1024**3
+
+
+def load_inputs(
+    flags: Sequence[str], known: Sequence[str] | Mapping[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """The arrays of `--input NAME=FILE.npy` flags; with `known`, a name that is not one of the
-    program's inputs is an error (it would otherwise leave that input random, silently)."""
+    program's inputs is an error (it would otherwise leave that input random, silently). When
+    `known` maps names to arrays of the right shape and dtype (the random inputs), each file
+    must match that shape and hold values of a compatible kind, and comes back in that dtype."""
     inputs = {}
     for flag in flags:
         name, sep, path = flag.partition("=")
         if not sep or not name or not path:
-            raise CtacError(f"--input '{flag}' should look like NAME=FILE.npy")
+            raise CtacError(f"--input '{shorten(flag, 200)}' should look like NAME=FILE.npy")
         if known is not None and name not in known:
             raise CtacError(
-                f"--input {name}: no input of that name; the inputs are {', '.join(known)}"
+                f"--input {shorten(name, 200)}: no input of that name; the inputs are {', '.join(known)}"
             )
-        try:
-            inputs[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CtacError(
-                f"--input {name}: cannot read '{path}' as a .npy array: {exc}"
-            ) from None
+        expected = known.get(name) if isinstance(known, Mapping) else None
+        inputs[name] = _read_npy(name, path, expected)
     return inputs
+
+
+def _read_npy(name: str, path: str, expected: np.ndarray | None) -> np.ndarray:
+    """One .npy file, its header checked before any data is read."""
+    where = f"--input {shorten(name, 200)}"
+    try:
+        with open(path, "rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                header = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+            shape, _, dtype = header
+            data_bytes = Path(path).stat().st_size - stream.tell()
+            _check_header(where, path, shape, dtype, data_bytes, expected)
+            stream.seek(0)
+            array = np.load(stream, allow_pickle=False)
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise CtacError(
+            f"{where}: cannot read '{shorten(path, 200)}' as a .npy array: {exc}"
+        ) from None
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array if expected is None else _convert(where, array, expected.dtype)
+
+
+def _check_header(
+    where: str,
+    path: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    data_bytes: int,
+    expected: np.ndarray | None,
+) -> None:
+    if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biuf":
+        raise CtacError(
+            f"{where}: '{shorten(path, 200)}' holds {dtype} values; inputs must be numbers "
+            "(bool, integers or floats)"
+        )
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_INPUT_BYTES:
+        raise CtacError(
+            f"{where}: '{shorten(path, 200)}' declares {size} bytes, over {MAX_INPUT_BYTES}"
+        )
+    if expected is not None and tuple(shape) != expected.shape:
+        raise CtacError(
+            f"{where}: '{shorten(path, 200)}' has shape {tuple(shape)}, the input is "
+            f"{expected.dtype}{list(expected.shape)}"
+        )
+    if size > data_bytes:
+        raise CtacError(
+            f"{where}: '{shorten(path, 200)}' declares {size} bytes of data but holds {data_bytes} "
+            "(truncated)"
+        )
+
+
+def _convert(where: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The array in the input's dtype, refusing conversions that would change values."""
+    if array.dtype == dtype:
+        return array
+    if dtype.kind == "f":
+        if array.dtype.kind in "biuf":
+            return array.astype(dtype)
+    elif array.dtype.kind == "f":
+        raise CtacError(
+            f"{where}: the input takes {dtype} values but the file holds {array.dtype} "
+            "(token ids and masks are integers; convert them with astype)"
+        )
+    elif dtype.kind == "b":
+        if array.size == 0 or bool(((array == 0) | (array == 1)).all()):
+            return array.astype(dtype)
+        raise CtacError(f"{where}: the input takes bool values but the file holds other integers")
+    else:
+        info = np.iinfo(dtype)
+        if array.size == 0 or (int(array.min()) >= info.min and int(array.max()) <= info.max):
+            return array.astype(dtype)
+        raise CtacError(f"{where}: the file holds values outside the range of the input's {dtype}")
+    raise CtacError(f"{where}: the file holds {array.dtype}, the input takes {dtype}")
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An .npz archive of named arrays, laid out as numpy's savez lays it out, for any names
+    (passing the names as keywords to savez fails on an output named 'file' or 'allow_pickle')."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+            archive.writestr(f"{name}.npy", member.getvalue())
+    return buffer.getvalue()
 
 
 def execute(
@@ -77,25 +176,84 @@ def execute(
             bar.close()
 
 
+_ORT_DTYPES = {
+    f"tensor({name})": np.dtype(dtype)
+    for name, dtype in [
+        ("float", np.float32), ("float16", np.float16), ("double", np.float64),
+        ("int64", np.int64), ("int32", np.int32), ("int16", np.int16), ("int8", np.int8),
+        ("uint8", np.uint8), ("bool", np.bool_),
+    ]
+}  # fmt: skip
+
+
+# Ops whose presence makes a model quantized (compared with onnxruntime unoptimized).
+QUANTIZING_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
+                  "QLinearAdd", "QLinearMul", "QLinearSoftmax", "ConvInteger", "QLinearConv"}  # fmt: skip
+
+
+def _min_row_cosine(got: np.ndarray, want: np.ndarray) -> float:
+    """The smallest cosine between matching rows (last axis) of two float arrays (1.0 for
+    integer outputs, all-zero rows or empty arrays): quantized models flip a rounding step
+    here and there, which max abs err exaggerates and the cosine does not."""
+    if got.size == 0 or got.dtype.kind not in "f" or got.shape != want.shape:
+        return 1.0
+    a = got.reshape(-1, got.shape[-1] if got.ndim else 1).astype(np.float64)
+    b = want.reshape(a.shape).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    rows = norms > 0
+    if not rows.any():
+        return 1.0
+    return float(((a * b).sum(axis=1)[rows] / norms[rows]).min())
+
+
 def compare_with_onnxruntime(
     model: str | Path, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
 ) -> dict[str, dict]:
     """Per output: max absolute and relative error against onnxruntime on the same inputs."""
     import onnxruntime as ort
 
+    from ctac.onnx_loader import load_onnx
+
+    # ctac's checked loader reads the model and its external data (only from the model's folder,
+    # every tensor within its file and the size cap); onnxruntime gets the checked bytes and never
+    # opens a file itself, whatever its version checks.
+    proto = load_onnx(model)
+    if not proto.graph.output:
+        raise CtacError(f"--compare: '{model}' has no outputs to compare")
+    if proto.ByteSize() >= 2**31 - 1:
+        raise CtacError(
+            f"--compare: '{model}' is over 2 GiB with its weights, more than onnxruntime can "
+            "take from memory"
+        )
+    options = ort.SessionOptions()
+    if any(node.op_type in QUANTIZING_OPS for node in proto.graph.node):
+        # onnxruntime's optimizer fuses Q/DQ pairs into integer kernels that round differently
+        # from the ONNX definitions (on a static-int8 MiniLM its two paths agree to cosine 0.6);
+        # unoptimized, it runs the definitions, which is what ctac implements.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime's own errors are many types
-        raise CtacError(f"onnxruntime cannot load '{model}': {exc}") from None
+        raise CtacError(f"onnxruntime cannot load '{model}': {shorten(exc, 500)}") from None
     feeds = {i.name: np.asarray(inputs[i.name]) for i in session.get_inputs() if i.name in inputs}
     missing = [i.name for i in session.get_inputs() if i.name not in inputs]
     if missing:
         raise CtacError(
             f"--compare: the model needs inputs {missing} that the program does not take"
         )
-    expected = dict(
-        zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True)
-    )
+    for i in session.get_inputs():
+        dtype = _ORT_DTYPES.get(i.type)
+        if dtype is not None and feeds[i.name].dtype != dtype:
+            raise CtacError(
+                f"--compare: input '{i.name}' is {feeds[i.name].dtype} but the model takes {dtype}"
+            )
+    try:
+        results = session.run(None, feeds)
+    except Exception as exc:  # onnxruntime's own errors are many types
+        raise CtacError(f"onnxruntime cannot run '{model}': {shorten(exc, 500)}") from None
+    expected = dict(zip([o.name for o in session.get_outputs()], results, strict=True))
     report = {}
     for name, array in outputs.items():
         if name not in expected:
@@ -106,6 +264,7 @@ def compare_with_onnxruntime(
             "shape": list(array.shape),
             "max_abs_err": float(difference.max()) if difference.size else 0.0,
             "max_rel_err": float((difference / scale).max()) if difference.size else 0.0,
+            "min_cosine": _min_row_cosine(array, expected[name]),
         }
     return report
 
@@ -144,6 +303,27 @@ def attention_report(program: Program, stats: ExecutionStats) -> list[dict]:
 
 def profile_program(program: Program, hw: Hardware, stats: ExecutionStats | None) -> Profile:
     return simulate(program, hw, stats.clusters if stats is not None else None)
+
+
+def timing_clusters(
+    program: Program, cluster_ratio: float | None = None, settings: str | Path | None = None
+) -> dict[int, int] | None:
+    """The data-dependent sizes a timing-only run charges: None (the nominal worst case), R
+    clusters per token (`cluster_ratio`), or the ratios and hash-bucket spread a `ctac
+    calibrate` settings file measured (each layer and role its own; `cluster_ratio` still wins
+    for the ratio). `ctac profile --timing-only` and the API's `run(timing_only=True)`."""
+    if cluster_ratio is None and settings is None:
+        return None
+    from ctac.policy import expected_clusters
+
+    ratio, buckets = cluster_ratio, 1.0
+    if settings is not None:
+        from ctac.calibrate import read_settings
+
+        calibration = read_settings(settings)
+        ratio = calibration.expectation() if ratio is None else ratio
+        buckets = calibration.buckets
+    return expected_clusters(program, ratio, buckets)
 
 
 def profile_json(profile: Profile) -> dict:

@@ -4,7 +4,8 @@ The vector unit reduces along a tile's rows and its ALU has max and min, so:
 - Clip(x, lo, hi) becomes Min(Max(x, lo), hi) (either bound may be absent);
 - a reduction over axes other than just the last (a sentence-transformers mean-pooling head sums
   over the sequence axis) becomes Transpose (reduced axes last) -> Reshape (them flattened into
-  one) -> the same reduction over the last axis -> Reshape (keepdims).
+  one) -> the same reduction over the last axis -> Reshape (keepdims); a row longer than
+  SPLIT_ROW is reduced in two stages.
 Both are exact rewrites (the same numbers in the same order per output element, up to the float
 summation order of the reduction). lower-to-isa runs this on its own copy of the module, so the
 module a user prints or evaluates is left as imported.
@@ -74,6 +75,20 @@ def reduced_axes(op: ox.ReduceOp) -> list[int] | None:
     return axes or list(range(rank))
 
 
+# Rows longer than this are reduced in two stages: they may not fit a buffer half (the
+# dynamic-int8 quantizer takes the min and max of a whole (1, 128, 1536) activation).
+SPLIT_ROW = 4096
+
+
+def _split(length: int) -> int:
+    """The largest divisor of `length` up to SPLIT_ROW when `length` is longer than that and
+    the split leaves reasonably long rows (else 0: one stage)."""
+    if length <= SPLIT_ROW:
+        return 0
+    divisor = next(d for d in range(SPLIT_ROW, 0, -1) if length % d == 0)
+    return divisor if divisor >= 64 else 0
+
+
 class ReduceOverLastAxis(RewritePattern):
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         if not isinstance(op, REDUCTIONS):
@@ -81,7 +96,7 @@ class ReduceOverLastAxis(RewritePattern):
         shape = list(ox.shape_of(op.data))
         rank = len(shape)
         axes = reduced_axes(op)
-        if axes is None or axes == [rank - 1] or rank == 0:
+        if axes is None or rank == 0 or (axes == [rank - 1] and shape[-1] <= SPLIT_ROW):
             return
         if op.axes is not None and op.int_attr("noop_with_empty_axes", 0):
             owner = op.axes.owner
@@ -103,16 +118,23 @@ class ReduceOverLastAxis(RewritePattern):
         flat = int(np.prod([shape[a] for a in axes]))
         # A reduction to a scalar keeps one row to reduce: (1, N) -> (1,).
         rows = kept_shape or [1]
-        if list(ox.shape_of(value)) != [*rows, flat]:
-            value = _reshape(value, [*rows, flat], new_ops)
-        last = _constant([-1])
-        reduce = type(op).build(
-            operands=[value, [last.results[0]]],
-            result_types=[TensorType(ox.element_of(value), rows)],
-            properties={"keepdims": IntegerAttr(0, i64)},
+        # A long row is reduced in two stages, (rows, a, b) -> (rows, a) -> rows, each row
+        # short enough for a buffer (exact for sum, max, min; mean of equal-sized means).
+        split = _split(flat)
+        stages = (
+            [[*rows, flat // split, split], [*rows, flat // split]] if split else [[*rows, flat]]
         )
-        new_ops += [last, reduce]
-        value = reduce.results[0]
+        if list(ox.shape_of(value)) != stages[0]:
+            value = _reshape(value, stages[0], new_ops)
+        for stage in stages:
+            last = _constant([-1])
+            reduce = type(op).build(
+                operands=[value, [last.results[0]]],
+                result_types=[TensorType(ox.element_of(value), stage[:-1])],
+                properties={"keepdims": IntegerAttr(0, i64)},
+            )
+            new_ops += [last, reduce]
+            value = reduce.results[0]
         out_shape = list(ox.shape_of(op.reduced))
         if out_shape != rows:
             value = _reshape(value, out_shape, new_ops)
@@ -141,7 +163,7 @@ def needs_legalizing(module: ModuleOp) -> bool:
         if isinstance(op, ox.ClipOp):
             return True
         if isinstance(op, REDUCTIONS):
-            axes = reduced_axes(op)
-            if axes is not None and axes != [len(ox.shape_of(op.data)) - 1]:
+            axes, shape = reduced_axes(op), ox.shape_of(op.data)
+            if axes is not None and (axes != [len(shape) - 1] or shape[-1] > SPLIT_ROW):
                 return True
     return False

@@ -13,7 +13,11 @@ clusters as one call of the reference:
   the nearest one passing ||x - c||^2 <= max(tau, 1e-6)^2 ||c||^2, else it opens a row;
 - within a chunk, step k takes the k-th token of every group at once (groups are independent), as
   the reference does; new rows get provisional slots and are renumbered by first token at the end
-  of the chunk, so rows stay in first-token order across groups.
+  of the chunk, so rows stay in first-token order across groups;
+- a group with many tokens in the chunk goes on its own, token by token, and (without a window)
+  searches its rows through an index that rules out rows which cannot pass (_GroupIndex), so a
+  chunk of 65,535 distinct tokens costs near-linear work, not 65,535^2 / 2 distances; the
+  decisions, and the `comparisons` reported, are the full search's.
 
 Precision: the table's values are the unit's fp32 accumulators (wider than fp16 storage, the
 design's accumulation rule); the functional model keeps them at float64, the reference's
@@ -31,6 +35,65 @@ from ctac.runtime.compression import MIN_RELATIVE_DISTANCE, nearest_passing
 
 # Values per table row besides the mean: the mean's squared norm, the member count, the key.
 EXTRA_VALUES = 3
+# Groups with at least this many tokens in a chunk are clustered token by token
+# (`_cluster_group`) instead of in the lockstep over groups, which pays its per-step cost once
+# per token of the largest group; without a window, such a group with at least INDEX_MIN_ROWS
+# rows is searched through a _GroupIndex, whose `recent` rows are sorted in again once there are
+# INDEX_REBUILD of them.
+ALONE_MIN_TOKENS = 512
+INDEX_MIN_ROWS = 256
+INDEX_REBUILD = 512
+
+
+def _direction(cols: int) -> np.ndarray:
+    """The fixed unit vector rows are sorted along (any direction keeps the search exact; a
+    generic one separates rows better than an axis)."""
+    u = np.random.default_rng(0x17).standard_normal(cols)
+    return u / np.linalg.norm(u)
+
+
+class _GroupIndex:
+    """A group's rows sorted by their projection on `_direction`, for the leader search.
+
+    A row c passes a token x when ||x - c||^2 <= t^2 ||c||^2; for t < 1 that is the ball of
+    centre x / (1 - t^2) and radius t ||x|| / (1 - t^2), so a passing row's projection lies
+    within that radius of the centre's: only the rows sorted inside that band (widened far
+    beyond any rounding) are compared, and the decision is the full search's. Rows whose mean
+    changed since the sort, and rows whose projection is not finite, are kept in `recent` and
+    always compared; a sorted entry whose value is no longer its row's projection is stale."""
+
+    def __init__(self, rows: np.ndarray, projection: np.ndarray) -> None:
+        self.rebuild(rows, projection)
+
+    def rebuild(self, rows: np.ndarray, projection: np.ndarray) -> None:
+        values = projection[rows]
+        finite = np.isfinite(values)
+        order = np.argsort(values[finite], kind="stable")
+        self.rows, self.values = rows[finite][order], values[finite][order]
+        unsorted = rows[~finite]
+        # sorted in again once this many rows changed: cheap searches against rare sorts
+        self.limit = len(unsorted) + max(INDEX_REBUILD, len(rows) // 64)
+        self.recent = np.empty(self.limit + 1, dtype=np.int64)
+        self.recent[: len(unsorted)] = unsorted
+        self.changed = len(unsorted)
+
+    def add(self, row: int, rows: np.ndarray, projection: np.ndarray) -> None:
+        """`row` opened or its mean moved; `rows` are the group's rows."""
+        self.recent[self.changed] = row
+        self.changed += 1
+        if self.changed > self.limit:
+            self.rebuild(rows, projection)
+
+    def candidates(self, low: float, high: float, projection: np.ndarray) -> np.ndarray:
+        """Rows that may pass (some perhaps twice)."""
+        lo = self.values.searchsorted(low, side="left")
+        hi = self.values.searchsorted(high, side="right")
+        found = self.rows[lo:hi]
+        if hi > lo:
+            found = found[self.values[lo:hi] == projection[found]]
+        if self.changed:
+            return np.concatenate((found, self.recent[: self.changed]))
+        return found
 
 
 def row_elements(cols: int) -> int:
@@ -44,6 +107,8 @@ class ClusterTable:
     def __init__(self, cols: int) -> None:
         self.cols = cols
         self.used = 0
+        # Distances the model computed (its work; `comparisons` counts the reference's).
+        self.computed = 0
         self._grow(64)
 
     def _grow(self, capacity: int) -> None:
@@ -132,10 +197,21 @@ class ClusterTable:
         counts_of = highs - lows
         self._reserve(n)
         base = self.used
-        opened = 0
         first_token = np.empty(n, dtype=np.int64)  # of each new slot, by provisional index
         slots = np.empty(n, dtype=np.int64)
         comparisons = 0
+        # Groups are independent and new rows are renumbered by first token at the end, so the
+        # large groups can go first, one token at a time, and the rest in lockstep.
+        alone = sizes >= ALONE_MIN_TOKENS
+        opened = 0
+        for g in np.flatnonzero(alone):
+            tokens_of = order[starts[g] : starts[g] + sizes[g]]
+            opened, pairs = self._cluster_group(
+                slots_of[g], int(counts_of[g]), tokens_of, x, int(group_keys[g]), limit,
+                window, base, opened, first_token, slots,
+            )  # fmt: skip
+            comparisons += pairs
+        sizes = np.where(alone, 0, sizes)
         group_order = np.argsort(-sizes, kind="stable")
         sorted_sizes = sizes[group_order]
         for k in range(int(sizes.max(initial=0))):
@@ -157,6 +233,7 @@ class ClusterTable:
                 owner = np.repeat(np.arange(len(groups)), compared)
                 first_pair = np.cumsum(compared) - compared
                 distance = ((self.means[candidates] - xk[owner]) ** 2).sum(axis=-1)
+                self.computed += len(candidates)
                 allowed = limit * self.norms[candidates]
                 rows, picked = nearest_passing(distance, allowed, compared, first_pair)
                 join[rows] = True
@@ -186,6 +263,81 @@ class ClusterTable:
         slots[renamed] = base + final[slots[renamed] - base]
         self.used = base + opened
         return slots, comparisons
+
+    def _cluster_group(
+        self,
+        rows: np.ndarray,
+        count: int,
+        tokens: np.ndarray,
+        x: np.ndarray,
+        key: int,
+        limit: float,
+        window: int,
+        base: int,
+        opened: int,
+        first_token: np.ndarray,
+        slots: np.ndarray,
+    ) -> tuple[int, int]:
+        """The tokens of one group (positions `tokens`, in order) against its rows (`rows`:
+        the group's `count` slots in opening order, room for one more per token), deciding as
+        the lockstep does; returns the new number of opened slots and the comparisons. Without
+        a window and with t < 1, once the group has INDEX_MIN_ROWS rows a token is compared only
+        with the rows a _GroupIndex cannot rule out (the comparisons counted are the full
+        search's)."""
+        searchable = window == 0 and limit < 1 and len(tokens) >= INDEX_MIN_ROWS
+        index = None
+        comparisons = 0
+        if searchable:
+            scale = 1.0 / (1.0 - limit)
+            direction = _direction(self.cols)
+            projection = np.full(len(self.norms), np.nan)
+            xs = x[tokens]
+            finite = np.isfinite(xs).all(axis=1).tolist()
+            centres = ((xs @ direction) * scale).tolist()
+            radii = (np.sqrt(limit * (xs * xs).sum(axis=1)) * scale).tolist()
+        for i, token in enumerate(tokens.tolist()):
+            xt = x[token]
+            compared = min(count, window) if window > 0 else count
+            comparisons += compared
+            if searchable and count >= INDEX_MIN_ROWS and finite[i]:
+                if index is None:
+                    projection[rows[:count]] = self.means[rows[:count]] @ direction
+                    index = _GroupIndex(rows[:count], projection)
+                centre, radius = centres[i], radii[i]
+                # far wider than any rounding of distances or projections; 1e-150 covers rows
+                # whose squared norms are subnormal
+                margin = 1e-9 * (abs(centre) + radius) + 1e-150
+                candidates = index.candidates(
+                    centre - radius - margin, centre + radius + margin, projection
+                )
+            else:
+                candidates = rows[count - compared : count]
+            row = -1
+            if len(candidates):
+                # nearest_passing's rule: the nearest passing row with a finite distance, the
+                # first opened on a tie
+                distance = ((self.means[candidates] - xt) ** 2).sum(axis=-1)
+                self.computed += len(candidates)
+                passing = (distance <= limit * self.norms[candidates]) & np.isfinite(distance)
+                if passing.any():
+                    nearest = distance[passing].min()
+                    row = int(candidates[passing & (distance == nearest)].min())
+            if row < 0:
+                row = base + opened
+                first_token[opened] = token
+                opened += 1
+                self.keys[row] = key
+                rows[count] = row
+                count += 1
+            self.members[row] += 1
+            mean = self.means[row : row + 1]
+            mean += (xt - mean) / self.members[row : row + 1][:, None]
+            self.norms[row : row + 1] = (mean**2).sum(axis=-1)
+            slots[token] = row
+            if index is not None:
+                projection[row] = mean[0] @ direction
+                index.add(row, rows[:count], projection)
+        return opened, comparisons
 
     def read(self, row0: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """Centroids (storage precision) and real-member counts of rows [row0, row0 + rows);

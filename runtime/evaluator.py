@@ -7,11 +7,12 @@ instead of a silently different number.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.irdl import OptOperandDef, VarOperandDef
 
@@ -21,6 +22,55 @@ from ctac.runtime.reference import SEMANTICS
 from ctac.weights import store_for_module
 
 NAME_ATTRIBUTE = "onnx.name"
+# The default cap on any one value's size, the same as the ONNX loader's cap on a stored tensor.
+DEFAULT_MAX_VALUE_BYTES = 4 * 1024**3
+
+
+def value_bytes(value: SSAValue) -> int:
+    """Bytes a value of this static type holds (Python integers: no wrap-around); 0 when it is
+    not a tensor. A dynamic or negative dimension is an error."""
+    value_type = value.type
+    if not isinstance(value_type, TensorType):
+        return 0
+    shape = value_type.get_shape()
+    if any(d < 0 for d in shape):
+        raise CtacError(
+            f"value '{value.name_hint or value}' has a dynamic or negative dimension "
+            f"{list(shape)}; ctac works on static shapes only"
+        )
+    try:
+        itemsize = ox.numpy_dtype(value_type.get_element_type()).itemsize
+    except Exception:  # an element type numpy cannot hold is refused where it is used
+        itemsize = 1
+    return math.prod(shape) * itemsize
+
+
+def check_value_sizes(
+    values: Iterable[SSAValue], max_bytes: int = DEFAULT_MAX_VALUE_BYTES, where: str = ""
+) -> None:
+    """Refuse any value whose static type holds more than `max_bytes`, before anything of that
+    size is allocated (an Expand or ConstantOfShape can compute a tensor far larger than any
+    tensor stored in the model)."""
+    for value in values:
+        size = value_bytes(value)
+        if size > max_bytes:
+            owner = value.owner
+            producer = f" ({owner.name})" if isinstance(owner, Operation) else ""
+            shape = "x".join(str(d) for d in ox.shape_of(value)) or "scalar"
+            raise CtacError(
+                f"{where}value '{value.name_hint or value}'{producer} of shape {shape} would hold "
+                f"{size} bytes, over the cap of {max_bytes}; raise it with --max-tensor-bytes if "
+                "the model is genuine"
+            )
+
+
+def module_values(module: ModuleOp) -> Iterable[SSAValue]:
+    """Every block argument and op result of the module, nested regions included."""
+    for op in module.walk():
+        for region in op.regions:
+            for block in region.blocks:
+                yield from block.args
+        yield from op.results
 
 
 def main_function(module: ModuleOp) -> func.FuncOp:
@@ -74,9 +124,15 @@ def _check_result(op: Operation, value: SSAValue, array: np.ndarray) -> np.ndarr
     return array
 
 
-def evaluate(module: ModuleOp, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run `main` on named inputs; returns named outputs."""
+def evaluate(
+    module: ModuleOp,
+    inputs: Mapping[str, np.ndarray],
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+) -> dict[str, np.ndarray]:
+    """Run `main` on named inputs; returns named outputs. Every value's static type is checked
+    against `max_value_bytes` before anything runs."""
     function = main_function(module)
+    check_value_sizes(module_values(module), max_value_bytes)
     signature = input_signature(module)
     missing = [name for name in signature if name not in inputs]
     if missing:
@@ -88,6 +144,8 @@ def evaluate(module: ModuleOp, inputs: Mapping[str, np.ndarray]) -> dict[str, np
         array = np.asarray(inputs[name])
         if array.shape != shape:
             raise CtacError(f"input '{name}' has shape {array.shape}, the module expects {shape}")
+        if array.dtype.kind not in "biuf" or array.dtype.fields is not None:
+            raise CtacError(f"input '{name}' holds {array.dtype} values, the module takes {dtype}")
         values[argument] = array.astype(dtype, copy=False)
     store = None
     outputs: list[np.ndarray] = []
@@ -130,6 +188,7 @@ def random_inputs(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
     ones, normal floats."""
     rng = np.random.default_rng(seed)
     function = main_function(module)
+    check_value_sizes(function.body.block.args)
     inputs = {}
     for (name, (shape, dtype)), argument in zip(
         input_signature(module).items(), function.body.block.args, strict=True

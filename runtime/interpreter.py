@@ -34,11 +34,25 @@ class Machine:
         # DRAM is the program's data segment (addresses [0, base), shared read-only, not copied:
         # copying hundreds of MB of weights dominated short runs) followed by a writable heap.
         # A write into the data segment first makes a private copy of the whole DRAM.
+        # Only the DRAM that an instruction or symbol reaches is allocated: a header may declare
+        # up to the ISA's 2**32 elements, which no program needs all of.
         data = np.asarray(program.data, dtype=np.float32).reshape(-1)
         self.base = min(len(data), program.dram_elements)
         self.data = data[: self.base].view()
         self.data.flags.writeable = False
-        self.heap = np.zeros(program.dram_elements - self.base, dtype=np.float32)
+        size = max(self.base, min(program.dram_elements, dram_reach(program)))
+        outputs = sum(symbol.size for symbol in program.outputs)
+        check_memory(
+            4 * (size - self.base + outputs),
+            f"the program's DRAM of {size} elements and its outputs",
+        )
+        try:
+            self.heap = np.zeros(size - self.base, dtype=np.float32)
+        except MemoryError:
+            raise CtacError(
+                f"the program's DRAM of {size} elements ({size * 4 / 2**30:.1f} GiB of float32) "
+                "does not fit in this computer's memory"
+            ) from None
         self.cluster_table = None  # the cluster unit's table (runtime/cluster_unit.py)
 
     @property
@@ -99,6 +113,44 @@ class Machine:
         if mode == "scalar":
             return self.tile(buffer, address, 1, 1)
         return np.float32(imm)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give this process (Linux's MemAvailable), or None
+    where that is not known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(needed: int, what: str) -> None:
+    """A CtacError, before anything is allocated, if `needed` bytes exceed the memory available:
+    a hostile header must not make the interpreter thrash or be killed."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise CtacError(
+            f"{what} need {needed / 2**30:.1f} GiB; this computer has "
+            f"{available / 2**30:.1f} GiB available"
+        )
+
+
+def dram_reach(program: Program) -> int:
+    """One past the highest DRAM element any instruction (at its nominal sizes), symbol or the
+    data segment covers: the DRAM a run can touch."""
+    reach = len(program.data)
+    for symbol in program.symbols:
+        reach = max(reach, symbol.address + symbol.size)
+    for name, fields in program.instructions:
+        spec = isa.BY_NAME[name]
+        for where, start, size in spec.reads(fields) + spec.writes(fields):
+            if where == "dram":
+                reach = max(reach, start + max(size, 0))
+    return reach
 
 
 def _load(machine: Machine, f: Fields) -> None:
@@ -202,6 +254,7 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
     "relu": lambda a: np.maximum(a, 0),
     "trunc": np.trunc,
+    "round": np.round,  # halves to even (ONNX Round, QuantizeLinear)
     "nonzero": lambda a: (a != 0).astype(np.float32),
     "cumsum": lambda a: np.cumsum(a, axis=1),
 }
@@ -361,6 +414,12 @@ def _cluster(machine: Machine, f: Fields) -> None:
         table = machine.cluster_table = ClusterTable(cols)
     elif table.cols != cols:
         raise CtacError(f"CLUSTER of {cols} features continues a table of {table.cols}")
+    if table.used > f["table_rows"]:
+        # the hardware's table is sized by table_rows + rows (at most 65,535, the decoder checks)
+        raise CtacError(
+            f"CLUSTER: the table already holds {table.used} rows, more than its table_rows "
+            f"{f['table_rows']}"
+        )
     resident = f["resident"]
     table.load_spilled(_spill(machine, f, max(0, table.used - resident)), 0, table.used, resident)
     ids, comparisons = table.cluster(

@@ -39,7 +39,7 @@ VECTOR_OPS = (
     "copy", "add", "sub", "mul", "div", "max", "min", "pow",
     "eq", "lt", "le", "gt", "ge", "and", "or", "not",
     "neg", "abs", "exp", "log", "sqrt", "rsqrt", "recip", "erf", "gelu", "gelu_tanh",
-    "tanh", "sigmoid", "relu", "trunc", "nonzero", "cumsum", "transpose",
+    "tanh", "sigmoid", "relu", "trunc", "nonzero", "cumsum", "transpose", "round",
 )  # fmt: skip
 # How operand b is broadcast over the (rows, cols) tile.
 BROADCASTS = ("full", "row", "col", "scalar", "imm")

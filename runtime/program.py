@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctac.errors import CtacError
+from ctac.errors import CtacError, shorten
 from ctac.runtime import isa
 
 MAGIC = b"CTAB"
@@ -35,8 +35,16 @@ VERSION = 1
 HEADER = struct.Struct("<4sHH32sIQQII")
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8", "int8")
 BUFFER_NAMES = ("act", "wgt", "acc", "vec")
-# Enough for any model we compile; refusing more keeps a hostile header from allocating terabytes.
-MAX_DRAM_ELEMENTS = 1 << 34
+# The DRAM the ISA can address: its DRAM address fields are 32-bit element addresses (the
+# compiler places every tensor at one), so a program declaring more is corrupt. The interpreter
+# allocates only the part that an instruction or symbol reaches (runtime/interpreter.py).
+MAX_DRAM_ELEMENTS = 1 << 32
+# Rows of the cluster unit's table: CLUSTER_READ addresses them with 16-bit fields.
+MAX_TABLE_ROWS = (1 << 16) - 1
+# numpy's limit on dimensions (NPY_MAXDIMS): a symbol with more could not be held as an array.
+MAX_RANK = 64
+# Token ids are stored in DRAM as float32, exact below 2**24: no vocabulary can be larger.
+MAX_VOCAB = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,10 @@ def decode_program(
     if expected != len(body):
         raise _fail(f"sections add up to {expected} bytes but the file has {len(body)}")
     if not data_elements <= dram_elements <= max_dram_elements:
-        raise _fail(f"DRAM size {dram_elements} is smaller than the data segment or too large")
+        raise _fail(
+            f"DRAM size {dram_elements} must be from the data segment's {data_elements} to "
+            f"{max_dram_elements} elements"
+        )
     offset = HEADER.size
     instructions = []
     for index in range(count):
@@ -244,6 +255,12 @@ def _check_ranges(
                 f"instruction {index} ({spec.name}): {BUFFER_NAMES[where]} range [{start}, "
                 f"{start + size}) exceeds its {capacities.get(where, 0)} elements"
             )
+    if spec.name == "CLUSTER" and fields["table_rows"] + fields["rows"] > MAX_TABLE_ROWS:
+        raise _fail(
+            f"instruction {index} (CLUSTER): a table of {fields['table_rows']} + {fields['rows']} "
+            f"rows; the cluster unit's table holds at most {MAX_TABLE_ROWS} (its row fields are "
+            "16-bit)"
+        )
     if spec.name in ("LOAD", "STORE") and fields["stride"] < 0:
         raise _fail(f"instruction {index} ({spec.name}): negative stride")
 
@@ -263,18 +280,28 @@ def _symbols(raw: object, dram_elements: int) -> list[Symbol]:
                 int(entry.get("vocab", 0)),
             )
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-            raise _fail(f"symbol {str(entry)[:200]}: {exc}") from None
+            raise _fail(f"symbol {shorten(entry)}: {shorten(exc)}") from None
+        name = shorten(symbol.name)
+        if not isinstance(entry["name"], str):
+            raise _fail(f"symbol '{name}': its name is not a string")
         if symbol.kind not in ("input", "output") or symbol.dtype not in DTYPES:
             raise _fail(
-                f"symbol '{symbol.name}': kind {symbol.kind} / dtype {symbol.dtype} unknown"
+                f"symbol '{name}': kind {shorten(symbol.kind)} / dtype {shorten(symbol.dtype)} "
+                "unknown"
             )
-        if (
-            symbol.vocab < 0
-            or any(d <= 0 for d in symbol.shape)
-            or not 0 <= symbol.address <= dram_elements - symbol.size
+        if len(symbol.shape) > MAX_RANK:
+            raise _fail(f"symbol '{name}' has {len(symbol.shape)} dimensions, over {MAX_RANK}")
+        if not 0 <= symbol.vocab <= MAX_VOCAB:
+            raise _fail(
+                f"symbol '{name}': vocab {shorten(symbol.vocab)} is outside [0, {MAX_VOCAB}] "
+                "(token ids are float32 in DRAM, exact below 2**24)"
+            )
+        if any(d <= 0 for d in symbol.shape) or not (
+            0 <= symbol.address <= dram_elements - symbol.size
         ):
             raise _fail(
-                f"symbol '{symbol.name}': shape {symbol.shape} at {symbol.address} is outside DRAM"
+                f"symbol '{name}': shape {shorten(symbol.shape)} at {shorten(symbol.address)} "
+                f"is outside DRAM [0, {dram_elements})"
             )
         symbols.append(symbol)
     return symbols
@@ -314,7 +341,8 @@ def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int,
             or (entry[1] and entry[1] not in instructions[entry[0]][1])
         ):
             raise _fail(
-                f"dynamic size entry {entry!r} does not name an instruction field and a CLUSTER"
+                f"dynamic size entry {shorten(repr(entry))} does not name an instruction field "
+                "and a CLUSTER"
             )
         dynamic.append((entry[0], str(entry[1]), entry[2], *entry[3:4]))
     return dynamic
@@ -387,7 +415,35 @@ def disassemble(program: Program, include_data: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Nesting the assembler's JSON may have (a ;@ dynamic-size entry is two levels deep, a .policy
+# decision a few more): deeper input is refused before json can recurse on it.
+MAX_JSON_DEPTH = 32
+
+
+def _json_depth(text: str) -> int:
+    """The deepest [ / { nesting of JSON text (brackets inside strings counted too: an upper
+    bound, which is all the check needs)."""
+    depth = deepest = 0
+    for character in text:
+        if character in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif character in "]}":
+            depth -= 1
+    return deepest
+
+
+def _f32(text: str) -> float:
+    """An f32 field's value: a float (inf and nan included) that float32 can hold."""
+    value = float(text)
+    if math.isfinite(value) and abs(value) > float(np.finfo(np.float32).max):
+        raise OverflowError(value)
+    return value
+
+
 def assemble(text: str, source_name: str = "<asm>") -> Program:
+    """The program of assembly `text` (as `disassemble` writes it); a malformed line is a
+    CtacError naming `source_name`, the line number and what the line should look like."""
     digest = None
     dram = None
     symbols: list[Symbol] = []
@@ -402,6 +458,27 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
     def fail(number: int, message: str) -> CtacError:
         return CtacError(f"{source_name}:{number}: {message}")
 
+    def count(number: int, keyword: str, value: str, limit: int) -> int:
+        try:
+            result = int(value.strip())
+        except ValueError:
+            raise fail(
+                number, f"{keyword} '{shorten(value.strip())}' should be a whole number of elements"
+            ) from None
+        if not 0 <= result <= limit:
+            raise fail(number, f"{keyword} {shorten(result)} should be in [0, {limit}]")
+        return result
+
+    def parse_json(number: int, raw: str, what: str, whole: bool = True) -> tuple[object, int]:
+        if _json_depth(raw) > MAX_JSON_DEPTH:
+            raise fail(number, f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            if whole:
+                return json.loads(raw), len(raw)
+            return json.JSONDecoder().raw_decode(raw)
+        except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+            raise fail(number, f"{what} is not valid JSON ({shorten(exc)})") from None
+
     for number, line in enumerate(text.splitlines(), start=1):
         code, _, comment = line.partition(";")
         code = code.strip()
@@ -412,91 +489,124 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
             if keyword == ".version":
                 if rest.strip() != str(VERSION):
                     raise fail(
-                        number, f"version {rest.strip()}; this ctac assembles version {VERSION}"
+                        number,
+                        f"version {shorten(rest.strip())}; this ctac assembles version {VERSION}",
                     )
             elif keyword == ".hw":
                 try:
                     digest = bytes.fromhex(rest.strip())
                 except ValueError:
-                    raise fail(number, "the .hw digest is not hex") from None
+                    digest = None
+                if digest is None or len(digest) != 32:
+                    raise fail(number, "the .hw digest should be 64 hex digits (a SHA-256)")
             elif keyword == ".dram":
-                dram = int(rest)
+                dram = count(number, ".dram", rest, MAX_DRAM_ELEMENTS)
             elif keyword == ".policy":
-                try:
-                    policy.append(dict(json.loads(rest)))
-                except (json.JSONDecodeError, TypeError, ValueError):
-                    raise fail(number, "malformed .policy line") from None
+                entry, _ = parse_json(number, rest.strip(), ".policy")
+                if not isinstance(entry, dict):
+                    raise fail(number, ".policy should be a JSON object (one decision)")
+                policy.append(entry)
             elif keyword in (".input", ".output"):
+                usage = f'{keyword} should look like {keyword} "NAME" DTYPE 2x16 @ADDRESS [vocab=N]'
+                name, end = parse_json(number, rest.strip(), f"{keyword} name", whole=False)
+                if not isinstance(name, str):
+                    raise fail(number, usage)
                 try:
-                    decoder = json.JSONDecoder()
-                    name, end = decoder.raw_decode(rest.strip())
                     dtype, shape, address, *extra = rest.strip()[end:].split()
+                    if len(extra) > 1 or (extra and not extra[0].startswith("vocab=")):
+                        raise ValueError(extra)
                     dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
                     vocab = int(extra[0].removeprefix("vocab=")) if extra else 0
                     symbols.append(
                         Symbol(name, keyword[1:], dims, dtype, int(address.lstrip("@")), vocab)
                     )
-                except (ValueError, json.JSONDecodeError):
-                    raise fail(number, f"malformed {keyword} line") from None
+                except ValueError:
+                    raise fail(number, usage) from None
             elif keyword == ".data":
-                data_count = int(rest)
+                data_count = count(number, ".data", rest, MAX_DRAM_ELEMENTS)
             elif keyword == ".bytes":
                 chunks.append(rest.strip())
             elif keyword == ".text":
                 in_text = True
             else:
-                raise fail(number, f"unknown directive '{keyword}'")
+                raise fail(
+                    number,
+                    f"unknown directive '{shorten(keyword)}' (expected .version, .hw, .dram, "
+                    ".policy, .input, .output, .data, .bytes or .text)",
+                )
             continue
         name, *pairs = code.split()
         spec = isa.BY_NAME.get(name)
         if spec is None:
-            raise fail(number, f"unknown instruction '{name}'")
+            raise fail(number, f"unknown instruction '{shorten(name)}'")
         fields: dict = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep:
-                raise fail(number, f"'{pair}' should be field=value")
+                raise fail(number, f"'{shorten(pair)}' should be field=value")
             try:
                 field_spec = spec.field(key)
             except KeyError:
-                raise fail(number, f"{name} has no field '{key}'") from None
+                raise fail(number, f"{name} has no field '{shorten(key)}'") from None
             if field_spec.kind == "buf":
                 if value not in BUFFER_NAMES:
-                    raise fail(number, f"unknown buffer '{value}'")
+                    raise fail(
+                        number,
+                        f"{name}.{key}: unknown buffer '{shorten(value)}' (one of "
+                        f"{', '.join(BUFFER_NAMES)})",
+                    )
                 fields[key] = BUFFER_NAMES.index(value)
             elif field_spec.kind == "f32":
-                fields[key] = float(value)
+                try:
+                    fields[key] = _f32(value)
+                except (ValueError, OverflowError):
+                    raise fail(
+                        number,
+                        f"{name}.{key}: '{shorten(value)}' is not a float32 number (finite values "
+                        "up to 3.4e38, inf or nan)",
+                    ) from None
             elif field_spec.kind == "enum":
                 fields[key] = value
             else:
                 try:
                     fields[key] = int(value)
                 except ValueError:
-                    raise fail(number, f"{name}.{key}: '{value}' is not an integer") from None
+                    raise fail(
+                        number, f"{name}.{key}: '{shorten(value)}' is not an integer"
+                    ) from None
         try:
             word = isa.encode(name, fields)
             _, decoded = isa.decode(word)
-        except ValueError as exc:
-            raise fail(number, str(exc)) from None
+        except (ValueError, OverflowError) as exc:
+            raise fail(number, shorten(exc, 200)) from None
         marker = comment.strip()
         source = ""
         if marker.startswith("@"):
-            decoder = json.JSONDecoder()
-            try:
-                source, end = decoder.raw_decode(marker[1:].strip())
-                rest = marker[1:].strip()[end:].strip()
-                for key, cluster in json.loads(rest).items() if rest else []:
-                    if isinstance(cluster, list):  # [CLUSTER instruction, offset]
-                        dynamic.append((len(instructions), key, int(cluster[0]), int(cluster[1])))
-                    else:
-                        dynamic.append((len(instructions), key, int(cluster)))
-            except (json.JSONDecodeError, AttributeError, ValueError):
-                raise fail(number, "malformed ;@ source / dynamic sizes") from None
+            usage = (
+                ";@ should be followed by a JSON string (the source) and optionally a JSON object "
+                'of dynamic sizes, e.g. ;@ "layer0" {"rows": 12} or {"rows": [12, 64]}'
+            )
+            raw = marker[1:].strip()
+            source, end = parse_json(number, raw, ";@ source", whole=False)
+            rest = raw[end:].strip()
+            sizes, _ = parse_json(number, rest, ";@ dynamic sizes") if rest else ({}, 0)
+            if not isinstance(source, str) or not isinstance(sizes, dict):
+                raise fail(number, usage)
+            for key, cluster in sizes.items():
+                entry = cluster if isinstance(cluster, list) else [cluster]
+                if len(entry) not in (1, 2) or not all(
+                    isinstance(value, int) and not isinstance(value, bool) for value in entry
+                ):
+                    raise fail(number, usage)
+                dynamic.append((len(instructions), key, *entry))
         instructions.append((name, decoded))
         sources.append(source)
     if digest is None or dram is None or data_count is None:
         raise CtacError(f"{source_name}: missing .hw, .dram or .data directive")
-    raw = base64.b64decode("".join(chunks)) if chunks else b""
+    try:
+        raw = base64.b64decode("".join(chunks), validate=True) if chunks else b""
+    except ValueError:
+        raise CtacError(f"{source_name}: the .bytes lines are not base64") from None
     if len(raw) != data_count * 4:
         raise CtacError(
             f"{source_name}: .data says {data_count} elements but .bytes hold {len(raw) // 4}"

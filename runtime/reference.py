@@ -110,6 +110,7 @@ _UNARY: dict[type, Callable[[Array], Array]] = {
     ox.NotOp: np.logical_not,
     ox.ReciprocalOp: np.reciprocal,
     ox.ReluOp: lambda x: np.maximum(x, 0),
+    ox.RoundOp: np.round,  # halves to even, as ONNX Round
     ox.SigmoidOp: lambda x: 1.0 / (1.0 + np.exp(-x)),
     ox.SignOp: np.sign,
     ox.SqrtOp: np.sqrt,
@@ -319,7 +320,9 @@ def _reshape(op: ox.ReshapeOp, x: Array, shape: Array) -> list[Array]:
 
 @semantics(ox.FlattenOp)
 def _flatten(op: ox.FlattenOp, x: Array) -> list[Array]:
-    axis = op.int_attr("axis", 1) % (x.ndim + 1) if x.ndim else 0
+    # ONNX: axis in [-r, r], a negative axis counts from the back (-1 on rank 4 is 3).
+    axis = op.int_attr("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis
     outer = int(np.prod(x.shape[:axis]))
     return [x.reshape(outer, -1) if x.size else x.reshape(outer, int(np.prod(x.shape[axis:])))]
 

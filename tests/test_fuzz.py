@@ -59,7 +59,7 @@ def test_program_fuzz_kinds_each_fail_cleanly(corpus: dict[str, bytes]) -> None:
 
     hw = load_hardware()
     capacities = {b.index: b.capacity for b in hw.buffers}
-    kinds = list(fuzz_program.MUTATIONS)
+    kinds = [*fuzz_program.MUTATIONS, *fuzz_program.SCENARIOS]
     seen = dict.fromkeys(kinds, 0)
     index = 0
     while min(seen.values()) < 3 and index < 5000:

@@ -24,13 +24,13 @@ CAPACITIES = {b.index: b.capacity for b in HW.buffers}
 SHAPE = [2, 5, 8]
 
 
-def _check(nodes, initializers, out_shape, path: Path, opset: int = 18) -> None:
+def _check(nodes, initializers, out_shape, path: Path, opset: int = 18, shape=SHAPE) -> None:
     graph = helper.make_graph(
-        nodes, "legalize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+        nodes, "legalize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializers,
     )  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
-    x = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     (expected,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {"x": x}
     )
@@ -79,3 +79,28 @@ def test_mean_pooling_head(tmp_path: Path) -> None:
                     numpy_helper.from_array(np.ones(SHAPE, np.float32), "ones"),
                     numpy_helper.from_array(np.float32(1e-9), "tiny")]  # fmt: skip
     _check(nodes, initializers, [SHAPE[0], SHAPE[2]], tmp_path / "pool.onnx", opset=17)
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMean"])
+@pytest.mark.parametrize("shape, axes", [([1, 48, 256], None), ([2, 3, 12288], [-1])])
+def test_long_rows_reduce_in_two_stages(op: str, shape, axes, tmp_path: Path) -> None:
+    """A row longer than SPLIT_ROW (the dynamic-int8 quantizer's min and max over a whole
+    activation) is reduced as (rows, a, b) -> (rows, a) -> rows, each stage short enough for a
+    buffer."""
+    from ctac.passes.legalize import SPLIT_ROW, legalize
+
+    out_shape = [] if axes is None else shape[:-1]
+    inputs = ["x"] + (["axes"] if axes else [])
+    initializers = [numpy_helper.from_array(np.array(axes, np.int64), "axes")] if axes else []
+    node = helper.make_node(op, inputs, ["y"], keepdims=0)
+    _check([node], initializers, out_shape, tmp_path / "long.onnx", shape=shape)
+    module = import_model(tmp_path / "long.onnx").module
+    legalize(module)
+    rows = [ox_shape[-1] for ox_shape in _reduced_rows(module)]
+    assert len(rows) == 2 and max(rows) <= SPLIT_ROW
+
+
+def _reduced_rows(module):
+    from ctac.dialects import onnx as ox
+
+    return [ox.shape_of(op.data) for op in module.walk() if isinstance(op, ox.ReduceOp)]

@@ -50,6 +50,12 @@ CASES = {
     "Log": ("Log", [POS], {}),
     "Floor": ("Floor", [F * 3], {}),
     "Ceil": ("Ceil", [F * 3], {}),
+    # Halves round to even: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2.
+    "Round": (
+        "Round",
+        [np.concatenate([F.reshape(-1) * 3, c([0.5, 1.5, -2.5, 2.5], np.float32)])],
+        {},
+    ),
     "Sign": ("Sign", [F], {}),
     "Max": ("Max", [F, G, ROW], {}),
     "Min": ("Min", [F, G], {}),

@@ -63,6 +63,7 @@ UNARY_OPS: dict[type, str] = {
     ox.TanhOp: "tanh",
     ox.SigmoidOp: "sigmoid",
     ox.ReluOp: "relu",
+    ox.RoundOp: "round",
     ox.NotOp: "not",
 }
 

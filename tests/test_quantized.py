@@ -1,0 +1,130 @@
+"""ONNX's quantized ops (and onnxruntime's QOperator ones) evaluate as their definitions say:
+each checked against onnxruntime running the same node with graph optimizations off (its
+reference kernels), on the reference evaluator and on the accelerator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ctac.emit import program_from_module
+from ctac.hw import load_hardware
+from ctac.importer import import_model
+from ctac.passes.lower_to_isa import lower_module
+from ctac.pipeline import run_passes
+from ctac.runtime.evaluator import evaluate
+from ctac.runtime.interpreter import run_program
+
+HW = load_hardware()
+CAPACITIES = {b.index: b.capacity for b in HW.buffers}
+rng = np.random.default_rng(0)
+I8, U8 = TensorProto.INT8, TensorProto.UINT8
+
+
+def const(name: str, array) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def run(nodes, inputs, outputs, initializers, feeds, path: Path, ms: bool = False) -> None:
+    opsets = [helper.make_opsetid("", 19)] + (
+        [helper.make_opsetid("com.microsoft", 1)] if ms else []
+    )
+    graph = helper.make_graph(nodes, "q", inputs, outputs, initializers)
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in outputs], session.run(None, feeds), strict=True))
+    module = import_model(path).module
+    run_passes(module, "canonicalize")
+    got = evaluate(module, feeds)
+    machine, _ = run_program(program_from_module(lower_module(module, HW)), CAPACITIES, feeds)
+    for name, want in expected.items():
+        for label, ours in (("reference", got[name]), ("accelerator", machine[name])):
+            assert ours.dtype == want.dtype, (label, name)
+            if want.dtype.kind in "iu":  # at most one step off where float order flips a .5
+                diff = np.abs(ours.astype(np.int64) - want.astype(np.int64))
+                assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (label, name, diff.max())
+            else:
+                np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-5, err_msg=label)
+
+
+def t(name, elem, shape):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+@pytest.mark.parametrize("target", [I8, U8])
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_quantize_dequantize(target: int, per_axis: bool, tmp_path: Path) -> None:
+    dtype = helper.tensor_dtype_to_np_dtype(target)
+    scale = np.array([0.02, 0.05, 0.1], np.float32) if per_axis else np.float32(0.03)
+    zero = (np.array([3, -2, 0]) if per_axis else np.array(5)).astype(
+        dtype if target == I8 else np.uint8
+    )
+    if target == U8:
+        zero = np.abs(zero.astype(np.int64)).astype(np.uint8) + 100
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)]  # fmt: skip
+    x = (rng.standard_normal((2, 3, 8)) * 3).astype(np.float32)
+    x[0, 0, :4] = [0.015, 0.045, -0.015, 100.0]  # halves (to even) and saturation
+    run(nodes, [t("x", TensorProto.FLOAT, [2, 3, 8])],
+        [t("q", target, [2, 3, 8]), t("y", TensorProto.FLOAT, [2, 3, 8])],
+        [const("s", scale), const("z", zero)], {"x": x}, tmp_path / "qdq.onnx")  # fmt: skip
+
+
+def test_dynamic_quantize_then_matmul_integer(tmp_path: Path) -> None:
+    """onnxruntime's dynamic int8 MatMul: DynamicQuantizeLinear (an ONNX function: Round and
+    Clip inside) on the activation, MatMulInteger with int8 weights, then the scales."""
+    weight = rng.integers(-128, 128, (16, 8)).astype(np.int8)
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+        helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+        helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xs", "ws"], ["scale"]),
+        helper.make_node("Mul", ["accf", "scale"], ["y"]),
+    ]
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    run(nodes, [t("x", TensorProto.FLOAT, [2, 5, 16])],
+        [t("acc", TensorProto.INT32, [2, 5, 8]), t("y", TensorProto.FLOAT, [2, 5, 8])],
+        [const("w", weight), const("wz", np.int8(3)), const("ws", np.float32(0.01))],
+        {"x": x}, tmp_path / "dyn.onnx")  # fmt: skip
+
+
+def test_qlinear_matmul(tmp_path: Path) -> None:
+    a = rng.integers(0, 256, (2, 5, 16)).astype(np.uint8)
+    b = rng.integers(-128, 128, (16, 8)).astype(np.int8)
+    node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])
+    initializers = [const("as", np.float32(0.02)), const("az", np.uint8(128)), const("b", b),
+                    const("bs", np.float32(0.01)), const("bz", np.int8(0)),
+                    const("ys", np.float32(0.05)), const("yz", np.uint8(120))]  # fmt: skip
+    run([node], [t("a", U8, [2, 5, 16])], [t("y", U8, [2, 5, 8])], initializers, {"a": a},
+        tmp_path / "qmm.onnx")  # fmt: skip
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_qlinear_binary(op: str, tmp_path: Path) -> None:
+    a = rng.integers(-128, 128, (2, 5, 8)).astype(np.int8)
+    b = rng.integers(-128, 128, (8,)).astype(np.int8)
+    node = helper.make_node(op, ["a", "as", "az", "b", "bs", "bz", "cs", "cz"], ["c"],
+                            domain="com.microsoft")  # fmt: skip
+    initializers = [const("as", np.float32(0.02)), const("az", np.int8(-3)), const("b", b),
+                    const("bs", np.float32(0.01)), const("bz", np.int8(2)),
+                    const("cs", np.float32(0.03 if op == "QLinearAdd" else 0.002)),
+                    const("cz", np.int8(1))]  # fmt: skip
+    run([node], [t("a", I8, [2, 5, 8])], [t("c", I8, [2, 5, 8])], initializers, {"a": a},
+        tmp_path / "qbin.onnx", ms=True)  # fmt: skip
+
+
+def test_qlinear_softmax(tmp_path: Path) -> None:
+    x = rng.integers(0, 256, (2, 5, 8)).astype(np.uint8)
+    node = helper.make_node("QLinearSoftmax", ["x", "xs", "xz", "ys", "yz"], ["y"],
+                            domain="com.microsoft", axis=-1, opset=13)  # fmt: skip
+    initializers = [const("xs", np.float32(0.05)), const("xz", np.uint8(128)),
+                    const("ys", np.float32(1 / 256)), const("yz", np.uint8(0))]  # fmt: skip
+    run([node], [t("x", U8, [2, 5, 8])], [t("y", U8, [2, 5, 8])], initializers, {"x": x},
+        tmp_path / "qsm.onnx", ms=True)  # fmt: skip
