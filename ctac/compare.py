@@ -3,7 +3,8 @@
 Modes share the accelerator and the inputs: exact attention, CTA (compressed) attention when the
 cta-compress pass is available, and the roofline of the GPU baseline on the same operations.
 Each mode reports whole-model and attention-only time and energy, and its error against
-onnxruntime; the table gives CTA's speedup and energy saving over each.
+onnxruntime; speedup and energy saving are relative to exact attention on the same accelerator
+(the first mode), in the table and in the JSON.
 """
 
 from __future__ import annotations
@@ -101,44 +102,78 @@ def compare(
     return results
 
 
+ENERGY_UNITS = (("pJ", 1.0), ("nJ", 1e3), ("uJ", 1e6), ("mJ", 1e9), ("J", 1e12))
+
+
+def energy_unit(picojoules: float) -> tuple[str, float]:
+    """The unit a text table shows `picojoules` in (the largest with a value >= 1), and its
+    size in picojoules."""
+    chosen = ENERGY_UNITS[0]
+    for unit in ENERGY_UNITS:
+        if picojoules >= unit[1]:
+            chosen = unit
+    return chosen
+
+
 def format_table(results: list[ModeResult]) -> str:
-    reference = next((r for r in results if r.mode.startswith("CTA")), results[0])
+    """Every mode relative to exact attention on the same accelerator (the first row): speedup
+    and energy saving are exact's time and energy over the mode's (above 1: better than exact).
+    Energy in one unit, chosen by the exact row's magnitude and named in the header."""
+    baseline = results[0]
+    unit, size = energy_unit(baseline.energy_j * 1e12)
+    to_unit = 1e12 / size
     header = (
-        f"{'mode':<24}{'time ms':>10}{'energy mJ':>11}{'attn ms':>10}{'attn mJ':>10}"
-        f"{'speedup':>9}{'energy x':>10}{'attn speedup':>14}{'attn energy x':>15}{'max abs err':>13}"
+        f"{'mode':<24}{'time ms':>10}{'energy ' + unit:>13}{'attn ms':>10}{'attn ' + unit:>11}"
+        f"{'speedup':>9}{'energy saving':>15}{'attn speedup':>14}{'attn energy saving':>20}"
+        f"{'max abs err':>13}"
     )
     lines = [header, "-" * len(header)]
     for result in results:
         err = f"{result.max_abs_err:.2e}" if result.max_abs_err is not None else "n/a"
         lines.append(
-            f"{result.mode:<24}{result.seconds * 1e3:>10.4f}{result.energy_j * 1e3:>11.4f}"
-            f"{result.attention_seconds * 1e3:>10.4f}{result.attention_energy_j * 1e3:>10.4f}"
-            f"{result.seconds / reference.seconds:>9.2f}{result.energy_j / reference.energy_j:>10.2f}"
-            f"{_ratio(result.attention_seconds, reference.attention_seconds):>14}"
-            f"{_ratio(result.attention_energy_j, reference.attention_energy_j):>15}{err:>13}"
+            f"{result.mode:<24}{result.seconds * 1e3:>10.4f}{result.energy_j * to_unit:>13.3f}"
+            f"{result.attention_seconds * 1e3:>10.4f}{result.attention_energy_j * to_unit:>11.3f}"
+            f"{_ratio(baseline.seconds, result.seconds):>9}"
+            f"{_ratio(baseline.energy_j, result.energy_j):>15}"
+            f"{_ratio(baseline.attention_seconds, result.attention_seconds):>14}"
+            f"{_ratio(baseline.attention_energy_j, result.attention_energy_j):>20}{err:>13}"
         )
     lines.append(
-        f"(speedup and energy x: each mode's time and energy divided by {reference.mode}'s)"
+        f"(speedup, energy saving: {baseline.mode}'s time and energy over each mode's; "
+        "above 1 is better than exact attention on the same accelerator)"
     )
     return "\n".join(lines)
 
 
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b > 0 else "n/a"
+    if not b > 0:
+        return "n/a"
+    return f"{a / b:.2f}x" if a / b >= 0.1 else f"{a / b:.2g}x"
 
 
 def to_json(results: list[ModeResult]) -> dict:
+    """Units in the key names; ratios relative to the first mode (exact attention)."""
+    baseline = results[0]
+
+    def ratio(a: float, b: float) -> float | None:
+        return a / b if b > 0 else None
+
     return {
+        "baseline": baseline.mode,
         "modes": [
             {
                 "mode": r.mode,
                 "seconds": r.seconds,
-                "energy_j": r.energy_j,
+                "energy_pj": r.energy_j * 1e12,
                 "attention_seconds": r.attention_seconds,
-                "attention_energy_j": r.attention_energy_j,
+                "attention_energy_pj": r.attention_energy_j * 1e12,
+                "speedup": ratio(baseline.seconds, r.seconds),
+                "energy_saving": ratio(baseline.energy_j, r.energy_j),
+                "attention_speedup": ratio(baseline.attention_seconds, r.attention_seconds),
+                "attention_energy_saving": ratio(baseline.attention_energy_j, r.attention_energy_j),
                 "max_abs_err": r.max_abs_err,
                 **r.details,
             }
             for r in results
-        ]
+        ],
     }

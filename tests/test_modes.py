@@ -102,6 +102,15 @@ def test_compare_prints_all_four_modes(tmp_path: Path, capsys) -> None:
     report = json.loads((tmp_path / "compare.json").read_text())
     assert [m["mode"] for m in report["modes"]][0] == "exact (accelerator)"
     assert report["modes"][0]["max_abs_err"] <= 1e-4
+    # Every ratio is relative to exact attention on the same accelerator (the first row), and
+    # the keys carry their units.
+    exact, cta = report["modes"][0], report["modes"][1]
+    assert report["baseline"] == "exact (accelerator)" and exact["speedup"] == 1.0
+    assert cta["speedup"] == pytest.approx(exact["seconds"] / cta["seconds"])
+    assert cta["energy_saving"] == pytest.approx(exact["energy_pj"] / cta["energy_pj"])
+    assert "energy_j" not in cta
+    assert "exact (accelerator)'s time and energy over each mode's" in table
+    assert "1.00x" in table.splitlines()[2]  # the exact row
     assert (tmp_path / "compare_cycles.png").exists()
 
 
