@@ -177,7 +177,7 @@ class Runner:
             imported = import_model(
                 self.model, {"input_ids": [batch, length], "attention_mask": [batch, length]}
             )
-            run_passes(imported.module, "canonicalize,detect-attention")
+            run_passes(imported.module, "onnx-canonicalize,detect-attention")
             self.detected[key] = imported.module
         return self.detected[key].clone()
 

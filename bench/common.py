@@ -97,13 +97,14 @@ def attention_passes(attention: str, flags: Sequence[str] = ()) -> str | None:
     """The pass pipeline `ctac compile --attention ATTENTION [flags]` runs after detect-attention,
     with the CLI's own defaults (tau, tau-kv, hash bits, method, granularity, block; ELSA bits and
     threshold): None for exact, the cta-compress spec for cta, the elsa-filter spec for elsa."""
-    from ctac.cli import _compress_spec, _elsa_spec, build_parser
+    from ctac.cli import build_parser
+    from ctac.commands.common import compress_spec, elsa_spec
 
     args = build_parser().parse_args(["compile", "model.onnx", "--attention", attention, *flags])
     if attention == "cta":
-        return _compress_spec(args)
+        return compress_spec(args)
     if attention == "elsa":
-        return _elsa_spec(args)
+        return elsa_spec(args)
     return None
 
 
@@ -134,7 +135,7 @@ def compile_attention_stages(
     imported = import_model(model, shapes)
     times["import_s"] = time.perf_counter() - start
     mark = time.perf_counter()
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     times["canonicalize_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     detect_attention(imported.module, verify=verify)

@@ -219,7 +219,7 @@ def gpu_costs(model: Path, shapes: dict, hw) -> dict[str, float]:
     from ctac.runtime.gpu import roofline
 
     imported = import_model(model, shapes)
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     detect_attention(imported.module, verify=False)
     seconds, joules, kernels = roofline(imported.module, hw)
     attention = sum(k.seconds for k in kernels if is_attention_work(k.name))

@@ -31,6 +31,8 @@ ORT_MODEL_TYPE = {
     "distilbert": "bert",
     "vit": "vit",
     "gpt2": "gpt2",
+    "t5": "t5",
+    "bart": "bart",
 }
 FUSED_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention"}
 
@@ -43,7 +45,7 @@ def ctac_count(entry: dict) -> tuple[int, float]:
     shapes = {name: spec["shape"] for name, spec in entry["inputs"].items()}
     start = time.perf_counter()
     imported = import_model(MODELS / entry["file"], shapes)
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     reports, _ = detect_attention(imported.module, verify=True)
     return len(reports), time.perf_counter() - start
 

@@ -680,7 +680,7 @@ def _exercise(imported, case: Case, max_tensor_bytes: int) -> None:
     from ctac.runtime.program import decode_program, encode_program
 
     module = imported.module
-    run_passes(module, "canonicalize")
+    run_passes(module, "onnx-canonicalize")
     inputs = random_inputs(module)
     if case.input_flag:
         inputs.update(load_inputs([case.input_flag], inputs))

@@ -97,7 +97,7 @@ def compile_programs() -> dict[str, bytes]:
         entry = _entry(file)
         shapes = {n: spec["shape"] for n, spec in entry["inputs"].items()}
         imported = import_model(MODELS / file, shapes)
-        run_passes(imported.module, "canonicalize")
+        run_passes(imported.module, "onnx-canonicalize")
         detect_attention(imported.module)
         if passes:
             run_passes(imported.module, passes)

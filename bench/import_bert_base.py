@@ -28,7 +28,7 @@ def time_once(model: Path, seq: int) -> dict[str, float]:
     start = time.perf_counter()
     imported = import_model(model, {"input_ids": [1, seq], "attention_mask": [1, seq]})
     imported_at = time.perf_counter()
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     canonical_at = time.perf_counter()
     text = module_text(imported.module)
     printed_at = time.perf_counter()

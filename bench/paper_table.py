@@ -112,7 +112,7 @@ def run_model(name: str, seq: int, hw, chosen: dict[str, str], seed: int) -> dic
     model = exported_model(name, EXPORT_FLAGS[name])
     forget_stores()
     imported = import_model(model, shapes_for(model, seq))
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     detect_attention(imported.module, verify=False)
     detected = imported.module
     inputs = random_inputs(program_from_module(lower_module(detected.clone(), hw)), seed)

@@ -31,8 +31,25 @@ from typing import Any
 
 import numpy as np
 
+from ctac import __version__
+from ctac.cli import build_parser
+from ctac.commands.common import front_end
+from ctac.emit import program_from_module
 from ctac.errors import CtacError
+from ctac.files import write_atomically
 from ctac.hw import Hardware, hardware_from_text, load_hardware
+from ctac.importer import parse_shape_flags
+from ctac.passes.lower_to_isa import lower_module
+from ctac.run import (
+    attention_report,
+    compare_with_onnxruntime,
+    execute,
+    random_inputs,
+    timing_clusters,
+)
+from ctac.runtime.costmodel import simulate
+from ctac.runtime.profile import per_block, summary, write_reports
+from ctac.runtime.program import encode_chunks
 
 ATTENTION_MODES = ("exact", "cta", "elsa")
 # Compression options of `compile` (keyword = the CLI flag without `--`, dashes as underscores).
@@ -44,8 +61,6 @@ ELSA_OPTIONS = ("elsa_bits", "elsa_threshold")
 
 
 def _version() -> str:
-    from ctac import __version__
-
     return __version__
 
 
@@ -220,10 +235,7 @@ class CompiledProgram:
 
     def save(self, path: str | Path) -> Path:
         """Write the .ctab file (whole or not at all); run it later with the same hardware."""
-        from ctac.cli import write_atomically
-        from ctac.runtime.program import encode_program
-
-        write_atomically(path, encode_program(self.program))
+        write_atomically(path, encode_chunks(self.program, file_ranges=True))  # weights not copied
         return Path(path)
 
     def to_dict(self) -> dict:
@@ -363,7 +375,6 @@ def _shape_flags(shapes: Mapping[str, Any] | str | Sequence[str] | None) -> list
 def _compile_namespace(model: str, **values: Any):
     """The `ctac compile` arguments with the CLI's own defaults, so the API and the CLI cannot
     drift apart."""
-    from ctac.cli import build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")
@@ -389,9 +400,6 @@ def compile(
     thresholds replace tau and tau_kv). `options`: the CLI's compression flags as keywords (tau,
     tau_kv, hash_bits, cta_method, cta_granularity, cta_block, cta_window, cta_values, cta_keys,
     cta_keep_top, cta_policy = "cost" | "always", cluster_ratio; elsa_bits, elsa_threshold)."""
-    from ctac.cli import _front_end
-    from ctac.emit import program_from_module
-    from ctac.passes.lower_to_isa import lower_module
 
     if attention not in ATTENTION_MODES:
         raise CtacError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
@@ -429,7 +437,7 @@ def compile(
     )  # fmt: skip
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        module, _ = _front_end(args, "ctab")
+        module, _ = front_end(args, "ctab")
     for line in stderr.getvalue().splitlines():
         if line.startswith("warning:"):
             warnings.warn(line.removeprefix("warning: "), stacklevel=2)
@@ -451,7 +459,6 @@ def compile(
 
 
 def _parsed_shapes(flags: list[str]) -> dict[str, list[int]]:
-    from ctac.importer import parse_shape_flags
 
     return parse_shape_flags(flags)
 
@@ -471,14 +478,6 @@ def run(
     `timing_only`: no numerics, CTA's data-dependent work at its nominal worst case or at
     `cluster_ratio` clusters per token (or a calibration `settings` file's). `check`: compare the
     outputs with onnxruntime running the program's model on the same inputs."""
-    from ctac.run import (
-        attention_report,
-        compare_with_onnxruntime,
-        execute,
-        random_inputs,
-        timing_clusters,
-    )
-    from ctac.runtime.costmodel import simulate
 
     if not isinstance(program, CompiledProgram):
         raise CtacError(
@@ -532,7 +531,6 @@ def profile(
 ) -> ProfileResult:
     """Profile a program (`ctac profile`): run it first (`run_options` as for `run`) unless
     given a RunResult; with `out`, write profile.json, trace.json and the plots there."""
-    from ctac.runtime.profile import per_block, summary, write_reports
 
     if isinstance(target, CompiledProgram):
         result = run(target, **run_options)

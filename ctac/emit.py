@@ -11,7 +11,7 @@ from xdsl.dialects.builtin import IntAttr, ModuleOp, StringAttr
 from ctac.dialects.ctaisa import DataOp, InstructionOp, SymbolOp
 from ctac.errors import CtacError
 from ctac.passes.lower_to_isa import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE
-from ctac.runtime.program import DTYPES, Program, Symbol
+from ctac.runtime.program import DTYPES, DataSegment, Program, Symbol
 from ctac.weights import store_for_module
 
 
@@ -22,7 +22,9 @@ def program_from_module(module: ModuleOp) -> Program:
         raise CtacError("the module is not lowered to ctaisa (run lower-to-isa first)")
     entries = [op for op in module.ops if isinstance(op, DataOp)]
     size = max((op.address.data + op.size.data for op in entries), default=0)
-    data = np.zeros(size, dtype=np.float32)
+    # The weights are not copied here: the segment keeps views of the weight store's arrays
+    # (of the ONNX file itself) and write_program streams them into the program file.
+    pieces: list[tuple[int, np.ndarray]] = []
     store = None
     for entry in entries:
         start, count = entry.address.data, entry.size.data
@@ -39,7 +41,8 @@ def program_from_module(module: ModuleOp) -> Program:
             raise CtacError(
                 f"data entry at {start}: {values.size} elements where {count} are declared"
             )
-        data[start : start + count] = values.reshape(-1).astype(np.float32)
+        pieces.append((start, np.asarray(values, dtype=np.float32).reshape(-1)))
+    data = DataSegment(size, pieces)
     symbols = [
         Symbol(
             op.sym.data,
@@ -84,13 +87,25 @@ def _check_symbols(symbols: list[Symbol]) -> None:
             )
 
 
-def check_loadable(program: Program, blob: bytes, capacities: dict[int, int]) -> None:
+def check_loadable(program: Program, blob: bytes | None, capacities: dict[int, int]) -> None:
     """The encoded program passes the same checks `ctac run` and `ctac disasm` make: what the
     compiler writes, the loader accepts (a refusal here is a compiler gap, reported as an error
-    instead of writing a file that is then called corrupt)."""
-    from ctac.runtime.program import decode_program
+    instead of writing a file that is then called corrupt). With `blob` None the program is
+    checked without its data segment (the data segment itself holds no field to check, and
+    encoding hundreds of MB of weights only to check the rest cost a second on BERT-base)."""
+    import dataclasses
+
+    from ctac.runtime.program import decode_program, encode_program
 
     try:
+        if blob is None:
+            if len(program.data) > program.dram_elements:
+                raise CtacError(
+                    f"corrupt program: DRAM size {program.dram_elements} is smaller than the "
+                    f"data segment's {len(program.data)} elements"
+                )
+            empty = np.zeros(0, dtype=np.float32)
+            blob = encode_program(dataclasses.replace(program, data=empty))
         decode_program(blob, program.hw_digest, capacities)
     except CtacError as exc:
         raise CtacError(

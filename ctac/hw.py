@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ctac.errors import CtacError, shorten
-from ctac.runtime.isa import HardwareView
+from ctac.runtime.isa import BUFFER_NAMES, HardwareView
 
 SOURCE_TAG = re.compile(r"^\[(paper|assumed|published: [^\]]+)\]")
 
@@ -124,7 +124,6 @@ REQUIRED = [
     ("gpu", "kernel_overhead_us"),
     ("gpu", "peak_tflops_fp32"),
 ]
-BUFFER_NAMES = ("act", "wgt", "acc", "vec")
 # Every number: finite and in this range (NaN, inf, 1e300 and 1e-300 are typos, not machines).
 MIN_NUMBER, MAX_NUMBER = 1e-9, 1e12
 # Numbers that count things: whole, at least 1, at most this (dims are 16-bit ISA fields).

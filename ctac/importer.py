@@ -36,7 +36,7 @@ from ctac.contrib_fused import DECOMPOSED_OPSET, DECOMPOSITIONS, attention_mask_
 from ctac.dialects import onnx as onnx_dialect
 from ctac.errors import CtacError
 from ctac.functions import check_limits, expand, has_function
-from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES, load_onnx
+from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES, checkable_skeleton, load_onnx_lazy
 from ctac.quantized import CONTRIB_QUANTIZED_OPS, QUANTIZED_OPS, decompose_quantized
 from ctac.runtime.evaluator import check_value_sizes, module_values, operand_arrays
 from ctac.runtime.reference import SEMANTICS, shape_op_result
@@ -220,7 +220,9 @@ _ATTRIBUTE_INPUTS = {
 
 
 def _is_splat(array: np.ndarray) -> bool:
-    return array.size > 1 and bool((array == array.flat[0]).all())
+    if array.size <= 1 or array.flat[-1] != array.flat[0] or array.flat[1] != array.flat[0]:
+        return False  # (at once for weights, without reading them all)
+    return bool((array == array.flat[0]).all())
 
 
 class _GraphBuilder:
@@ -542,9 +544,10 @@ class _GraphBuilder:
                 continue
             where = f"initializer '{tensor.name}'"
             element_type_of_onnx(tensor.data_type, where)
-            self.values[tensor.name] = self.constant_value(
-                tensor.name, numpy_helper.to_array(tensor), where
-            )
+            array = self.store.preloaded(tensor.name)
+            if array is None:
+                array = numpy_helper.to_array(tensor)
+            self.values[tensor.name] = self.constant_value(tensor.name, array, where)
         for node in self.graph.node:
             self.build_node(node)
         output_names = [o.name for o in self.graph.output]
@@ -575,16 +578,21 @@ def import_model(
 ) -> ImportedModel:
     """Import an ONNX model file as an `onnx` dialect module with static shapes."""
     path = Path(path)
-    model = load_onnx(path, max_tensor_bytes)
+    # The large initializers stay in the file: `arrays` are read-only views of it, and `model`
+    # holds them with empty data (load_onnx_lazy has checked their sizes).
+    model, arrays = load_onnx_lazy(path, max_tensor_bytes)
     try:
-        # Check the file (C++ reads it) rather than the loaded proto: the proto route first
-        # serialises the whole model, weights included, to hand it over (1.3 of 1.6 s on
-        # BERT-base). load_onnx has already refused unsafe or missing external data.
-        onnx.checker.check_model(str(path))
+        # Check the proto without those weights: checking the file made C++ read and parse all
+        # of it again (1.2 s on BERT-base). load_onnx_lazy has already refused unsafe or missing
+        # external data.
+        if arrays:
+            onnx.checker.check_model(checkable_skeleton(model, arrays))
+        else:
+            onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, UnicodeDecodeError, ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise CtacError(f"'{path}' fails the ONNX checker: {first_line}") from None
-    store = WeightStore(path, model)
+    store = WeightStore(path, model, arrays)
     register_store(store)
     input_names = _apply_input_shapes(model.graph, shapes or {})
     builder = _GraphBuilder(model, store, max_tensor_bytes)

@@ -65,7 +65,8 @@ def _assign_layers() -> type[ModulePass]:
 
 # Pass name -> factory returning the pass class (imported lazily, as xdsl-opt expects).
 PROJECT_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
-    "canonicalize": _canonicalize,
+    # Not `canonicalize`: that is xDSL's own pass, which ctac-opt keeps under its name.
+    "onnx-canonicalize": _canonicalize,
     "detect-attention": _detect_attention,
     "lower-to-isa": _lower_to_isa,
     "elsa-filter": _elsa_filter,
@@ -105,7 +106,7 @@ def parse_module(text: str, source_name: str = "<input>") -> ModuleOp:
 
 
 def run_passes(module: ModuleOp, spec: str) -> None:
-    """Run a pass pipeline spec such as 'canonicalize,detect-attention{...}' in place."""
+    """Run a pass pipeline spec such as 'onnx-canonicalize,detect-attention{...}' in place."""
     if not spec:
         return
     try:

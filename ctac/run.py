@@ -327,9 +327,5 @@ def timing_clusters(
 
 
 def profile_json(profile: Profile) -> dict:
-    return {
-        "cycles": profile.cycles,
-        "seconds": profile.seconds,
-        "energy_pj": profile.energy_pj,
-        "dram_bytes": profile.dram_bytes,
-    }
+    """The totals `ctac run` reports (runtime/profile.summary has every figure)."""
+    return {key: getattr(profile, key) for key in ("cycles", "seconds", "energy_pj", "dram_bytes")}

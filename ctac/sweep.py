@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ctac.errors import CtacError
+from ctac.files import write_atomically
 
 SWEEP_KEYS = ("attention", "numerics", "check", "seed", "hw", "out")
 MODEL_KEYS = ("path", "shapes", "name")
@@ -296,8 +297,6 @@ def _cache_read(cache: Path, key: str) -> dict | None:
 def _cache_write(cache: Path, point: Point, metrics: dict) -> None:
     from dataclasses import asdict
 
-    from ctac.cli import write_atomically
-
     entry = {"key": point.key, "point": asdict(point), "metrics": metrics}
     write_atomically(cache / f"{point.key}.json", (json.dumps(entry, indent=1) + "\n").encode())
 
@@ -417,7 +416,6 @@ def write_outputs(
     """results.csv (and .parquet with pyarrow) and one figure per metric. The outputs are a
     function of the rows: when `out` already holds them for the same rows (its .sweep-stamp),
     nothing is rewritten."""
-    from ctac.cli import write_atomically
 
     if out.exists() and not out.is_dir():
         raise CtacError(f"--out {out} is a file; give a folder")
@@ -476,8 +474,6 @@ def _plot(table, metric: str, axes: list[str], points, path: Path, image_format:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ctac.cli import write_atomically
-
     label, scale = METRICS[metric]
     data = table[table[metric].notna()]
     models = list(dict.fromkeys(data["model"]))
@@ -534,8 +530,6 @@ def _plot_pareto(table, axes: list[str], path: Path, image_format: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ctac.cli import write_atomically
 
     data = table[table["max_abs_err"].notna()]
     models = list(dict.fromkeys(data["model"]))

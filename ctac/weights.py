@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from ctac.errors import CtacError
-from ctac.onnx_loader import load_onnx
+from ctac.onnx_loader import load_onnx_lazy
 
 WEIGHTS_ATTRIBUTE = "ctac.weights"
 
@@ -43,16 +43,24 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray:
 class WeightStore:
     """Named tensors of one model, read lazily from the protobuf."""
 
-    def __init__(self, source: Path, model: onnx.ModelProto | None = None) -> None:
+    def __init__(
+        self,
+        source: Path,
+        model: onnx.ModelProto | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """`arrays`: initializers already read (load_onnx_lazy's views of the file), which the
+        model then holds without their data."""
         self.source = Path(source).resolve()
         self._model = model
         self._protos: dict[str, onnx.TensorProto | onnx.NodeProto] | None = None
-        self._arrays: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, np.ndarray] = dict(arrays or {})
 
     def _index(self) -> dict[str, onnx.TensorProto | onnx.NodeProto]:
         if self._protos is None:
             if self._model is None:
-                self._model = load_onnx(self.source)
+                self._model, arrays = load_onnx_lazy(self.source)
+                self._arrays.update(arrays)
             protos: dict[str, onnx.TensorProto | onnx.NodeProto] = {}
             for tensor in self._model.graph.initializer:
                 protos[tensor.name] = tensor
@@ -64,6 +72,10 @@ class WeightStore:
 
     def __contains__(self, name: str) -> bool:
         return name in self._index()
+
+    def preloaded(self, name: str) -> np.ndarray | None:
+        """The array of an initializer given to the store already read, else None."""
+        return self._arrays.get(name)
 
     def get(self, name: str) -> np.ndarray:
         array = self._arrays.get(name)

@@ -95,6 +95,25 @@ class ProjectOp(OnnxOp):
             _fail(self, f"result shape {shape_of(self.output)} should be {expected}")
 
 
+def _verify_heads(op: OnnxOp, rows: str) -> tuple[tuple[int, ...], ...]:
+    """The checks cta.attention and cta.compressed_attention share: (batch, heads, `rows`, dim)
+    query, key and value whose head counts, head dim and batch agree with the op's properties."""
+    q, k, v = shape_of(op.query), shape_of(op.key), shape_of(op.value)
+    heads, kv_heads = op.int_attr("num_heads"), op.int_attr("kv_heads")
+    head_dim = op.int_attr("head_dim")
+    if len(q) != 4 or len(k) != 4 or len(v) != 4:
+        _fail(op, f"query, key and value must be (batch, heads, {rows}, dim)")
+    if q[1] != heads or k[1] != kv_heads or v[1] != kv_heads:
+        _fail(op, f"head counts {q[1]}/{k[1]}/{v[1]} differ from {heads}/{kv_heads}")
+    if kv_heads < 1 or heads % kv_heads:
+        _fail(op, f"num_heads {heads} is not a multiple of kv_heads {kv_heads}")
+    if q[3] != head_dim or k[3] != head_dim:
+        _fail(op, f"query/key head dim {q[3]}/{k[3]} differs from head_dim {head_dim}")
+    if k[2] != v[2] or q[0] != k[0] or k[0] != v[0]:
+        _fail(op, f"key {k} and value {v} do not pair up with query {q}")
+    return q, k, v
+
+
 @irdl_op_definition
 class AttentionOp(OnnxOp):
     """`%o = cta.attention %q, %k, %v, mask %m {num_heads, kv_heads, head_dim, scale, causal, mask_kind}`
@@ -128,19 +147,8 @@ class AttentionOp(OnnxOp):
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
     def verify_onnx(self) -> None:
-        q, k, v = shape_of(self.query), shape_of(self.key), shape_of(self.value)
-        heads, kv_heads = self.int_attr("num_heads"), self.int_attr("kv_heads")
-        head_dim = self.int_attr("head_dim")
-        if len(q) != 4 or len(k) != 4 or len(v) != 4:
-            _fail(self, "query, key and value must be (batch, heads, seq, dim)")
-        if q[1] != heads or k[1] != kv_heads or v[1] != kv_heads:
-            _fail(self, f"head counts {q[1]}/{k[1]}/{v[1]} differ from {heads}/{kv_heads}")
-        if kv_heads < 1 or heads % kv_heads:
-            _fail(self, f"num_heads {heads} is not a multiple of kv_heads {kv_heads}")
-        if q[3] != head_dim or k[3] != head_dim:
-            _fail(self, f"query/key head dim {q[3]}/{k[3]} differs from head_dim {head_dim}")
-        if k[2] != v[2] or q[0] != k[0] or k[0] != v[0]:
-            _fail(self, f"key {k} and value {v} do not pair up with query {q}")
+        q, k, v = _verify_heads(self, "seq")
+        heads = self.int_attr("num_heads")
         kind = self.str_attr("mask_kind", "none")
         if kind not in MASK_KINDS:
             _fail(self, f"mask_kind must be one of {MASK_KINDS}")
@@ -375,18 +383,8 @@ class CompressedAttentionOp(OnnxOp):
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
     def verify_onnx(self) -> None:
-        q, k, v = shape_of(self.query), shape_of(self.key), shape_of(self.value)
+        q, k, v = _verify_heads(self, "rows")
         heads, kv_heads = self.int_attr("num_heads"), self.int_attr("kv_heads")
-        if len(q) != 4 or len(k) != 4 or len(v) != 4:
-            _fail(self, "query, key and value must be (batch, heads, rows, dim)")
-        if q[1] != heads or k[1] != kv_heads or v[1] != kv_heads:
-            _fail(self, f"head counts {q[1]}/{k[1]}/{v[1]} differ from {heads}/{kv_heads}")
-        if kv_heads < 1 or heads % kv_heads:
-            _fail(self, f"num_heads {heads} is not a multiple of kv_heads {kv_heads}")
-        if q[3] != self.int_attr("head_dim") or k[3] != q[3]:
-            _fail(self, f"query/key head dim {q[3]}/{k[3]} differs from head_dim")
-        if k[2] != v[2] or q[0] != k[0] or k[0] != v[0]:
-            _fail(self, f"key {k} and value {v} do not pair up with query {q}")
         counts = shape_of(self.counts)
         if counts not in ((k[0], k[2]), (k[0], kv_heads, k[2])) or not _is_float(self.counts):
             _fail(self, f"counts must be float of shape {(k[0], k[2])} or {(k[0], kv_heads, k[2])}")

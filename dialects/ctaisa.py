@@ -28,7 +28,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
 from ctac.runtime import isa
-from ctac.runtime.program import BUFFER_NAMES, DTYPES
+from ctac.runtime.isa import BUFFER_NAMES, DTYPES
 
 
 def _field_attribute(kind: str, value: object) -> Attribute:
@@ -81,22 +81,23 @@ class InstructionOp(IRDLOperation):
 
     @classmethod
     def create_from(
-        cls, fields: dict, source: str = "", cache: dict | None = None
+        cls, fields: dict, source: str = "", cache: dict | None = None, checked: bool = False
     ) -> InstructionOp:
-        """The instruction with these field values (missing ones default to 0 / the first enum).
+        """The instruction with these field values, checked against its row of the ISA table
+        (isa.checked_fields: an unknown field, a missing one the table gives no default, or a
+        value out of range raises isa.FieldError naming the instruction and field); `checked`:
+        `fields` already are isa.checked_fields' result (lower-to-isa checks at emission).
 
         `cache` (one dict per module) shares each attribute value between instructions:
         building and verifying ~10 attributes per instruction was most of the lowering time.
         """
         spec = isa.BY_NAME[cls.INSTRUCTION]
+        values = fields if checked else isa.checked_fields(cls.INSTRUCTION, fields)
         if cache is None:
             cache = {}
         properties: dict[str, Attribute] = {}
         for field_spec in spec.fields:
-            value = fields.get(
-                field_spec.name, field_spec.choices[0] if field_spec.kind == "enum" else 0
-            )
-            field_spec.check(value, cls.INSTRUCTION)
+            value = values[field_spec.name]
             key = (field_spec.kind, type(value), value)
             attr = cache.get(key)
             if attr is None:
@@ -171,7 +172,8 @@ class InstructionOp(IRDLOperation):
             raise VerifyException(f"{self.name}: {exc}") from None
 
 
-def _instruction_op(spec: isa.Instruction) -> type[InstructionOp]:
+def instruction_op(spec: isa.Instruction) -> type[InstructionOp]:
+    """The op of one ISA table row: `ctaisa.<name>`, one property per field."""
     properties = {}
     for field_spec in spec.fields:
         kind = {"buf": StringAttr, "enum": StringAttr, "f32": FloatAttr}.get(
@@ -192,7 +194,7 @@ def _instruction_op(spec: isa.Instruction) -> type[InstructionOp]:
 
 
 INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {
-    spec.name: _instruction_op(spec) for spec in isa.INSTRUCTIONS
+    spec.name: instruction_op(spec) for spec in isa.INSTRUCTIONS
 }
 
 

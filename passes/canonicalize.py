@@ -1,4 +1,5 @@
-"""canonicalize: `onnx` dialect in, `onnx` dialect out.
+"""onnx-canonicalize: `onnx` dialect in, `onnx` dialect out (named apart from xDSL's generic
+`canonicalize`, which ctac-opt also offers).
 
 - Folds every value computable from constants and static shapes (Shape, shape arithmetic,
   ConstantOfShape, Range, masks built from constants, Cast of constants...) into `onnx.Constant`.
@@ -440,6 +441,12 @@ def simplified_value(op: Operation) -> SSAValue | None:
                 return kept
     if isinstance(op, ox.PadOp) and op.data.type == result.type:
         return op.data
+    if isinstance(op, ox.SliceOp) and op.data.type == result.type:
+        # Same shape with forward steps: every axis is cut from 0 to its end (a T5 encoder's
+        # position-bias slices); a negative step would reverse it.
+        steps = op.steps.owner if op.steps is not None else None
+        if op.steps is None or (isinstance(steps, ox.ConstantOp) and (steps.to_numpy() > 0).all()):
+            return op.data
     if isinstance(op, ox.WhereOp):
         condition = op.condition.owner
         if isinstance(condition, ox.ConstantOp):
@@ -493,7 +500,7 @@ def canonicalize_function(module: ModuleOp, function: func.FuncOp) -> None:
 class CanonicalizePass(ModulePass):
     """Fold shapes and constants, drop Identity/Dropout, recognise LayerNorm and GELU."""
 
-    name = "canonicalize"
+    name = "onnx-canonicalize"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for function in op.ops:

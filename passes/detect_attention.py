@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import numpy as np
 from xdsl.context import Context
@@ -42,6 +44,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, BlockArgument, Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from ctac.blas import single_threaded_blas
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
 from ctac.errors import CtacError
@@ -858,8 +861,6 @@ def imported_report(attention: cta.AttentionOp) -> DetectionReport | None:
 def detect_in_function(
     module: ModuleOp, function: func.FuncOp, verify: bool, seed: int
 ) -> tuple[list[DetectionReport], list[str]]:
-    from ctac.runtime.interpreter import single_threaded_blas
-
     with single_threaded_blas():
         return _detect_in_function(module, function, verify, seed)
 
@@ -900,7 +901,15 @@ class DetectAttentionPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for function in op.ops:
             if isinstance(function, func.FuncOp):
-                detect_in_function(op, function, self.verify, self.seed)
+                _, refused = detect_in_function(op, function, self.verify, self.seed)
+                warn_refused(refused)
+
+
+def warn_refused(refused: list[str], stream: TextIO | None = None) -> None:
+    """Each refused match as a `warning:` line on stderr, as `ctac compile` prints them, so
+    `ctac-opt -p detect-attention` does not drop them (xDSL has no warning diagnostics)."""
+    for line in refused:
+        print(f"warning: attention match refused at {line}", file=stream or sys.stderr)
 
 
 def detect_attention(

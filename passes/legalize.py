@@ -2,6 +2,8 @@
 
 The vector unit reduces along a tile's rows and its ALU has max and min, so:
 - Clip(x, lo, hi) becomes Min(Max(x, lo), hi) (either bound may be absent);
+- a transpose that moves the input's last axis away from the output's last two becomes two
+  transposes the DMA and the vector unit can do;
 - a reduction over axes other than just the last (a sentence-transformers mean-pooling head sums
   over the sequence axis) becomes Transpose (reduced axes last) -> Reshape (them flattened into
   one) -> the same reduction over the last axis -> Reshape (keepdims); a row longer than
@@ -141,6 +143,44 @@ class ReduceOverLastAxis(RewritePattern):
         rewriter.replace(op, new_ops, [value])
 
 
+def _needs_two_transposes(op: Operation) -> bool:
+    """A transpose the DMA cannot do in one pass: the input's last (contiguous) axis is
+    neither of the output's last two."""
+    if not isinstance(op, ox.TransposeOp):
+        return False
+    perm = list(op.permutation())
+    return len(perm) >= 3 and len(perm) - 1 not in perm[-2:]
+
+
+class TransposeInTwo(RewritePattern):
+    """Transpose(x, P) with the input's last axis moved elsewhere than the output's last two
+    (a T5 position bias: (q, k, heads) -> (heads, q, k)) = Transpose(Transpose(x, Q), R): Q is P
+    with that axis moved to second-to-last (a row swap the vector unit does), R puts the rest in
+    place keeping the last axis last (strided rows)."""
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        if not _needs_two_transposes(op):
+            return
+        assert isinstance(op, ox.TransposeOp)
+        perm = list(op.permutation())
+        last = len(perm) - 1
+        first = [a for a in perm if a != last]
+        first.insert(len(first) - 1, last)
+        second = [first.index(a) for a in perm]
+        shape = ox.shape_of(op.data)
+        step = ox.TransposeOp.build(
+            operands=[op.data],
+            result_types=[TensorType(ox.element_of(op.data), [shape[a] for a in first])],
+            properties={"perm": DenseArrayBase.from_list(i64, first)},
+        )
+        final = ox.TransposeOp.build(
+            operands=[step.results[0]],
+            result_types=[op.transposed.type],
+            properties={"perm": DenseArrayBase.from_list(i64, second)},
+        )
+        rewriter.replace(op, [step, final])
+
+
 @dataclass(frozen=True)
 class LegalizeForIsaPass(ModulePass):
     """Clip -> Max/Min; reductions over any axes -> a reduction over the last axis."""
@@ -153,14 +193,14 @@ class LegalizeForIsaPass(ModulePass):
 
 def legalize(module: ModuleOp) -> None:
     PatternRewriteWalker(
-        GreedyRewritePatternApplier([ClipToMinMax(), ReduceOverLastAxis()]),
+        GreedyRewritePatternApplier([ClipToMinMax(), ReduceOverLastAxis(), TransposeInTwo()]),
         apply_recursively=True,
     ).rewrite_module(module)
 
 
 def needs_legalizing(module: ModuleOp) -> bool:
     for op in module.walk():
-        if isinstance(op, ox.ClipOp):
+        if isinstance(op, ox.ClipOp) or _needs_two_transposes(op):
             return True
         if isinstance(op, REDUCTIONS):
             axes, shape = reduced_axes(op), ox.shape_of(op.data)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ctac.blas import single_threaded_blas
 from ctac.errors import CtacError
 from ctac.runtime import isa
 from ctac.runtime.program import Program
@@ -578,19 +579,6 @@ def run_program(
     the data-dependent statistics of the run."""
     with single_threaded_blas():
         return _run(program, capacities, inputs, progress, stats or ExecutionStats())
-
-
-def single_threaded_blas():
-    """Tile GEMMs are small (a half buffer at most): a multi-threaded BLAS spends more on
-    synchronisation than it gains (3-4x slower on a busy 2-core machine), so the interpreter (and
-    detection's proofs, also small matrices) keep numpy's BLAS on one thread while they run."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _run(

@@ -20,6 +20,8 @@ fields as IEEE-754 bits).
 
 from __future__ import annotations
 
+import difflib
+import enum
 import math
 import struct
 from collections.abc import Callable, Mapping
@@ -48,13 +50,33 @@ REDUCE_OPS = ("sum", "max", "mean", "min")
 MASK_MODES = ("none", "keys", "additive")
 # ELSA_SELECT phases: one tile holding all keys, or a scan then a select over key tiles.
 ELSA_PHASES = ("whole", "scan", "select")
-# Index of the vector unit's working buffer (`vec`), where instructions with fixed operand
-# buffers keep masks, counts and running statistics.
-VEC_BUFFER = 3
-# Index of the activation buffer (`act`), where CLUSTER reads its tokens.
-ACT_BUFFER = 0
+
+
+class Buffer(enum.IntEnum):
+    """The on-chip buffers, numbered as `buf` fields encode them; ctac/hw.py's config names them
+    in this order. `vec` is the vector unit's working buffer, where instructions with fixed
+    operand buffers keep masks, counts and running statistics; CLUSTER reads its tokens from
+    `act`."""
+
+    ACT = 0
+    WGT = 1
+    ACC = 2
+    VEC = 3
+
+
+# Buffer names as the assembly, the ctaisa dialect and the hardware config spell them.
+BUFFER_NAMES: tuple[str, ...] = tuple(buffer.name.lower() for buffer in Buffer)
+# Element types of a program's inputs and outputs (its symbol table, the ctaisa symbol op).
+DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8", "int8")
+VEC_BUFFER = Buffer.VEC
+ACT_BUFFER = Buffer.ACT
 # Largest CLUSTER window (its 6-bit field): open rows compared per token and group.
 MAX_CLUSTER_WINDOW = 63
+
+
+class FieldError(ValueError):
+    """An instruction given a field its row does not have, missing one the row requires, or
+    given a value out of a field's range (a compiler bug when the lowering emits it)."""
 
 
 @dataclass(frozen=True)
@@ -64,29 +86,35 @@ class Field:
     bits: int
     doc: str
     choices: tuple[str, ...] = ()
+    # The value an emission may leave out (a feature switched off and its operands); None: every
+    # emission must give the field.
+    default: int | float | str | None = None
 
     def check(self, value: int | float | str, instruction: str) -> int:
-        """The field's encoded integer; raises ValueError naming the field if out of range."""
+        """The field's encoded integer; raises FieldError naming the field if out of range."""
         where = f"{instruction}.{self.name}"
         if self.kind == "f32":
-            return struct.unpack("<I", struct.pack("<f", float(value)))[0]
+            try:
+                return struct.unpack("<I", struct.pack("<f", float(value)))[0]
+            except (TypeError, ValueError, OverflowError):
+                raise FieldError(f"{where}: {value!r} is not a float32") from None
         if self.kind == "enum":
             if isinstance(value, str):
                 if value not in self.choices:
-                    raise ValueError(f"{where}: '{value}' is not one of {list(self.choices)}")
+                    raise FieldError(f"{where}: '{value}' is not one of {list(self.choices)}")
                 return self.choices.index(value)
-            number = int(value)
+            number = _integer(value, where)
             if not 0 <= number < len(self.choices):
-                raise ValueError(f"{where}: enum index {number} out of range")
+                raise FieldError(f"{where}: enum index {number} out of range")
             return number
-        number = int(value)
+        number = _integer(value, where)
         if self.kind == "int":
             low, high = -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
             if not low <= number <= high:
-                raise ValueError(f"{where}: {number} does not fit {self.bits} signed bits")
+                raise FieldError(f"{where}: {number} does not fit {self.bits} signed bits")
             return number & ((1 << self.bits) - 1)
         if not 0 <= number < (1 << self.bits):
-            raise ValueError(f"{where}: {number} does not fit {self.bits} unsigned bits")
+            raise FieldError(f"{where}: {number} does not fit {self.bits} unsigned bits")
         return number
 
     def decode(self, raw: int) -> int | float | str:
@@ -101,12 +129,23 @@ class Field:
         return raw
 
 
-def _buf(name: str, doc: str) -> Field:
-    return Field(name, "buf", 4, doc)
+def _integer(value: object, where: str) -> int:
+    """An integer field's value: an int (a bool, numpy integer or whole float is one too)."""
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        raise FieldError(f"{where}: {value!r} is not an integer") from None
+    if number != value:
+        raise FieldError(f"{where}: {value!r} is not an integer")
+    return number
 
 
-def _addr(name: str, doc: str) -> Field:
-    return Field(name, "uint", 24, doc)
+def _buf(name: str, doc: str, default: int | None = None) -> Field:
+    return Field(name, "buf", 4, doc, default=default)
+
+
+def _addr(name: str, doc: str, default: int | None = None) -> Field:
+    return Field(name, "uint", 24, doc, default=default)
 
 
 def _dram(name: str, doc: str) -> Field:
@@ -328,10 +367,10 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _buf("a", "left operand buffer"), _addr("a_addr", "left operand offset (m x k)"),
             _buf("b", "right operand buffer"), _addr("b_addr", "right operand offset (k x n, or n x k if transposed)"),
             _dim("m", "rows of the output"), _dim("k", "inner dimension"), _dim("n", "columns of the output"),
-            Field("accumulate", "uint", 1, "add to dst instead of overwriting it"),
-            Field("transpose_b", "uint", 1, "b is stored n x k"),
-            Field("has_bias", "uint", 1, "add a (1 x n) bias row"),
-            _buf("bias", "bias buffer"), _addr("bias_addr", "bias offset"),
+            Field("accumulate", "uint", 1, "add to dst instead of overwriting it", default=0),
+            Field("transpose_b", "uint", 1, "b is stored n x k", default=0),
+            Field("has_bias", "uint", 1, "add a (1 x n) bias row", default=0),
+            _buf("bias", "bias buffer", default=0), _addr("bias_addr", "bias offset", default=0),
         ),
         "dst (+)= a @ b (+ bias) on the weight-stationary PE array.",
         "F = ceil(k/R)*ceil(n/C) weight folds; single-buffered weights (SCALE-Sim, weight "
@@ -435,14 +474,14 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _buf("src", "scores buffer"), _addr("src_addr", "scores offset (rows x cols)"),
             _dim("rows", "query rows"), _dim("cols", "key columns"),
             Field("scale", "f32", 32, "multiplies the scores first"),
-            Field("softcap", "f32", 32, "c > 0: scores = c * tanh(scores / c)"),
-            Field("mask", "enum", 2, "mask mode", MASK_MODES),
-            _buf("mask_buf", "mask buffer"), _addr("mask_addr", "mask offset"),
-            Field("has_counts", "uint", 1, "weight column j by count[j] (compressed keys)"),
-            _buf("counts", "counts buffer"), _addr("counts_addr", "counts offset (1 x cols)"),
-            Field("causal", "uint", 1, "row r sees columns j <= row0 + r + causal_offset"),
-            Field("row0", "uint", 16, "query index of the tile's first row"),
-            Field("causal_offset", "int", 16, "causal frontier offset"),
+            Field("softcap", "f32", 32, "c > 0: scores = c * tanh(scores / c)", default=0.0),
+            Field("mask", "enum", 2, "mask mode", MASK_MODES, default="none"),
+            _buf("mask_buf", "mask buffer", default=0), _addr("mask_addr", "mask offset", default=0),
+            Field("has_counts", "uint", 1, "weight column j by count[j] (compressed keys)", default=0),
+            _buf("counts", "counts buffer", default=0), _addr("counts_addr", "counts offset (1 x cols)", default=0),
+            Field("causal", "uint", 1, "row r sees columns j <= row0 + r + causal_offset", default=0),
+            Field("row0", "uint", 16, "query index of the tile's first row", default=0),
+            Field("causal_offset", "int", 16, "causal frontier offset", default=0),
         ),
         "Row softmax of scale*scores (softcapped, masked, causal, count-weighted); a row with no "
         "visible column becomes zeros.",
@@ -691,17 +730,57 @@ def _validate_table() -> None:
         assert instruction.bits <= WORD_BITS, f"{instruction.name} needs {instruction.bits} bits"
         names = [f.name for f in instruction.fields]
         assert len(set(names)) == len(names), instruction.name
+        for spec in instruction.fields:
+            if spec.default is not None:
+                spec.check(spec.default, instruction.name)
 
 
 _validate_table()
 
 
+def _zero(spec: Field) -> int | float | str:
+    """What the encoder writes for a field it is not given: the table's default, else zero (an
+    enum its first choice)."""
+    if spec.default is not None:
+        return spec.default
+    return spec.choices[0] if spec.kind == "enum" else 0
+
+
 def with_defaults(name: str, fields: Mapping[str, int | float | str]) -> dict:
-    """The fields as the encoder sees them: missing ones zero (an enum its first choice)."""
-    return {
-        spec.name: fields.get(spec.name, spec.choices[0] if spec.kind == "enum" else 0)
-        for spec in BY_NAME[name].fields
-    }
+    """The fields as the encoder sees them: missing ones as `_zero` says."""
+    return {spec.name: fields.get(spec.name, _zero(spec)) for spec in BY_NAME[name].fields}
+
+
+def checked_fields(name: str, fields: Mapping[str, int | float | str]) -> dict:
+    """The fields of one emission of `name`, in table order, with the table's defaults filled in.
+
+    Raises FieldError naming the instruction and the field for an unknown instruction or field
+    (a misspelt `emit("GEMM", trasnpose_b=1)` would otherwise encode as 0), a missing field the
+    table gives no default, or a value out of the field's range. lower-to-isa checks every
+    instruction it emits with this, so such a mistake fails at compile time, where it was made.
+    """
+    instruction = BY_NAME.get(name)
+    if instruction is None:
+        raise FieldError(f"unknown instruction '{name}'")
+    known = {spec.name for spec in instruction.fields}
+    unknown = [key for key in fields if key not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise FieldError(
+            f"{name}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+            f"its fields are {', '.join(spec.name for spec in instruction.fields) or 'none'}"
+        )
+    values: dict[str, int | float | str] = {}
+    for spec in instruction.fields:
+        value = fields.get(spec.name, spec.default)
+        if value is None:
+            raise FieldError(f"{name}.{spec.name}: missing (the ISA table gives it no default)")
+        spec.check(value, name)
+        values[spec.name] = value
+    return values
 
 
 def encode(name: str, fields: Mapping[str, int | float | str]) -> bytes:
@@ -709,14 +788,11 @@ def encode(name: str, fields: Mapping[str, int | float | str]) -> bytes:
     instruction = BY_NAME[name]
     unknown = set(fields) - {f.name for f in instruction.fields}
     if unknown:
-        raise ValueError(f"{name}: unknown field(s) {sorted(unknown)}")
+        raise FieldError(f"{name}: unknown field(s) {sorted(unknown)}")
     word = instruction.opcode
     shift = OPCODE_BITS
     for spec in instruction.fields:
-        word |= (
-            spec.check(fields.get(spec.name, 0 if spec.kind != "enum" else spec.choices[0]), name)
-            << shift
-        )
+        word |= spec.check(fields.get(spec.name, _zero(spec)), name) << shift
         shift += spec.bits
     return word.to_bytes(WORD_BYTES, "little")
 
@@ -757,7 +833,10 @@ def markdown_table() -> str:
         "",
         f"Every instruction is one {WORD_BITS}-bit little-endian word: the opcode in bits 0-{OPCODE_BITS - 1}, "
         "then the fields below in order. Addresses are element offsets (buffers) or element "
-        "addresses (DRAM); `buf` fields name a buffer by its index in the hardware config.",
+        "addresses (DRAM); `buf` fields name a buffer by its index in the hardware config ("
+        + ", ".join(f"{index} `{name}`" for index, name in enumerate(BUFFER_NAMES))
+        + "). The compiler must give every field, except those with a default, which it may "
+        "leave out (a feature switched off).",
         "",
         "| opcode | instruction | unit | bits | what it does | cycles |",
         "|---|---|---|---|---|---|",
@@ -775,6 +854,8 @@ def markdown_table() -> str:
         lines += ["| field | kind | bits | meaning |", "|---|---|---|---|"]
         for spec in instruction.fields:
             meaning = spec.doc + (f" ({', '.join(spec.choices)})" if spec.choices else "")
+            if spec.default is not None:
+                meaning += f"; default {format_value(spec, spec.default)}"
             lines.append(f"| `{spec.name}` | {spec.kind} | {spec.bits} | {meaning} |")
     lines += [
         "",

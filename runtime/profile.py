@@ -14,7 +14,9 @@ instructions of one block, a run begins when its earliest instruction starts (ke
 first run at 0) and ends where the next run begins (the last at the total). Spans of all blocks
 therefore sum to the total cycles and never overlap; the work of a block that runs on after the
 next block has started is charged to the next block's span. Busy cycles per unit, energy, DRAM
-bytes and MACs stay sums over the block's own instructions.
+bytes and MACs stay sums over the block's own instructions. A block's energy is its
+instructions' dynamic energy plus the static energy of its span, so blocks sum to the run's
+energy; its attention / rest energies are the dynamic energy of those instructions.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctac.errors import CtacError
+from ctac.files import write_atomically
 from ctac.runtime import isa
 from ctac.runtime.costmodel import Profile
 from ctac.runtime.sources import parse_source
@@ -135,10 +138,16 @@ def per_block(profile: Profile) -> dict[str, dict[str, float]]:
         part = "attention" if is_attention(timing.source) else "rest"
         entry[f"{timing.unit}_cycles"] += timing.occupied
         entry[f"{part}_busy_cycles"] += timing.occupied
-        entry["energy_pj"] += timing.energy_pj
+        entry["dynamic_energy_pj"] += timing.energy_pj
         entry[f"{part}_energy_pj"] += timing.energy_pj
         entry["dram_bytes"] += timing.dram_bytes
         entry["macs"] += timing.macs
+    # Static (leakage) energy accrues with time: each block takes the share of its span, so the
+    # blocks' energies add up to the run's.
+    for entry in blocks.values():
+        share = entry["span_cycles"] / profile.cycles if profile.cycles else 0.0
+        entry["static_energy_pj"] = profile.static_energy_pj * share
+        entry["energy_pj"] = entry["dynamic_energy_pj"] + entry["static_energy_pj"]
     return {
         name: dict(values)
         for name, values in sorted(blocks.items(), key=lambda kv: _block_key(kv[0]))
@@ -173,7 +182,9 @@ def format_blocks(profile: Profile) -> str:
         "span cycles: a block runs from its earliest start to the next block's (the first from "
         "0, the",
         "last to the end), so spans sum to the total; pe, vector, dma: its instructions' busy "
-        "cycles",
+        "cycles;",
+        "energy: its instructions' dynamic energy plus the static energy of its span (blocks sum "
+        "to the total)",
         "",
         header,
         "-" * len(header),
@@ -255,16 +266,12 @@ def write_reports(
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from ctac.cli import write_atomically
-
     write_atomically(path, text.encode())
 
 
 def _save_figure(figure, path: Path) -> None:
     """Render the PNG in memory, then write it whole (never a partial file on failure)."""
     from io import BytesIO
-
-    from ctac.cli import write_atomically
 
     buffer = BytesIO()
     figure.savefig(buffer, dpi=110, format="png")
@@ -302,18 +309,8 @@ def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Pa
             axis.bar(positions, values, width, bottom=bottom, color=colors[unit], hatch=hatches[column % 4],
                      edgecolor="white", label=f"{unit} ({label})" if len(tables) > 1 else unit)  # fmt: skip
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    axis.set_xticks(
-        [i + width * (len(tables) - 1) / 2 for i in range(len(blocks))],
-        blocks,
-        rotation=45,
-        ha="right",
-    )
-    axis.set_ylabel("busy cycles (thousands)")
-    axis.set_title("Busy cycles per block, by unit")
-    axis.legend(fontsize=7, ncols=2)
-    figure.tight_layout()
-    _save_figure(figure, cycles_path)
-    plt.close(figure)
+    _finish_block_plot(figure, axis, blocks, len(tables), "busy cycles (thousands)",
+                       "Busy cycles per block, by unit", cycles_path, ncols=2)  # fmt: skip
     figure, axis = plt.subplots(figsize=(max(6, len(blocks) * 0.9), 4))
     for column, (label, table) in enumerate(tables.items()):
         positions = [i + column * width for i in range(len(blocks))]
@@ -339,15 +336,25 @@ def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Pa
             edgecolor="white",
             label="rest" + suffix,
         )
+    _finish_block_plot(figure, axis, blocks, len(tables), "energy (uJ)", "Dynamic energy per block",
+                       energy_path)  # fmt: skip
+
+
+def _finish_block_plot(figure, axis, blocks: list[str], profiles: int, ylabel: str, title: str,
+                       path: Path, ncols: int = 1) -> None:  # fmt: skip
+    """Block names under the middle of each group of bars, labels and legend; save and close."""
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / max(profiles, 1)
     axis.set_xticks(
-        [i + width * (len(tables) - 1) / 2 for i in range(len(blocks))],
+        [i + width * (profiles - 1) / 2 for i in range(len(blocks))],
         blocks,
         rotation=45,
         ha="right",
     )
-    axis.set_ylabel("energy (uJ)")
-    axis.set_title("Dynamic energy per block")
-    axis.legend(fontsize=7)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=7, ncols=ncols)
     figure.tight_layout()
-    _save_figure(figure, energy_path)
+    _save_figure(figure, path)
     plt.close(figure)

@@ -19,22 +19,28 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import math
+import mmap
+import queue
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ctac.errors import CtacError, shorten
+from ctac.files import write_atomically
+from ctac.mapped import FileRange, file_range
 from ctac.runtime import isa
 
 MAGIC = b"CTAB"
 VERSION = 1
 HEADER = struct.Struct("<4sHH32sIQQII")
-DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8", "int8")
-BUFFER_NAMES = ("act", "wgt", "acc", "vec")
+DTYPES = isa.DTYPES
+BUFFER_NAMES = isa.BUFFER_NAMES
 # The DRAM the ISA can address: its DRAM address fields are 32-bit element addresses (the
 # compiler places every tensor at one), so a program declaring more is corrupt. The interpreter
 # allocates only the part that an instruction or symbol reaches (runtime/interpreter.py).
@@ -71,6 +77,79 @@ class Symbol:
             "address": self.address,
             "vocab": self.vocab,
         }
+
+
+class DataSegment:
+    """A data segment not yet laid out in memory: `size` float32 elements, zero except for
+    `pieces` [(start, array)] (where two overlap, the later one's values). The compiler's weights
+    stay where they are (views of the ONNX file) until the program is written, which streams them
+    straight into the file (encode_chunks); `np.asarray(segment)` builds the whole array once, for
+    whoever needs it."""
+
+    def __init__(self, size: int, pieces: list[tuple[int, np.ndarray]]) -> None:
+        self.size = size
+        self.pieces = [(start, np.asarray(values).reshape(-1)) for start, values in pieces]
+        self._ordered = sorted(self.pieces, key=lambda piece: piece[0])
+        self._overlap = any(
+            start < before + values.size
+            for (before, values), (start, _) in zip(self._ordered, self._ordered[1:], strict=False)
+        )
+        self._array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            array = np.zeros(self.size, dtype=np.float32)
+            for start, values in self.pieces:
+                array[start : start + values.size] = values
+            array.flags.writeable = False
+            self._array = array
+        return self._array
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self.array()
+        if copy:
+            array = array.copy()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def chunks(self, zeros: int = 1 << 20, file_ranges: bool = False):
+        """The segment as little-endian float32 bytes, in order, without building it; with
+        `file_ranges`, a piece that is a view of a mapped file comes as a FileRange
+        (ctac/mapped.py), which the writer copies file to file."""
+        if self._overlap:
+            yield from _array_chunks(self.array())
+            return
+        blank = memoryview(bytes(4 * min(zeros, max(self.size, 1))))
+        position = 0
+
+        def gap(count: int):
+            while count > 0:
+                step = min(count, len(blank) // 4)
+                yield blank[: 4 * step]
+                count -= step
+
+        for start, values in self._ordered:
+            yield from gap(start - position)
+            source = None
+            if file_ranges and values.dtype == np.dtype("<f4"):
+                source = file_range(values)
+            if source is not None:
+                yield source
+            else:
+                yield from _array_chunks(values)
+            position = start + values.size
+        yield from gap(self.size - position)
+
+
+def _array_chunks(array: np.ndarray, step: int = 1 << 22):
+    """A float32 array's little-endian bytes, a few MB at a time (views where it is already
+    contiguous little-endian float32, converted chunk by chunk otherwise)."""
+    flat = np.asarray(array).reshape(-1)
+    for start in range(0, flat.size, step):
+        part = np.ascontiguousarray(flat[start : start + step], dtype="<f4")
+        yield memoryview(part).cast("B")
 
 
 @dataclass
@@ -120,10 +199,23 @@ def _canonical(value: object) -> bytes:
 
 
 def encode_program(program: Program) -> bytes:
+    return b"".join(encode_chunks(program))
+
+
+def encode_chunks(program: Program, file_ranges: bool = False):
+    """The program file as a sequence of byte chunks (their concatenation is encode_program's
+    result): the data segment is written from its arrays as they are, never copied whole, and the
+    checksum is computed along the way. With `file_ranges`, weights still in their mapped ONNX
+    file come as FileRange chunks (ctac/mapped.py: their bytes are `.view`), for write_atomically
+    to copy file to file."""
     words = b"".join(isa.encode(name, fields) for name, fields in program.instructions)
-    data = np.ascontiguousarray(program.data, dtype="<f4").tobytes()
     symbols = _canonical([s.to_json() for s in program.symbols])
     sources = _canonical(program.source_table())
+    data = program.data
+    if isinstance(data, DataSegment):
+        data_chunks = data.chunks(file_ranges=file_ranges)
+    else:
+        data_chunks = _array_chunks(data)
     header = HEADER.pack(
         MAGIC,
         VERSION,
@@ -135,8 +227,42 @@ def encode_program(program: Program) -> bytes:
         len(symbols),
         len(sources),
     )
-    body = header + words + data + symbols + sources
-    return body + hashlib.sha256(body).digest()
+    checksum = _Checksum()
+    try:
+        for chunk in itertools.chain((header, words), data_chunks, (symbols, sources)):
+            checksum.update(chunk.view if isinstance(chunk, FileRange) else chunk)
+            yield chunk
+        yield checksum.digest()
+    finally:
+        checksum.close()
+
+
+class _Checksum:
+    """SHA-256 of the chunks given in order, computed in a second thread while the first writes
+    them (hashlib releases the GIL on large buffers): hashing a BERT-base program takes as long
+    as writing it."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk) -> None:
+        self._queue.put(chunk)
+
+    def digest(self) -> bytes:
+        self.close()
+        return self._hash.digest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def _fail(message: str) -> CtacError:
@@ -153,14 +279,15 @@ def decode_program(
     `max_dram_elements` caps the DRAM the program may make the interpreter allocate."""
     if len(blob) < HEADER.size + 32:
         raise _fail(f"{len(blob)} bytes is shorter than a header and checksum")
-    if not blob.startswith(MAGIC):
+    blob = memoryview(blob).cast("B")  # bytes or a memory-mapped file: slices stay views
+    if bytes(blob[: len(MAGIC)]) != MAGIC:
         # Most often an ONNX model or a text file given where a program belongs.
         raise CtacError(
             f"not a ctac program (it does not start with {MAGIC!r}); make one with "
             "`ctac compile MODEL.onnx -o PROGRAM.ctab`"
         )
     body, checksum = blob[:-32], blob[-32:]
-    if hashlib.sha256(body).digest() != checksum:
+    if hashlib.sha256(body).digest() != bytes(checksum):
         raise _fail("checksum mismatch (the file is truncated or was modified)")
     (
         magic,
@@ -204,12 +331,13 @@ def decode_program(
             raise _fail(f"instruction {index}: {exc}") from None
         _check_ranges(index, spec, fields, dram_elements, capacities)
         instructions.append((spec.name, fields))
-    data = np.frombuffer(body, dtype="<f4", count=data_elements, offset=offset).astype(np.float32)
+    # A read-only view of the blob (of the memory-mapped file, from read_program): not copied.
+    data = np.frombuffer(body, dtype="<f4", count=data_elements, offset=offset)
     offset += data_elements * 4
     try:
-        symbol_list = json.loads(body[offset : offset + symbol_bytes])
+        symbol_list = json.loads(bytes(body[offset : offset + symbol_bytes]))
         offset += symbol_bytes
-        source_table = json.loads(body[offset : offset + source_bytes])
+        source_table = json.loads(bytes(body[offset : offset + source_bytes]))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise _fail(f"symbol or source table is not JSON: {str(exc)[:200]}") from None
     symbols = _symbols(symbol_list, dram_elements)
@@ -349,16 +477,20 @@ def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int,
 
 
 def write_program(program: Program, path: str | Path) -> None:
-    from ctac.cli import write_atomically
-
-    write_atomically(path, encode_program(program))
+    """Write the .ctab file, streamed: the data segment goes from its arrays into the file."""
+    write_atomically(path, encode_chunks(program, file_ranges=True))
 
 
 def read_program(
     path: str | Path, hw_digest: bytes | None = None, capacities: dict[int, int] | None = None
 ) -> Program:
+    """Load a program by memory map: its data segment is a read-only view of the file."""
     try:
-        blob = Path(path).read_bytes()
+        with open(path, "rb") as stream:
+            try:
+                blob = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+            except (ValueError, OSError):  # an empty file, a pipe: read it instead
+                blob = stream.read()
     except OSError as exc:
         raise CtacError(f"cannot read program '{path}': {exc.strerror}") from None
     return decode_program(blob, hw_digest, capacities)

@@ -16,6 +16,8 @@ from xdsl.dialects.builtin import StringAttr
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
 from ctac.errors import CtacError
+from ctac.runtime import compression
+from ctac.runtime.elsa import candidates
 
 Array = np.ndarray
 Semantics = Callable[..., list[Array]]
@@ -559,8 +561,6 @@ def attention(
         lower = np.arange(k_len)[None, :] <= rows
         visible = lower if visible is None else visible & lower
     if elsa is not None:
-        from ctac.runtime.elsa import candidates
-
         shape = scores.shape
         full = np.ones(shape, dtype=bool) if visible is None else np.broadcast_to(visible, shape)
         visible = candidates(q, k, full, *elsa)
@@ -635,8 +635,6 @@ def _project(op: cta.ProjectOp, x: Array, w: Array, b: Array | None) -> list[Arr
 def _cluster(
     op: cta.ClusterOp, tokens: Array, mask: Array | None, alone: Array | None = None
 ) -> list[Array]:
-    from ctac.runtime import compression
-
     source, role = op.attributes.get("ctac.source"), op.attributes.get("ctac.role")
     label = "/".join(a.data if isinstance(a, StringAttr) else "" for a in (source, role))
     result = compression.cluster(
@@ -657,22 +655,16 @@ def _cluster(
 
 @semantics(cta.KeepTopOp)
 def _keep_top(op: cta.KeepTopOp, q: Array, k: Array, mask: Array | None) -> list[Array]:
-    from ctac.runtime import compression
-
     return [compression.keep_top(q, k, op.int_attr("k"), mask)]
 
 
 @semantics(cta.PoolOp)
 def _pool(op: cta.PoolOp, tokens: Array, ids: Array) -> list[Array]:
-    from ctac.runtime import compression
-
     return [compression.pool(tokens, ids)]
 
 
 @semantics(cta.RecoverOp)
 def _recover(op: cta.RecoverOp, rows: Array, ids: Array) -> list[Array]:
-    from ctac.runtime import compression
-
     return [compression.recover(rows, ids)]
 
 
@@ -687,8 +679,6 @@ def _compressed_attention(
     value_tokens: Array | None,
     mask: Array | None,
 ) -> list[Array]:
-    from ctac.runtime import compression
-
     return [
         compression.compressed_attention(
             q,

@@ -102,6 +102,13 @@ class FamilySpec:
     test_shape: tuple[int, int] = (TEST_BATCH, TEST_SEQ)  # manifest inputs: (batch, sequence)
     long_shape: tuple[int, int] | None = None  # text models: also verified at this shape
     max_file_bytes: int = MAX_FILE_BYTES  # the exported file may not be larger
+    # Encoder-decoder: a third input, decoder_input_ids, of half the sequence; every layer pair
+    # has three attentions (encoder self, decoder causal self, decoder cross).
+    seq2seq: bool = False
+
+    @property
+    def attention_layers(self) -> int:
+        return 3 * self.num_layers if self.seq2seq else self.num_layers
 
 
 @dataclass
@@ -126,6 +133,29 @@ class TextWrapper(torch.nn.Module):
         if self.accepts_use_cache:
             kwargs["use_cache"] = False
         return self.model(**kwargs, return_dict=False)[0]
+
+
+class Seq2SeqWrapper(torch.nn.Module):
+    """Calls a transformers encoder-decoder backbone (T5Model, BartModel) with the encoder's
+    tokens and mask and the decoder's tokens; returns the decoder's last hidden state."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            use_cache=False,
+            return_dict=False,
+        )[0]
 
 
 class VisionWrapper(torch.nn.Module):
@@ -218,6 +248,39 @@ def build_gpt2(attn: str) -> torch.nn.Module:
         attn_implementation=attn,
     )
     return TextWrapper(transformers.GPT2Model(config), True)
+
+
+def build_t5(attn: str) -> torch.nn.Module:
+    """Tiny T5 (encoder-decoder, relative position bias, RMS norm): d_model 32, 2 + 2 layers,
+    4 heads of 8."""
+    config = transformers.T5Config(
+        vocab_size=VOCAB_SIZE, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+        num_heads=4, attn_implementation=attn,
+    )  # fmt: skip
+    return Seq2SeqWrapper(transformers.T5Model(config))
+
+
+def build_bart(attn: str) -> torch.nn.Module:
+    """Tiny BART (encoder-decoder, learned positions): d_model 32, 2 + 2 layers, 4 heads."""
+    config = transformers.BartConfig(
+        vocab_size=VOCAB_SIZE, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=128, attn_implementation=attn,
+    )  # fmt: skip
+    return Seq2SeqWrapper(transformers.BartModel(config))
+
+
+T5 = FamilySpec("t5", 8, build_t5, False, VOCAB_SIZE, 32, 4, 2, 128, seq2seq=True)
+BART = FamilySpec("bart", 9, build_bart, False, VOCAB_SIZE, 32, 4, 2, 128, seq2seq=True)
+
+# Encoder-decoder models: name -> (family spec, exporter, attention implementation). T5 with the
+# dynamo exporter is not here: torch 2.13 fails to decompose its FX graph ("Failed to decompose
+# the FX graph for ONNX compatibility").
+SEQ2SEQ_MODELS: dict[str, tuple[FamilySpec, str, str]] = {
+    "t5_ts_eager": (T5, "ts", "eager"),
+    "bart_ts_eager": (BART, "ts", "eager"),
+    "bart_dynamo_eager": (BART, "dynamo", "eager"),
+}
 
 
 FAMILIES: dict[str, FamilySpec] = {
@@ -315,7 +378,7 @@ def all_model_names() -> list[str]:
         for exporter in EXPORTERS
         for attn in ATTN_IMPLEMENTATIONS
     ]
-    return grid + list(LONG_MODELS)
+    return grid + list(LONG_MODELS) + list(SEQ2SEQ_MODELS)
 
 
 def parse_model_name(name: str) -> tuple[FamilySpec, str, str]:
@@ -323,6 +386,8 @@ def parse_model_name(name: str) -> tuple[FamilySpec, str, str]:
     (a long-context model, ``bert_long``, names all three by itself)."""
     if name in LONG_MODELS:
         return LONG_MODELS[name]
+    if name in SEQ2SEQ_MODELS:
+        return SEQ2SEQ_MODELS[name]
     family, exporter, attn = name.split("_")
     return FAMILIES[family], exporter, attn
 
@@ -358,7 +423,12 @@ def make_inputs(spec: FamilySpec, batch: int, seq: int, seed: int) -> dict[str, 
     input_ids = torch.randint(3, spec.vocab_size, (batch, seq), generator=gen, dtype=torch.int64)
     attention_mask = torch.ones(batch, seq, dtype=torch.int64)
     attention_mask[-1, seq - seq // 4 :] = 0
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if spec.seq2seq:
+        inputs["decoder_input_ids"] = torch.randint(
+            3, spec.vocab_size, (batch, max(1, seq // 2)), generator=gen, dtype=torch.int64
+        )
+    return inputs
 
 
 def export_inputs(spec: FamilySpec) -> dict[str, torch.Tensor]:
@@ -378,7 +448,8 @@ def second_inputs(spec: FamilySpec) -> dict[str, torch.Tensor]:
 
 def input_description(spec: FamilySpec, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The manifest's "inputs" object: shape, dtype, kind (and vocab size for token ids)."""
-    kinds = {"input_ids": "token_ids", "attention_mask": "attention_mask", "pixel_values": "pixels"}
+    kinds = {"input_ids": "token_ids", "attention_mask": "attention_mask", "pixel_values": "pixels",
+             "decoder_input_ids": "token_ids"}  # fmt: skip
     described: dict[str, Any] = {}
     for name, tensor in inputs.items():
         entry: dict[str, Any] = {
@@ -386,7 +457,7 @@ def input_description(spec: FamilySpec, inputs: dict[str, torch.Tensor]) -> dict
             "dtype": str(tensor.dtype).removeprefix("torch."),
             "kind": kinds[name],
         }
-        if name == "input_ids":
+        if name in ("input_ids", "decoder_input_ids"):
             entry["vocab_size"] = spec.vocab_size
         described[name] = entry
     return described
@@ -401,6 +472,10 @@ def torchscript_dynamic_axes(spec: FamilySpec) -> dict[str, dict[int, str]]:
     if spec.is_vision:
         return {"pixel_values": {0: "batch"}, "last_hidden_state": {0: "batch"}}
     seq_axes = {0: "batch", 1: "sequence"}
+    if spec.seq2seq:
+        decoder_axes = {0: "batch", 1: "decoder_sequence"}
+        return {"input_ids": seq_axes, "attention_mask": seq_axes,
+                "decoder_input_ids": decoder_axes, "last_hidden_state": decoder_axes}  # fmt: skip
     return {"input_ids": seq_axes, "attention_mask": seq_axes, "last_hidden_state": seq_axes}
 
 
@@ -409,7 +484,10 @@ def dynamo_dynamic_shapes(spec: FamilySpec) -> dict[str, dict[int, Dim]]:
     if spec.is_vision:
         return {"pixel_values": {0: batch}}
     sequence = Dim("sequence", max=spec.max_positions)
-    return {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    shapes = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    if spec.seq2seq:
+        shapes["decoder_input_ids"] = {0: batch, 1: Dim("decoder_sequence", max=spec.max_positions)}
+    return shapes
 
 
 def run_exporter(
@@ -601,7 +679,8 @@ def export_and_describe(name: str, spec: FamilySpec, exporter: str, attn: str, o
         "inputs": input_description(spec, inputs),
         "symbolic_dims": symbolic_dims(proto),
         "outputs": {key: list(value.shape) for key, value in outputs.items()},
-        "num_attention_layers": spec.num_layers,
+        "num_attention_layers": spec.attention_layers,
+        **({"seq2seq": True} if spec.seq2seq else {}),
         "hidden_size": spec.hidden_size,
         "num_heads": spec.num_heads,
         "op_types": op_types(proto),
@@ -679,8 +758,9 @@ def select_models(only: list[str] | None) -> list[str]:
     names = all_model_names()
     if not only:
         return names
-    selected = [n for n in names if n in only or (n not in LONG_MODELS and n.split("_")[0] in only)]
-    unknown = [o for o in only if o not in names and o not in FAMILIES]
+    grid = [n for n in names if n not in LONG_MODELS and n not in SEQ2SEQ_MODELS]
+    selected = [n for n in names if n in only or (n in grid and n.split("_")[0] in only)]
+    unknown = [o for o in only if o not in names and o not in FAMILIES]  # t5, bart: by name
     if unknown:
         raise SystemExit(f"unknown model or family: {', '.join(unknown)}; choose from {names}")
     return selected

@@ -86,7 +86,7 @@ def test_calibration_fidelity_holds_on_held_out_data(tmp_path: Path) -> None:
                  "-o", str(tmp_path / "cta.toml")]) == 0  # fmt: skip
     settings = read_settings(tmp_path / "cta.toml")
     module = import_model(model, {"x": [1, 12, 16]}).module
-    run_passes(module, "canonicalize,detect-attention")
+    run_passes(module, "onnx-canonicalize,detect-attention")
     samples = load_samples(held, {"x": (1, 12, 16)})
     exact = [evaluate(module, sample) for sample in samples]
     spec = (f"cta-compress{{tau-q={settings.tau_q:.4f} tau-kv={settings.tau_kv:.4f} "

@@ -81,7 +81,7 @@ def layer_norm_graph(square: str, eps_first: bool, scale: bool, bias: bool, axes
 def canonical_ops_and_check(g: Graph, path: Path) -> list[str]:
     model_path = g.save(g.output, path)
     imported = import_model(model_path)
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     x = np.random.default_rng(1).standard_normal(X_SHAPE).astype(np.float32) * 3 + 1
     expected = ort.InferenceSession(str(model_path)).run(None, {"x": x})[0]
     got = next(iter(evaluate(imported.module, {"x": x}).values()))

@@ -32,7 +32,7 @@ def save(nodes, inputs, outputs, initializers, path: Path) -> Path:
 def run_both(path: Path, feeds: dict) -> None:
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
     imported = import_model(path)
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     names = [op.name for op in imported.module.walk()]
     assert names.count("cta.attention") == 1
     got = list(evaluate(imported.module, feeds).values())

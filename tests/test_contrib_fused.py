@@ -59,7 +59,7 @@ def check(
     imported = import_model(path)
     module = imported.module
     assert not [op.name for op in module.walk() if "com.microsoft" in op.name]
-    run_passes(module, "canonicalize")
+    run_passes(module, "onnx-canonicalize")
     reports, _ = detect_attention(module)
     assert sum(op.name == "cta.attention" for op in module.walk()) == attention
     for name, array in evaluate(module, feeds).items():
@@ -90,7 +90,7 @@ def test_skip_layer_normalization(with_bias: bool, with_beta: bool, tmp_path: Pa
     check(path, {"x": x_feed(1), "skip": x_feed(2)})
     # canonicalize sees an ordinary LayerNormalization
     module = import_model(path).module
-    run_passes(module, "canonicalize")
+    run_passes(module, "onnx-canonicalize")
     assert any(op.name == "onnx.LayerNormalization" for op in module.walk())
 
 
@@ -119,7 +119,7 @@ def test_gelu_forms(op: str, tmp_path: Path) -> None:
     check(path, feeds)
     if "Gelu" in op:  # canonicalize recognises the decomposed form as Gelu again
         module = import_model(path).module
-        run_passes(module, "canonicalize")
+        run_passes(module, "onnx-canonicalize")
         assert any(op.name == "onnx.Gelu" for op in module.walk())
 
 

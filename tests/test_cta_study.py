@@ -33,7 +33,8 @@ def test_attention_cycles_of_a_small_model(tmp_path: Path, attention: str) -> No
 
     hw = load_hardware(None)
     shapes = {"input_ids": [2, 16], "attention_mask": [2, 16]}
-    variant = Variant(attention, attention, attention, ("--cta-policy", "always"))
+    flags = ("--cta-policy", "always") if attention == "cta" else ()  # a CTA-only flag
+    variant = Variant(attention, attention, attention, flags)
     program = cta_study.compile_program(
         REPO / "tests" / "models" / "bert_ts_eager.onnx", shapes, variant, tmp_path / "p", hw
     )

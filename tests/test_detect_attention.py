@@ -16,7 +16,7 @@ from ctac.runtime.evaluator import evaluate
 @pytest.fixture
 def detected(model_entry: dict):
     imported = import_model(MODELS / model_entry["file"], shape_flags(model_entry))
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     reports, refused = detect_attention(imported.module, verify=True)
     imported.module.verify()
     return imported.module, reports, refused
@@ -36,6 +36,23 @@ def test_heads_masks_and_projections(model_entry: dict, detected) -> None:
     for report in reports:
         assert report.num_heads == report.kv_heads == model_entry["num_heads"]
         assert report.head_dim * report.num_heads == model_entry["hidden_size"]
+        if model_entry.get("seq2seq"):
+            # Encoder self-attention (source x source) and cross-attention (target x source)
+            # see the padded source; the decoder's self-attention (target x target) is causal.
+            # T5 adds its relative position bias to the self-attentions' masks: additive.
+            source = model_entry["inputs"]["input_ids"]["shape"][1]
+            target = model_entry["inputs"]["decoder_input_ids"]["shape"][1]
+            cross = (report.q_len, report.kv_len) == (target, source)
+            decoder_self = (report.q_len, report.kv_len) == (target, target)
+            assert cross or decoder_self or (report.q_len, report.kv_len) == (source, source)
+            if family == "t5" and not cross:
+                assert report.mask_kind == "additive" and not report.causal, report
+            else:
+                assert report.causal == decoder_self, report
+                assert report.mask_kind == ("none" if decoder_self else "key_padding"), report
+            assert report.projections.count("/") == 2
+            assert float(report.verified) <= 1e-4
+            continue
         assert report.causal == (family == "gpt2")
         assert report.mask_kind == ("none" if family == "vit" else "key_padding")
         assert report.projections.count("/") == 2, "Q, K and V projections must all be captured"

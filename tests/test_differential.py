@@ -208,7 +208,7 @@ def make_inputs(c: Config) -> dict[str, np.ndarray]:
 def compile_and_run(path: Path, inputs: dict[str, np.ndarray]) -> tuple[list[np.ndarray], int]:
     """ctac's outputs (exact mode, on the instruction-level model) and the attention ops found."""
     imported = import_model(path)
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     reports, _ = detect_attention(imported.module)
     program = program_from_module(lower_module(imported.module, HW))
     outputs, _ = run_program(program, CAPACITIES, inputs)

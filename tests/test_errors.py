@@ -239,3 +239,28 @@ def test_a_misspelt_input_name_is_an_error(tmp_path: Path) -> None:
         assert_user_error(result, "--input idz", "input_ids", "attention_mask")
     assert run_ctac("run", str(program), "--input",
                     f"input_ids={tmp_path / 'ids.npy'}").returncode == 0  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--tau", "0.4"], "--tau applies only to --attention cta, but this compile is --attention exact"),
+        (["--attention", "elsa", "--tau-kv", "0.2", "--cta-policy", "always"],
+         "--tau-kv, --cta-policy apply only to --attention cta"),
+        (["--attention", "cta", "--elsa-bits", "8"], "--elsa-bits applies only to --attention elsa"),
+        (["--attention", "cta", "--tau", "7"], "--tau 7 is out of range"),
+        (["--attention", "cta", "--tau-kv", "-0.1"], "--tau-kv -0.1 is out of range"),
+    ],
+)  # fmt: skip
+def test_compile_refuses_flags_its_mode_ignores(flags, message, tmp_path, capsys) -> None:
+    """A compression flag the chosen --attention mode ignores, or a threshold out of range, is
+    one error line naming the fix; nothing is written (it used to be silently accepted)."""
+    from ctac.cli import main
+
+    out = tmp_path / "p.ctab"
+    argv = ["compile", str(MODELS / "bert_ts_eager.onnx"), "--shape",
+            "input_ids=2x16,attention_mask=2x16", *flags, "-o", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and message in err, err
+    assert not out.exists()

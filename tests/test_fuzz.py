@@ -108,7 +108,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_write_atomically_leaves_old_file_on_failure(tmp_path: Path, monkeypatch) -> None:
-    from ctac import cli
+    from ctac import files
 
     target = tmp_path / "out.ctab"
     target.write_bytes(b"old")
@@ -119,9 +119,9 @@ def test_write_atomically_leaves_old_file_on_failure(tmp_path: Path, monkeypatch
     def failing_replace(source, destination):
         raise Boom("disk vanished")
 
-    monkeypatch.setattr(cli.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(Boom):
-        cli.write_atomically(target, b"new" * 1000)
+        files.write_atomically(target, b"new" * 1000)
     assert target.read_bytes() == b"old" and _leftovers(tmp_path) == []
     monkeypatch.undo()
 
@@ -129,9 +129,9 @@ def test_write_atomically_leaves_old_file_on_failure(tmp_path: Path, monkeypatch
         os.close(handle)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cli.os, "fdopen", failing_fdopen)
+    monkeypatch.setattr(files.os, "fdopen", failing_fdopen)
     with pytest.raises(CtacError, match="cannot write .*No space left"):
-        cli.write_atomically(target, b"new")
+        files.write_atomically(target, b"new")
     assert target.read_bytes() == b"old" and _leftovers(tmp_path) == []
 
 
@@ -194,8 +194,11 @@ def test_every_writer_goes_through_write_atomically() -> None:
         r"\bopen\([^)]*['\"][wa]b?['\"]|\.write_text\(|\.write_bytes\(|savefig\((?!buffer)"
         r"|np\.save[zt]?\((?!buffer)|\.tofile\("
     )
-    for name in ("ctac/cli.py", "ctac/run.py", "runtime/profile.py"):
-        text = (REPO / name).read_text()
+    paths = [REPO / "ctac/cli.py", *sorted((REPO / "ctac/commands").glob("*.py"))]
+    paths += [REPO / "ctac/run.py", REPO / "runtime/profile.py"]
+    for path in paths:
+        name = path.relative_to(REPO).as_posix()
+        text = path.read_text()
         hits = [line.strip() for line in text.splitlines() if direct.search(line)]
         assert hits == [], f"{name} writes files directly: {hits}"
 
@@ -251,7 +254,7 @@ def _small_blob() -> bytes:
         from ctac.runtime.program import encode_program
 
         imported = import_model(BERT, {"input_ids": [2, 16], "attention_mask": [2, 16]})
-        run_passes(imported.module, "canonicalize")
+        run_passes(imported.module, "onnx-canonicalize")
         detect_attention(imported.module)
         program = program_from_module(lower_module(imported.module, load_hardware()))
         _BLOB.append(encode_program(program))

@@ -393,20 +393,20 @@ def test_class10_binary_config(program: Path, tmp_path: Path, capsys) -> None:
 
 SLOW_WRITER = """
 import os, sys, time
-from ctac import cli
+from ctac import files
 real = os.replace
 def slow(a, b):
     print("writing", flush=True)
     time.sleep(60)
     real(a, b)
-cli.os.replace = slow
-cli.write_atomically(sys.argv[1], b"x" * 100000)
+files.os.replace = slow
+files.write_atomically(sys.argv[1], b"x" * 100000)
 """
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_class12_signals_leave_no_temporary(tmp_path: Path, signum: int) -> None:
-    from ctac.cli import write_atomically
+    from ctac.files import write_atomically
 
     target = tmp_path / "out.ctab"
     target.write_bytes(b"old")
@@ -424,7 +424,7 @@ def test_class12_signals_leave_no_temporary(tmp_path: Path, signum: int) -> None
 
 
 def test_class12_a_live_writers_temporary_is_kept(tmp_path: Path) -> None:
-    from ctac.cli import write_atomically
+    from ctac.files import write_atomically
 
     target = tmp_path / "out.ctab"
     live = tmp_path / f".out.ctab.{os.getppid()}.abcd.tmp"  # pytest's parent: alive

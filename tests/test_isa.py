@@ -29,7 +29,7 @@ CAPACITIES = {b.index: b.capacity for b in HW.buffers}
 
 def compile_entry(entry: dict):
     imported = import_model(MODELS / entry["file"], shape_flags(entry))
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     detect_attention(imported.module)
     lowered = lower_module(imported.module, HW)
     return lowered, program_from_module(lowered)
@@ -100,6 +100,54 @@ def test_every_instruction_encodes_and_decodes(data) -> None:
 def test_field_overflow_is_refused() -> None:
     with pytest.raises(ValueError, match=r"GEMM\.m"):
         isa.encode("GEMM", {"m": 1 << 16})
+
+
+GEMM_MODULE = (REPO / "tests" / "lit" / "lower_to_isa" / "gemm.mlir").read_text()
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ({"trasnpose_b": 1}, r"GEMM: unknown field 'trasnpose_b' \(did you mean 'transpose_b'\?\)"),
+        ({"n": None}, r"GEMM\.n: missing"),
+        ({"m": 1 << 16}, r"GEMM\.m: 65536 does not fit 16 unsigned bits"),
+        ({"k": 2.5}, r"GEMM\.k: 2\.5 is not an integer"),
+    ],
+)
+def test_a_wrong_emission_field_fails_at_compile_time(monkeypatch, mistake, message) -> None:
+    """Every emission goes through the ISA table (issue 18): a misspelt field used to become 0
+    silently in the ctaisa module. Here the GEMM lowering makes the mistake, and lowering the
+    module fails at the emitting call, naming the instruction and the field."""
+    from ctac.passes.lower_to_isa.core import Lowering
+
+    emit = Lowering.emit
+
+    def mistaken(self, name: str, **fields):
+        if name == "GEMM":
+            fields = {**fields, **mistake}
+            fields = {key: value for key, value in fields.items() if value is not None}
+        return emit(self, name, **fields)
+
+    monkeypatch.setattr(Lowering, "emit", mistaken)
+    with pytest.raises(isa.FieldError, match=message):
+        lower_module(parse_module(GEMM_MODULE), HW)
+
+
+def test_the_dialect_checks_fields_like_the_lowering() -> None:
+    """ctaisa ops built directly (not parsed) go through the same check."""
+    from ctac.dialects.ctaisa import INSTRUCTION_OPS
+
+    with pytest.raises(isa.FieldError, match=r"LOAD: unknown field 'dst_adr'"):
+        INSTRUCTION_OPS["LOAD"].create_from({"dst": 0, "dst_adr": 0, "src": 0, "rows": 1,
+                                             "cols": 1, "stride": 1})  # fmt: skip
+    with pytest.raises(isa.FieldError, match=r"LOAD\.stride: missing"):
+        INSTRUCTION_OPS["LOAD"].create_from({"dst": 0, "dst_addr": 0, "src": 0, "rows": 1,
+                                             "cols": 1})  # fmt: skip
+    # Fields the table gives a default may be left out (a GEMM without bias).
+    operands = {"dst": isa.Buffer.ACC, "a": isa.Buffer.ACT, "b": isa.Buffer.WGT}
+    addresses = {"dst_addr": 0, "a_addr": 0, "b_addr": 0}
+    gemm = INSTRUCTION_OPS["GEMM"].create_from({**operands, **addresses, "m": 1, "k": 1, "n": 1})
+    assert gemm.field_values()["has_bias"] == 0 and gemm.field_values()["b"] == isa.Buffer.WGT
 
 
 def _small_program():
@@ -213,7 +261,7 @@ def test_cta_mode_compiles_round_trips_and_matches_its_semantics(model_entry: di
     from ctac.runtime.evaluator import evaluate
 
     imported = import_model(MODELS / model_entry["file"], shape_flags(model_entry))
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     detect_attention(imported.module)
     run_passes(imported.module, "cta-compress{tau-q=0.3 tau-kv=0.3 hash-bits=4 block=8}")
     inputs = manifest_inputs(model_entry, seed=11)

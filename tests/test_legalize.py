@@ -35,7 +35,7 @@ def _check(nodes, initializers, out_shape, path: Path, opset: int = 18, shape=SH
         None, {"x": x}
     )
     module = import_model(path).module
-    run_passes(module, "canonicalize")
+    run_passes(module, "onnx-canonicalize")
     before = module_text(module)
     assert needs_legalizing(module)
     outputs, _ = run_program(program_from_module(lower_module(module, HW)), CAPACITIES, {"x": x})
@@ -104,3 +104,11 @@ def _reduced_rows(module):
     from ctac.dialects import onnx as ox
 
     return [ox.shape_of(op.data) for op in module.walk() if isinstance(op, ox.ReduceOp)]
+
+
+@pytest.mark.parametrize("perm", [[2, 0, 1], [2, 1, 0], [0, 3, 1, 2]])
+def test_transposes_moving_the_last_axis_forward(perm: list[int], tmp_path: Path) -> None:
+    """(q, k, heads) -> (heads, q, k), a T5 position bias: done as two lowerable transposes."""
+    shape = [3, 4, 5] if len(perm) == 3 else [2, 3, 4, 5]
+    node = helper.make_node("Transpose", ["x"], ["y"], perm=perm)
+    _check([node], [], [shape[p] for p in perm], tmp_path / "t.onnx", shape=shape)

@@ -127,7 +127,8 @@ def test_cta_long_sequences_equal_the_compressed_reference(name: str, length: in
     of the compressed module."""
     import copy
 
-    from ctac.cli import _compress_spec, build_parser
+    from ctac.cli import build_parser
+    from ctac.commands.common import compress_spec
     from ctac.emit import program_from_module
     from ctac.hw import load_hardware
     from ctac.importer import import_model
@@ -140,7 +141,7 @@ def test_cta_long_sequences_equal_the_compressed_reference(name: str, length: in
     shapes = {"input_ids": [1, length], "attention_mask": [1, length]}
     module = import_model(MODELS / f"{name}.onnx", shapes).module
     args = build_parser().parse_args(["compile", "x.onnx", "--attention", "cta"])
-    run_passes(module, f"canonicalize,detect-attention,{_compress_spec(args)}")
+    run_passes(module, f"onnx-canonicalize,detect-attention,{compress_spec(args)}")
     rng = np.random.default_rng(5)
     # Repeated tokens so clusters really merge.
     ids = np.tile(rng.integers(0, 128, size=(1, 16)), (1, length // 16)).astype(np.int64)

@@ -38,8 +38,8 @@ from ctac.runtime.program import Program
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_HW = (REPO / "ctac" / "data" / "default_hw.toml").read_text()
 SIZE_KIB = re.compile(r"size_kib = \{ value = [0-9.]+")
-BUFFERS = ("act", "wgt", "acc", "vec")
-VEC = BUFFERS.index("vec")
+BUFFERS = isa.BUFFER_NAMES
+VEC = isa.Buffer.VEC
 # Refusals the lowering documents (Unsupported messages); any other error is a failure.
 LIMITS = re.compile(
     r"do not fit a buffer half|does not fit a buffer half|no GEMM tiling fits"

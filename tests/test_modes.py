@@ -31,7 +31,7 @@ ENTRY = next(
 
 def detected_module():
     imported = import_model(MODELS / ENTRY["file"], shape_flags(ENTRY))
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     detect_attention(imported.module)
     return imported.module
 
@@ -184,10 +184,7 @@ def test_cta_on_duplicated_tokens_merges_them_and_stays_exact(tmp_path: Path, ca
                     str(model),
                     "--attention",
                     mode,
-                    "--tau",
-                    "0",
-                    "--cta-policy",
-                    "always",
+                    *(["--tau", "0", "--cta-policy", "always"] if mode == "cta" else []),
                     "-o",
                     str(tmp_path / f"{mode}.ctab"),
                 ]
@@ -234,7 +231,7 @@ def test_elsa_over_several_key_tiles_equals_its_reference_semantics() -> None:
     )
     shapes = {"input_ids": [1, 1024], "attention_mask": [1, 1024]}
     module = import_model(MODELS / entry["file"], shapes).module
-    run_passes(module, "canonicalize,detect-attention,elsa-filter{bits=8 threshold=0.5}")
+    run_passes(module, "onnx-canonicalize,detect-attention,elsa-filter{bits=8 threshold=0.5}")
     rng = np.random.default_rng(11)
     mask = np.ones((1, 1024), np.int64)
     mask[:, 900:] = 0

@@ -13,7 +13,7 @@ from ctac.runtime.interpreter import SEMANTICS, Machine
 from ctac.runtime.program import Program
 
 HW = load_hardware()
-ACT, WGT, ACC, VEC = 0, 1, 2, 3
+ACT, WGT, ACC, VEC = isa.Buffer
 
 
 def machine() -> Machine:

@@ -58,7 +58,7 @@ def test_conformance_case(name: str, tmp_path: Path) -> None:
     path = tmp_path / f"{name}.onnx"
     onnx.save(case.model, str(path))
     imported = import_model(path)
-    run_passes(imported.module, "canonicalize")
+    run_passes(imported.module, "onnx-canonicalize")
     reports, refused = detect_attention(imported.module, verify=True)
     names = [op.name for op in imported.module.walk()]
     assert refused == []

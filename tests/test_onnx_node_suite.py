@@ -160,7 +160,7 @@ def run_case(name: str, side: str) -> tuple[str, str]:
             onnx.save(case.model, str(path))
             try:
                 imported = import_model(path, _shapes(case.model, inputs))
-                run_passes(imported.module, "canonicalize")
+                run_passes(imported.module, "onnx-canonicalize")
                 feeds = _named(case.model, inputs)
                 with np.errstate(all="ignore"):
                     if side == "evaluator":

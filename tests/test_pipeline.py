@@ -14,9 +14,10 @@ from ctac.importer import import_model
 from ctac.passes.lower_to_isa.core import Emitted, Lowering
 from ctac.passes.lower_to_isa.pipeline import Pipeline
 from ctac.pipeline import run_passes
+from ctac.runtime.isa import Buffer
 
 HW = load_hardware()
-ACT, WGT, ACC, VEC = 0, 1, 2, 3
+ACT, WGT, ACC, VEC = Buffer
 
 
 class _Host:
@@ -75,7 +76,10 @@ MANIFEST = json.loads((MODELS / "manifest.json").read_text())["models"]
 
 @pytest.mark.parametrize("entry", MANIFEST, ids=[m["file"].removesuffix(".onnx") for m in MANIFEST])
 def test_every_loop_of_the_test_models_is_pipelined(entry: dict) -> None:
-    for spec in ("canonicalize,detect-attention", "canonicalize,detect-attention,cta-compress"):
+    for spec in (
+        "onnx-canonicalize,detect-attention,legalize-for-isa",
+        "onnx-canonicalize,detect-attention,cta-compress,legalize-for-isa",
+    ):
         module = import_model(MODELS / entry["file"], shape_flags(entry)).module
         run_passes(module, spec)
         lowering = Lowering(module, HW)
@@ -88,7 +92,10 @@ def test_long_sequences_with_many_key_tiles_are_pipelined(name: str, length: int
     """Several key tiles per query tile: each step's rescale is copied out of the running state
     before the next key tile's softmax rewrites it, so the attention loop stays pipelined."""
     shapes = {"input_ids": [1, length], "attention_mask": [1, length]}
-    for spec in ("canonicalize,detect-attention", "canonicalize,detect-attention,cta-compress"):
+    for spec in (
+        "onnx-canonicalize,detect-attention",
+        "onnx-canonicalize,detect-attention,cta-compress",
+    ):
         module = import_model(MODELS / f"{name}.onnx", shapes).module
         run_passes(module, spec)
         lowering = Lowering(module, HW)

@@ -25,7 +25,7 @@ SPEC = "cta-compress{tau-q=0.5 tau-kv=0.3 hash-bits=4}"
 def detected(name: str, length: int, batch: int = 1):
     shapes = {"input_ids": [batch, length], "attention_mask": [batch, length]}
     module = import_model(MODELS / name, shapes).module
-    run_passes(module, "canonicalize,detect-attention")
+    run_passes(module, "onnx-canonicalize,detect-attention")
     return module
 
 

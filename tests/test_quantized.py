@@ -41,7 +41,7 @@ def run(nodes, inputs, outputs, initializers, feeds, path: Path, ms: bool = Fals
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     expected = dict(zip([o.name for o in outputs], session.run(None, feeds), strict=True))
     module = import_model(path).module
-    run_passes(module, "canonicalize")
+    run_passes(module, "onnx-canonicalize")
     got = evaluate(module, feeds)
     machine, _ = run_program(program_from_module(lower_module(module, HW)), CAPACITIES, feeds)
     for name, want in expected.items():

@@ -20,6 +20,7 @@ from ctac.dialects import cta
 from ctac.dialects import onnx as ox
 from ctac.passes.lower_to_isa.core import PREPARE, Emitted, Lowering, dynamic_field, lowering
 from ctac.passes.lower_to_isa.memory import ACC, ACT, VEC, WGT, Tensor, Unsupported, split_ranges
+from ctac.runtime.compression import hash_planes
 
 
 def emit_scores(
@@ -386,8 +387,6 @@ def _broadcast_block_loader(
 
 
 def _prepare_elsa(lowering: Lowering, op: cta.AttentionOp) -> None:
-    from ctac.runtime.compression import hash_planes
-
     bits = op.int_attr("elsa_bits", 0)
     if bits:
         planes = hash_planes(ox.shape_of(op.query)[3], bits, op.int_attr("elsa_seed", 0)).astype(

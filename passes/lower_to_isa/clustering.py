@@ -40,13 +40,12 @@ from ctac.dialects import onnx as ox
 from ctac.passes.lower_to_isa.core import PREPARE, Emitted, Lowering, lowering
 from ctac.passes.lower_to_isa.memory import ACT, VEC, WGT, Unsupported, elements, split_ranges
 from ctac.runtime import isa
+from ctac.runtime.compression import hash_planes
 
 MAX_ROWS = (1 << 16) - 1  # the row fields are 16 bits
 
 
 def _prepare_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
-    from ctac.runtime.compression import hash_planes
-
     method = op.str_attr("method")
     if method not in ("hash-leader", "leader") or op.int_attr("max_clusters", 0):
         return

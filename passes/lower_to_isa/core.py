@@ -26,6 +26,7 @@ from ctac.passes.lower_to_isa.memory import (
     elements,
 )
 from ctac.passes.lower_to_isa.pipeline import Pipeline
+from ctac.runtime import isa
 from ctac.runtime.evaluator import indexed_extent, input_names, main_function, output_names
 
 HW_ATTRIBUTE = "ctaisa.hw"
@@ -79,7 +80,9 @@ class Lowering:
 
     # ------------------------------------------------------------------ emission helpers
     def emit(self, name: str, **fields) -> Emitted:
-        emitted = Emitted(name, fields, self.source)
+        """Emit one instruction; its fields are checked against the ISA table here, so a
+        misspelt, missing or out-of-range field is an isa.FieldError at the emitting line."""
+        emitted = Emitted(name, isa.checked_fields(name, fields), self.source)
         self.sink(emitted)
         self.last = emitted
         return emitted
@@ -320,7 +323,7 @@ class Lowering:
         attributes: dict = {}  # immutable attributes, shared by the ops that use the same value
         for emitted in self.instructions:
             op = INSTRUCTION_OPS[emitted.name].create_from(
-                emitted.fields, emitted.source, attributes
+                emitted.fields, emitted.source, attributes, checked=True
             )
             if emitted.dynamic:
                 op.attributes["dynamic"] = StringAttr(

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ACT, WGT, ACC, VEC = 0, 1, 2, 3
-BUFFER_NAMES = ("act", "wgt", "acc", "vec")
+from ctac.runtime.isa import BUFFER_NAMES, Buffer
+
+ACT, WGT, ACC, VEC = Buffer
 
 
 def buffer_name(buffer: int) -> str:

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize | filecheck %s
 
 // Generators and elementwise ops over constants become one onnx.Constant; ops that read a
 // function argument stay.

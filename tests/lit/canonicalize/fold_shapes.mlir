@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize | filecheck %s
 
 // The dynamic-shape idiom of exported models: read the shape, pick dimensions, rebuild a target
 // shape. With static shapes it all folds into the Reshape's constant operand.

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize | filecheck %s
 
 // The erf form 0.5 * x * (1 + erf(x / sqrt(2))) becomes onnx.Gelu without attributes.
 // CHECK-LABEL: func.func @erf_form(%x: tensor<2x16xf32>) -> tensor<2x16xf32> {

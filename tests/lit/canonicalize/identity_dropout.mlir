@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize | filecheck %s
 
 // Identity and inference-mode Dropout (no training_mode, or a false one) forward their input;
 // ops left without users are removed.

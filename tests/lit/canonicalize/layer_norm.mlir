@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize | filecheck %s
 
 // The decomposed LayerNorm of exported models becomes one onnx.LayerNormalization: epsilon from
 // the Add, axis from the ReduceMean axes (as a negative axis), scale and bias from the trailing

@@ -1,5 +1,5 @@
-// RUN: ctac-opt %s -p canonicalize | filecheck %s
-// RUN: ctac-opt %s -p canonicalize | filecheck %s --check-prefix=NONE
+// RUN: ctac-opt %s -p onnx-canonicalize | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize | filecheck %s --check-prefix=NONE
 
 // Near misses of the LayerNorm and GELU patterns: canonicalize must leave them alone.
 // NONE-NOT: onnx.LayerNormalization

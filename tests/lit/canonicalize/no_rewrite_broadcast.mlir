@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize | filecheck %s
 
 // Regressions: patterns whose shapes broadcast differently from LayerNorm / GELU must stay.
 

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Ops between the Softmax and the P.V MatMul: the NaN guard, float Casts (softmax computed in f32
 // for f16 attention), inference Dropout and Identity (removed by canonicalize first), and the

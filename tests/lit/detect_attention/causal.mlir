@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Causal masks built from constants become `causal = 1` with no mask operand; together with a
 // padding mask from an int64 argument, `causal = 1` and a key_padding mask.

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Cross-attention: Q projected from the decoder sequence x (B, 4, 8), K and V from the encoder
 // output enc (B, 6, 8), which has a different length. The projections keep their own inputs.

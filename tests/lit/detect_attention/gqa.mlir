@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // GQA/MQA: K and V heads repeated by Unsqueeze(axis 2) -> Expand -> Reshape, as transformers'
 // repeat_kv exports. The attention reads the unrepeated K and V, with kv_heads < num_heads.

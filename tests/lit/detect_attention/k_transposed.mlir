@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // The forms of K^T. Sequence 6 and head dim 4 differ, so a wrong axis cannot match by accident.
 // The attribute lists are matched whole: an attribute left out of a CHECK line is absent.

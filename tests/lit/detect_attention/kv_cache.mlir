@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // KV cache: Concat(past, new) along the sequence axis feeds K and V, so the key length is
 // past + new (here 3 + 2 = 5 keys for 2 queries). The attribute lists are matched whole: an

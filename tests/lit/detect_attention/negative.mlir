@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Softmax subgraphs that are not (expressible) attention: nothing is rewritten, the Softmax stays.
 

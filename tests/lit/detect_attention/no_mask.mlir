@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // No mask (ViT): nothing added to the scores, so no mask operand and no mask_kind.
 // The attribute lists are matched whole: an attribute left out of a CHECK line is absent.

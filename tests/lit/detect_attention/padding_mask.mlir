@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Additive padding masks built from an int64 (batch, seq) attention_mask argument become a
 // key_padding mask whose operand is the argument itself; a float bias argument stays additive.

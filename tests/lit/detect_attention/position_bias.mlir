@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // An additive position bias (a float constant per head, as T5 / ALiBi / relative-position models
 // add to the scores) is not a padding or causal pattern: the mask is additive, and its operand

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Q, K and V as linear projections of one (B, S, E) = (2, 4, 8) input, reshaped to (B, S, H, D) =
 // (2, 4, 2, 4) and transposed into heads, become three cta.project ops that keep the input and

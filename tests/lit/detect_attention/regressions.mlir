@@ -1,5 +1,5 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
-// RUN: ctac-opt %s -p 'canonicalize,detect-attention{verify=false}' | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p 'onnx-canonicalize,detect-attention{verify=false}' | filecheck %s
 
 // Regressions found by review. Each is fused, and fused right even without the numeric proof.
 

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Scale applied to the scores after Q.K^T: Div by sqrt(d), or Mul by 1/sqrt(d) with the constant
 // on either side. q, k, v are (B, H, S, D) = (1, 2, 4, 4): scale = 1/sqrt(4) = 0.5.

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Scale applied before Q.K^T. Split scales (as TorchScript SDPA exports): Q and K^T each
 // multiplied by sqrt(1/sqrt(d)); with d = 4 that is sqrt(0.5), and the product is 0.5 (up to f32

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Values of the subgraph used elsewhere. Only the probabilities must have the P.V MatMul as their
 // single reader; other intermediates that are read elsewhere stay next to the cta.attention.

@@ -1,4 +1,4 @@
-// RUN: ctac-opt %s -p canonicalize,detect-attention | filecheck %s
+// RUN: ctac-opt %s -p onnx-canonicalize,detect-attention | filecheck %s
 
 // Softcapping (Gemma 2): the scaled scores become c * tanh(s / c) before the mask is applied.
 // The attribute lists are matched whole: an attribute left out of a CHECK line is absent.

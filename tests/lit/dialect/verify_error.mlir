@@ -1,7 +1,7 @@
 // A module that does not verify: one `error:` line naming the op and the rule, a failing exit
 // status, no traceback, no output module.
 // RUN: not ctac-opt %s 2>&1 | filecheck %s
-// RUN: not ctac-opt %s -p canonicalize 2>&1 | filecheck %s
+// RUN: not ctac-opt %s -p onnx-canonicalize 2>&1 | filecheck %s
 
 // CHECK-NOT:  Traceback
 // CHECK-NOT:  builtin.module

@@ -58,3 +58,14 @@ func.func @clip_low(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
   %y = onnx.Clip %x, min %lo : (tensor<4x8xf32>, tensor<f32>) -> tensor<4x8xf32>
   func.return %y : tensor<4x8xf32>
 }
+
+// A transpose moving the input's last axis to the front, (q, k, heads) -> (heads, q, k), is
+// done in two: the last axis to second-to-last (a row swap), then the rest with rows kept.
+// CHECK-LABEL: func.func @bias_layout(
+// CHECK-NEXT:    %[[A:.*]] = onnx.Transpose %x {perm = array<i64: 0, 2, 1>} : (tensor<4x5x3xf32>) -> tensor<4x3x5xf32>
+// CHECK-NEXT:    %[[B:.*]] = onnx.Transpose %[[A]] {perm = array<i64: 1, 0, 2>} : (tensor<4x3x5xf32>) -> tensor<3x4x5xf32>
+// CHECK-NEXT:    func.return %[[B]]
+func.func @bias_layout(%x: tensor<4x5x3xf32>) -> tensor<3x4x5xf32> {
+  %y = onnx.Transpose %x {perm = array<i64: 2, 0, 1>} : (tensor<4x5x3xf32>) -> tensor<3x4x5xf32>
+  func.return %y : tensor<3x4x5xf32>
+}

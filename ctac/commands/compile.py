@@ -1,0 +1,143 @@
+"""`ctac compile`, `ctac inspect` and `ctac eval`: a model through the compiler, its attention
+layers, and a printed module on the reference evaluator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ctac.commands.common import front_end, policy_decisions, read_utf8, write_text
+from ctac.errors import CtacError
+from ctac.files import write_atomically
+
+# Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
+# `ctac --help` and argument errors answer at once (start-up speed, not a cycle).
+
+
+EXAMPLES_COMPILE = """examples:
+  ctac compile tests/models/bert_ts_eager.onnx --shape input_ids=2x16,attention_mask=2x16 --emit onnx
+  ctac compile model.onnx --shape input_ids=1x128 --shape attention_mask=1x128 -o model.mlir
+  ctac compile model.onnx --shape input_ids=1x128,attention_mask=1x128 --emit cta
+"""
+
+
+EXAMPLES_INSPECT = """examples:
+  ctac inspect tests/models/gpt2_ts_eager.onnx --shape input_ids=2x16,attention_mask=2x16
+  ctac inspect model.onnx --shape input_ids=1x128,attention_mask=1x128 --json
+"""
+
+
+EXAMPLES_EVAL = """examples:
+  ctac eval model.mlir --input input_ids=ids.npy --input attention_mask=mask.npy -o out.npz
+  ctac eval model.mlir --seed 0          (random valid inputs: token ids inside the vocabulary)
+"""
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    from ctac.pipeline import module_text
+
+    module, _ = front_end(args, args.emit)
+    if args.emit in ("onnx", "cta"):
+        write_text(args.output, module_text(module))
+        return 0
+    from ctac.emit import program_from_module
+    from ctac.hw import load_hardware
+    from ctac.passes.lower_to_isa import lower_module
+    from ctac.runtime.program import disassemble, write_program
+
+    lowered = lower_module(module, load_hardware(args.hw))
+    if args.emit == "isa":
+        write_text(args.output, module_text(lowered))
+        return 0
+    program = program_from_module(lowered)
+    from ctac.emit import check_loadable
+
+    # What `ctac run`, `disasm` and `asm` would refuse is refused here, before anything is written.
+    # The data segment is streamed into the file (write_program), never encoded in memory.
+    hw = load_hardware(args.hw)
+    check_loadable(program, None, {b.index: b.capacity for b in hw.buffers})
+    if args.emit == "asm":
+        write_text(args.output, disassemble(program))
+        return 0
+    target = args.output or f"{Path(args.model).stem}.ctab"
+    write_program(program, target)
+    print(
+        f"wrote {target}: {len(program.instructions)} instructions, {len(program.data)} data elements",
+        file=sys.stderr,
+    )
+    return 0
+
+
+INSPECT_COLUMNS = [
+    ("layer", "layer"),
+    ("form", "form recognised"),
+    ("num_heads", "heads"),
+    ("kv_heads", "kv heads"),
+    ("head_dim", "head dim"),
+    ("q_len", "q len"),
+    ("kv_len", "kv len"),
+    ("mask_kind", "mask"),
+    ("causal", "causal"),
+    ("projections", "projections captured"),
+    ("verified", "verified (max rel err)"),
+]
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    detected, reports = front_end(args, "cta")
+    rows = [asdict(report) for report in reports]
+    # What `ctac compile --attention cta` would decide for each layer (--cta-policy always: no
+    # decision, every layer compressed); attentions and reports are both in program order.
+    try:
+        decisions = policy_decisions(detected, args) if args.cta_policy == "cost" and rows else []
+    except CtacError as exc:  # the policy compiles the model; inspect still reports its layers
+        reason = "not decided: the model cannot be compiled: " + str(exc).splitlines()[0]
+        decisions = []
+        for row in rows:
+            row["cta_policy"] = {"compress": None, "reason": reason}
+    for row, decision in zip(rows, decisions, strict=False):
+        row["cta_policy"] = decision.to_json()
+    if args.json:
+        print(json.dumps({"model": str(args.model), "attention": rows}, indent=2))
+        return 0
+    print(f"{args.model}: {len(rows)} attention layer(s)")
+    for index, row in enumerate(rows):
+        print(f"[{index}]")
+        for key, title in INSPECT_COLUMNS:
+            print(f"  {title:<24}{row[key]}")
+        if "cta_policy" in row:
+            print(f"  {'cta policy':<24}{row['cta_policy']['reason']}")
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from ctac.pipeline import parse_module
+    from ctac.runtime.evaluator import check_value_sizes, evaluate, module_values, random_inputs
+
+    path = Path(args.module)
+    if not path.is_file():
+        raise CtacError(f"module file '{path}' not found")
+    module = parse_module(read_utf8(path, "a module is the text `ctac compile` writes"), str(path))
+    check_value_sizes(module_values(module), args.max_tensor_bytes)
+    inputs = random_inputs(module, args.seed)
+    from ctac.run import load_inputs
+
+    inputs.update(load_inputs(args.input, inputs))
+    outputs = evaluate(module, inputs, args.max_tensor_bytes)
+    for name, array in outputs.items():
+        summary = f"{name}: {array.dtype}{list(array.shape)}"
+        if array.size and np.issubdtype(array.dtype, np.number):
+            summary += f" mean={array.mean():.6g} min={array.min():.6g} max={array.max():.6g}"
+        print(summary)
+    if args.output:
+        from ctac.run import npz_bytes
+
+        write_atomically(args.output, npz_bytes(outputs))
+        print(f"wrote {args.output}")
+    return 0

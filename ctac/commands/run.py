@@ -1,0 +1,168 @@
+"""`ctac run`, `ctac profile` and `ctac compare`: programs on the accelerator model, its
+profile, and the attention modes side by side."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ctac.commands.common import compress_module, elsa_spec, front_end
+from ctac.errors import CtacError
+from ctac.files import write_atomically
+
+# Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
+# `ctac --help` and argument errors answer at once (start-up speed, not a cycle).
+
+
+def _load_program(args: argparse.Namespace):
+    """The hardware config (--hw) and the program file checked against it."""
+    from ctac.hw import load_hardware
+    from ctac.run import load_program
+
+    hw = load_hardware(args.hw)
+    return hw, load_program(args.program, hw)
+
+
+def _execute(program, hw, args: argparse.Namespace):
+    """(inputs, outputs, stats) of a functional run: --input arrays, the rest random (--seed)."""
+    from ctac.run import execute, load_inputs, random_inputs
+
+    inputs = random_inputs(program, args.seed)
+    inputs.update(load_inputs(args.input, inputs))
+    outputs, stats = execute(program, hw, inputs)
+    return inputs, outputs, stats
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import json
+
+    from ctac.run import attention_report, compare_with_onnxruntime, profile_json, profile_program
+
+    hw, program = _load_program(args)
+    inputs, outputs, stats = _execute(program, hw, args)
+    profile = profile_program(program, hw, stats)
+    errors = compare_with_onnxruntime(args.compare, inputs, outputs) if args.compare else {}
+    if args.output:
+        from ctac.run import npz_bytes
+
+        write_atomically(args.output, npz_bytes(outputs))
+    report = {
+        "outputs": {
+            name: {
+                "shape": list(array.shape),
+                **(
+                    {
+                        "max_abs_err": errors[name]["max_abs_err"],
+                        "max_rel_err": errors[name]["max_rel_err"],
+                        "min_cosine": errors[name]["min_cosine"],
+                    }
+                    if name in errors
+                    else {}
+                ),
+            }
+            for name, array in outputs.items()
+        },
+        "profile": profile_json(profile),
+        "attention": attention_report(program, stats),
+    }
+    if program.policy:
+        report["cta_policy"] = program.policy
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for name, entry in report["outputs"].items():
+        line = f"{name}: {outputs[name].dtype}{entry['shape']}"
+        if "max_abs_err" in entry:
+            line += f"  vs onnxruntime: max abs err {entry['max_abs_err']:.3g}, max rel err {entry['max_rel_err']:.3g}, min row cosine {entry['min_cosine']:.6f}"
+        print(line)
+    p = report["profile"]
+    print(
+        f"{p['cycles']:,} cycles = {p['seconds'] * 1e3:.3f} ms, {p['energy_pj'] / 1e6:.3f} uJ, {p['dram_bytes'] / 1e6:.3f} MB DRAM"
+    )
+    for layer in report["attention"]:
+        print(
+            f"attention {layer['layer']}: {layer['tokens']} tokens -> {layer['query_clusters']} query / {layer['kv_clusters']} key-value clusters"
+        )
+    for decision in program.policy:
+        print(f"cta policy: {decision['name']}: {decision['reason']}")
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def profile_command(args: argparse.Namespace) -> int:
+    from ctac.run import profile_program, timing_clusters
+    from ctac.runtime.profile import format_blocks, format_summary, write_reports
+
+    hw, program = _load_program(args)
+    stats = None
+    if args.cluster_ratio is not None and not (args.timing_only and args.cluster_ratio > 0):
+        raise CtacError(
+            "--cluster-ratio R needs --timing-only and R > 0 (a functional run measures the "
+            "clusters itself)"
+        )
+    if args.cta_settings is not None and not args.timing_only:
+        raise CtacError(
+            "--cta-settings needs --timing-only (a functional run measures the clusters itself)"
+        )
+    if not args.timing_only:
+        _, _, stats = _execute(program, hw, args)
+    # --timing-only: the nominal sizes, --cluster-ratio's, or the --cta-settings calibration's
+    clusters = timing_clusters(program, args.cluster_ratio, args.cta_settings)
+    if clusters is not None:
+        from ctac.runtime.costmodel import simulate
+
+        profile = simulate(program, hw, clusters)
+    else:
+        profile = profile_program(program, hw, stats)
+    print(
+        format_summary(
+            profile,
+            f"{args.program} ({len(program.instructions):,} instructions{', timing only' if args.timing_only else ''})",
+        )
+    )
+    print()
+    print(format_blocks(profile))
+    for decision in program.policy:
+        print(f"cta policy: {decision['name']}: {decision['reason']}")
+    paths = write_reports(profile, Path(args.out), Path(args.program).stem, program.policy)
+    print()
+    for kind, path in paths.items():
+        print(f"wrote {path}  ({kind})")
+    print(
+        "open trace.json in https://ui.perfetto.dev (Open trace file) to see every unit's timeline"
+    )
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    import json
+
+    from ctac.compare import compare, format_table, to_json
+    from ctac.hw import load_hardware
+    from ctac.pipeline import run_passes
+
+    hw = load_hardware(args.hw)
+    detected, _ = front_end(args, "cta-detected")
+    compressed = compress_module(detected.clone(), args)
+    elsa = detected.clone()
+    run_passes(elsa, elsa_spec(args))
+    results = compare(Path(args.model), detected, hw, compressed, args.seed, elsa)
+    report = to_json(results)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(results))
+    if args.out:
+        from ctac.runtime.profile import plot_blocks
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(out / "compare.json", (json.dumps(report, indent=2) + "\n").encode())
+        profiles = {r.mode.split(" ")[0]: r.profile for r in results if r.profile is not None}
+        plot_blocks(profiles, out / "compare_cycles.png", out / "compare_energy.png")
+        if not args.json:
+            print(
+                f"wrote {out / 'compare.json'}, {out / 'compare_cycles.png'}, {out / 'compare_energy.png'}"
+            )
+    return 0

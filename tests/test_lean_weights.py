@@ -1,0 +1,169 @@
+"""Weights flow from the ONNX file to the program file without copies (issue 16): the lazy loader's
+views equal what onnx reads, external data is memory-mapped, a streamed program file is the same
+bytes as the encoded one, and a program loaded by memory map runs as before."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from ctac.emit import check_loadable, program_from_module
+from ctac.errors import CtacError
+from ctac.hw import load_hardware
+from ctac.importer import import_model
+from ctac.mapped import FileRange, file_range
+from ctac.onnx_loader import checkable_skeleton, load_onnx, load_onnx_lazy
+from ctac.passes.detect_attention import detect_attention
+from ctac.passes.lower_to_isa import lower_module
+from ctac.pipeline import run_passes
+from ctac.runtime.program import (
+    DataSegment,
+    decode_program,
+    encode_program,
+    read_program,
+    write_program,
+)
+from ctac.weights import forget_stores
+
+MODELS = Path(__file__).parent / "models"
+MANIFEST = json.loads((MODELS / "manifest.json").read_text())
+HW = load_hardware(None)
+CAPACITIES = {b.index: b.capacity for b in HW.buffers}
+
+
+def _entry(name: str) -> dict:
+    return next(e for e in MANIFEST["models"] if e["file"] == f"{name}.onnx")
+
+
+def _shapes(entry: dict) -> dict[str, list[int]]:
+    return {name: list(value["shape"]) for name, value in entry["inputs"].items()}
+
+
+@pytest.mark.parametrize("name", ["bert_ts_eager", "gpt2_dynamo_sdpa", "vit_ts_eager"])
+def test_lazy_views_equal_onnx_arrays(name: str) -> None:
+    path = MODELS / f"{name}.onnx"
+    model, views = load_onnx_lazy(path)
+    full = load_onnx(path)
+    assert views, "the large initializers are views"
+    expected = {t.name: numpy_helper.to_array(t) for t in full.graph.initializer}
+    for tensor in model.graph.initializer:
+        array = views.get(tensor.name)
+        if array is None:
+            array = numpy_helper.to_array(tensor)
+        else:
+            assert not array.flags.writeable
+        np.testing.assert_array_equal(array, expected[tensor.name])
+        assert array.dtype == expected[tensor.name].dtype
+    onnx.checker.check_model(checkable_skeleton(model, views))
+
+
+def test_external_data_is_memory_mapped(tmp_path: Path) -> None:
+    model = onnx.load(str(MODELS / "bert_ts_eager.onnx"))
+    full = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    onnx.save_model(
+        model,
+        str(tmp_path / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.data",
+        size_threshold=1024,
+    )
+    lazy, views = load_onnx_lazy(tmp_path / "m.onnx")
+    external = {
+        t.name
+        for t in onnx.load(str(tmp_path / "m.onnx"), load_external_data=False).graph.initializer
+        if onnx.external_data_helper.uses_external_data(t)
+    }
+    assert external and external <= set(views)
+    assert all(
+        not views[name].flags.owndata and not views[name].flags.writeable for name in external
+    )
+    assert not any(onnx.external_data_helper.uses_external_data(t) for t in lazy.graph.initializer)
+    for name, array in views.items():
+        np.testing.assert_array_equal(array, full[name])
+
+
+def test_truncated_raw_data_is_refused(tmp_path: Path) -> None:
+    model = onnx.load(str(MODELS / "bert_ts_eager.onnx"))
+    tensor = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    tensor.raw_data = tensor.raw_data[:-4]
+    onnx.save_model(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(CtacError, match=tensor.name):
+        load_onnx_lazy(tmp_path / "bad.onnx")
+
+
+def _program(name: str):
+    forget_stores()
+    entry = _entry(name)
+    imported = import_model(MODELS / entry["file"], _shapes(entry))
+    run_passes(imported.module, "onnx-canonicalize")
+    detect_attention(imported.module)
+    return program_from_module(lower_module(imported.module, HW))
+
+
+def test_streamed_program_is_the_encoded_one(tmp_path: Path) -> None:
+    program = _program("bert_ts_eager")
+    assert isinstance(program.data, DataSegment)
+    # the weights are views of the ONNX file: written file to file (ctac/mapped.py)
+    assert any(file_range(values) is not None for _, values in program.data.pieces)
+    blob = encode_program(program)
+    check_loadable(program, None, CAPACITIES)
+    check_loadable(program, blob, CAPACITIES)
+    write_program(program, tmp_path / "p.ctab")
+    assert (tmp_path / "p.ctab").read_bytes() == blob
+    # the same bytes from the laid-out array
+    laid_out = np.asarray(program.data)
+    program.data = laid_out
+    assert encode_program(program) == blob
+    loaded = read_program(tmp_path / "p.ctab", HW.digest, CAPACITIES)
+    np.testing.assert_array_equal(loaded.data, laid_out)
+    assert not loaded.data.flags.writeable
+    assert decode_program(blob, HW.digest, CAPACITIES).instructions == loaded.instructions
+
+
+def test_data_segment_gaps_and_overlaps() -> None:
+    pieces = [(7, np.arange(3, dtype=np.float32)), (2, np.ones(2, dtype=np.float32))]
+    segment = DataSegment(12, pieces)
+    expected = np.zeros(12, dtype=np.float32)
+    expected[7:10] = np.arange(3)
+    expected[2:4] = 1
+    assert b"".join(segment.chunks(zeros=2)) == expected.tobytes()
+    np.testing.assert_array_equal(np.asarray(segment), expected)
+    overlapping = DataSegment(6, [(0, np.ones(4, np.float32)), (2, np.full(3, 2, np.float32))])
+    assert b"".join(overlapping.chunks()) == np.asarray(overlapping).tobytes()
+    np.testing.assert_array_equal(np.asarray(overlapping), [1, 1, 2, 2, 2, 0])
+
+
+def test_memory_mapped_program_runs(tmp_path: Path) -> None:
+    from ctac.run import execute, random_inputs
+
+    program = _program("distilbert_ts_eager")
+    write_program(program, tmp_path / "p.ctab")
+    loaded = read_program(tmp_path / "p.ctab", HW.digest, CAPACITIES)
+    inputs = random_inputs(loaded, seed=0)
+    first, _ = execute(loaded, HW, inputs, progress=False)
+    second, _ = execute(program, HW, inputs, progress=False)
+    assert first.keys() == second.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+
+
+def test_a_changed_source_is_written_from_the_mapping(tmp_path: Path) -> None:
+    """A FileRange whose file is no longer the one mapped writes its bytes from memory."""
+    model, views = load_onnx_lazy(MODELS / "bert_ts_eager.onnx")
+    array = next(v for v in views.values() if v.dtype == np.float32)
+    source = file_range(array)
+    assert source is not None
+    stale = FileRange(source.path, (0, 0, 0, 0), source.offset, source.view)
+    for chunk, name in ((source, "copied.bin"), (stale, "written.bin")):
+        with open(tmp_path / name, "wb") as stream:
+            stream.write(b"head")
+            stream.flush()
+            chunk.write_to(stream.fileno())
+            stream.write(b"tail")
+        assert (tmp_path / name).read_bytes() == b"head" + array.tobytes() + b"tail"
