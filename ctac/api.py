@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import math
@@ -36,7 +35,7 @@ from ctac.cli import build_parser
 from ctac.commands.common import front_end
 from ctac.emit import program_from_module
 from ctac.errors import CtacError
-from ctac.files import write_atomically
+from ctac.files import file_sha256, write_atomically
 from ctac.hw import Hardware, hardware_from_text, load_hardware
 from ctac.importer import parse_shape_flags
 from ctac.passes.lower_to_isa import lower_module
@@ -62,14 +61,6 @@ ELSA_OPTIONS = ("elsa_bits", "elsa_threshold")
 
 def _version() -> str:
     return __version__
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +225,8 @@ class CompiledProgram:
         return {symbol.name: tuple(symbol.shape) for symbol in self.program.inputs}
 
     def save(self, path: str | Path) -> Path:
-        """Write the .ctab file (whole or not at all); run it later with the same hardware."""
+        """Write the .ctab file (whole or not at all); it embeds its hardware config and
+        records its model, so `ctac run` and `profile` need no --hw."""
         write_atomically(path, encode_chunks(self.program, file_ranges=True))  # weights not copied
         return Path(path)
 
@@ -442,6 +434,11 @@ def compile(
         if line.startswith("warning:"):
             warnings.warn(line.removeprefix("warning: "), stacklevel=2)
     program = program_from_module(lower_module(module, machine))
+    model_sha256 = file_sha256(model_path)
+    # Recorded in the program file (CompiledProgram.save): `ctac run --compare` refuses another
+    # model, and run, profile and disasm need no --hw.
+    program.model = {"path": str(model_path.resolve()), "sha256": model_sha256}
+    program.hardware = {"path": machine.path, "toml": machine.text}
     recorded = {
         "attention": attention,
         "shapes": {name: list(dims) for name, dims in _parsed_shapes(args.shape).items()},
@@ -452,7 +449,7 @@ def compile(
         recorded["settings_file"] = str(settings)
         recorded["settings_sha256"] = file_sha256(settings)
     provenance = Provenance(
-        str(model_path.resolve()), file_sha256(model_path), recorded,
+        str(model_path.resolve()), model_sha256, recorded,
         hardware_record(machine), _version(),
     )  # fmt: skip
     return CompiledProgram(program, machine, attention, provenance)

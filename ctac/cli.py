@@ -38,6 +38,12 @@ from ctac.commands.sweep import sweep_command
 from ctac.errors import CtacError, brief
 from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
 
+# --hw of the commands that read a program file.
+HW_OF_PROGRAM = (
+    "the hardware config it was compiled for, for programs that do not embed theirs (older "
+    "files, `ctac asm` output); another config than the embedded one is refused"
+)
+
 
 def _command(
     commands, name: str, *, help: str, epilog: str, handler: Callable[[argparse.Namespace], int]
@@ -70,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument(
         "--emit",
         choices=["onnx", "cta", "isa", "asm", "ctab"],
-        default="ctab",
+        default=None,
         help="what to produce: the program file (ctab, default: -o or MODEL.ctab), its assembly "
         "(asm), the ctaisa module (isa), the module after attention detection (cta) or the "
-        "canonicalised onnx-dialect module (onnx); text goes to stdout without -o",
+        "canonicalised onnx-dialect module (onnx); text goes to stdout without -o. Without "
+        "--emit, -o's extension decides: .ctab a program, .s assembly, .mlir the ctaisa module "
+        "(any other: a program); a flag that contradicts the extension is an error",
     )
     compile_parser.add_argument(
         "--attention",
@@ -146,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler=disasm_command,
     )
     disasm_parser.add_argument("program", help="a .ctab file")
-    disasm_parser.add_argument("--hw", help="the hardware config it was compiled for")
+    disasm_parser.add_argument("--hw", help=HW_OF_PROGRAM)
     disasm_parser.add_argument("--no-data", action="store_true", help="leave out the data segment")
     disasm_parser.add_argument("-o", "--output", help="write to this file instead of stdout")
 
@@ -172,10 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("program", help="a .ctab file")
     input_arguments(run_parser)
     run_parser.add_argument(
-        "--compare", metavar="MODEL.onnx", help="compare the outputs with onnxruntime"
+        "--compare",
+        metavar="MODEL.onnx",
+        help="compare the outputs with onnxruntime running this model (refused when the program "
+        "records another model's SHA-256)",
     )
     run_parser.add_argument("--json", action="store_true", help="print one JSON object")
-    run_parser.add_argument("--hw", help="the hardware config it was compiled for")
+    run_parser.add_argument("--hw", help=HW_OF_PROGRAM)
     run_parser.add_argument("-o", "--output", help="save the outputs to this .npz file")
 
     profile_parser = _command(
@@ -203,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate` settings file measured",
     )  # fmt: skip
     input_arguments(profile_parser)
-    profile_parser.add_argument("--hw", help="the hardware config it was compiled for")
+    profile_parser.add_argument("--hw", help=HW_OF_PROGRAM)
+    profile_parser.add_argument(
+        "--format", choices=["png", "svg", "pdf"], default="png",
+        help="format of the plots (default png); each is titled with the program, its model, "
+        "the hardware and the run",
+    )  # fmt: skip
 
     compare_parser = _command(
         commands,

@@ -7,6 +7,7 @@ runtime/profile.py write through it without importing the command line."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import stat
@@ -157,3 +158,12 @@ def _catch_termination() -> dict:
 def _restore_handlers(handlers: dict) -> None:
     for signum, handler in handlers.items():
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as hex (read a MB at a time)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -88,6 +88,13 @@ class Hardware:
         except KeyError:
             return default
 
+    def energy(self, key: str) -> float:
+        """energy_pj.`key`; a config without an int8 MAC energy charges an integer-mode MAC as a
+        float one (energy_pj.mac), so older configs keep their numbers."""
+        if key == "int8_mac":
+            return self.optional_number(self.number("energy_pj", "mac"), "energy_pj", key)
+        return self.number("energy_pj", key)
+
     def dma_engines(self, unit: str) -> int:
         """DMA engines serving the `dma_in` (loads) or `dma_out` (stores) queue."""
         key = "load_engines" if unit == "dma_in" else "store_engines"

@@ -11,11 +11,15 @@ definition (onnx/docs/Operators.md; onnxruntime's ContribOperators.md for the co
     MatMulInteger(a, b, a_zp, b_zp)  = (a - a_zp) @ (b - b_zp)    (int32)
     QLinearMatMul / QLinearAdd / QLinearMul / QLinearSoftmax
                                      = QuantizeLinear(op(DequantizeLinear(inputs)))
+    (QLinearMatMul as saturate(round((a - a_zp) @ (b - b_zp) * (a_scale * b_scale / y_scale))
+     + y_zp): the integer product first, requantised as onnxruntime's kernel does)
 
 The integers travel as floats (int8 and uint8 values, and int8 x int8 products summed over the
 inner dimension, are exact in float32 while the sum stays below 2^24: 1,040 terms of the largest
 product, far more in practice), so the importer builds them with ops ctac already lowers;
-DynamicQuantizeLinear has an ONNX function body made of these ops and Round. Scales and zero
+DynamicQuantizeLinear has an ONNX function body made of these ops and Round. A MatMul whose
+operands are such integers (MatMulInteger's, QLinearMatMul's) runs on the accelerator's int8
+GEMM mode (passes/lower_to_isa/precision.py). Scales and zero
 points must be constants or graph values of the documented shapes; int4, float8 and blocked
 quantization (block_size) are refused by name.
 """
@@ -149,12 +153,30 @@ def _matrix_scale(nodes: NodeBuilder, scale: str, per_row: bool) -> str:
 
 
 def _qlinear_matmul(nodes: NodeBuilder, used: set[str]) -> None:
+    """The centred integers multiplied first (int32 accumulation, as the definition computes
+    it), then the product of the scales (a's per row, b's per column, so they factor out of the
+    sum): the MatMul sees integer operands and runs on the accelerator's int8 GEMM mode."""
     a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = (nodes.input(i) for i in range(8))
-    deq_a = dequantize(nodes, a, _matrix_scale(nodes, a_scale, True),
-                       _matrix_scale(nodes, a_zero, True) if a_zero else "", -1)  # fmt: skip
-    deq_b = dequantize(nodes, b, b_scale, b_zero, -1)
-    product = nodes.add("MatMul", [deq_a, deq_b])
-    quantize(nodes, product, y_scale, y_zero, -1, _zero_dtype(nodes, y_zero), nodes.output(0))
+    element = _float_of(nodes, y_scale)
+    centred = []
+    for x, zero, per_row in ((a, a_zero, True), (b, b_zero, False)):
+        value = nodes.add("Cast", [x], to=element)
+        if zero:
+            shift = nodes.add("Cast", [_matrix_scale(nodes, zero, per_row)], to=element)
+            value = nodes.add("Sub", [value, shift])
+        centred.append(value)
+    product = nodes.add("MatMul", centred)
+    # Requantised as onnxruntime's kernel does (MLAS): the product times one multiplier
+    # a_scale * b_scale / y_scale, rounded half to even, plus y_zero, saturated.
+    scales = nodes.add("Mul", [_matrix_scale(nodes, a_scale, True), b_scale])
+    value = nodes.add("Mul", [product, nodes.add("Div", [scales, y_scale])])
+    value = nodes.add("Round", [value])
+    target = _zero_dtype(nodes, y_zero)
+    if y_zero:
+        value = nodes.add("Add", [value, nodes.add("Cast", [y_zero], to=element)])
+    low, high = RANGES[target]
+    value = nodes.add("Clip", [value, nodes.scalar(low), nodes.scalar(high)])
+    nodes.add("Cast", [value], nodes.output(0), to=onnx.helper.np_dtype_to_tensor_dtype(target))
 
 
 def _qlinear_binary(op_type: str):

@@ -28,6 +28,34 @@ def load_program(path: str | Path, hw: Hardware) -> Program:
     return read_program(path, hw.digest, capacities(hw))
 
 
+def program_hardware(path: str | Path, config: str | Path | None = None) -> Hardware:
+    """The hardware config to run, profile or disassemble the program at `path` on: the one it
+    embeds (programs compiled since the config was embedded), else `config` (--hw) or ctac's
+    default. A `config` given for a program that embeds another is refused: the program was not
+    compiled for it (leave --hw out, or recompile)."""
+    from ctac.hw import hardware_from_text, load_hardware
+    from ctac.runtime.program import embedded_hardware
+
+    embedded = embedded_hardware(path)
+    if embedded is None:
+        return load_hardware(config)
+    if config is not None:
+        given = load_hardware(config)
+        if given.text != embedded["toml"]:
+            import hashlib
+
+            theirs = hashlib.sha256(embedded["toml"].encode()).hexdigest()[:12]
+            raise CtacError(
+                f"--hw {shorten(str(config), 200)} (SHA-256 {given.digest.hex()[:12]}...) is not "
+                f"the hardware config '{path}' was compiled for ({shorten(embedded['path'], 200)}, "
+                f"SHA-256 {theirs}..., embedded in it); leave --hw out to use the embedded "
+                "config, or recompile for this one"
+            )
+        return given
+    where = f"the hardware config embedded in '{path}'"
+    return hardware_from_text(embedded["toml"], where, embedded["path"])
+
+
 def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
     """Valid inputs: token ids inside their vocabulary, masks of ones, normal floats."""
     rng = np.random.default_rng(seed)

@@ -78,9 +78,11 @@ class WeightStore:
         return self._arrays.get(name)
 
     def get(self, name: str) -> np.ndarray:
+        # Index first: opening the file (a store made from a path) fills _arrays with the views
+        # of its large initializers, whose protos then hold no data.
+        proto = self._index().get(name)
         array = self._arrays.get(name)
         if array is None:
-            proto = self._index().get(name)
             if proto is None:
                 raise CtacError(f"weight '{name}' is not in the weight store {self.source}")
             if isinstance(proto, onnx.NodeProto):

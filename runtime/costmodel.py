@@ -38,6 +38,7 @@ BUFFER_BLOCK = 64
 DRAM_BLOCK = 1024
 ENERGY_ACTIONS = {
     "macs": "mac",
+    "int8_macs": "int8_mac",  # GEMM's integer mode (int8 operands, int32 accumulation)
     "vector_ops": "vector_op",
     "hash_macs": "hash_mac",
     "buffer_read": "buffer_element",
@@ -75,6 +76,8 @@ class Profile:
     macs: float
     unit_busy: dict[str, int]
     energy_by_action: dict[str, float] = field(default_factory=dict)
+    # Of `macs`, those the PE array ran in its integer mode (GEMM int8=1), at energy_pj.int8_mac.
+    int8_macs: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -224,7 +227,7 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
     # "split": each engine streams at its share of the bandwidth.
     dma_view = replace(view, dram_bytes_per_cycle=view.dram_bytes_per_cycle / split)
     queues = {unit: _DmaQueue(hw.dma_engines(unit), shared) for unit in isa.DMA_UNITS}
-    energies = {key: hw.number("energy_pj", key) for key in set(ENERGY_ACTIONS.values())}
+    energies = {key: hw.energy(key) for key in set(ENERGY_ACTIONS.values())}
     sizes: dict[int | str, int] = {b.index: b.capacity for b in hw.buffers}
     sizes["dram"] = program.dram_elements
     board = _Scoreboard(sizes)
@@ -232,7 +235,7 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
     unit_busy: dict[str, int] = defaultdict(int)
     timings: list[InstructionTiming] = []
     energy_by_action: dict[str, float] = defaultdict(float)
-    total_energy = total_dram = total_macs = 0.0
+    total_energy = total_dram = total_macs = total_int8_macs = 0.0
     finish = 0
     sources = program.sources or [""] * len(program.instructions)
     dynamic, skipped = effective_fields(program, clusters)
@@ -286,7 +289,10 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
             energy += joules
         total_energy += energy
         total_dram += actions.get("dram_bytes", 0.0)
-        total_macs += actions.get("macs", 0.0)
+        int8_macs = actions.get("int8_macs", 0.0)
+        macs = actions.get("macs", 0.0) + int8_macs
+        total_macs += macs
+        total_int8_macs += int8_macs
         timings.append(
             InstructionTiming(
                 index,
@@ -297,7 +303,7 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
                 end,
                 energy,
                 actions.get("dram_bytes", 0.0),
-                actions.get("macs", 0.0),
+                macs,
                 cycles,
             )
         )
@@ -317,4 +323,5 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
         total_macs,
         dict(unit_busy),
         dict(energy_by_action),
+        total_int8_macs,
     )

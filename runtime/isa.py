@@ -371,15 +371,19 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             Field("transpose_b", "uint", 1, "b is stored n x k", default=0),
             Field("has_bias", "uint", 1, "add a (1 x n) bias row", default=0),
             _buf("bias", "bias buffer", default=0), _addr("bias_addr", "bias offset", default=0),
+            Field("int8", "uint", 1, "integer mode: a and b hold integers in [-256, 255] (int8 or uint8 values, or such a value less its zero point), multiplied as 9-bit signed integers and summed exactly (int32 accumulation); dst, and the bias, hold integers", default=0),
         ),
-        "dst (+)= a @ b (+ bias) on the weight-stationary PE array.",
+        "dst (+)= a @ b (+ bias) on the weight-stationary PE array; int8=1 runs the array's "
+        "integer mode (quantized models: requantisation is VEC work on the result). The machine "
+        "model holds the integers as floats, exact while partial sums stay below 2**24.",
         "F = ceil(k/R)*ceil(n/C) weight folds; single-buffered weights (SCALE-Sim, weight "
         "stationary): F * (2R + C + m - 2); double-buffered weights (the next fold's weights "
         "shift in while the current fold streams, as a TPU's weight FIFO): R + F * max(m, R) + "
-        "R + C - 2",
+        "R + C - 2. Integer mode: the same rate (one MAC per PE per cycle), each MAC charged "
+        "energy_pj.int8_mac instead of energy_pj.mac",
         lambda f, hw: _gemm_cycles(f["m"], f["k"], f["n"], hw),
         lambda f, hw: {
-            "macs": f["m"] * f["k"] * f["n"],
+            ("int8_macs" if f.get("int8") else "macs"): f["m"] * f["k"] * f["n"],
             "buffer_read": f["m"] * f["k"] * _ceil(f["n"], hw.pe_cols) + f["k"] * f["n"],
             "buffer_write": f["m"] * f["n"],
         },

@@ -68,6 +68,7 @@ def summary(profile: Profile) -> dict:
         "static_energy_pj": profile.static_energy_pj,
         "dram_bytes": profile.dram_bytes,
         "macs": profile.macs,
+        "int8_macs": profile.int8_macs,
         "instructions": len(profile.timings),
         "utilisation": profile.utilisation(),
         "energy_by_action_pj": profile.energy_by_action,
@@ -237,19 +238,30 @@ def chrome_trace(profile: Profile) -> dict:
     return {"traceEvents": events, "displayTimeUnit": "ns"}
 
 
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
 def write_reports(
-    profile: Profile, out: Path, label: str = "", policy: list[dict] | None = None
+    profile: Profile,
+    out: Path,
+    label: str = "",
+    policy: list[dict] | None = None,
+    plot_format: str = "png",
+    title: str = "",
 ) -> dict[str, Path]:
-    """profile.json, trace.json and the per-block plots into `out` (with the CTA policy's
+    """profile.json, trace.json and the per-block plots (`plot_format`: png, svg or pdf; `title`
+    heads each plot, e.g. the program and its model) into `out` (with the CTA policy's
     decisions, when the program carries them)."""
+    if plot_format not in PLOT_FORMATS:
+        raise CtacError(f"plot format {plot_format!r}: one of {', '.join(PLOT_FORMATS)}")
     if out.exists() and not out.is_dir():
         raise CtacError(f"--out {out} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "profile": out / "profile.json",
         "trace": out / "trace.json",
-        "cycles_plot": out / "cycles_per_layer.png",
-        "energy_plot": out / "energy_per_layer.png",
+        "cycles_plot": out / f"cycles_per_layer.{plot_format}",
+        "energy_plot": out / f"energy_per_layer.{plot_format}",
     }
     data = {
         "label": label,
@@ -261,7 +273,7 @@ def write_reports(
         data["cta_policy"] = policy
     _atomic_text(paths["profile"], json.dumps(data, indent=2) + "\n")
     _atomic_text(paths["trace"], json.dumps(chrome_trace(profile)) + "\n")
-    plot_blocks({label or "program": profile}, paths["cycles_plot"], paths["energy_plot"])
+    plot_blocks({label or "program": profile}, paths["cycles_plot"], paths["energy_plot"], title)
     return paths
 
 
@@ -270,17 +282,27 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def _save_figure(figure, path: Path) -> None:
-    """Render the PNG in memory, then write it whole (never a partial file on failure)."""
+    """Render the figure in memory in the format of the path's extension (png, svg or pdf), then
+    write it whole (never a partial file on failure)."""
     from io import BytesIO
 
+    plot_format = path.suffix.lstrip(".").lower() or "png"
+    if plot_format not in PLOT_FORMATS:
+        raise CtacError(f"plot '{path}': the extension must be one of {', '.join(PLOT_FORMATS)}")
     buffer = BytesIO()
-    figure.savefig(buffer, dpi=110, format="png")
+    # svg and pdf: fixed dates and ids, so the same profile gives the same bytes
+    metadata = {"png": None, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[plot_format]
+    figure.savefig(buffer, dpi=110, format=plot_format, metadata=metadata)
     write_atomically(path, buffer.getvalue())
 
 
-def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Path) -> None:
+def plot_blocks(
+    profiles: dict[str, Profile], cycles_path: Path, energy_path: Path, title: str = ""
+) -> None:
     """Bar charts per block: busy cycles stacked by unit, energy split attention / rest; several
-    profiles (exact vs CTA) side by side."""
+    profiles (exact vs CTA) side by side. `title` (the program, its model, the settings) heads
+    both; the format is the paths' extension (png, svg or pdf)."""
+    heading = f"{title}\n" if title else ""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,7 +332,7 @@ def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Pa
                      edgecolor="white", label=f"{unit} ({label})" if len(tables) > 1 else unit)  # fmt: skip
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     _finish_block_plot(figure, axis, blocks, len(tables), "busy cycles (thousands)",
-                       "Busy cycles per block, by unit", cycles_path, ncols=2)  # fmt: skip
+                       f"{heading}Busy cycles per block, by unit", cycles_path, ncols=2)  # fmt: skip
     figure, axis = plt.subplots(figsize=(max(6, len(blocks) * 0.9), 4))
     for column, (label, table) in enumerate(tables.items()):
         positions = [i + column * width for i in range(len(blocks))]
@@ -336,8 +358,8 @@ def plot_blocks(profiles: dict[str, Profile], cycles_path: Path, energy_path: Pa
             edgecolor="white",
             label="rest" + suffix,
         )
-    _finish_block_plot(figure, axis, blocks, len(tables), "energy (uJ)", "Dynamic energy per block",
-                       energy_path)  # fmt: skip
+    _finish_block_plot(figure, axis, blocks, len(tables), "energy (uJ)",
+                       f"{heading}Dynamic energy per block", energy_path)  # fmt: skip
 
 
 def _finish_block_plot(figure, axis, blocks: list[str], profiles: int, ylabel: str, title: str,
@@ -353,7 +375,15 @@ def _finish_block_plot(figure, axis, blocks: list[str], profiles: int, ylabel: s
         ha="right",
     )
     axis.set_ylabel(ylabel)
-    axis.set_title(title)
+    heading, _, what = title.rpartition("\n")
+    if heading:
+        import textwrap
+
+        # the heading (program, model, settings) wrapped to the figure's width, in smaller type
+        heading = textwrap.fill(heading, int(figure.get_figwidth() * 13))
+        axis.set_title(f"{heading}\n{what}", fontsize=9)
+    else:
+        axis.set_title(title)
     axis.legend(fontsize=7, ncols=ncols)
     figure.tight_layout()
     _save_figure(figure, path)

@@ -8,7 +8,10 @@ Binary layout (little-endian):
     instructions: count x 32-byte words (runtime/isa.py)
     data segment: float32 elements, placed at DRAM address 0 (weights, constants)
     symbol table: canonical JSON, inputs and outputs with name, shape, dtype, DRAM address
-    source table: canonical JSON {"strings": [...], "index": [one per instruction]}
+    source table: canonical JSON {"strings": [...], "index": [one per instruction]}, and
+                  optionally "dynamic", "policy", "model" {"path", "sha256"} (the ONNX file it was
+                  compiled from) and "hardware" {"path", "toml"} (the config, whose SHA-256 is
+                  the header's hardware hash)
     SHA-256 of everything above
 
 `read_program` validates all of it (checksum, version, every field, every address range) before
@@ -166,6 +169,12 @@ class Program:
     dynamic: list[tuple] = field(default_factory=list)
     # The CTA policy's decisions (ctac/policy.py), one dict per attention layer, if it ran.
     policy: list[dict] = field(default_factory=list)
+    # The model it was compiled from, {"path", "sha256"} (of the ONNX file), if recorded:
+    # `ctac run --compare` refuses another model.
+    model: dict | None = None
+    # The hardware config it was compiled for, {"path", "toml"} (the TOML text, whose SHA-256 is
+    # hw_digest), if embedded: run, profile and disasm then need no --hw.
+    hardware: dict | None = None
 
     @property
     def inputs(self) -> list[Symbol]:
@@ -191,6 +200,10 @@ class Program:
         }
         if self.policy:
             table["policy"] = self.policy
+        if self.model is not None:
+            table["model"] = self.model
+        if self.hardware is not None:
+            table["hardware"] = self.hardware
         return table
 
 
@@ -346,9 +359,71 @@ def decode_program(
     policy = source_table.get("policy", []) if isinstance(source_table, dict) else []
     if not isinstance(policy, list) or not all(isinstance(entry, dict) for entry in policy):
         raise _fail("source table 'policy' is not a list of decisions")
+    model = _model_record(source_table.get("model"))
+    hardware = _hardware_record(source_table.get("hardware"), digest)
     if not instructions or instructions[-1][0] != "HALT":
         raise _fail("the program does not end with HALT")
-    return Program(digest, instructions, data, dram_elements, symbols, sources, dynamic, policy)
+    return Program(
+        digest, instructions, data, dram_elements, symbols, sources, dynamic, policy, model,
+        hardware,
+    )  # fmt: skip
+
+
+SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _model_record(raw: object) -> dict | None:
+    """The source table's optional "model": {"path": str, "sha256": 64 hex digits}."""
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != {"path", "sha256"}
+        or not isinstance(raw["path"], str)
+        or not isinstance(raw["sha256"], str)
+        or len(raw["sha256"]) != 64
+        or not set(raw["sha256"]) <= SHA256_HEX
+    ):
+        raise _fail('source table \'model\' must be {"path": ..., "sha256": 64 hex digits}')
+    return {"path": raw["path"], "sha256": raw["sha256"]}
+
+
+def _hardware_record(raw: object, digest: bytes) -> dict | None:
+    """The source table's optional "hardware": {"path": str, "toml": str}, the config whose
+    SHA-256 is the header's hardware hash."""
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != {"path", "toml"}
+        or not isinstance(raw["path"], str)
+        or not isinstance(raw["toml"], str)
+    ):
+        raise _fail('source table \'hardware\' must be {"path": ..., "toml": ...}')
+    if hashlib.sha256(raw["toml"].encode()).digest() != digest:
+        raise _fail("the embedded hardware config does not match the header's hardware hash")
+    return {"path": raw["path"], "toml": raw["toml"]}
+
+
+def embedded_hardware(path: str | Path) -> dict | None:
+    """The hardware config a program file embeds ({"path", "toml"}), read from its source table
+    without decoding the rest; None when it has none or the file is not a well-formed program
+    (read_program then says why). The TOML's SHA-256 is checked against the header's hash."""
+    try:
+        with open(path, "rb") as stream:
+            header = stream.read(HEADER.size)
+            if len(header) != HEADER.size or header[: len(MAGIC)] != MAGIC:
+                return None
+            digest, source_bytes = HEADER.unpack(header)[3], HEADER.unpack(header)[8]
+            size = stream.seek(0, 2)
+            start = size - 32 - source_bytes
+            if start < HEADER.size:
+                return None
+            stream.seek(start)
+            table = json.loads(stream.read(source_bytes))
+        return _hardware_record(table.get("hardware"), digest) if isinstance(table, dict) else None
+    except (OSError, ValueError, RecursionError, CtacError):
+        return None
 
 
 def _check_ranges(
@@ -512,6 +587,12 @@ def _format_fields(spec: isa.Instruction, fields: dict) -> str:
     return " ".join(parts)
 
 
+def _asm_json(value: object) -> str:
+    """JSON for a directive's argument, with ';' escaped (the assembler reads ';' as the start of
+    a comment)."""
+    return json.dumps(value, sort_keys=True).replace(";", "\\u003b")
+
+
 def disassemble(program: Program, include_data: bool = True) -> str:
     """Readable assembly; with the data segment it assembles back to the same bytes."""
     lines = [
@@ -520,7 +601,13 @@ def disassemble(program: Program, include_data: bool = True) -> str:
         f".hw {program.hw_digest.hex()}",
         f".dram {program.dram_elements}",
     ]
-    lines += [f".policy {json.dumps(entry, sort_keys=True)}" for entry in program.policy]
+    lines += [f".policy {_asm_json(entry)}" for entry in program.policy]
+    if program.model is not None:
+        lines.append(f".model {_asm_json(program.model)}")
+    if program.hardware is not None:
+        # The embedded config, one JSON string per line of its TOML (joined back with newlines).
+        lines.append(f".hardware {_asm_json(program.hardware['path'])}")
+        lines += [f".toml {_asm_json(line)}" for line in program.hardware["toml"].split("\n")]
     for symbol in program.symbols:
         shape = "x".join(map(str, symbol.shape)) or "scalar"
         vocab = f" vocab={symbol.vocab}" if symbol.vocab else ""
@@ -585,6 +672,9 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
     sources: list[str] = []
     dynamic: list[tuple] = []
     policy: list[dict] = []
+    model = None
+    hardware_path = None
+    toml_lines: list[str] = []
     in_text = False
 
     def fail(number: int, message: str) -> CtacError:
@@ -638,6 +728,25 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
                 if not isinstance(entry, dict):
                     raise fail(number, ".policy should be a JSON object (one decision)")
                 policy.append(entry)
+            elif keyword == ".model":
+                entry, _ = parse_json(number, rest.strip(), ".model")
+                try:
+                    model = _model_record(entry)
+                except CtacError:
+                    raise fail(
+                        number, '.model should be {"path": "...", "sha256": "64 hex digits"}'
+                    ) from None
+            elif keyword == ".hardware":
+                hardware_path, _ = parse_json(number, rest.strip(), ".hardware")
+                if not isinstance(hardware_path, str):
+                    raise fail(number, ".hardware should be a JSON string (the config's path)")
+            elif keyword == ".toml":
+                line_text, _ = parse_json(number, rest.strip(), ".toml")
+                if not isinstance(line_text, str) or hardware_path is None:
+                    raise fail(
+                        number, ".toml should follow .hardware and be a JSON string (a line of it)"
+                    )
+                toml_lines.append(line_text)
             elif keyword in (".input", ".output"):
                 usage = f'{keyword} should look like {keyword} "NAME" DTYPE 2x16 @ADDRESS [vocab=N]'
                 name, end = parse_json(number, rest.strip(), f"{keyword} name", whole=False)
@@ -664,7 +773,7 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
                 raise fail(
                     number,
                     f"unknown directive '{shorten(keyword)}' (expected .version, .hw, .dram, "
-                    ".policy, .input, .output, .data, .bytes or .text)",
+                    ".policy, .model, .hardware, .toml, .input, .output, .data, .bytes or .text)",
                 )
             continue
         name, *pairs = code.split()
@@ -744,4 +853,14 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
             f"{source_name}: .data says {data_count} elements but .bytes hold {len(raw) // 4}"
         )
     data = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    return Program(digest, instructions, data, dram, symbols, sources, dynamic, policy)
+    hardware = None
+    if hardware_path is not None:
+        hardware = {"path": hardware_path, "toml": "\n".join(toml_lines)}
+        if hashlib.sha256(hardware["toml"].encode()).digest() != digest:
+            raise CtacError(
+                f"{source_name}: the .toml lines are not the hardware config of .hw (their "
+                "SHA-256 differs)"
+            )
+    return Program(
+        digest, instructions, data, dram, symbols, sources, dynamic, policy, model, hardware
+    )

@@ -167,3 +167,27 @@ def test_a_changed_source_is_written_from_the_mapping(tmp_path: Path) -> None:
             chunk.write_to(stream.fileno())
             stream.write(b"tail")
         assert (tmp_path / name).read_bytes() == b"head" + array.tobytes() + b"tail"
+
+
+def test_printed_module_evaluates_from_a_fresh_weight_store(tmp_path: Path) -> None:
+    """`ctac compile --emit onnx -o m.mlir` then `ctac eval m.mlir` in another process: the
+    store opens the model from its path, and its large initializers (views of the file, whose
+    protos hold no data) must come back as arrays, not as empty tensors."""
+    import onnxruntime as ort
+
+    from ctac.pipeline import module_text, parse_module
+    from ctac.runtime.evaluator import evaluate
+
+    model = MODELS / "bert_ts_eager.onnx"
+    shapes = {"input_ids": [2, 16], "attention_mask": [2, 16]}
+    imported = import_model(model, shapes)
+    run_passes(imported.module, "onnx-canonicalize")
+    text = module_text(imported.module)
+    forget_stores()  # as a new process would start
+    feeds = {
+        "input_ids": np.arange(32).reshape(2, 16) % 200,
+        "attention_mask": np.ones((2, 16), np.int64),
+    }
+    got = evaluate(parse_module(text), feeds)
+    (expected,) = ort.InferenceSession(str(model)).run(None, feeds)
+    np.testing.assert_allclose(next(iter(got.values())), expected, atol=1e-4)

@@ -18,10 +18,35 @@ from ctac.files import write_atomically
 
 
 EXAMPLES_COMPILE = """examples:
+  ctac compile model.onnx --shape input_ids=1x128,attention_mask=1x128 -o model.ctab   (a program)
+  ctac compile model.onnx --shape input_ids=1x128 --shape attention_mask=1x128 -o model.s   (its assembly)
+  ctac compile model.onnx --shape input_ids=1x128,attention_mask=1x128 -o model.mlir   (the ctaisa module)
   ctac compile tests/models/bert_ts_eager.onnx --shape input_ids=2x16,attention_mask=2x16 --emit onnx
-  ctac compile model.onnx --shape input_ids=1x128 --shape attention_mask=1x128 -o model.mlir
-  ctac compile model.onnx --shape input_ids=1x128,attention_mask=1x128 --emit cta
+  ctac compile model.onnx --shape input_ids=1x128,attention_mask=1x128 --emit cta -o detected.mlir
 """
+
+
+# What -o's extension means when --emit is not given, and the --emit values it agrees with.
+EMIT_BY_EXTENSION = {".ctab": "ctab", ".s": "asm", ".mlir": "isa"}
+EXTENSION_EMITS = {".ctab": ("ctab",), ".s": ("asm",), ".mlir": ("isa", "cta", "onnx")}
+EMIT_EXTENSION = {"ctab": ".ctab", "asm": ".s", "isa": ".mlir", "cta": ".mlir", "onnx": ".mlir"}
+
+
+def output_kind(emit: str | None, output: str | None) -> str:
+    """What `ctac compile` writes: --emit, else what -o's extension names (.ctab a program, .s
+    assembly, .mlir the ctaisa module; any other, or no -o, a program). An --emit that
+    contradicts the extension (`--emit ctab -o x.mlir`) is an error."""
+    extension = Path(output).suffix.lower() if output else ""
+    if emit is None:
+        return EMIT_BY_EXTENSION.get(extension, "ctab")
+    if extension in EXTENSION_EMITS and emit not in EXTENSION_EMITS[extension]:
+        what = {"ctab": "a binary program", "asm": "assembly"}.get(emit, "an MLIR module")
+        raise CtacError(
+            f"--emit {emit} writes {what} but -o {output} names a {extension} file; use -o with "
+            f"{EMIT_EXTENSION[emit]} or leave --emit out (-o {extension} alone emits "
+            f"{EMIT_BY_EXTENSION[extension]})"
+        )
+    return emit
 
 
 EXAMPLES_INSPECT = """examples:
@@ -39,6 +64,7 @@ EXAMPLES_EVAL = """examples:
 def compile_command(args: argparse.Namespace) -> int:
     from ctac.pipeline import module_text
 
+    args.emit = output_kind(args.emit, args.output)
     module, _ = front_end(args, args.emit)
     if args.emit in ("onnx", "cta"):
         write_text(args.output, module_text(module))
@@ -48,16 +74,21 @@ def compile_command(args: argparse.Namespace) -> int:
     from ctac.passes.lower_to_isa import lower_module
     from ctac.runtime.program import disassemble, write_program
 
-    lowered = lower_module(module, load_hardware(args.hw))
+    hw = load_hardware(args.hw)
+    lowered = lower_module(module, hw)
     if args.emit == "isa":
         write_text(args.output, module_text(lowered))
         return 0
     program = program_from_module(lowered)
     from ctac.emit import check_loadable
+    from ctac.files import file_sha256
 
+    # The program records its model (`ctac run --compare` refuses another) and embeds its
+    # hardware config (run, profile and disasm need no --hw).
+    program.model = {"path": str(Path(args.model).resolve()), "sha256": file_sha256(args.model)}
+    program.hardware = {"path": hw.path, "toml": hw.text}
     # What `ctac run`, `disasm` and `asm` would refuse is refused here, before anything is written.
     # The data segment is streamed into the file (write_program), never encoded in memory.
-    hw = load_hardware(args.hw)
     check_loadable(program, None, {b.index: b.capacity for b in hw.buffers})
     if args.emit == "asm":
         write_text(args.output, disassemble(program))

@@ -23,10 +23,10 @@ def isa_command(args: argparse.Namespace) -> int:
 
 
 def disasm_command(args: argparse.Namespace) -> int:
-    from ctac.hw import load_hardware
+    from ctac.run import program_hardware
     from ctac.runtime.program import disassemble, read_program
 
-    hw = load_hardware(args.hw)
+    hw = program_hardware(args.program, args.hw)
     program = read_program(args.program, hw.digest, {b.index: b.capacity for b in hw.buffers})
     write_text(args.output, disassemble(program, include_data=not args.no_data))
     return 0

@@ -15,12 +15,31 @@ from ctac.files import write_atomically
 
 
 def _load_program(args: argparse.Namespace):
-    """The hardware config (--hw) and the program file checked against it."""
-    from ctac.hw import load_hardware
-    from ctac.run import load_program
+    """The hardware config (the program's own, else --hw) and the program file checked
+    against it."""
+    from ctac.run import load_program, program_hardware
 
-    hw = load_hardware(args.hw)
+    hw = program_hardware(args.program, args.hw)
     return hw, load_program(args.program, hw)
+
+
+def _check_compared_model(program, program_path: str, model: str) -> None:
+    """--compare MODEL.onnx must be the model the program was compiled from, when the program
+    records it (older programs and `ctac asm` output without the record are compared as given)."""
+    if program.model is None:
+        return
+    from ctac.files import file_sha256
+
+    try:
+        digest = file_sha256(model)
+    except OSError as exc:
+        raise CtacError(f"--compare: cannot read '{model}': {exc.strerror}") from None
+    if digest != program.model["sha256"]:
+        raise CtacError(
+            f"--compare {model} (SHA-256 {digest[:12]}...) is not the model '{program_path}' was "
+            f"compiled from ({program.model['path']}, SHA-256 {program.model['sha256'][:12]}...); "
+            "compare with that model, or recompile"
+        )
 
 
 def _execute(program, hw, args: argparse.Namespace):
@@ -39,6 +58,8 @@ def run_command(args: argparse.Namespace) -> int:
     from ctac.run import attention_report, compare_with_onnxruntime, profile_json, profile_program
 
     hw, program = _load_program(args)
+    if args.compare:
+        _check_compared_model(program, args.program, args.compare)
     inputs, outputs, stats = _execute(program, hw, args)
     profile = profile_program(program, hw, stats)
     errors = compare_with_onnxruntime(args.compare, inputs, outputs) if args.compare else {}
@@ -67,6 +88,8 @@ def run_command(args: argparse.Namespace) -> int:
     }
     if program.policy:
         report["cta_policy"] = program.policy
+    if program.model is not None:
+        report["model"] = program.model
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -125,7 +148,8 @@ def profile_command(args: argparse.Namespace) -> int:
     print(format_blocks(profile))
     for decision in program.policy:
         print(f"cta policy: {decision['name']}: {decision['reason']}")
-    paths = write_reports(profile, Path(args.out), Path(args.program).stem, program.policy)
+    paths = write_reports(profile, Path(args.out), Path(args.program).stem, program.policy,
+                          args.format, _plot_title(args, program, hw))  # fmt: skip
     print()
     for kind, path in paths.items():
         print(f"wrote {path}  ({kind})")
@@ -133,6 +157,26 @@ def profile_command(args: argparse.Namespace) -> int:
         "open trace.json in https://ui.perfetto.dev (Open trace file) to see every unit's timeline"
     )
     return 0
+
+
+def _plot_title(args: argparse.Namespace, program, hw) -> str:
+    """What a profile's plots are of: the program, its model, the machine and the run."""
+    parts = [Path(args.program).name]
+    if program.model is not None:
+        parts.append(f"model {Path(program.model['path']).name}")
+    parts.append(str(hw.raw.get("accelerator", {}).get("name", Path(hw.path).stem)))
+    if program.policy:
+        compressed = sum(1 for decision in program.policy if decision.get("compress"))
+        parts.append(f"CTA on {compressed} of {len(program.policy)} attention layers")
+    if not args.timing_only:
+        parts.append(f"functional run, seed {args.seed}")
+    elif args.cluster_ratio is not None:
+        parts.append(f"timing only, {args.cluster_ratio:g} clusters per token")
+    elif args.cta_settings is not None:
+        parts.append(f"timing only, ratios of {Path(args.cta_settings).name}")
+    else:
+        parts.append("timing only, nominal sizes")
+    return ", ".join(parts)
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from ctac.passes.lower_to_isa.memory import (
     elements,
     split_ranges,
 )
+from ctac.passes.lower_to_isa.precision import int8_gemm
 
 
 def _round_down(value: int, multiple: int) -> int:
@@ -71,6 +72,9 @@ class GemmPlan:
     # cluster table, rows >= m unused): GEMMs, A loads and C stores are sized by it, so a row
     # tile past the clusters costs nothing. load_a and store_c then emit one instruction each.
     clusters: Emitted | None = None
+    # Both operands (and the bias) are integers the PE array's integer mode multiplies exactly
+    # (precision.py): the GEMMs run with int8=1.
+    int8: bool = False
 
 
 def emit_gemm(lowering: Lowering, *plans: GemmPlan) -> None:
@@ -110,6 +114,7 @@ def emit_gemm(lowering: Lowering, *plans: GemmPlan) -> None:
                         dst=ACC, dst_addr=c_address, a=ACT, a_addr=a_address, b=WGT, b_addr=b_address,
                         m=rows, k=depth, n=cols, accumulate=int(k0 > 0), transpose_b=int(plan.transpose_b),
                         has_bias=int(plan.bias is not None and k0 == 0), bias=VEC, bias_addr=bias_address,
+                        int8=int(plan.int8),
                     )  # fmt: skip
                     dynamic_field(lowering, "m", plan.clusters, m0)
                 plan.store_c(c_address, m0, rows, n0, cols)
@@ -142,6 +147,7 @@ def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
         raise Unsupported("1-D MatMul operands")
     m, k = a_shape[-2], a_shape[-1]
     n = b_shape[-1]
+    int8 = int8_gemm(op.A, op.B)
     if len(b_shape) == 2:
         rows = elements(a_shape[:-1])
         emit_gemm(
@@ -153,6 +159,7 @@ def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
                 _dense_loader(lowering, ACT, a.address, k),
                 _dense_loader(lowering, WGT, b.address, n),
                 _dense_storer(lowering, out.address, n),
+                int8=int8,
             ),
         )
         return
@@ -167,6 +174,7 @@ def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
             _dense_loader(lowering, ACT, a.address + int(a_index[index]) * m * k, k),
             _dense_loader(lowering, WGT, b.address + int(b_index[index]) * k * n, n),
             _dense_storer(lowering, out.address + index * m * n, n),
+            int8=int8,
         )
         for index in range(elements(batch))
     ]
@@ -214,6 +222,7 @@ def lower_gemm(lowering: Lowering, op: ox.GemmOp) -> None:
             _dense_storer(lowering, out.address, n),
             transpose,
             bias,
+            int8=int8_gemm(op.A, op.B, op.C),
         ),
     )
 
@@ -245,12 +254,13 @@ def lower_project(lowering: Lowering, op: cta.ProjectOp) -> None:
 
         return store
 
+    int8 = int8_gemm(op.input, op.weight, op.bias)
     plans = [
         GemmPlan(
             seq, hidden, end - start,
             _dense_loader(lowering, ACT, x.address + b * seq * hidden, hidden),
             lambda address, k0, depth, n0, cols: lowering.load(WGT, address, w.address + k0 * width + start + n0, depth, cols, width),
-            head_storer(b), bias=bias, bias_offset=start,
+            head_storer(b), bias=bias, bias_offset=start, int8=int8,
         )
         for b in range(batch)
     ]  # fmt: skip
@@ -339,6 +349,7 @@ def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
                 _dense_loader(lowering, ACT, w.address, depth),
                 lambda address, k0, d, p0, count: lowering.load(WGT, address, scratch + p0 * depth + k0, count, d, depth),
                 _dense_storer(lowering, base, patches), transpose_b=True,
+                int8=int8_gemm(op.X, op.W),
             ),
         )  # fmt: skip
         if bias is not None:
