@@ -24,6 +24,7 @@ from ctac.runtime.interpreter import run_program
 
 B, S, H, HEADS, VOCAB = 2, 6, 16, 4, 30
 HW = load_hardware()
+MODELS = Path(__file__).parent / "models"
 CAPACITIES = {b.index: b.capacity for b in HW.buffers}
 
 
@@ -295,3 +296,22 @@ def test_inspect_reports_layers_of_a_model_it_cannot_compile(tmp_path: Path, cap
     (row,) = json.loads(capsys.readouterr().out)["attention"]
     assert row["cta_policy"]["compress"] is None
     assert "not decided: the model cannot be compiled" in row["cta_policy"]["reason"]
+
+
+def test_inspect_json_gives_numbers_as_numbers(tmp_path: Path, capsys) -> None:
+    """`ctac inspect --json`: the proof's error is a number (null when not proven, with the
+    reason in words), not a string."""
+    import json
+
+    from ctac.cli import main
+
+    shapes = "input_ids=2x16,attention_mask=2x16"
+    assert main(["inspect", str(MODELS / "bert_ts_eager.onnx"), "--shape", shapes, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["attention"]
+    assert all(isinstance(r["verified_max_rel_err"], float) for r in rows)
+    assert all(r["verified_max_rel_err"] <= 1e-4 and "verified" not in r for r in rows)
+    path = bert_like(tmp_path / "bert.onnx", "index")  # attention fused by onnxruntime
+    fused = f"ids={B}x{S},segments={B}x{S},mask={B}x{S}"
+    assert main(["inspect", str(path), "--shape", fused, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["attention"]
+    assert row["verified_max_rel_err"] is None and "imported" in row["verification"]
