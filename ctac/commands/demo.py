@@ -63,6 +63,8 @@ def demo_command(args: argparse.Namespace) -> int:
         {"exact": exact.profile, "CTA": cta.profile},
         out / "exact_vs_cta_cycles.png",
         out / "exact_vs_cta_energy.png",
+        f"ctac demo: {model.name} at {args.seq} tokens, CTA tau {args.tau}/{args.tau_kv}, "
+        f"{args.hash_bits} hash bits, every layer compressed",
     )
     write_atomically(out / "compare.json", (json.dumps(to_json(results), indent=2) + "\n").encode())
     print(format_summary(cta.profile, "CTA program on the accelerator:"))

@@ -204,7 +204,11 @@ def compare_command(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         write_atomically(out / "compare.json", (json.dumps(report, indent=2) + "\n").encode())
         profiles = {r.mode.split(" ")[0]: r.profile for r in results if r.profile is not None}
-        plot_blocks(profiles, out / "compare_cycles.png", out / "compare_energy.png")
+        title = (
+            f"{Path(args.model).name} ({' '.join(args.shape)}), {hw.raw['accelerator'].get('name', 'accelerator')}: "
+            f"exact, CTA (tau {args.tau}/{args.tau_kv}, {args.hash_bits} bits), ELSA"
+        )
+        plot_blocks(profiles, out / "compare_cycles.png", out / "compare_energy.png", title)
         if not args.json:
             print(
                 f"wrote {out / 'compare.json'}, {out / 'compare_cycles.png'}, {out / 'compare_energy.png'}"
