@@ -15,7 +15,7 @@ import numpy as np
 from ctac.errors import CtacError, shorten
 from ctac.hw import Hardware
 from ctac.runtime.costmodel import Profile, simulate
-from ctac.runtime.interpreter import ExecutionStats, run_program
+from ctac.runtime.interpreter import ExecutionStats, check_memory, run_program
 from ctac.runtime.program import Program, read_program
 from ctac.runtime.sources import parse_source
 
@@ -57,7 +57,11 @@ def program_hardware(path: str | Path, config: str | Path | None = None) -> Hard
 
 
 def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
-    """Valid inputs: token ids inside their vocabulary, masks of ones, normal floats."""
+    """Valid inputs: token ids inside their vocabulary, masks of ones, normal floats. Their
+    size is checked against the memory available first: a header may declare inputs of up to
+    the ISA's 2^32 DRAM elements."""
+    # float64 intermediates of the normal draws: 8 bytes per element at the peak.
+    check_memory(8 * sum(symbol.size for symbol in program.inputs), "the program's inputs")
     rng = np.random.default_rng(seed)
     inputs = {}
     for symbol in program.inputs:

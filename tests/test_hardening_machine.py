@@ -493,3 +493,17 @@ def test_fuzz_mutations_fail_cleanly(fuzz_program_module, program: Path, kind: s
                 run_program(decoded, capacities, fuzz_program_module._inputs_for(decoded, index))
         except CtacError:
             pass
+
+
+def test_class5_random_inputs_are_checked_before_allocation(monkeypatch) -> None:
+    """`ctac run` without --input makes random inputs of the declared sizes: a header declaring
+    inputs larger than the memory available is refused before numpy allocates them."""
+    from ctac.run import random_inputs
+    from ctac.runtime import interpreter
+    from ctac.runtime.program import Symbol
+
+    program = Program(b"\0" * 32, [], np.zeros(0, np.float32), 1 << 32, [])
+    program.symbols.append(Symbol("x", "input", (1 << 16, 1 << 15), "float32", 0))
+    monkeypatch.setattr(interpreter, "available_memory", lambda: 1 << 30)
+    with pytest.raises(CtacError, match="the program's inputs need 16.0 GiB"):
+        random_inputs(program)
