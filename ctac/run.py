@@ -14,6 +14,7 @@ import numpy as np
 
 from ctac.errors import CtacError, shorten
 from ctac.hw import Hardware
+from ctac.runtime import isa
 from ctac.runtime.costmodel import Profile, simulate
 from ctac.runtime.interpreter import ExecutionStats, check_memory, run_program
 from ctac.runtime.program import Program, read_program
@@ -25,7 +26,28 @@ def capacities(hw: Hardware) -> dict[int, int]:
 
 
 def load_program(path: str | Path, hw: Hardware) -> Program:
-    return read_program(path, hw.digest, capacities(hw))
+    program = read_program(path, hw.digest, capacities(hw))
+    check_cluster_tables(program, hw, str(path))
+    return program
+
+
+def check_cluster_tables(program: Program, hw: Hardware, where: str = "program") -> None:
+    """Refuse CLUSTER / CLUSTER_READ instructions whose `resident` rows exceed what the cluster
+    unit's table SRAM holds on this hardware (the lowering never emits them; a hand-made or
+    altered program could, and would model a machine that does not exist)."""
+    view = hw.view()
+    for index, (name, fields) in enumerate(program.instructions):
+        if name not in ("CLUSTER", "CLUSTER_READ") or not fields.get("resident"):
+            continue
+        row_bytes = isa.cluster_row_elements(fields["cols"]) * view.element_bytes
+        capacity = view.cluster_table_bytes // max(row_bytes, 1)
+        if fields["resident"] > capacity:
+            raise CtacError(
+                f"corrupt program '{shorten(where, 200)}': instruction "
+                f"{index} ({name}) keeps {fields['resident']} table rows of {fields['cols']} "
+                f"features in the cluster unit, which holds {capacity} on this hardware "
+                f"({view.cluster_table_bytes} bytes); recompile the model"
+            )
 
 
 def program_hardware(path: str | Path, config: str | Path | None = None) -> Hardware:

@@ -507,3 +507,29 @@ def test_class5_random_inputs_are_checked_before_allocation(monkeypatch) -> None
     monkeypatch.setattr(interpreter, "available_memory", lambda: 1 << 30)
     with pytest.raises(CtacError, match="the program's inputs need 16.0 GiB"):
         random_inputs(program)
+
+
+def test_class6_cluster_tables_larger_than_the_unit_are_refused(tmp_path: Path) -> None:
+    """A CLUSTER keeping more table rows resident than the cluster unit's SRAM holds models a
+    machine that does not exist: loading it for that hardware is refused (the lowering sizes
+    `resident` from the same config, so compiled programs pass)."""
+    import re
+
+    from ctac.cli import main
+    from ctac.hw import hardware_from_text, load_hardware
+    from ctac.run import check_cluster_tables
+    from ctac.runtime.program import read_program
+
+    binary = tmp_path / "cta.ctab"
+    assert main(["compile", str(MODELS / "bert_ts_eager.onnx"), "--shape",
+                 "input_ids=2x16,attention_mask=2x16", "--attention", "cta", "--cta-policy",
+                 "always", "-o", str(binary)]) == 0  # fmt: skip
+    program = read_program(binary)
+    default = load_hardware(None)
+    check_cluster_tables(program, default)  # as compiled: fine
+    small_text = re.sub(
+        r"table_kib = \{ value = [0-9.]+", "table_kib = { value = 0.01", default.text
+    )
+    small = hardware_from_text(small_text, "a tiny cluster table", "tiny")
+    with pytest.raises(CtacError, match=r"keeps \d+ table rows .* which holds 0 on this hardware"):
+        check_cluster_tables(program, small, str(binary))
