@@ -248,6 +248,7 @@ def write_reports(
     policy: list[dict] | None = None,
     plot_format: str = "png",
     title: str = "",
+    provenance: dict | None = None,
 ) -> dict[str, Path]:
     """profile.json, trace.json and the per-block plots (`plot_format`: png, svg or pdf; `title`
     heads each plot, e.g. the program and its model) into `out` (with the CTA policy's
@@ -271,6 +272,8 @@ def write_reports(
     }
     if policy:
         data["cta_policy"] = policy
+    if provenance:
+        data["provenance"] = provenance  # where it came from (the driver's; see ctac/commands)
     _atomic_text(paths["profile"], json.dumps(data, indent=2) + "\n")
     _atomic_text(paths["trace"], json.dumps(chrome_trace(profile)) + "\n")
     plot_blocks({label or "program": profile}, paths["cycles_plot"], paths["energy_plot"], title)

@@ -241,3 +241,33 @@ def test_profile_plot_format_is_checked(programs, tmp_path, capsys) -> None:
         main(["profile", str(programs["default"]), "--out", str(tmp_path / "p"), "--format", "jpg"])
     assert caught.value.code == 2 and "invalid choice: 'jpg'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_json_result_records_where_it_came_from(tmp_path: Path, capsys) -> None:
+    """run --json, profile.json and compare --json carry one provenance record: the model (path
+    and SHA-256), the hardware (name, config, SHA-256), ctac's version and how it ran."""
+    import hashlib
+    import json
+
+    from ctac import __version__
+    from ctac.cli import main
+
+    model = MODELS / "bert_ts_eager.onnx"
+    shapes = "input_ids=2x16,attention_mask=2x16"
+    program = tmp_path / "p.ctab"
+    assert main(["compile", str(model), "--shape", shapes, "-o", str(program)]) == 0
+    capsys.readouterr()
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert main(["run", str(program), "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)["provenance"]
+    assert main(["profile", str(program), "--out", str(tmp_path / "prof")]) == 0
+    profile = json.loads((tmp_path / "prof" / "profile.json").read_text())["provenance"]
+    capsys.readouterr()
+    assert main(["compare", str(model), "--shape", shapes, "--json"]) == 0
+    compare = json.loads(capsys.readouterr().out)["provenance"]
+    for record in (run, profile, compare):
+        assert record["model"]["sha256"] == sha and record["ctac_version"] == __version__
+        assert set(record["hardware"]) == {"name", "config", "sha256"}
+        assert len(record["hardware"]["sha256"]) == 64
+    assert run["hardware"] == profile["hardware"] == compare["hardware"]
+    assert profile["run"]["timing_only"] is False and compare["run"]["tau"] == 0.5

@@ -42,6 +42,26 @@ def _check_compared_model(program, program_path: str, model: str) -> None:
         )
 
 
+def provenance(program_path: str, model: dict | None, hw, **run: object) -> dict:
+    """What a JSON result records of where it came from (the same keys as the Python API's
+    results): the program file, the model it was compiled from (path and SHA-256, when the
+    program records it), the hardware config (name, where from, SHA-256), ctac's version and
+    how it ran."""
+    from ctac import __version__
+
+    return {
+        "program": str(program_path),
+        "model": model,
+        "hardware": {
+            "name": str(hw.raw.get("accelerator", {}).get("name", "accelerator")),
+            "config": hw.path,
+            "sha256": hw.digest.hex(),
+        },
+        "ctac_version": __version__,
+        "run": run,
+    }
+
+
 def _execute(program, hw, args: argparse.Namespace):
     """(inputs, outputs, stats) of a functional run: --input arrays, the rest random (--seed)."""
     from ctac.run import execute, load_inputs, random_inputs
@@ -90,6 +110,8 @@ def run_command(args: argparse.Namespace) -> int:
         report["cta_policy"] = program.policy
     if program.model is not None:
         report["model"] = program.model
+    report["provenance"] = provenance(args.program, program.model, hw, seed=args.seed,
+                                      inputs=list(args.input))  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -148,8 +170,11 @@ def profile_command(args: argparse.Namespace) -> int:
     print(format_blocks(profile))
     for decision in program.policy:
         print(f"cta policy: {decision['name']}: {decision['reason']}")
+    run = {"timing_only": bool(args.timing_only), "seed": args.seed,
+           "cluster_ratio": args.cluster_ratio, "cta_settings": args.cta_settings}  # fmt: skip
     paths = write_reports(profile, Path(args.out), Path(args.program).stem, program.policy,
-                          args.format, _plot_title(args, program, hw))  # fmt: skip
+                          args.format, _plot_title(args, program, hw),
+                          provenance(args.program, program.model, hw, **run))  # fmt: skip
     print()
     for kind, path in paths.items():
         print(f"wrote {path}  ({kind})")
@@ -193,6 +218,14 @@ def compare_command(args: argparse.Namespace) -> int:
     run_passes(elsa, elsa_spec(args))
     results = compare(Path(args.model), detected, hw, compressed, args.seed, elsa)
     report = to_json(results)
+    from ctac.files import file_sha256
+
+    model = {"path": str(Path(args.model).resolve()), "sha256": file_sha256(args.model)}
+    settings = {key: getattr(args, key) for key in ("tau", "tau_kv", "hash_bits", "cta_method",
+                "cta_granularity", "cta_window", "elsa_bits", "elsa_threshold")}  # fmt: skip
+    report["provenance"] = provenance(
+        "(compiled in memory)", model, hw, seed=args.seed, shapes=list(args.shape), **settings
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
