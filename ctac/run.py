@@ -16,6 +16,7 @@ from ctac.errors import CtacError, shorten
 from ctac.hw import Hardware
 from ctac.runtime import isa
 from ctac.runtime.costmodel import Profile, simulate
+from ctac.runtime.evaluator import neutral_input
 from ctac.runtime.interpreter import ExecutionStats, check_memory, run_program
 from ctac.runtime.program import Program, read_program
 from ctac.runtime.sources import parse_source
@@ -79,7 +80,8 @@ def program_hardware(path: str | Path, config: str | Path | None = None) -> Hard
 
 
 def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
-    """Valid inputs: token ids inside their vocabulary, masks of ones, normal floats. Their
+    """Valid inputs: token ids inside their vocabulary, integer masks of ones, zeros for float
+    masks and biases (additive: nothing masked) and token types, normal floats otherwise. Their
     size is checked against the memory available first: a header may declare inputs of up to
     the ISA's 2^32 DRAM elements."""
     # float64 intermediates of the normal draws: 8 bytes per element at the peak.
@@ -88,7 +90,9 @@ def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
     inputs = {}
     for symbol in program.inputs:
         dtype = np.dtype(symbol.dtype)
-        if dtype.kind == "f":
+        if neutral_input(symbol.name, dtype):
+            inputs[symbol.name] = np.zeros(symbol.shape, dtype=dtype)
+        elif dtype.kind == "f":
             inputs[symbol.name] = rng.standard_normal(symbol.shape).astype(dtype)
         elif symbol.vocab:
             inputs[symbol.name] = rng.integers(0, symbol.vocab, size=symbol.shape).astype(dtype)

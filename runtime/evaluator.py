@@ -183,9 +183,23 @@ def operand_arrays(op: Operation, values: Mapping[SSAValue, np.ndarray]) -> list
     return arrays
 
 
+# Inputs whose neutral value is zero, not a random draw: an additive float mask or attention
+# bias (0: nothing masked) and token types (segment 0).
+NEUTRAL_FLOAT_INPUTS = ("mask", "bias")
+NEUTRAL_INT_INPUTS = ("token_type",)
+
+
+def neutral_input(name: str, dtype: np.dtype) -> bool:
+    """Whether random_inputs gives this input zeros (see NEUTRAL_*_INPUTS)."""
+    lowered = name.lower()
+    names = NEUTRAL_FLOAT_INPUTS if dtype.kind == "f" else NEUTRAL_INT_INPUTS
+    return any(part in lowered for part in names)
+
+
 def random_inputs(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
-    """Valid random inputs: token ids inside the vocabulary of the embedding they index, masks of
-    ones, normal floats."""
+    """Valid random inputs: token ids inside the vocabulary of the embedding they index, integer
+    masks of ones, zeros for float masks and biases and token types (neutral_input), normal
+    floats."""
     rng = np.random.default_rng(seed)
     function = main_function(module)
     check_value_sizes(function.body.block.args)
@@ -193,6 +207,9 @@ def random_inputs(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
     for (name, (shape, dtype)), argument in zip(
         input_signature(module).items(), function.body.block.args, strict=True
     ):
+        if neutral_input(name, np.dtype(dtype)):
+            inputs[name] = np.zeros(shape, dtype=dtype)
+            continue
         if np.issubdtype(dtype, np.floating):
             inputs[name] = rng.standard_normal(shape).astype(dtype)
             continue

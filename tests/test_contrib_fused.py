@@ -315,3 +315,39 @@ def test_inspect_json_gives_numbers_as_numbers(tmp_path: Path, capsys) -> None:
     assert main(["inspect", str(path), "--shape", fused, "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["attention"]
     assert row["verified_max_rel_err"] is None and "imported" in row["verification"]
+
+
+def test_run_gives_float_masks_and_token_types_their_neutral_value(tmp_path: Path, capsys) -> None:
+    """`ctac run` without --input: an additive float mask gets zeros (nothing masked, it used to
+    get standard-normal noise) and token types segment 0, each named in a note; other inputs
+    stay random."""
+    from ctac.cli import main
+
+    nodes = [
+        helper.make_node("Gather", ["table", "token_type_ids"], ["types"]),
+        helper.make_node("Add", ["x", "types"], ["h"]),
+        helper.make_node("Add", ["h", "attention_bias"], ["y"]),
+    ]
+    inputs = [tensor("x", [B, S, H]), tensor("token_type_ids", [B, S], TensorProto.INT64),
+              tensor("attention_bias", [B, S, H])]  # fmt: skip
+    path = save(nodes, inputs, [tensor("y", [B, S, H])], [weight("table", [2, H], 1.0)],
+                tmp_path / "m.onnx", opset=17)  # fmt: skip
+    program = tmp_path / "m.ctab"
+    shapes = f"x={B}x{S}x{H},token_type_ids={B}x{S},attention_bias={B}x{S}x{H}"
+    assert main(["compile", str(path), "--shape", shapes, "-o", str(program)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out.npz"
+    assert main(["run", str(program), "-o", str(out), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "note: input 'attention_bias' (float32) is all zeros (an additive mask" in err
+    assert "note: input 'token_type_ids' (int64) is all zeros (token types" in err
+    assert "'x'" not in err
+    from ctac.run import random_inputs
+    from ctac.runtime.program import read_program
+
+    feeds = random_inputs(read_program(program))
+    assert not feeds["attention_bias"].any() and not feeds["token_type_ids"].any()
+    assert feeds["x"].std() > 0.5
+    with np.load(out) as got:  # y = x + table[0] + 0
+        table = numpy_helper.to_array(weight("table", [2, H], 1.0))
+        np.testing.assert_allclose(got["y"], feeds["x"] + table[0], atol=1e-6)

@@ -62,11 +62,36 @@ def provenance(program_path: str, model: dict | None, hw, **run: object) -> dict
     }
 
 
+def _say_neutral_inputs(program, given: list[str]) -> None:
+    """Name the inputs random_inputs set to zeros rather than drew (a float mask: nothing
+    masked; token types: segment 0), unless --input gave them."""
+    import sys
+
+    import numpy as np
+
+    from ctac.runtime.evaluator import neutral_input
+
+    named = {flag.partition("=")[0] for flag in given}
+    for symbol in program.inputs:
+        if symbol.name not in named and neutral_input(symbol.name, np.dtype(symbol.dtype)):
+            kind = (
+                "an additive mask or bias: nothing masked"
+                if np.dtype(symbol.dtype).kind == "f"
+                else "token types: segment 0"
+            )
+            print(
+                f"note: input '{symbol.name}' ({symbol.dtype}) is all zeros ({kind}); give "
+                f"--input {symbol.name}=FILE.npy for other values",
+                file=sys.stderr,
+            )
+
+
 def _execute(program, hw, args: argparse.Namespace):
     """(inputs, outputs, stats) of a functional run: --input arrays, the rest random (--seed)."""
     from ctac.run import execute, load_inputs, random_inputs
 
     inputs = random_inputs(program, args.seed)
+    _say_neutral_inputs(program, args.input)
     inputs.update(load_inputs(args.input, inputs))
     outputs, stats = execute(program, hw, inputs)
     return inputs, outputs, stats
