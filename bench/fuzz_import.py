@@ -430,6 +430,17 @@ def m_computed_size(rng, model, case):
     return None
 
 
+def _rename_value(graph, old: str, new: str) -> None:
+    """Every node output and input named `old` becomes `new` (graph outputs are left)."""
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+
+
 IO_DTYPES = [TensorProto.DOUBLE, TensorProto.INT16, TensorProto.UINT16, TensorProto.FLOAT16,
              TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL, TensorProto.INT32,
              TensorProto.UINT64, TensorProto.STRING, TensorProto.COMPLEX64]  # fmt: skip
@@ -453,13 +464,7 @@ def m_io_dtype(rng, model, case):
     else:
         value = rng.choice(list(graph.output))
         renamed = f"{value.name}_fuzz_cast"
-        for node in graph.node:
-            for i, name in enumerate(node.output):
-                if name == value.name:
-                    node.output[i] = renamed
-            for i, name in enumerate(node.input):
-                if name == value.name:
-                    node.input[i] = renamed
+        _rename_value(graph, value.name, renamed)
         graph.node.append(onnx.helper.make_node("Cast", [renamed], [value.name], to=element))
         value.type.tensor_type.elem_type = element
     return None
@@ -474,13 +479,7 @@ def m_output_name(rng, model, case):
     graph = model.graph
     value = rng.choice(list(graph.output))
     new = rng.choice(OUTPUT_NAMES)
-    for node in graph.node:
-        for i, name in enumerate(node.output):
-            if name == value.name:
-                node.output[i] = new
-        for i, name in enumerate(node.input):
-            if name == value.name:
-                node.input[i] = new
+    _rename_value(graph, value.name, new)
     value.name = new
     return None
 

@@ -225,13 +225,6 @@ def load_samples(path: str | Path, input_shapes: dict[str, tuple[int, ...]]) -> 
     return [{n: a[i] for n, a in arrays.items()} for i in range(counts.pop())]
 
 
-def _row_cosines(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
-    a = expected.reshape(-1, expected.shape[-1]).astype(np.float64)
-    b = got.reshape(-1, got.shape[-1]).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
-
-
 def _pooled(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """(batch, sequence, features) -> (batch, features): the mean over each sequence's real
     tokens (a sentence embedding); other outputs are left as they are."""
@@ -252,6 +245,7 @@ def _fidelity(
     bucket, a sequence forming m clusters would make about m n / 2 comparisons; the effective
     number of buckets is that over the comparisons observed."""
     from ctac.pipeline import run_passes
+    from ctac.run import row_cosines
     from ctac.runtime import compression
     from ctac.runtime.evaluator import evaluate
 
@@ -267,9 +261,9 @@ def _fidelity(
         mask = sample.get("attention_mask")
         for name, array in expected.items():
             if measure == "pooled":
-                cosines.append(_row_cosines(_pooled(array, mask), _pooled(got[name], mask)))
+                cosines.append(row_cosines(_pooled(array, mask), _pooled(got[name], mask)))
                 continue
-            rows = _row_cosines(array, got[name])
+            rows = row_cosines(array, got[name])
             if mask is not None and array.ndim == 3 and array.shape[:2] == mask.shape:
                 rows = rows[np.asarray(mask).reshape(-1) != 0]
             cosines.append(rows)

@@ -31,6 +31,7 @@ import onnx
 
 from ctac.contrib_fused import NodeBuilder, TypeOf
 
+FLOAT32 = onnx.TensorProto.FLOAT
 RANGES = {
     np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255),
     np.dtype(np.int16): (-32768, 32767), np.dtype(np.uint16): (0, 65535),
@@ -73,15 +74,28 @@ def _refuse_blocks(nodes: NodeBuilder) -> None:
         raise nodes.fail("blocked quantization (block_size) is not supported")
 
 
+def _centre(nodes: NodeBuilder, x: str, zero: str, element: int) -> str:
+    """x - zero in the float type `element` (`zero` already shaped to broadcast, or '')."""
+    value = nodes.add("Cast", [x], to=element)
+    if zero:
+        value = nodes.add("Sub", [value, nodes.add("Cast", [zero], to=element)])
+    return value
+
+
+def _saturate(nodes: NodeBuilder, value: str, target: np.dtype, output: str) -> str:
+    """A rounded value clipped to `target`'s range and cast to it."""
+    low, high = RANGES[target]
+    value = nodes.add("Clip", [value, nodes.scalar(low), nodes.scalar(high)])
+    return nodes.add("Cast", [value], output, to=onnx.helper.np_dtype_to_tensor_dtype(target))
+
+
 def dequantize(
     nodes: NodeBuilder, x: str, scale: str, zero: str, axis: int, output: str = ""
 ) -> str:
     """(x - zero) * scale in the scale's float type."""
     element = _float_of(nodes, scale)
-    value = nodes.add("Cast", [x], to=element)
-    if zero:
-        shifted = nodes.add("Cast", [_along(nodes, zero, x, axis, "zero point")], to=element)
-        value = nodes.add("Sub", [value, shifted])
+    shaped = _along(nodes, zero, x, axis, "zero point") if zero else ""
+    value = _centre(nodes, x, shaped, element)
     return nodes.add("Mul", [value, _along(nodes, scale, x, axis, "scale")], output)
 
 
@@ -96,9 +110,7 @@ def quantize(
     if zero:
         shifted = nodes.add("Cast", [_along(nodes, zero, x, axis, "zero point")], to=element)
         value = nodes.add("Add", [value, shifted])
-    low, high = RANGES[target]
-    value = nodes.add("Clip", [value, nodes.scalar(low), nodes.scalar(high)])
-    return nodes.add("Cast", [value], output, to=onnx.helper.np_dtype_to_tensor_dtype(target))
+    return _saturate(nodes, value, target, output)
 
 
 def _zero_dtype(nodes: NodeBuilder, zero: str) -> np.dtype:
@@ -125,21 +137,14 @@ def _quantize_linear(nodes: NodeBuilder, used: set[str]) -> None:
     quantize(nodes, x, scale, zero, axis, _zero_dtype(nodes, zero), nodes.output(0))
 
 
-def _centred(nodes: NodeBuilder, x: str, zero: str, per_row: bool) -> str:
-    """x - zero as float32; a 1-D zero point is per row of A (per_row) or per column of B."""
-    value = nodes.add("Cast", [x], to=onnx.TensorProto.FLOAT)
-    if not zero:
-        return value
-    shift = nodes.add("Cast", [zero], to=onnx.TensorProto.FLOAT)
-    if per_row and len(nodes.shape(zero)) == 1 and nodes.shape(zero)[0] > 1:
-        shift = nodes.add("Unsqueeze", [shift, nodes.constant(np.array([-1], np.int64))])
-    return nodes.add("Sub", [value, shift])
-
-
 def _matmul_integer(nodes: NodeBuilder, used: set[str]) -> None:
     a, b, a_zero, b_zero = (nodes.input(i) for i in range(4))
     product = nodes.add(
-        "MatMul", [_centred(nodes, a, a_zero, True), _centred(nodes, b, b_zero, False)]
+        "MatMul",
+        [
+            _centre(nodes, a, _matrix_scale(nodes, a_zero, True) if a_zero else "", FLOAT32),
+            _centre(nodes, b, b_zero, FLOAT32),
+        ],
     )
     nodes.add("Cast", [product], nodes.output(0), to=onnx.TensorProto.INT32)
 
@@ -158,13 +163,10 @@ def _qlinear_matmul(nodes: NodeBuilder, used: set[str]) -> None:
     sum): the MatMul sees integer operands and runs on the accelerator's int8 GEMM mode."""
     a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = (nodes.input(i) for i in range(8))
     element = _float_of(nodes, y_scale)
-    centred = []
-    for x, zero, per_row in ((a, a_zero, True), (b, b_zero, False)):
-        value = nodes.add("Cast", [x], to=element)
-        if zero:
-            shift = nodes.add("Cast", [_matrix_scale(nodes, zero, per_row)], to=element)
-            value = nodes.add("Sub", [value, shift])
-        centred.append(value)
+    centred = [
+        _centre(nodes, a, _matrix_scale(nodes, a_zero, True) if a_zero else "", element),
+        _centre(nodes, b, b_zero, element),
+    ]
     product = nodes.add("MatMul", centred)
     # Requantised as onnxruntime's kernel does (MLAS): the product times one multiplier
     # a_scale * b_scale / y_scale, rounded half to even, plus y_zero, saturated.
@@ -174,9 +176,7 @@ def _qlinear_matmul(nodes: NodeBuilder, used: set[str]) -> None:
     target = _zero_dtype(nodes, y_zero)
     if y_zero:
         value = nodes.add("Add", [value, nodes.add("Cast", [y_zero], to=element)])
-    low, high = RANGES[target]
-    value = nodes.add("Clip", [value, nodes.scalar(low), nodes.scalar(high)])
-    nodes.add("Cast", [value], nodes.output(0), to=onnx.helper.np_dtype_to_tensor_dtype(target))
+    _saturate(nodes, value, target, nodes.output(0))
 
 
 def _qlinear_binary(op_type: str):
@@ -190,13 +190,10 @@ def _qlinear_binary(op_type: str):
         a, a_scale, a_zero, b, b_scale, b_zero, c_scale, c_zero = (nodes.input(i) for i in range(8))
         element = _float_of(nodes, c_scale)
 
-        def centred(x: str, zero: str) -> str:
-            value = nodes.add("Cast", [x], to=element)
-            if zero:
-                value = nodes.add("Sub", [value, nodes.add("Cast", [zero], to=element)])
-            return value
-
-        centred_a, centred_b = centred(a, a_zero), centred(b, b_zero)
+        centred_a, centred_b = (
+            _centre(nodes, a, a_zero, element),
+            _centre(nodes, b, b_zero, element),
+        )
         if op_type == "Add":
             ratio_a = nodes.add("Div", [a_scale, c_scale])
             ratio_b = nodes.add("Div", [b_scale, c_scale])
@@ -210,11 +207,7 @@ def _qlinear_binary(op_type: str):
         target = _zero_dtype(nodes, c_zero)
         if c_zero:
             value = nodes.add("Add", [value, nodes.add("Cast", [c_zero], to=element)])
-        low, high = RANGES[target]
-        value = nodes.add(
-            "Clip", [nodes.add("Round", [value]), nodes.scalar(low), nodes.scalar(high)]
-        )
-        nodes.add("Cast", [value], nodes.output(0), to=onnx.helper.np_dtype_to_tensor_dtype(target))
+        _saturate(nodes, nodes.add("Round", [value]), target, nodes.output(0))
 
     return decompose
 

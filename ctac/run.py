@@ -40,8 +40,7 @@ def check_cluster_tables(program: Program, hw: Hardware, where: str = "program")
     for index, (name, fields) in enumerate(program.instructions):
         if name not in ("CLUSTER", "CLUSTER_READ") or not fields.get("resident"):
             continue
-        row_bytes = isa.cluster_row_elements(fields["cols"]) * view.element_bytes
-        capacity = view.cluster_table_bytes // max(row_bytes, 1)
+        capacity = isa.cluster_table_capacity(view, fields["cols"])
         if fields["resident"] > capacity:
             raise CtacError(
                 f"corrupt program '{shorten(where, 200)}': instruction "
@@ -249,19 +248,22 @@ QUANTIZING_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "Q
                   "QLinearAdd", "QLinearMul", "QLinearSoftmax", "ConvInteger", "QLinearConv"}  # fmt: skip
 
 
+def row_cosines(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Cosine between matching rows (last axis) of two arrays of one shape; 1.0 where either
+    row is all zeros."""
+    a = expected.reshape(-1, expected.shape[-1] if expected.ndim else 1).astype(np.float64)
+    b = got.reshape(a.shape).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+
+
 def _min_row_cosine(got: np.ndarray, want: np.ndarray) -> float:
-    """The smallest cosine between matching rows (last axis) of two float arrays (1.0 for
-    integer outputs, all-zero rows or empty arrays): quantized models flip a rounding step
-    here and there, which max abs err exaggerates and the cosine does not."""
+    """The smallest row cosine (1.0 for integer outputs, all-zero rows or empty arrays):
+    quantized models flip a rounding step here and there, which max abs err exaggerates and the
+    cosine does not."""
     if got.size == 0 or got.dtype.kind not in "f" or got.shape != want.shape:
         return 1.0
-    a = got.reshape(-1, got.shape[-1] if got.ndim else 1).astype(np.float64)
-    b = want.reshape(a.shape).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    rows = norms > 0
-    if not rows.any():
-        return 1.0
-    return float(((a * b).sum(axis=1)[rows] / norms[rows]).min())
+    return float(row_cosines(want, got).min())
 
 
 def compare_with_onnxruntime(

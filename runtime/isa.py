@@ -263,6 +263,11 @@ def _b_elements(f: Mapping) -> int:
     return _broadcast_elements(f, f["bcast"])
 
 
+def cluster_table_capacity(view: HardwareView, cols: int) -> int:
+    """Rows of a `cols`-feature table the cluster unit's SRAM holds (the rest spill to DRAM)."""
+    return view.cluster_table_bytes // (cluster_row_elements(cols) * view.element_bytes)
+
+
 def cluster_row_elements(cols: int) -> int:
     """Storage elements of one cluster-table row: the running mean, its squared norm, the member
     count and the group key, cols + 3 fp32 values of two storage elements each."""

@@ -48,15 +48,12 @@ def provenance(program_path: str, model: dict | None, hw, **run: object) -> dict
     program records it), the hardware config (name, where from, SHA-256), ctac's version and
     how it ran."""
     from ctac import __version__
+    from ctac.api import hardware_record
 
     return {
         "program": str(program_path),
         "model": model,
-        "hardware": {
-            "name": str(hw.raw.get("accelerator", {}).get("name", "accelerator")),
-            "config": hw.path,
-            "sha256": hw.digest.hex(),
-        },
+        "hardware": hardware_record(hw),
         "ctac_version": __version__,
         "run": run,
     }

@@ -106,8 +106,7 @@ def plan_tiles(sequences: int, n: int, unit: int, tile: int) -> list[list[Segmen
 
 def table_rows_resident(lowering: Lowering, dim: int, unit: int) -> int:
     """Rows of a `dim`-feature table the cluster unit's SRAM holds (the rest spill to DRAM)."""
-    view = lowering.hw.view()
-    capacity = view.cluster_table_bytes // (isa.cluster_row_elements(dim) * view.element_bytes)
+    capacity = isa.cluster_table_capacity(lowering.hw.view(), dim)
     if capacity < 1:
         raise Unsupported(f"one table row of {dim} features does not fit the cluster unit's table")
     return min(unit, capacity)
