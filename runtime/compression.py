@@ -278,16 +278,21 @@ def cluster(
     blocks = -(-n // block) if block > 0 else 1
     unit = sequence * blocks + block_of
     bits = hash_bits if method.startswith("hash-") else 0
+    single = (
+        _broadcast_valid(alone, lead, n).reshape(sequences * n)
+        if alone is not None
+        else np.zeros(len(x), dtype=bool)
+    )
     spread = None
     hashed_x = x
     if method.endswith("spread"):
-        center, spread = _unit_statistics(x, ok, unit, sequences * blocks)
+        # Over the tokens being clustered: ones kept alone do not widen the others' threshold.
+        center, spread = _unit_statistics(x, ok & ~single, unit, sequences * blocks)
         hashed_x = x - center
     codes = hash_codes(hashed_x, bits, seed) if bits else np.zeros(len(x), dtype=np.int64)
     if alone is not None:
         # Codes >= 2^bits no hashed token has, one per position: a group of its own. (The
         # accelerator uses 2^bits * rank instead; any unique code gives the same partition.)
-        single = _broadcast_valid(alone, lead, n).reshape(sequences * n)
         codes = np.where(single, (1 << bits) + position, codes)
     # Groups never merge: (unit, validity, bucket); inside a group, position order.
     order = np.lexsort((position, codes, ~ok, unit))

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import MODEL_ENTRIES, MODELS, manifest_inputs, shape_flags
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from xdsl.dialects import func
 
@@ -739,6 +739,9 @@ def test_keep_top_ranks_the_largest_mean_query_scores() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**16), method=METHODS, keep=st.integers(0, 6))
+# A spread method whose kept token shares its sequence with the others: found by a clean-clone
+# CI run, when the spread still counted the tokens kept alone.
+@example(seed=8403, method="spread", keep=1)
 def test_kept_keys_are_alone_and_the_rest_cluster_as_before(
     seed: int, method: str, keep: int
 ) -> None:
