@@ -47,12 +47,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot read '{exc.filename}': {exc.strerror}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        if not str(exc).startswith("Unrecognized passes"):
-            raise
-        known = ", ".join(sorted(PROJECT_PASSES))
-        print(f"error: {exc}; ctac's passes: {known} (and xDSL's own)", file=sys.stderr)
-        return 2
+        if str(exc).startswith("Unrecognized passes"):
+            known = ", ".join(sorted(PROJECT_PASSES))
+            print(f"error: {exc}; ctac's passes: {known} (and xDSL's own)", file=sys.stderr)
+            return 2
+        if _raised_in(exc, _PASS_ARGUMENTS):
+            print(
+                f"error: -p: bad pass options: {exc} (options are name=value pairs the "
+                "pass declares, e.g. cta-compress{tau-q=0.5 hash-bits=4}; docs/compression.md "
+                "lists cta-compress's)",
+                file=sys.stderr,
+            )
+            return 2
+        raise
     return 0
+
+
+# xDSL's parser of pass options (`pass{name=value}`): a ValueError raised there is the user's
+# spec, not a bug (xDSL raises plain ValueErrors for unknown and mistyped options).
+_PASS_ARGUMENTS = ("xdsl", "utils", "arg_spec.py")
+
+
+def _raised_in(exc: BaseException, path_tail: tuple[str, ...]) -> bool:
+    """Whether the exception was raised in a file whose path ends with `path_tail`."""
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    if trace is None:
+        return False
+    parts = trace.tb_frame.f_code.co_filename.replace("\\", "/").split("/")
+    return tuple(parts[-len(path_tail) :]) == path_tail
 
 
 if __name__ == "__main__":

@@ -226,6 +226,11 @@ def test_files_of_the_wrong_kind_are_named(tmp_path: Path) -> None:
     misspelt = subprocess.run([sys.executable, "-m", "ctac.opt", str(module), "-p",
                                "canonicalise"], capture_output=True, text=True)  # fmt: skip
     assert_user_error(misspelt, "canonicalise", "canonicalize")
+    # An option the pass does not have, and a mistyped one (xDSL's ValueErrors, once tracebacks).
+    for spec, named in (("onnx-canonicalize{x=1}", '"x"'), ("cta-compress{tau-q=yes}", "yes")):
+        bad = subprocess.run([sys.executable, "-m", "ctac.opt", str(module), "-p", spec],
+                             capture_output=True, text=True)  # fmt: skip
+        assert_user_error(bad, "bad pass options", named)
 
 
 def test_a_misspelt_input_name_is_an_error(tmp_path: Path) -> None:

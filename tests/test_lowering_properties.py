@@ -23,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fp32_same_capacity
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ctac.emit import program_from_module
 from ctac.errors import CtacError
 from ctac.hw import Hardware, load_hardware
-from ctac.passes.lower_to_isa import PERSISTENT, lower_module
+from ctac.passes.lower_to_isa import lower_module
+from ctac.passes.lower_to_isa.memory import PERSISTENT
 from ctac.pipeline import parse_module
 from ctac.runtime import isa
 from ctac.runtime.interpreter import run_program
@@ -57,12 +59,13 @@ def hw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def hardware(directory: Path, sizes: tuple[float, ...]) -> Hardware:
-    """The default config with the buffers' size_kib replaced by `sizes` (act, wgt, acc, vec)."""
+    """The default config with the buffers' size_kib replaced by `sizes` (act, wgt, acc, vec),
+    at fp32 with the same element capacities: checked against numpy to float32 rounding."""
     path = directory / ("hw_" + "_".join(map(str, sizes)) + ".toml")
     if not path.exists():
         values = iter(sizes)
         text = SIZE_KIB.sub(lambda m: f"size_kib = {{ value = {next(values)}", DEFAULT_HW)
-        path.write_text(text)
+        path.write_text(fp32_same_capacity(text))
     return load_hardware(path)
 
 

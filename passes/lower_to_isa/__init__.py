@@ -40,7 +40,6 @@ from ctac.passes.lower_to_isa import (  # noqa: F401
     movement,
 )
 from ctac.passes.lower_to_isa.core import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE, Lowering
-from ctac.passes.lower_to_isa.memory import PERSISTENT
 
 
 @dataclass(frozen=True)
@@ -68,10 +67,11 @@ def lower_module(module: ModuleOp, hw: Hardware) -> ModuleOp:
     return Lowering(module, hw).run()
 
 
+# What the driver (ctac/emit.py, ctac/frontend.py, ctac/pipeline.py) uses; the op-family modules
+# and memory planning are internal.
 __all__ = [
     "DRAM_ATTRIBUTE",
     "HW_ATTRIBUTE",
-    "PERSISTENT",
     "POLICY_ATTRIBUTE",
     "LowerToIsaPass",
     "lower_module",
