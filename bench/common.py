@@ -98,7 +98,7 @@ def attention_passes(attention: str, flags: Sequence[str] = ()) -> str | None:
     with the CLI's own defaults (tau, tau-kv, hash bits, method, granularity, block; ELSA bits and
     threshold): None for exact, the cta-compress spec for cta, the elsa-filter spec for elsa."""
     from ctac.cli import build_parser
-    from ctac.commands.common import compress_spec, elsa_spec
+    from ctac.frontend import compress_spec, elsa_spec
 
     args = build_parser().parse_args(["compile", "model.onnx", "--attention", attention, *flags])
     if attention == "cta":

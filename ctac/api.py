@@ -8,19 +8,20 @@
     runs = [ctac.run(p) for p in (exact, cta)]
     print(ctac.compare(runs).table())
 
-Every function is the one the command line calls (`ctac compile` = `compile`, `ctac run` = `run`,
-`ctac profile` = `profile`); each result is a dataclass whose `.to_dict()` is JSON-ready, with
-units in the key names (`cycles`, `seconds`, `energy_pj`, `dram_bytes`) and a `provenance`
-entry: the model's path and SHA-256, the settings, the hardware config's name and SHA-256, and
-ctac's version. Misuse raises `ctac.CtacError` with a message naming the argument.
+Every function does what a command does (`ctac compile` = `compile`, `ctac run` = `run`,
+`ctac profile` = `profile`), on the same front end (ctac/frontend.py); the commands sit above
+this module and use its provenance records. Each result is a dataclass whose `.to_dict()` is
+JSON-ready, with units in the key names (`cycles`, `seconds`, `energy_pj`, `dram_bytes`) and a
+`provenance` entry (`Provenance`: model_path, model_sha256, program, hardware,
+hardware_config, hardware_sha256, ctac_version, settings), the record the CLI's JSON carries
+too. Misuse raises `ctac.CtacError` with a message naming the argument.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import io
-import json
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from ctac import __version__
-from ctac.cli import build_parser
-from ctac.commands.common import front_end
 from ctac.emit import program_from_module
 from ctac.errors import CtacError
 from ctac.files import file_sha256, write_atomically
-from ctac.hw import Hardware, hardware_from_text, load_hardware
+from ctac.frontend import compile_arguments, front_end, record_origin
+from ctac.hw import Hardware, with_precision
+from ctac.hw_overrides import hardware, hardware_name
 from ctac.importer import parse_shape_flags
 from ctac.passes.lower_to_isa import lower_module
 from ctac.run import (
@@ -49,6 +50,12 @@ from ctac.run import (
 from ctac.runtime.costmodel import simulate
 from ctac.runtime.profile import per_block, summary, write_reports
 from ctac.runtime.program import encode_chunks
+
+__all__ = [
+    "ATTENTION_MODES", "CTA_OPTIONS", "ELSA_OPTIONS", "Comparison", "CompiledProgram",
+    "ProfileResult", "Provenance", "RunResult", "compare", "compare_modes", "compile", "hardware",
+    "profile", "provenance", "run", "run_settings",
+]  # fmt: skip
 
 ATTENTION_MODES = ("exact", "cta", "elsa")
 # Compression options of `compile` (keyword = the CLI flag without `--`, dashes as underscores).
@@ -64,142 +71,61 @@ def _version() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Hardware
-
-
-def hardware(
-    config: str | Path | Hardware | None = None, overrides: Mapping[str, Any] | None = None
-) -> Hardware:
-    """A hardware config: ctac's default (None), a TOML file, or a Hardware object, with
-    `overrides` of any of its numbers by dotted key: `{"pe_array.rows": 64, "dram.bandwidth_gb_s":
-    1024, "buffers.act.size_kib": 512}`. An unknown key or a value the key cannot take is a
-    CtacError naming it. The result's `path` records the overrides; its digest is what programs
-    compiled for it carry."""
-    base = load_hardware(config)
-    if not overrides:
-        return base
-    raw = copy.deepcopy(base.raw)
-    applied = []
-    for key, value in overrides.items():
-        node = _hardware_node(raw, key)
-        old = node["value"] if isinstance(node, dict) else node
-        if isinstance(old, str):
-            if not isinstance(value, str):
-                raise CtacError(f"hardware override {key}: expected a string, got {value!r}")
-            _set_string(raw, key, value)
-        else:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise CtacError(f"hardware override {key}: expected a number, got {value!r}")
-            if isinstance(old, int) and not float(value).is_integer():
-                raise CtacError(f"hardware override {key}: must be an integer, got {value!r}")
-            if not (math.isfinite(value) and value > 0):
-                raise CtacError(
-                    f"hardware override {key}: must be a positive number, got {value!r}"
-                )
-            node["value"] = int(value) if isinstance(old, int) else float(value)
-            node["source"] = "[assumed] override (ctac.hardware)"
-        applied.append(f"{key}={value}")
-    label = f"{base.path}+{','.join(applied)}"
-    return hardware_from_text(_toml_text(raw), f"hardware {label}", label)
-
-
-def hardware_name(hw: Hardware) -> str:
-    return str(hw.raw.get("accelerator", {}).get("name", "accelerator"))
-
-
-def hardware_record(hw: Hardware) -> dict:
-    """What a result records of its machine: name, where it came from, SHA-256 of the config."""
-    return {"name": hardware_name(hw), "config": hw.path, "sha256": hw.digest.hex()}
-
-
-def _hardware_node(raw: dict, key: str):
-    parts = key.split(".")
-    node: Any = raw
-    for index, part in enumerate(parts):
-        if isinstance(node, list):  # [[buffers]]: by name
-            node = next((entry for entry in node if entry.get("name") == part), None)
-        elif isinstance(node, dict):
-            node = node.get(part)
-        if node is None or (isinstance(node, dict) and "value" in node and index < len(parts) - 1):
-            raise CtacError(
-                f"unknown hardware key '{key}' (e.g. pe_array.rows, dram.bandwidth_gb_s, buffers.act.size_kib)"
-            )
-    if isinstance(node, dict) and "value" in node or isinstance(node, str):
-        return node
-    raise CtacError(f"hardware key '{key}' is a table, not a number; name one of its numbers")
-
-
-def _set_string(raw: dict, key: str, value: str) -> None:
-    *parents, last = key.split(".")
-    node: Any = raw
-    for part in parents:
-        node = (
-            next(e for e in node if e.get("name") == part) if isinstance(node, list) else node[part]
-        )
-    node[last] = value
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise CtacError(f"cannot write {value!r} to a hardware config")
-
-
-def _toml_text(raw: dict, prefix: str = "") -> str:
-    """A hardware config's TOML (numbers as inline `{ value, source }` tables), deterministic."""
-    lines = []
-
-    def is_table(value: Any) -> bool:
-        return isinstance(value, dict) and "value" not in value
-
-    def is_table_array(value: Any) -> bool:
-        return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-    for key, value in raw.items():
-        if not is_table(value) and not is_table_array(value):
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in raw.items():
-        name = f"{prefix}{key}"
-        if is_table(value):
-            lines.append(f"\n[{name}]")
-            lines.append(_toml_text(value, f"{name}."))
-        elif is_table_array(value):
-            for entry in value:
-                lines.append(f"\n[[{name}]]")
-                lines.append(_toml_text(entry, f"{name}."))
-    return "\n".join(line for line in lines if line != "")
-
-
-# ---------------------------------------------------------------------------------------------
 # Results
 
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where a result comes from, so results of many runs can be aggregated."""
+    """Where a result comes from, so results of many runs can be aggregated. One flat record
+    (`to_dict`) in every JSON result, the API's and the CLI's alike (run --json, profile.json,
+    compare --json): its identity keys are flat and named like the columns of a sweep's table
+    (model_path, model_sha256, hardware, hardware_config, hardware_sha256, ctac_version), so
+    records of many runs and sweep rows make one pandas table (`pd.json_normalize(records)`;
+    settings become settings.tau, ...) that groups and joins on those columns as they are.
+    `settings` says how the result was made; its keys depend on the command."""
 
-    model: str | None
+    model_path: str | None  # the ONNX file, resolved (None: a program that does not record it)
     model_sha256: str | None
-    settings: dict
-    hardware: dict
+    program: str | None  # the .ctab file the CLI ran (None: compiled in memory)
+    hardware: str  # accelerator.name of the config
+    hardware_config: str  # where the config came from, with any overrides
+    hardware_sha256: str
     ctac_version: str
+    settings: dict
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "model_sha256": self.model_sha256,
-            "settings": dict(self.settings),
-            "hardware": dict(self.hardware),
-            "ctac_version": self.ctac_version,
-        }
+        return dataclasses.asdict(self)  # a deep copy: settings included
+
+
+def provenance(
+    model_path: str | Path | None,
+    model_sha256: str | None,
+    hw: Hardware,
+    settings: Mapping[str, Any],
+    program: str | Path | None = None,
+) -> Provenance:
+    """The one maker of provenance records, for the API's results and the CLI's JSON."""
+    return Provenance(
+        None if model_path is None else str(model_path), model_sha256,
+        None if program is None else str(program), hardware_name(hw), hw.path,
+        hw.digest.hex(), __version__, dict(settings),
+    )  # fmt: skip
+
+
+def run_settings(
+    timing_only: bool, seed: int, cluster_ratio: float | None, settings_file: str | Path | None
+) -> dict:
+    """How a program ran, as `run` and `ctac profile` record it: functional runs by their seed,
+    timing-only runs by what sized CTA's data-dependent work."""
+    record: dict[str, Any] = {
+        "timing_only": bool(timing_only),
+        "seed": None if timing_only else seed,
+    }
+    if timing_only:
+        record["timing_cluster_ratio"] = cluster_ratio
+        if settings_file is not None:
+            record["timing_settings_file"] = str(settings_file)
+    return record
 
 
 @dataclass
@@ -364,18 +290,6 @@ def _shape_flags(shapes: Mapping[str, Any] | str | Sequence[str] | None) -> list
     raise CtacError(f"shapes: give a dict like {{'input_ids': (1, 64)}}, got {shapes!r}")
 
 
-def _compile_namespace(model: str, **values: Any):
-    """The `ctac compile` arguments with the CLI's own defaults, so the API and the CLI cannot
-    drift apart."""
-
-    parser = build_parser()
-    commands = next(a for a in parser._actions if a.dest == "command")
-    args = commands.choices["compile"].parse_args([model])
-    for key, value in values.items():
-        setattr(args, key, value)
-    return args
-
-
 def compile(
     model: str | Path,
     shapes: Mapping[str, Any] | str | Sequence[str] | None = None,
@@ -384,6 +298,7 @@ def compile(
     settings: str | Path | None = None,
     hw: str | Path | Hardware | None = None,
     hw_overrides: Mapping[str, Any] | None = None,
+    precision: str | None = None,
     verify_attention: bool = True,
     **options: Any,
 ) -> CompiledProgram:
@@ -391,7 +306,9 @@ def compile(
     (`ctac compile`). `attention`: exact, cta or elsa. `settings`: a `ctac calibrate` file (its
     thresholds replace tau and tau_kv). `options`: the CLI's compression flags as keywords (tau,
     tau_kv, hash_bits, cta_method, cta_granularity, cta_block, cta_window, cta_values, cta_keys,
-    cta_keep_top, cta_policy = "cost" | "always", cluster_ratio; elsa_bits, elsa_threshold)."""
+    cta_keep_top, cta_policy = "cost" | "always", cluster_ratio; elsa_bits, elsa_threshold).
+    `precision`: "fp16" or "fp32" sets the machine's storage type (`--precision`,
+    ctac.hw.with_precision; None: the config's, fp16 for ctac's default)."""
 
     if attention not in ATTENTION_MODES:
         raise CtacError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
@@ -420,8 +337,8 @@ def compile(
     model_path = Path(model)
     if not model_path.is_file():
         raise CtacError(f"model '{model}' is not a file")
-    machine = hardware(hw, hw_overrides)
-    args = _compile_namespace(
+    machine = with_precision(hardware(hw, hw_overrides), precision)
+    args = compile_arguments(
         str(model_path), shape=_shape_flags(shapes), attention=attention, hw=machine,
         verify_attention=verify_attention,
         cta_settings=str(settings) if settings is not None else None,
@@ -434,30 +351,18 @@ def compile(
         if line.startswith("warning:"):
             warnings.warn(line.removeprefix("warning: "), stacklevel=2)
     program = program_from_module(lower_module(module, machine))
-    model_sha256 = file_sha256(model_path)
-    # Recorded in the program file (CompiledProgram.save): `ctac run --compare` refuses another
-    # model, and run, profile and disasm need no --hw.
-    program.model = {"path": str(model_path.resolve()), "sha256": model_sha256}
-    program.hardware = {"path": machine.path, "toml": machine.text}
+    record_origin(program, model_path, machine)  # what CompiledProgram.save writes
     recorded = {
         "attention": attention,
-        "shapes": {name: list(dims) for name, dims in _parsed_shapes(args.shape).items()},
+        "shapes": {name: list(dims) for name, dims in parse_shape_flags(args.shape).items()},
     }
     for key in mode_options:
         recorded[key] = getattr(args, key)
     if settings is not None:
         recorded["settings_file"] = str(settings)
         recorded["settings_sha256"] = file_sha256(settings)
-    provenance = Provenance(
-        str(model_path.resolve()), model_sha256, recorded,
-        hardware_record(machine), _version(),
-    )  # fmt: skip
-    return CompiledProgram(program, machine, attention, provenance)
-
-
-def _parsed_shapes(flags: list[str]) -> dict[str, list[int]]:
-
-    return parse_shape_flags(flags)
+    origin = provenance(program.model["path"], program.model["sha256"], machine, recorded)
+    return CompiledProgram(program, machine, attention, origin)
 
 
 def run(
@@ -506,20 +411,17 @@ def run(
         profile = simulate(program.program, program.hw, stats.clusters)
         attention = attention_report(program.program, stats)
         if check:
-            errors = compare_with_onnxruntime(program.provenance.model, bound, outputs)
-    settings_record = dict(program.provenance.settings)
-    settings_record.update(timing_only=timing_only, seed=None if timing_only else seed)
-    if timing_only:
-        settings_record["timing_cluster_ratio"] = cluster_ratio
-        if settings is not None:
-            settings_record["timing_settings_file"] = str(settings)
-    provenance = Provenance(
-        program.provenance.model, program.provenance.model_sha256, settings_record,
-        program.provenance.hardware, program.provenance.ctac_version,
-    )  # fmt: skip
+            errors = compare_with_onnxruntime(program.provenance.model_path, bound, outputs)
+    origin = dataclasses.replace(
+        program.provenance,
+        settings={
+            **program.provenance.settings,
+            **run_settings(timing_only, seed, cluster_ratio, settings),
+        },
+    )
     return RunResult(
         program.mode, timing_only, profile.cycles, profile.seconds, profile.energy_pj,
-        profile.dram_bytes, outputs, errors, attention, provenance, program, profile,
+        profile.dram_bytes, outputs, errors, attention, origin, program, profile,
     )  # fmt: skip
 
 
@@ -543,7 +445,7 @@ def profile(
         )
     files: dict[str, str] = {}
     if out is not None:
-        label = Path(result.provenance.model or "program").stem + f" ({result.mode})"
+        label = Path(result.provenance.model_path or "program").stem + f" ({result.mode})"
         paths = write_reports(result.profile, Path(out), label, result.program.policy)
         files = {kind: str(path) for kind, path in paths.items()}
     return ProfileResult(
@@ -571,7 +473,7 @@ def compare(
             f"compare: no run named {baseline!r} to be the baseline; the runs are {', '.join(named)}"
         )
     base = named[baseline]
-    models = {r.provenance.model_sha256: r.provenance.model for r in named.values()}
+    models = {r.provenance.model_sha256: r.provenance.model_path for r in named.values()}
     if len(models) > 1:  # hardware may differ: that is a comparison of machines
         raise CtacError(
             f"compare: the runs are of different models ({', '.join(map(str, models.values()))}); "

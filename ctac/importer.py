@@ -37,6 +37,7 @@ from ctac.dialects import onnx as onnx_dialect
 from ctac.errors import CtacError
 from ctac.functions import check_limits, expand, has_function
 from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES, checkable_skeleton, load_onnx_lazy
+from ctac.positions import derived_positions_error, longer_than_positions
 from ctac.quantized import CONTRIB_QUANTIZED_OPS, QUANTIZED_OPS, decompose_quantized
 from ctac.runtime.evaluator import check_value_sizes, module_values, operand_arrays
 from ctac.runtime.reference import SEMANTICS, shape_op_result
@@ -571,47 +572,6 @@ class _GraphBuilder:
         return module
 
 
-# Names of learned position tables (BERT's position_embeddings, GPT-2's wpe, BART's and OPT's
-# embed_positions) and the rows each keeps before its first position (BART and OPT: 2).
-POSITION_TABLES = (("position_embeddings", 0), ("wpe", 0), ("embed_positions", 2))
-
-
-def _longer_than_positions(
-    graph: onnx.GraphProto, shapes: Mapping[str, list[int]], cause: str
-) -> CtacError | None:
-    """The error for a --shape sequence longer than a position table of the model (2-D
-    initializers named like one), or None. The sequence is the last axis of a 2-D integer input
-    (token ids, masks, positions)."""
-    integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
-    sequences = [
-        (dims[-1], value.name)
-        for value in graph.input
-        if (dims := shapes.get(value.name)) is not None
-        and len(dims) == 2
-        and value.type.tensor_type.elem_type in integer
-    ]
-    if not sequences:
-        return None
-    length, name = max(sequences)
-    for tensor in graph.initializer:
-        parts = re.split(r"[./:]", tensor.name)
-        for marker, offset in POSITION_TABLES:
-            if len(tensor.dims) != 2 or marker not in parts:
-                continue
-            positions = tensor.dims[0] - offset
-            if length > positions:
-                rows = f"{tensor.dims[0]} rows" + (
-                    f", the first {offset} an offset" if offset else ""
-                )
-                first = cause.strip().splitlines()[0] if cause.strip() else ""
-                return CtacError(
-                    f"{name}: {length} tokens > the model's {positions} positions (position "
-                    f"table '{tensor.name}' has {rows}); use --shape {name}=Bx{positions} or "
-                    f"fewer tokens (import failed with: {first})"
-                )
-    return None
-
-
 def import_model(
     path: str | Path,
     shapes: Mapping[str, list[int]] | None = None,
@@ -636,6 +596,10 @@ def import_model(
     store = WeightStore(path, model, arrays)
     register_store(store)
     input_names = _apply_input_shapes(model.graph, shapes or {})
+    # Position ids computed from the token ids (RoBERTa) infer at any length: bound them here.
+    too_long = derived_positions_error(model.graph, arrays)
+    if too_long is not None:
+        raise too_long
     builder = _GraphBuilder(model, store, max_tensor_bytes)
     builder.check_supported()
     try:
@@ -643,7 +607,7 @@ def import_model(
     except CtacError as exc:
         # Most often a sequence longer than the model's position table, which fails deep in
         # shape inference (an Expand or Gather); say so instead, with the original as the cause.
-        too_long = _longer_than_positions(model.graph, shapes or {}, str(exc))
+        too_long = longer_than_positions(model.graph, shapes or {}, str(exc))
         if too_long is not None:
             raise too_long from exc
         raise

@@ -13,6 +13,7 @@ front of cycles and error when checked:
     seed = 0                     # of the random inputs of functional runs
     hw = "my_hw.toml"            # base hardware config (default: ctac's own)
     out = "sweep-results"        # table and plots, relative to the current folder (--out wins)
+    plot_x = "sequence"          # the plots' x axis: one of the grid's keys (default: the first)
 
     [fixed]                      # settings or hardware numbers every point shares
     cta_policy = "always"
@@ -24,15 +25,19 @@ front of cycles and error when checked:
     [grid]                       # the cartesian product of these axes (or [[points]]: a list)
     tau = [0.3, 0.5, 0.7]
     pe_array = [{ rows = 16, cols = 16 }, { rows = 32, cols = 32 }]
+    sequence = [64, 128]         # tokens per sequence: every point compiled at each length
 
 A key is a compile option of `ctac.compile` (tau, tau_kv, hash_bits, cta_window, cta_policy,
 cluster_ratio, ...), `attention`, `timing_cluster_ratio` (the clusters per token a timing-only
-run charges), or any number of the hardware config by its dotted TOML key (`pe_array.rows`,
-`dram.bandwidth_gb_s`, `buffers.act.size_kib`); a table value sets several keys together.
+run charges), `sequence`, or any number of the hardware config by its dotted TOML key
+(`pe_array.rows`, `dram.bandwidth_gb_s`, `buffers.act.size_kib`); a table value sets several
+keys together. `sequence` replaces the second dimension (batch x sequence [x features]) of
+every input of the model's `shapes`, which must all be 2-D or 3-D; the table's `sequence`
+column holds each point's length (also without the key: the models' own).
 
 Cache: each point's result is stored under the SHA-256 of everything that decides it (the
-model's SHA-256 and shapes, the settings, the hardware config's SHA-256 after overrides, ctac's
-version), so a re-run computes only the points that changed.
+model's SHA-256 and input shapes after `sequence`, the settings, the hardware config's SHA-256
+after overrides, ctac's version), so a re-run computes only the points that changed.
 """
 
 from __future__ import annotations
@@ -50,15 +55,14 @@ from typing import Any
 
 from ctac.errors import CtacError
 from ctac.files import write_atomically
+from ctac.sweep_plots import METRICS, SEQUENCE, plot_metric, plot_pareto
 
-SWEEP_KEYS = ("attention", "numerics", "check", "seed", "hw", "out")
+SWEEP_KEYS = ("attention", "numerics", "check", "seed", "hw", "out", "plot_x")
 MODEL_KEYS = ("path", "shapes", "name")
 RUN_KEYS = ("timing_cluster_ratio",)
-METRICS = {  # column -> (axis label, scale)
-    "cycles": ("cycles", 1.0),
-    "energy_pj": ("energy (uJ)", 1e-6),
-    "max_abs_err": ("max abs error vs onnxruntime", 1.0),
-}
+# Part of every cache key: bumped when what a cached entry holds changes (2: input shapes
+# normalised to lists, the sequence axis, the provenance columns in the metrics).
+CACHE_SCHEMA = 2
 
 
 @dataclass
@@ -68,7 +72,8 @@ class Point:
     model: str
     model_name: str
     model_sha256: str
-    shapes: dict
+    shapes: dict  # input name -> dimensions (lists), after `sequence`
+    sequence: int | None  # the sequence length (the spec's, else the shapes' second dimension)
     attention: str
     options: dict
     hw_config: str | None
@@ -109,8 +114,9 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def _classify(key: str, where: str, base_raw: dict) -> str:
-    """'option', 'attention', 'run' or 'hw'; an unknown key is an error naming it."""
-    from ctac.api import CTA_OPTIONS, ELSA_OPTIONS, _hardware_node
+    """'option', 'attention', 'run', 'sequence' or 'hw'; an unknown key is an error naming it."""
+    from ctac.api import CTA_OPTIONS, ELSA_OPTIONS
+    from ctac.hw_overrides import hardware_node
 
     if key == "attention":
         return "attention"
@@ -118,19 +124,23 @@ def _classify(key: str, where: str, base_raw: dict) -> str:
         return "option"
     if key in RUN_KEYS:
         return "run"
+    if key == SEQUENCE:
+        return "sequence"
     try:
-        _hardware_node(base_raw, key)
+        hardware_node(base_raw, key)
     except CtacError:
         raise CtacError(
             f"{where}: unknown key '{key}' (not a compile option such as tau, tau_kv, hash_bits, "
-            "cta_policy; not a hardware number such as pe_array.rows)"
+            "cta_policy; not sequence; not a hardware number such as pe_array.rows)"
         ) from None
     return "hw"
 
 
 def load_spec(path: str | Path) -> tuple[list[Point], dict]:
     """The points of a spec file, each with its cache key, and the spec's [sweep] table."""
-    from ctac.api import ATTENTION_MODES, CTA_OPTIONS, ELSA_OPTIONS, file_sha256, hardware
+    from ctac.api import ATTENTION_MODES, CTA_OPTIONS, ELSA_OPTIONS
+    from ctac.files import file_sha256
+    from ctac.hw_overrides import hardware
 
     spec_path = Path(path)
     try:
@@ -174,8 +184,9 @@ def load_spec(path: str | Path) -> tuple[list[Point], dict]:
         model = (folder / entry["path"]).resolve()
         if not model.is_file():
             raise CtacError(f"{where}: models[{index}].path '{entry['path']}' is not a file")
+        shapes = _model_shapes(entry.get("shapes", {}), f"{where}: models[{index}].shapes")
         model_entries.append((str(model), entry.get("name", model.stem), file_sha256(model),
-                              entry.get("shapes", {})))  # fmt: skip
+                              shapes))  # fmt: skip
 
     fixed = _flatten(raw.get("fixed", {}), "")
     for key in fixed:
@@ -211,11 +222,20 @@ def load_spec(path: str | Path) -> tuple[list[Point], dict]:
         for key in assignment:
             _classify(key, f"{where}: grid/points", base.raw)
 
+    plot_x = sweep.get("plot_x")
+    if plot_x is not None and not any(plot_x in assignment for assignment in assignments):
+        axes = list(dict.fromkeys(key for assignment in assignments for key in assignment))
+        raise CtacError(
+            f"{where}: sweep.plot_x '{plot_x}' is not a key of [grid] or [[points]] "
+            f"({', '.join(axes) or 'none'})"
+        )
     points = []
-    for model, name, sha, shapes in model_entries:
+    for index, (model, name, sha, shapes) in enumerate(model_entries):
         for assignment in assignments:
             values = {**fixed, **assignment}
             kinds = {key: _classify(key, where, base.raw) for key in values}
+            sequence = values.get(SEQUENCE)
+            point_shapes = _with_sequence(shapes, sequence, f"{where}: models[{index}]")
             mode = values.get("attention", attention)
             if mode not in ATTENTION_MODES:
                 raise CtacError(
@@ -226,21 +246,68 @@ def load_spec(path: str | Path) -> tuple[list[Point], dict]:
             options = {k: v for k, v in values.items() if kinds[k] == "option" and k in applies}
             overrides = {k: v for k, v in values.items() if kinds[k] == "hw"}
             point = Point(
-                model, name, sha, shapes, mode, options, base_hw,
-                overrides, numerics, check, seed, values.get("timing_cluster_ratio"),
-                dict(assignment),
+                model, name, sha, point_shapes, _sequence_of(point_shapes, sequence), mode,
+                options, base_hw, overrides, numerics, check, seed,
+                values.get("timing_cluster_ratio"), dict(assignment),
             )  # fmt: skip
             point.key = _cache_key(point, hardware(base, overrides))
             points.append(point)
     return points, sweep
 
 
+def _model_shapes(shapes: Any, where: str) -> dict[str, list[int]]:
+    """A model entry's shapes ({name: "1x128" or [1, 128]}) as {name: [1, 128]}."""
+    from ctac.api import _shape_flags
+    from ctac.importer import parse_shape_flags
+
+    if not isinstance(shapes, dict):
+        raise CtacError(f'{where}: give a table like {{ input_ids = "1x128" }}, got {shapes!r}')
+    try:
+        return parse_shape_flags(_shape_flags(shapes))
+    except CtacError as exc:
+        raise CtacError(f"{where}: {exc}") from None
+
+
+def _with_sequence(shapes: dict[str, list[int]], sequence: Any, where: str) -> dict:
+    """The shapes with `sequence` as the second dimension of every input (batch x sequence
+    [x features]); an input of another rank, or no shapes, is an error naming the model."""
+    if sequence is None:
+        return shapes
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
+        raise CtacError(f"{where}: sequence must be a positive integer, got {sequence!r}")
+    if not shapes:
+        raise CtacError(
+            f"{where}: sequence = {sequence} needs the model's shapes (e.g. shapes = "
+            '{ input_ids = "1x128", attention_mask = "1x128" }) to set the length in'
+        )
+    other = [f"{name} ({'x'.join(map(str, dims))})" for name, dims in shapes.items()
+             if len(dims) not in (2, 3)]  # fmt: skip
+    if other:
+        raise CtacError(
+            f"{where}: sequence sets the second dimension of 2-D or 3-D inputs (batch x sequence "
+            f"[x features]); {', '.join(other)} has none"
+        )
+    return {name: [dims[0], sequence, *dims[2:]] for name, dims in shapes.items()}
+
+
+def _sequence_of(shapes: dict[str, list[int]], sequence: int | None) -> int | None:
+    """The table's sequence column: the spec's value, else the inputs' common second
+    dimension when they are 2-D or 3-D and agree on it."""
+    if sequence is not None:
+        return sequence
+    lengths = {dims[1] for dims in shapes.values() if len(dims) in (2, 3)}
+    if len(lengths) == 1 and all(len(dims) in (2, 3) for dims in shapes.values()):
+        return lengths.pop()
+    return None
+
+
 def _cache_key(point: Point, hw) -> str:
     from ctac import __version__
 
     content = {
+        "schema": CACHE_SCHEMA,
         "model_sha256": point.model_sha256,
-        "shapes": point.shapes,
+        "shapes": point.shapes,  # after `sequence`: each length is its own entry
         "attention": point.attention,
         "options": point.options,
         "hardware_sha256": hw.digest.hex(),
@@ -273,10 +340,13 @@ def compute_point(point: Point) -> dict:
         "energy_pj": result.energy_pj,
         "dram_bytes": result.dram_bytes,
         "instructions": program.instructions,
-        "hardware": program.provenance.hardware["name"],
-        "hardware_sha256": program.provenance.hardware["sha256"],
-        "ctac_version": program.provenance.ctac_version,
     }
+    # The provenance's identity columns (hardware, hardware_config, hardware_sha256,
+    # ctac_version), named as in every JSON result; the row has the model's already.
+    origin = result.provenance.to_dict()
+    for key in ("settings", "program", "model_path", "model_sha256"):
+        origin.pop(key)
+    metrics.update(origin)
     if point.check:
         metrics["max_abs_err"] = result.max_abs_err
     return metrics
@@ -387,12 +457,13 @@ def run_sweep(
         metrics, cached = results[point.key]
         rows.append({
             "model": point.model_name, "model_path": point.model, "model_sha256": point.model_sha256,
-            "shapes": _shape_text(point.shapes), "attention": point.attention,
+            "shapes": _shape_text(point.shapes), SEQUENCE: point.sequence,
+            "attention": point.attention,
             "timing_only": not point.numerics, **point.axes, **metrics,
             "cache_key": point.key,
         })  # fmt: skip
     failed = sum(1 for row in rows if "error" in row)
-    files, up_to_date = write_outputs(rows, points, out_dir, image_format)
+    files, up_to_date = write_outputs(rows, points, out_dir, image_format, sweep.get("plot_x"))
     computed = sum(1 for metrics, cached in results.values() if not cached)
     return SweepResult(rows, computed, len(results) - computed, files,
                        time.perf_counter() - started, failed, up_to_date)  # fmt: skip
@@ -411,17 +482,19 @@ def _has_pyarrow() -> bool:
 
 
 def write_outputs(
-    rows: list[dict], points: list[Point], out: Path, image_format: str
+    rows: list[dict], points: list[Point], out: Path, image_format: str, plot_x: str | None = None
 ) -> tuple[dict[str, Path], bool]:
-    """results.csv (and .parquet with pyarrow) and one figure per metric. The outputs are a
-    function of the rows: when `out` already holds them for the same rows (its .sweep-stamp),
-    nothing is rewritten."""
+    """results.csv (and .parquet with pyarrow) and one figure per metric against `plot_x` (default:
+    the first axis). The outputs are a function of the rows and these options: when `out`
+    already holds them (its .sweep-stamp), nothing is rewritten."""
 
     if out.exists() and not out.is_dir():
         raise CtacError(f"--out {out} is a file; give a folder")
     stamp_path = out / ".sweep-stamp"
     digest = hashlib.sha256(
-        json.dumps([rows, image_format, _has_pyarrow()], sort_keys=True, default=str).encode()
+        json.dumps(
+            [rows, image_format, _has_pyarrow(), plot_x], sort_keys=True, default=str
+        ).encode()
     ).hexdigest()
     try:
         stamp = json.loads(stamp_path.read_text())
@@ -442,123 +515,20 @@ def write_outputs(
         files["parquet"] = out / "results.parquet"
         write_atomically(files["parquet"], buffer.getvalue())
     axes = list(dict.fromkeys(key for point in points for key in point.axes))
+    if plot_x in axes:  # the x axis first: the others make the lines
+        axes.remove(plot_x)
+        axes.insert(0, plot_x)
     for metric in METRICS:
         if metric in table and table[metric].notna().any():
             path = out / f"{metric}.{image_format}"
-            _plot(table, metric, axes, points, path, image_format)
+            plot_metric(table, metric, axes, points, path, image_format)
             files[metric] = path
     if "max_abs_err" in table and table["max_abs_err"].notna().any():
         files["pareto"] = out / f"pareto.{image_format}"
-        _plot_pareto(table, axes, files["pareto"], image_format)
+        plot_pareto(table, axes, files["pareto"], image_format)
     stamp = {"digest": digest, "files": {kind: str(path) for kind, path in files.items()}}
     write_atomically(stamp_path, (json.dumps(stamp, indent=1) + "\n").encode())
     return files, False
-
-
-def _axis_label(key: str) -> str:
-    units = {
-        "size_kib": "KiB",
-        "bandwidth_gb_s": "GB/s",
-        "clock_ghz": "GHz",
-        "latency_cycles": "cycles",
-    }
-    unit = next((u for suffix, u in units.items() if key.endswith(suffix)), "")
-    return f"{key} ({unit})" if unit else key
-
-
-def _plot(table, metric: str, axes: list[str], points, path: Path, image_format: str) -> None:
-    """One figure: a panel per model, the metric against the first axis, a line per combination
-    of the other axes; titled with the metric, the models' shapes and the fixed settings."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    label, scale = METRICS[metric]
-    data = table[table[metric].notna()]
-    models = list(dict.fromkeys(data["model"]))
-    x_key = axes[0] if axes else None
-    lines = axes[1:]
-    figure, panels = plt.subplots(
-        1, len(models), figsize=(5.5 * len(models) + 2.5, 4), squeeze=False
-    )
-    for panel, model in zip(panels[0], models, strict=True):
-        rows = data[data["model"] == model]
-        groups = rows.groupby(lines, sort=False, dropna=False) if lines else [((), rows)]
-        for values, group in groups:
-            values = values if isinstance(values, tuple) else (values,)
-            name = ", ".join(f"{k}={v}" for k, v in zip(lines, values, strict=True)) or model
-            xs = list(group[x_key]) if x_key else [0]
-            xs = xs if all(isinstance(x, int | float) for x in xs) else [str(x) for x in xs]
-            panel.plot(xs, [v * scale for v in group[metric]], marker="o", label=name)
-        shapes = rows["shapes"].iloc[0]
-        panel.set_title(f"{model}  {shapes}", fontsize=9)
-        panel.set_xlabel(_axis_label(x_key) if x_key else "")
-        panel.set_ylabel(label)
-        panel.grid(alpha=0.3)
-    handles, names = panels[0][0].get_legend_handles_labels()
-    if len(names) > 1:  # outside the panels, so it never covers data
-        figure.legend(handles, names, loc="center right", fontsize=8, frameon=False)
-    attention = ", ".join(sorted(set(table["attention"])))
-    mode = "timing only" if bool(table["timing_only"].iloc[0]) else "functional"
-    fixed = ", ".join(f"{k}={v}" for k, v in points[0].options.items() if k not in axes)
-    figure.suptitle(f"{label} vs {x_key or 'model'}: attention {attention}, {mode}"
-                    + (f", {fixed}" if fixed else ""), fontsize=10)  # fmt: skip
-    figure.tight_layout(rect=(0, 0, 1 - 2.2 / figure.get_figwidth(), 1) if len(names) > 1 else None)
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=110, format=image_format)
-    plt.close(figure)
-    write_atomically(path, buffer.getvalue())
-
-
-def pareto_front(costs: list[float], errors: list[float]) -> list[int]:
-    """Indices of the points no other point beats on both cost and error, by cost."""
-    order = sorted(range(len(costs)), key=lambda i: (costs[i], errors[i]))
-    front, best = [], float("inf")
-    for index in order:
-        if errors[index] < best:
-            front.append(index)
-            best = errors[index]
-    return front
-
-
-def _plot_pareto(table, axes: list[str], path: Path, image_format: str) -> None:
-    """Cycles against the error, a panel per model: every point, its front joined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = table[table["max_abs_err"].notna()]
-    models = list(dict.fromkeys(data["model"]))
-    figure, panels = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
-    for panel, model in zip(panels[0], models, strict=True):
-        rows = data[data["model"] == model].reset_index(drop=True)
-        costs, errors = list(rows["cycles"]), list(rows["max_abs_err"])
-        panel.scatter(costs, errors, color="#999999", s=18, label="points")
-        front = pareto_front(costs, errors)
-        panel.plot([costs[i] for i in front], [errors[i] for i in front], "o-", color="#C44E52",
-                   label="Pareto front")  # fmt: skip
-        for i in front:
-            text = ", ".join(f"{k}={rows.loc[i, k]}" for k in axes if k in rows)
-            panel.annotate(text, (costs[i], errors[i]), fontsize=6, xytext=(3, 3),
-                           textcoords="offset points")  # fmt: skip
-        panel.set_title(f"{model}  {rows['shapes'].iloc[0]}", fontsize=9)
-        panel.set_xlabel("cycles")
-        panel.set_ylabel("max abs error vs onnxruntime")
-        panel.grid(alpha=0.3)
-        panel.legend(fontsize=7, loc="best")
-    attention = ", ".join(sorted(set(table["attention"])))
-    figure.suptitle(f"cycles vs error, Pareto front: attention {attention}", fontsize=10)
-    figure.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=110, format=image_format)
-    plt.close(figure)
-    write_atomically(path, buffer.getvalue())
 
 
 def main(args) -> int:

@@ -243,31 +243,59 @@ def test_profile_plot_format_is_checked(programs, tmp_path, capsys) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_every_json_result_records_where_it_came_from(tmp_path: Path, capsys) -> None:
-    """run --json, profile.json and compare --json carry one provenance record: the model (path
-    and SHA-256), the hardware (name, config, SHA-256), ctac's version and how it ran."""
-    import hashlib
+def test_every_json_result_carries_one_provenance_record(tmp_path: Path, capsys) -> None:
+    """run --json, profile.json, compare --json and the API's to_dict carry one flat provenance
+    record (ctac.api.provenance): the same keys and, for the same model and hardware, the same
+    values; only `program` (the file run) and `settings` (how it ran) differ."""
     import json
 
+    import pandas as pd
+
+    import ctac
     from ctac import __version__
-    from ctac.cli import main
 
     model = MODELS / "bert_ts_eager.onnx"
     shapes = "input_ids=2x16,attention_mask=2x16"
     program = tmp_path / "p.ctab"
     assert main(["compile", str(model), "--shape", shapes, "-o", str(program)]) == 0
     capsys.readouterr()
-    sha = hashlib.sha256(model.read_bytes()).hexdigest()
     assert main(["run", str(program), "--json"]) == 0
-    run = json.loads(capsys.readouterr().out)["provenance"]
+    report = json.loads(capsys.readouterr().out)
+    assert "model" not in report  # the model is the provenance's, not a second record
     assert main(["profile", str(program), "--out", str(tmp_path / "prof")]) == 0
     profile = json.loads((tmp_path / "prof" / "profile.json").read_text())["provenance"]
     capsys.readouterr()
     assert main(["compare", str(model), "--shape", shapes, "--json"]) == 0
     compare = json.loads(capsys.readouterr().out)["provenance"]
-    for record in (run, profile, compare):
-        assert record["model"]["sha256"] == sha and record["ctac_version"] == __version__
-        assert set(record["hardware"]) == {"name", "config", "sha256"}
-        assert len(record["hardware"]["sha256"]) == 64
-    assert run["hardware"] == profile["hardware"] == compare["hardware"]
-    assert profile["run"]["timing_only"] is False and compare["run"]["tau"] == 0.5
+    api_run = ctac.run(ctac.compile(model, {"input_ids": (2, 16), "attention_mask": (2, 16)}))
+    records = {
+        "run --json": report["provenance"],
+        "profile.json": profile,
+        "compare --json": compare,
+        "ctac.run": api_run.to_dict()["provenance"],
+        "ctac.profile": ctac.profile(api_run).to_dict()["provenance"],
+        "ctac.compare": ctac.compare([api_run]).to_dict()["modes"][0]["provenance"],
+    }
+    hw = load_hardware()
+    identity = {
+        "model_path": str(model.resolve()),
+        "model_sha256": file_sha256(model),
+        "hardware": "cta-default",
+        "hardware_config": hw.path,
+        "hardware_sha256": hw.digest.hex(),
+        "ctac_version": __version__,
+    }
+    for name, record in records.items():
+        assert set(record) == {*identity, "program", "settings"}, name
+        assert {key: record[key] for key in identity} == identity, name
+    assert report["provenance"]["program"] == profile["program"] == str(program)
+    assert compare["program"] is None and records["ctac.run"]["program"] is None
+    # how each ran: `ctac profile` and ctac.run record a run alike (ctac.api.run_settings)
+    assert profile["settings"] == {"timing_only": False, "seed": 0}
+    assert {"timing_only": False, "seed": 0}.items() <= records["ctac.run"]["settings"].items()
+    assert report["provenance"]["settings"] == {"seed": 0, "inputs": []}
+    assert compare["settings"]["tau"] == 0.5 and compare["settings"]["seed"] == 0
+    # flat identity keys: the records are one pandas table, a column per key
+    table = pd.json_normalize(list(records.values()))
+    assert len(table) == 6 and table["model_sha256"].nunique() == 1
+    assert table["hardware_sha256"].nunique() == 1 and "settings.tau" in table.columns

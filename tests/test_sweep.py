@@ -10,7 +10,8 @@ import pytest
 
 from ctac.cli import main as cli_main
 from ctac.errors import CtacError
-from ctac.sweep import load_spec, pareto_front, run_sweep
+from ctac.sweep import load_spec, run_sweep
+from ctac.sweep_plots import pareto_front
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models"
@@ -113,6 +114,10 @@ def test_cli_sweep_and_svg(tmp_path: Path, capsys) -> None:
         (lambda s: s.replace("cta_policy", "cta_polcy"), "unknown key 'cta_polcy'"),
         (lambda s: s.replace("gpt2_ts_eager.onnx", "gpt3.onnx"), "is not a file"),
         (lambda s: s.replace("rows = 16,", "rows = 16.5,"), "pe_array.rows: must be an integer"),
+        (lambda s: s.replace("timing_cluster_ratio = [1.0]", "sequence = [32, 0]"),
+         "models[0]: sequence must be a positive integer, got 0"),
+        (lambda s: s.replace('attention = "cta"', 'attention = "cta"\nplot_x = "tau"'),
+         "sweep.plot_x 'tau' is not a key of [grid] or [[points]]"),
     ],
 )  # fmt: skip
 def test_bad_spec_is_one_error_naming_the_key(tmp_path: Path, capsys, edit, message) -> None:
@@ -142,6 +147,66 @@ def test_points_list_and_modes_sharing_a_key(tmp_path: Path) -> None:
     both = text + "[grid]\ntau = [0.3]\n"
     with pytest.raises(CtacError, match="not both"):
         load_spec(write_spec(tmp_path, text=both))
+
+
+SEQUENCE_SPEC = """
+[sweep]
+plot_x = "sequence"
+
+[[models]]
+name = "gpt2"
+path = "{models}/gpt2_ts_eager.onnx"
+shapes = {{ input_ids = "1x16", attention_mask = "1x16" }}
+
+[grid]
+sequence = [{lengths}]
+"""
+
+
+def test_sequence_axis_compiles_and_caches_per_length(tmp_path: Path) -> None:
+    import re
+
+    import pandas as pd
+
+    spec = write_spec(tmp_path, text=SEQUENCE_SPEC.format(models=MODELS, lengths="16, 32"))
+    points, _ = load_spec(spec)
+    assert [p.shapes["input_ids"] for p in points] == [[1, 16], [1, 32]]
+    assert [p.shapes["attention_mask"] for p in points] == [[1, 16], [1, 32]]
+    assert points[0].key != points[1].key  # each length its own cache entry
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    first = run_sweep(spec, out, jobs=1, cache=cache, progress=False, image_format="svg")
+    assert (first.computed, first.cached, first.failed) == (2, 0, 0)
+    table = first.table.set_index("sequence")
+    assert table.loc[32, "shapes"] == "input_ids=1x32,attention_mask=1x32"
+    assert table.loc[32, "cycles"] > table.loc[16, "cycles"]  # compiled at each length
+    assert list(pd.read_csv(first.files["csv"])["sequence"]) == [16, 32]
+    svg = first.files["cycles"].read_text()
+    text = " ".join(re.findall(r"<!-- (.*?) -->", svg))
+    assert "sequence (tokens)" in text and "cycles vs sequence" in text
+    assert len(list(cache.glob("*.json"))) == 2
+
+    again = run_sweep(spec, out, jobs=1, cache=cache, progress=False, image_format="svg")
+    assert (again.computed, again.cached) == (0, 2) and again.up_to_date
+
+    # a third length: only it is compiled; 129 tokens > GPT-2's 128 positions fails that point
+    longer = write_spec(tmp_path, text=SEQUENCE_SPEC.format(models=MODELS, lengths="16, 32, 129"))
+    grown = run_sweep(longer, out, jobs=1, cache=cache, progress=False)
+    assert (grown.computed, grown.cached, grown.failed) == (1, 2, 1)
+    assert "129 tokens > the model's 128 positions" in grown.rows[2]["error"]
+
+
+def test_sequence_needs_shapes_it_can_set(tmp_path: Path) -> None:
+    text = SEQUENCE_SPEC.format(models=MODELS, lengths="16")
+    no_shapes = text.replace('shapes = { input_ids = "1x16", attention_mask = "1x16" }', "")
+    with pytest.raises(CtacError, match="models\\[0\\]: sequence = 16 needs the model's shapes"):
+        load_spec(write_spec(tmp_path, text=no_shapes))
+    image = text.replace('input_ids = "1x16", attention_mask = "1x16"', 'pixels = "1x3x8x8"')
+    with pytest.raises(CtacError, match="pixels \\(1x3x8x8\\) has none"):
+        load_spec(write_spec(tmp_path, text=image))
+    # without the key, the column holds the models' own length
+    plain = text.replace("sequence = [16]", "tau = [0.5]").replace('plot_x = "sequence"', "")
+    points, _ = load_spec(write_spec(tmp_path, text=plain))
+    assert points[0].sequence == 16
 
 
 def test_pareto_front() -> None:

@@ -6,6 +6,9 @@
 - demo.py: demo
 - sweep.py: sweep
 - program.py: isa, disasm, asm
-- common.py: the front end and compression specs the commands share
-- arguments.py: the flags several commands take
+- common.py: text in and out
+
+They parse arguments, call the layers below and print: the Python API (ctac/api.py: provenance
+records, run settings), the front end and compression specs (ctac/frontend.py) the API shares,
+and the flags' definitions (ctac/arguments.py), so nothing below imports a command.
 """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ctac.commands.common import front_end
 from ctac.files import write_atomically
+from ctac.frontend import front_end
 
 # Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
 # `ctac --help` and argument errors answer at once (start-up speed, not a cycle).

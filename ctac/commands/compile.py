@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ctac.commands.common import front_end, policy_decisions, read_utf8, write_text
+from ctac.commands.common import read_utf8, write_text
 from ctac.errors import CtacError
 from ctac.files import write_atomically
+from ctac.frontend import front_end, policy_decisions, record_origin
 
 # Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
 # `ctac --help` and argument errors answer at once (start-up speed, not a cycle).
@@ -65,12 +66,16 @@ def compile_command(args: argparse.Namespace) -> int:
     from ctac.pipeline import module_text
 
     args.emit = output_kind(args.emit, args.output)
+    from ctac.hw import load_hardware, with_precision
+
+    # --precision makes another machine (its dram.element_bytes): the CTA policy's cost
+    # comparison in front_end and the lowering both see it, and the program embeds it.
+    args.hw = with_precision(load_hardware(args.hw), getattr(args, "precision", None))
     module, _ = front_end(args, args.emit)
     if args.emit in ("onnx", "cta"):
         write_text(args.output, module_text(module))
         return 0
     from ctac.emit import program_from_module
-    from ctac.hw import load_hardware
     from ctac.passes.lower_to_isa import lower_module
     from ctac.runtime.program import disassemble, write_program
 
@@ -81,12 +86,8 @@ def compile_command(args: argparse.Namespace) -> int:
         return 0
     program = program_from_module(lowered)
     from ctac.emit import check_loadable
-    from ctac.files import file_sha256
 
-    # The program records its model (`ctac run --compare` refuses another) and embeds its
-    # hardware config (run, profile and disasm need no --hw).
-    program.model = {"path": str(Path(args.model).resolve()), "sha256": file_sha256(args.model)}
-    program.hardware = {"path": hw.path, "toml": hw.text}
+    record_origin(program, args.model, hw)
     # What `ctac run`, `disasm` and `asm` would refuse is refused here, before anything is written.
     # The data segment is streamed into the file (write_program), never encoded in memory.
     check_loadable(program, None, {b.index: b.capacity for b in hw.buffers})
@@ -96,7 +97,8 @@ def compile_command(args: argparse.Namespace) -> int:
     target = args.output or f"{Path(args.model).stem}.ctab"
     write_program(program, target)
     print(
-        f"wrote {target}: {len(program.instructions)} instructions, {len(program.data)} data elements",
+        f"wrote {target}: {len(program.instructions)} instructions, {len(program.data)} "
+        f"{program.element_type} data elements",
         file=sys.stderr,
     )
     return 0

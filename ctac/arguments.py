@@ -1,4 +1,6 @@
-"""The flags several commands take: the model and its shapes, and the compression options."""
+"""The flags several commands take: the model and its shapes, and the compression options.
+Below the commands and the API: the API fills its `ctac compile` namespace with these defaults
+(ctac/frontend.py, compile_arguments), so the two cannot drift apart."""
 
 from __future__ import annotations
 
