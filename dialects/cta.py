@@ -123,6 +123,10 @@ class AttentionOp(OnnxOp):
     With softcap c > 0 the scaled scores become c * tanh(scores / c) before the mask.
     A causal mask lets query i see keys j <= i + causal_offset (default Sk - Sq: the last query
     sees every key, as with a KV cache; ONNX Attention without past uses 0).
+    `fake_quant` (statically quantized QDQ graphs) holds, per stage of QUANT_STAGES (the raw
+    scores Q K^T, the scaled scores, the masked scores, the probabilities), four numbers
+    (step, zero, low, high): that stage's values x become (clip(round(x / step) + zero, low,
+    high) - zero) * step, a QuantizeLinear -> DequantizeLinear pair; step 0 = not quantized.
     """
 
     name = "cta.attention"
@@ -143,12 +147,22 @@ class AttentionOp(OnnxOp):
     elsa_bits = opt_prop_def(IntegerAttr)
     elsa_threshold = opt_prop_def(FloatAttr)
     elsa_seed = opt_prop_def(IntegerAttr)
+    fake_quant = opt_prop_def(DenseArrayBase)
     traits = traits_def(Pure())
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
     def verify_onnx(self) -> None:
         q, k, v = _verify_heads(self, "seq")
         heads = self.int_attr("num_heads")
+        if self.fake_quant is not None:
+            stages = quant_stages(self)
+            if stages is None:
+                _fail(self, f"fake_quant must hold 4 numbers per stage of {QUANT_STAGES}")
+            for stage, (step, _, low, high) in stages.items():
+                if not step > 0 or not low <= high:
+                    _fail(self, f"fake_quant stage '{stage}' needs step > 0 and low <= high")
+            if self.float_attr("softcap", 0.0):
+                _fail(self, "fake_quant and softcap cannot be combined")
         kind = self.str_attr("mask_kind", "none")
         if kind not in MASK_KINDS:
             _fail(self, f"mask_kind must be one of {MASK_KINDS}")
@@ -168,6 +182,24 @@ class AttentionOp(OnnxOp):
             _fail(
                 self, f"result shape {shape_of(self.output)} should be {(q[0], heads, q[2], v[3])}"
             )
+
+
+QUANT_STAGES = ("scores", "scaled", "masked", "probs")
+
+
+def quant_stages(op: AttentionOp) -> dict[str, tuple[float, float, float, float]] | None:
+    """The quantized stages of `op.fake_quant` ({} without it; None if malformed)."""
+    if op.fake_quant is None:
+        return {}
+    values = [float(v) for v in op.fake_quant.get_values()]
+    if len(values) != 4 * len(QUANT_STAGES):
+        return None
+    stages = {}
+    for index, stage in enumerate(QUANT_STAGES):
+        step, zero, low, high = values[4 * index : 4 * index + 4]
+        if step != 0.0:
+            stages[stage] = (step, zero, low, high)
+    return stages
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ without loss on all-MiniLM-L6-v2 (docs/compression.md); queries tolerate coarser
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from xdsl.context import Context
@@ -338,6 +339,11 @@ def refusal(attention: cta.AttentionOp) -> str | None:
             "its mask is additive (a bias per query and key, e.g. a float attention-mask input), "
             "which clustered queries and keys cannot carry; feed a 0/1 key mask instead"
         )
+    if attention.fake_quant is not None:
+        return (
+            "its scores or probabilities are rounded to a quantization grid (a QDQ graph), "
+            "which compressed attention does not carry"
+        )
     return None
 
 
@@ -472,43 +478,31 @@ def compress_function(
     return reports
 
 
+_OPTION_TYPES = typing.get_type_hints(CompressOptions)
+
+
 @dataclass(frozen=True)
-class CtaCompressPass(ModulePass):
-    """Rewrite `cta.attention` into CTA's cluster / compressed attention / recover form."""
+class CtaCompressPass(ModulePass, CompressOptions):
+    """Rewrite `cta.attention` into CTA's cluster / compressed attention / recover form.
+
+    Its options are CompressOptions' fields (`tau-q`, `hash-bits`, ...; inherited, so a new
+    option is added in one place) and the two below."""
 
     name = "cta-compress"
 
-    tau_q: float = 0.5
-    tau_kv: float = 0.3
-    hash_bits: int = 4
-    method: str = "hash-leader"
-    seed: int = 0
-    granularity: str = "head"
-    block: int = 64
-    max_clusters: int = 0
-    values: str = "project"
-    keys: str = "per-head"
-    window: int = 0
-    keep_top: int = 0
     layer_scale: tuple[float, ...] = field(default=())
     # Attentions (their index in program order) left exact, e.g. where the cost-aware policy
     # (ctac/policy.py) found that compression does not pay.
     keep_exact: tuple[int, ...] = field(default=())
 
     def options(self) -> CompressOptions:
+        # Python callers may pass CtaCompressPass(tau_q=1): each value is converted to its
+        # field's declared type, so the options compare and print as a spec would give them.
         return CompressOptions(
-            tau_q=float(self.tau_q),
-            tau_kv=float(self.tau_kv),
-            hash_bits=int(self.hash_bits),
-            method=self.method,
-            seed=int(self.seed),
-            granularity=self.granularity,
-            block=int(self.block),
-            max_clusters=int(self.max_clusters),
-            values=self.values,
-            keys=self.keys,
-            window=int(self.window),
-            keep_top=int(self.keep_top),
+            **{
+                f.name: _OPTION_TYPES[f.name](getattr(self, f.name))
+                for f in fields(CompressOptions)
+            }
         )
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -538,20 +538,27 @@ def attention(
     causal_offset: int | None = None,
     softcap: float = 0.0,
     elsa: tuple[int, float, int] | None = None,
+    fake_quant: dict[str, tuple[float, float, float, float]] | None = None,
 ) -> Array:
     """softmax(q k^T * scale + mask) v per head; a query row with no visible key gives zeros.
     With `elsa` = (bits, threshold, seed), each query keeps only its candidate keys
-    (runtime/elsa.py)."""
+    (runtime/elsa.py). With `fake_quant` (cta.AttentionOp's stages), the computation runs in
+    q's float type, op by op as the QuantizeLinear/DequantizeLinear graph it replaces does, so
+    each rounding sees the value the graph rounds."""
     group = num_heads // kv_heads
     if group > 1:
         k = np.repeat(k, group, axis=1)
         v = np.repeat(v, group, axis=1)
-    scores = np.matmul(q.astype(np.float64), np.swapaxes(k.astype(np.float64), -1, -2)) * scale
+    stages = fake_quant or {}
+    dtype = q.dtype if stages else np.dtype(np.float64)
+    quantize = _fake_quantizer(stages, dtype)
+    scores = quantize("scores", np.matmul(q.astype(dtype), np.swapaxes(k.astype(dtype), -1, -2)))
+    scores = quantize("scaled", scores * dtype.type(scale))
     if softcap > 0:
         scores = softcap * np.tanh(scores / softcap)
     visible = None
     if mask_kind == "additive":
-        scores = scores + mask
+        scores = scores + mask.astype(dtype)
     elif mask_kind == "key_padding":
         visible = (np.asarray(mask) != 0)[:, None, None, :]
     if causal:
@@ -564,6 +571,7 @@ def attention(
         shape = scores.shape
         full = np.ones(shape, dtype=bool) if visible is None else np.broadcast_to(visible, shape)
         visible = candidates(q, k, full, *elsa)
+    scores = quantize("masked", scores)
     if visible is not None:
         scores = np.where(visible, scores, -np.inf)
     peak = np.max(scores, axis=-1, keepdims=True)
@@ -571,7 +579,23 @@ def attention(
     weights = np.exp(scores - peak)
     total = weights.sum(axis=-1, keepdims=True)
     probabilities = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
-    return np.matmul(probabilities, v.astype(np.float64))
+    return np.matmul(quantize("probs", probabilities), v.astype(dtype))
+
+
+def _fake_quantizer(
+    stages: dict[str, tuple[float, float, float, float]], dtype: np.dtype
+) -> Callable[[str, Array], Array]:
+    """x -> (clip(round(x / step) + zero, low, high) - zero) * step at the stages given, in
+    the order of ops ctac/quantized.py builds (Div, Round, Add, Clip, Sub, Mul)."""
+
+    def quantize(stage: str, x: Array) -> Array:
+        if stage not in stages:
+            return x
+        step, zero, low, high = (dtype.type(value) for value in stages[stage])
+        integers = np.clip(np.round(x / step) + zero, low, high)
+        return (integers - zero) * step
+
+    return quantize
 
 
 @semantics(cta.AttentionOp)
@@ -591,6 +615,7 @@ def _attention(
             mask_kind=op.str_attr("mask_kind", "none"),
             causal_offset=op.int_attr("causal_offset"),
             softcap=op.float_attr("softcap", 0.0),
+            fake_quant=cta.quant_stages(op),
             elsa=(
                 op.int_attr("elsa_bits"),
                 op.float_attr("elsa_threshold"),

@@ -7,12 +7,18 @@ Per query tile (tq rows of one batch and head) and per key tile (tk keys) the so
 load the tile's mask and counts; 2 SOFTMAX_ONLINE (running max, sum and the rescale of the
 output so far, copied out of the state), load V; 3 O = O * rescale + P V; 4 store O after the
 last key tile. Q, O and the running statistics alternate per query tile, everything else per
-step, so any length compiles whenever one tile fits: the limit is DRAM, not a buffer."""
+step, so any length compiles whenever one tile fits: the limit is DRAM, not a buffer.
+
+A quantized attention (cta.attention's fake_quant) rounds its stages with VEC ops in the order
+of the QuantizeLinear -> DequantizeLinear ops it replaces (Div, Round, Add, Clip, Sub, Mul): the
+scores in ACC after S = Q K^T (scaling them, and adding the mask, there too when a later stage
+rounds them), the probabilities in ACT after the softmax, which then takes all keys in one tile
+so they are normalised before they are rounded."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -94,6 +100,13 @@ class AttentionShape:
     elsa_threshold: float = 0.0
     elsa_planes: int = 0  # vec address of the hash planes (persistent)
     counts: bool = False
+    # cta.quant_stages of a quantized attention: stage -> (step, zero, low, high)
+    quant: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+
+    @property
+    def manual_scale(self) -> bool:
+        """The scale is applied by a VEC op (a later stage rounds the scaled scores)."""
+        return "scaled" in self.quant or "masked" in self.quant
 
 
 def attention_tiles(
@@ -105,7 +118,9 @@ def attention_tiles(
     rows = lowering.hw.view().pe_rows
     half = lowering.half
     d, dv = shape.head_dim, shape.value_dim
-    for tk in (512, 256, 128, 64, 32, 16, 8, 4, 2, 1):
+    # Rounded probabilities must be normalised first: one key tile holds every key.
+    whole = "probs" in shape.quant
+    for tk in (kv_len,) if whole else (512, 256, 128, 64, 32, 16, 8, 4, 2, 1):
         tk = min(tk, kv_len)
         if tk * (d + dv) > half[WGT]:
             continue
@@ -123,10 +138,15 @@ def attention_tiles(
             half[ACC] // (tk + dv),
             max(0, half[VEC] - vec_fixed) // max(vec_rows, 1),
         )
-        if tq >= min(q_len, rows) or (tq >= 1 and tk == 1):
+        if tq >= min(q_len, rows) or (tq >= 1 and (tk == 1 or whole)):
             if tq < q_len and tq > rows:
                 tq -= tq % rows
             return tq, tk
+    if whole:
+        raise Unsupported(
+            f"quantized probabilities need all {kv_len} keys of a query row in one tile, which "
+            "does not fit the buffers"
+        )
     raise Unsupported(f"one query row over one key of width {d} + {dv} does not fit the buffers")
 
 
@@ -215,11 +235,21 @@ def emit_attention_tiles(
             sized_by_queries("m", tile)
             sized_by_keys("n", key)
             dynamic_field(lowering, "n", selection)  # ELSA scores only its candidates
+
+            def sized(tile: QueryTile = tile, key: KeyTile = key) -> None:
+                sized_by_queries("rows", tile)
+                sized_by_keys("cols", key)
+
+            if shape.quant:
+                mask_mode = _quantize_scores(
+                    lowering, shape, s_address, mask_mode, mask_address, rows, cols, sized
+                )
             pipeline.stage(2)
             p_address = p_slots.next()
             lowering.emit(
                 "SOFTMAX_ONLINE", dst=ACT, dst_addr=p_address, src=ACC, src_addr=s_address,
-                rows=rows, cols=cols, scale=shape.scale, softcap=shape.softcap, mask=mask_mode,
+                rows=rows, cols=cols, scale=1.0 if shape.manual_scale else shape.scale,
+                softcap=shape.softcap, mask=mask_mode,
                 mask_addr=mask_address, has_counts=int(key.counts is not None),
                 counts_addr=counts_address, causal=int(key.causal_offset is not None),
                 causal_offset=key.causal_offset or 0, state_addr=state, first=int(first),
@@ -228,6 +258,8 @@ def emit_attention_tiles(
             sized_by_queries("rows", tile)
             sized_by_keys("cols", key)
             dynamic_field(lowering, "cols", selection)
+            if "probs" in shape.quant:
+                _fake_quantize(lowering, ACT, p_address, rows, cols, shape.quant["probs"], sized)
             rescale = rescale_slots.next()
             if not first:
                 lowering.vec("copy", VEC, rescale, (0, 0), rows, 1, b=(VEC, state + 2 * rows),
@@ -255,6 +287,57 @@ def emit_attention_tiles(
     pipeline.drain()
 
 
+def _fake_quantize(
+    lowering: Lowering,
+    buffer: int,
+    address: int,
+    rows: int,
+    cols: int,
+    quant: tuple[float, float, float, float],
+    sized: Callable[[], None],
+) -> None:
+    """x -> (clip(round(x / step) + zero, low, high) - zero) * step in place, op by op as
+    ctac/quantized.py builds QuantizeLinear -> DequantizeLinear (so it rounds what they round)."""
+    step, zero, low, high = quant
+    tile = (buffer, address)
+    for op, imm in (("div", step), ("round", 0.0), ("add", zero), ("max", low), ("min", high),
+                    ("sub", zero), ("mul", step)):  # fmt: skip
+        lowering.vec(op, buffer, address, tile, rows, cols, imm=imm)
+        sized()
+
+
+def _quantize_scores(
+    lowering: Lowering,
+    shape: AttentionShape,
+    s_address: int,
+    mask_mode: str,
+    mask_address: int,
+    rows: int,
+    cols: int,
+    sized: Callable[[], None],
+) -> str:
+    """The score stages on S in ACC; the softmax's mask mode after them ('none' when the mask
+    was added here, before the masked scores are rounded)."""
+    quant = shape.quant
+    if "scores" in quant:
+        _fake_quantize(lowering, ACC, s_address, rows, cols, quant["scores"], sized)
+    if shape.manual_scale:
+        lowering.vec("mul", ACC, s_address, (ACC, s_address), rows, cols, imm=shape.scale)
+        sized()
+    if "scaled" in quant:
+        _fake_quantize(lowering, ACC, s_address, rows, cols, quant["scaled"], sized)
+    if "masked" not in quant:
+        return mask_mode
+    if mask_mode == "additive":
+        lowering.vec("add", ACC, s_address, (ACC, s_address), rows, cols,
+                     b=(VEC, mask_address), bcast="full")  # fmt: skip
+        sized()
+    elif mask_mode != "none":
+        raise Unsupported("rounded masked scores with a key or causal mask (only additive masks)")
+    _fake_quantize(lowering, ACC, s_address, rows, cols, quant["masked"], sized)
+    return "none"
+
+
 @lowering(cta.AttentionOp)
 def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
     """Exact (or ELSA-filtered) attention per (batch, head, query tile, key tile); a causal query
@@ -269,6 +352,12 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
     elsa_bits = op.int_attr("elsa_bits", 0)
     if elsa_bits and kind == "additive":
         raise Unsupported("ELSA filtering of an attention with an additive mask")
+    quant = cta.quant_stages(op) or {}
+    if elsa_bits and quant:
+        raise Unsupported("ELSA filtering of a quantized attention")
+    if "masked" in quant and (op.int_attr("causal", 0) or kind == "key_padding"):
+        # detect-attention turns these into an additive mask: the rounding keeps them finite
+        raise Unsupported("rounded masked scores with a key or causal mask (only additive masks)")
     mask = lowering.tensor(op.mask) if op.mask is not None else None
     mask_shape = ox.shape_of(op.mask) if op.mask is not None else ()
     causal = bool(op.int_attr("causal", 0))
@@ -276,7 +365,7 @@ def lower_attention(lowering: Lowering, op: cta.AttentionOp) -> None:
     shape = AttentionShape(
         head_dim, value_dim, op.float_attr("scale"), op.float_attr("softcap", 0.0),
         additive=kind == "additive", elsa_bits=elsa_bits,
-        elsa_threshold=op.float_attr("elsa_threshold") if elsa_bits else 0.0,
+        elsa_threshold=op.float_attr("elsa_threshold") if elsa_bits else 0.0, quant=quant,
     )  # fmt: skip
     tq, tk = attention_tiles(lowering, q_len, kv_len, shape)
     if elsa_bits:
