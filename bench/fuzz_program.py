@@ -120,6 +120,11 @@ def _sign(body: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
+def _width(fields: list) -> int:
+    """Bytes per data segment element: the header's element bytes (2 fp16, 4 float32)."""
+    return fields[2] if fields[2] in (2, 4) else 4
+
+
 def _split(blob: bytes):
     """(header fields, instruction words, data bytes, symbol bytes, source bytes)."""
     from ctac.runtime.isa import WORD_BYTES
@@ -130,8 +135,8 @@ def _split(blob: bytes):
     offset = header.size
     words = [blob[offset + i * WORD_BYTES : offset + (i + 1) * WORD_BYTES] for i in range(count)]
     offset += count * WORD_BYTES
-    data = blob[offset : offset + data_elements * 4]
-    offset += data_elements * 4
+    data = blob[offset : offset + data_elements * _width(fields)]
+    offset += data_elements * _width(fields)
     symbols = blob[offset : offset + symbol_bytes]
     offset += symbol_bytes
     sources = blob[offset : len(blob) - 32]
@@ -142,7 +147,7 @@ def _join(fields, words, data, symbols, sources, fix_sizes: bool = True) -> byte
     if fix_sizes:
         fields[4], fields[5], fields[7], fields[8] = (
             len(words),
-            len(data) // 4,
+            len(data) // _width(fields),
             len(symbols),
             len(sources),
         )
@@ -340,13 +345,15 @@ def s_sources(rng, blob):
 def s_data(rng, blob):
     """Data segment values (NaN, inf, huge): a valid program; it must run or fail cleanly."""
     fields, words, data, symbols, sources = _split(blob)
-    values = np.frombuffer(data, dtype="<f4").copy()
+    dtype = "<f2" if _width(fields) == 2 else "<f4"
+    values = np.frombuffer(data, dtype=dtype).copy()
     if len(values):
         picks = rng.sample(range(len(values)), min(len(values), rng.choice([1, 16, 1024])))
-        values[picks] = rng.choice([np.nan, np.inf, -np.inf, 3e38, -1.0, 1e6, 0.0])
+        with np.errstate(over="ignore"):  # 3e38 and 1e6 are inf in fp16
+            values[picks] = rng.choice([np.nan, np.inf, -np.inf, 3e38, -1.0, 1e6, 0.0])
     if rng.random() < 0.3:
         values = values[: rng.randrange(len(values) + 1)]
-    return _join(fields, words, values.astype("<f4").tobytes(), symbols, sources)
+    return _join(fields, words, values.tobytes(), symbols, sources)
 
 
 def s_sections(rng, blob):
@@ -355,7 +362,7 @@ def s_sections(rng, blob):
     body = blob[:-32]
     delta = rng.choice([1, 4, 8, 32, 64])
     which = rng.sample([4, 5, 7, 8], 2)
-    unit = {4: 32, 5: 4, 7: 1, 8: 1}
+    unit = {4: 32, 5: _width(fields), 7: 1, 8: 1}
     fields[which[0]] += delta * unit[which[1]]
     fields[which[1]] -= delta * unit[which[0]]
     if min(fields[4], fields[5], fields[7], fields[8]) < 0:

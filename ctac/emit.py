@@ -11,6 +11,7 @@ from xdsl.dialects.builtin import IntAttr, ModuleOp, StringAttr
 from ctac.dialects.ctaisa import DataOp, InstructionOp, SymbolOp
 from ctac.errors import CtacError
 from ctac.passes.lower_to_isa import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE
+from ctac.passes.lower_to_isa.core import ELEMENT_TYPE_ATTRIBUTE
 from ctac.runtime.program import DTYPES, DataSegment, Program, Symbol
 from ctac.weights import store_for_module
 
@@ -18,7 +19,12 @@ from ctac.weights import store_for_module
 def program_from_module(module: ModuleOp) -> Program:
     digest = module.attributes.get(HW_ATTRIBUTE)
     dram = module.attributes.get(DRAM_ATTRIBUTE)
-    if not isinstance(digest, StringAttr) or not isinstance(dram, IntAttr):
+    element_type = module.attributes.get(ELEMENT_TYPE_ATTRIBUTE)
+    if (
+        not isinstance(digest, StringAttr)
+        or not isinstance(dram, IntAttr)
+        or not isinstance(element_type, StringAttr)
+    ):
         raise CtacError("the module is not lowered to ctaisa (run lower-to-isa first)")
     entries = [op for op in module.ops if isinstance(op, DataOp)]
     size = max((op.address.data + op.size.data for op in entries), default=0)
@@ -66,7 +72,7 @@ def program_from_module(module: ModuleOp) -> Program:
     decisions = json.loads(policy.data) if isinstance(policy, StringAttr) else []
     return Program(
         bytes.fromhex(digest.data), instructions, data, dram.data, symbols, sources, dynamic,
-        decisions,
+        decisions, element_type=element_type.data,
     )  # fmt: skip
 
 

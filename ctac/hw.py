@@ -19,6 +19,14 @@ from ctac.errors import CtacError, shorten
 from ctac.runtime.isa import BUFFER_NAMES, HardwareView
 
 SOURCE_TAG = re.compile(r"^\[(paper|assumed|published: [^\]]+)\]")
+# The element types the machine stores tensors in (DRAM, on-chip buffers, the program's data
+# segment), by dram.element_bytes: fp16 with fp32 accumulation (ctac's default config) or fp32
+# throughout (bit-faithful comparisons with onnxruntime). GEMM's int8 mode
+# (passes/lower_to_isa/precision.py) is a per-instruction compute mode on top of either.
+PRECISIONS = {2: "fp16", 4: "fp32"}
+PRECISION_BYTES = {name: size for size, name in PRECISIONS.items()}
+# The line `--precision` writes into a config's [dram] section (the source says who set it).
+_ELEMENT_BYTES_LINE = re.compile(r"^(\s*)element_bytes\s*=.*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,11 @@ class Hardware:
             if buffer.name == name:
                 return buffer
         raise CtacError(f"the hardware config has no buffer named '{name}'")
+
+    @property
+    def precision(self) -> str:
+        """The storage element type, "fp16" or "fp32" (dram.element_bytes 2 or 4)."""
+        return PRECISIONS[int(self.number("dram", "element_bytes"))]
 
     @property
     def clock_hz(self) -> float:
@@ -211,6 +224,12 @@ def _check_ranges(raw: dict, where: str) -> None:
                 f"{where}: cluster.table_kib must be {{ value = 1/1024 (one byte) to "
                 f"{MAX_TABLE_KIB}, source = ... }}, got {shorten(repr(value))}"
             )
+    element = raw.get("dram", {}).get("element_bytes")
+    value = element.get("value") if isinstance(element, dict) else None
+    if value is not None and value not in PRECISIONS:
+        raise CtacError(
+            f"{where}: dram.element_bytes must be 2 (fp16 storage) or 4 (fp32), got {value!r}"
+        )
     sharing = raw.get("dma", {}).get("bandwidth_sharing", "shared")
     if not isinstance(sharing, str):
         raise CtacError(f"{where}: dma.bandwidth_sharing must be 'shared' or 'split'")
@@ -292,3 +311,39 @@ def hardware_from_text(text: str, where: str, path: str = "default") -> Hardware
             f"{where}: buffers must be {list(BUFFER_NAMES)} in that order, got {list(names)}"
         )
     return Hardware(path, text, raw, tuple(buffers))
+
+
+def with_precision(hw: Hardware, precision: str | None) -> Hardware:
+    """`hw` storing tensors as `precision` ("fp16" or "fp32"; None: as it is): the config's
+    dram.element_bytes set to 2 or 4, so the cost model charges those bytes and the program
+    stores its data in that type. The TOML text changes (one line, with a source saying so), so
+    the program's hardware hash and embedded config record the machine it was compiled for."""
+    if precision is None or precision == hw.precision:
+        return hw
+    if precision not in PRECISION_BYTES:
+        raise CtacError(
+            f"precision must be one of {', '.join(PRECISION_BYTES)}, got {shorten(repr(precision))}"
+        )
+    size = PRECISION_BYTES[precision]
+    section = re.search(r"^\[dram\]\s*$", hw.text, re.MULTILINE)
+    following = re.compile(r"^\s*\[", re.MULTILINE)
+    end = following.search(hw.text, section.end()) if section else None
+    body = hw.text[section.end() : end.start() if end else len(hw.text)] if section else ""
+    match = _ELEMENT_BYTES_LINE.search(body)
+    if section is None or match is None:
+        raise CtacError(
+            f"{hw.path}: cannot set the precision to {precision}: the config has no "
+            "`element_bytes = { ... }` line in its [dram] section; set dram.element_bytes to "
+            f"{size} in the file instead"
+        )
+    line = (
+        f'{match.group(1)}element_bytes = {{ value = {size}, source = "[assumed] {precision} '
+        f'tensors in DRAM and on chip (set by --precision {precision})" }}'
+    )
+    start = section.end() + match.start()
+    text = hw.text[:start] + line + hw.text[section.end() + match.end() :]
+    label = f"{hw.path}+precision={precision}"
+    changed = hardware_from_text(text, f"hardware {label}", label)
+    if changed.precision != precision:  # the line was not the key TOML read (e.g. commented)
+        raise CtacError(f"{hw.path}: cannot set the precision to {precision} in this config")
+    return changed

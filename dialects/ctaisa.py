@@ -5,10 +5,16 @@ constants inline), `ctaisa.symbol` ops (inputs and outputs in DRAM), then the in
 each with one property per instruction field and the layer it came from:
 
     ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=16 k=64 n=64 ... src "layer.0/q"
+
+A field whose size the data decides carries `dynamic {"n": 5}` (or `{"n": [5, 128]}`): the same
+JSON object, byte for byte, as the `;@ "source" {...}` sizes of the assembly runtime/program.py
+writes and reads (docs/architecture.md, "Two text forms").
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -41,6 +47,32 @@ def _field_attribute(kind: str, value: object) -> Attribute:
     return IntegerAttr(int(value), i64)
 
 
+def dynamic_json(entries: Sequence[tuple[str, int, int]]) -> str:
+    """The encoding of an instruction's dynamic sizes, shared with the assembly's `;@` comment:
+    a JSON object from field name to the index of the CLUSTER instruction whose cluster count
+    sets it, or to [that index, the first cluster row] when the tile starts past row 0."""
+    return json.dumps(
+        {name: [cluster, offset] if offset else cluster for name, cluster, offset in entries}
+    )
+
+
+def _dynamic_entries(text: str) -> list[tuple]:
+    """(field, CLUSTER instruction index[, offset]) from `dynamic_json`'s text; ValueError if
+    it is not that form."""
+    entries = json.loads(text)
+    if not isinstance(entries, dict):
+        raise ValueError(f"dynamic sizes {text} are not a JSON object")
+    pairs = []
+    for name, value in entries.items():
+        numbers = value if isinstance(value, list) else [value]
+        if len(numbers) not in (1, 2) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers
+        ):
+            raise ValueError(f"dynamic size {name}: {value} is not CLUSTER or [CLUSTER, OFFSET]")
+        pairs.append((name, *numbers))
+    return pairs
+
+
 class InstructionOp(IRDLOperation):
     """Base of the generated instruction ops; `INSTRUCTION` names the table row."""
 
@@ -62,17 +94,17 @@ class InstructionOp(IRDLOperation):
         return values
 
     def dynamic_fields(self) -> list[tuple]:
-        """(field, CLUSTER instruction index[, offset]): sizes the data decides ("n=5" or, for a
-        tile starting at cluster row 128, "n=5@128")."""
+        """(field, CLUSTER instruction index[, offset]): sizes the data decides (`{"n": 5}` or,
+        for a tile starting at cluster row 128, `{"n": [5, 128]}`)."""
         attr = self.attributes.get("dynamic")
         if not isinstance(attr, StringAttr) or not attr.data:
             return []
-        pairs = []
-        for item in attr.data.split(","):
-            name, _, index = item.partition("=")
-            cluster, _, offset = index.partition("@")
-            pairs.append((name, int(cluster), int(offset)) if offset else (name, int(cluster)))
-        return pairs
+        return _dynamic_entries(attr.data)
+
+    def set_dynamic_fields(self, entries: Sequence[tuple[str, int, int]]) -> None:
+        """Record (field, CLUSTER instruction index, first cluster row) sizes."""
+        if entries:
+            self.attributes["dynamic"] = StringAttr(dynamic_json(entries))
 
     @property
     def source(self) -> str:
@@ -127,8 +159,8 @@ class InstructionOp(IRDLOperation):
             printer.print_string_literal(self.source)
         dynamic = self.attributes.get("dynamic")
         if isinstance(dynamic, StringAttr):
-            printer.print_string(" dynamic ")
-            printer.print_string_literal(dynamic.data)
+            # Printed as the JSON itself (the assembly's form), which the parser reads back.
+            printer.print_string(f" dynamic {dynamic.data}")
 
     @classmethod
     def parse(cls, parser: Parser) -> InstructionOp:
@@ -151,15 +183,16 @@ class InstructionOp(IRDLOperation):
         source = ""
         if parser.parse_optional_keyword("src") is not None:
             source = parser.parse_str_literal()
-        dynamic = ""
+        dynamic: list[tuple[str, int, int]] = []
         if parser.parse_optional_keyword("dynamic") is not None:
-            dynamic = parser.parse_str_literal()
+            dynamic = parser.parse_comma_separated_list(
+                parser.Delimiter.BRACES, lambda: _parse_dynamic_entry(parser)
+            )
         try:
             op = cls.create_from(fields, source)
         except ValueError as exc:
             parser.raise_error(str(exc))
-        if dynamic:
-            op.attributes["dynamic"] = StringAttr(dynamic)
+        op.set_dynamic_fields(dynamic)
         return op
 
     def verify_(self) -> None:
@@ -168,8 +201,22 @@ class InstructionOp(IRDLOperation):
             values = self.field_values()
             for field_spec in spec.fields:
                 field_spec.check(values[field_spec.name], self.INSTRUCTION)
+            self.dynamic_fields()  # printed as it is stored: it must be the JSON form
         except (ValueError, KeyError) as exc:
             raise VerifyException(f"{self.name}: {exc}") from None
+
+
+def _parse_dynamic_entry(parser: Parser) -> tuple[str, int, int]:
+    """One `"field": CLUSTER` or `"field": [CLUSTER, OFFSET]` of a `dynamic {...}` object."""
+    name = parser.parse_str_literal()
+    parser.parse_punctuation(":")
+    if parser.parse_optional_punctuation("[") is None:
+        return name, parser.parse_integer(allow_boolean=False, allow_negative=False), 0
+    cluster = parser.parse_integer(allow_boolean=False, allow_negative=False)
+    parser.parse_punctuation(",")
+    offset = parser.parse_integer(allow_boolean=False, allow_negative=False)
+    parser.parse_punctuation("]")
+    return name, cluster, offset
 
 
 def instruction_op(spec: isa.Instruction) -> type[InstructionOp]:

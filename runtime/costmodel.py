@@ -28,8 +28,6 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from ctac.hw import Hardware
 from ctac.runtime import isa
 from ctac.runtime.program import Program
@@ -47,7 +45,7 @@ ENERGY_ACTIONS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a program makes one per instruction
 class InstructionTiming:
     index: int
     name: str
@@ -108,45 +106,111 @@ class Profile:
         return {name: dict(values) for name, values in layers.items()}
 
 
+class _Blocks:
+    """When the last write and the last read of each block of one buffer (or DRAM) finish, as
+    runs of blocks with equal times: `starts[i]` is the first block of run i, which goes on to
+    the next run's first block (the last run to `limit`, the blocks there are). Tiles are
+    written and read whole, so a buffer holds a few dozen runs where a per-block array has
+    thousands of entries, and most regions are one run."""
+
+    __slots__ = ("block", "limit", "starts", "write", "read")
+
+    def __init__(self, block: int, blocks: int) -> None:
+        self.block, self.limit = block, blocks
+        self.starts, self.write, self.read = [0], [0], [0]
+
+    def latest(self, start: int, size: int, reads_too: bool) -> int:
+        """The last write (and with reads_too the last read) to finish in the region."""
+        block = self.block
+        first = start // block
+        if first >= self.limit:
+            return 0
+        last = (start + size - 1) // block + 1 if size > 1 else first + 1
+        starts = self.starts
+        run = bisect.bisect_right(starts, first) - 1
+        end = bisect.bisect_left(starts, last, run)
+        if end - run == 1:
+            write = self.write[run]
+            if reads_too:
+                read = self.read[run]
+                return write if write > read else read
+            return write
+        latest = max(self.write[run:end])
+        return max(latest, *self.read[run:end]) if reads_too else latest
+
+    def cut(self, start: int, size: int) -> tuple[int, int]:
+        """Runs [i, j) holding exactly the region's blocks, splitting runs at its ends."""
+        block = self.block
+        first = start // block
+        last = (start + size - 1) // block + 1 if size > 1 else first + 1
+        if last > self.limit:
+            last = self.limit
+        if first >= last:
+            return 0, 0
+        return self._split(first), self._split(last)
+
+    def _split(self, block: int) -> int:
+        starts = self.starts
+        index = bisect.bisect_left(starts, block)
+        if (index == len(starts) or starts[index] != block) and block < self.limit:
+            starts.insert(index, block)
+            self.write.insert(index, self.write[index - 1])
+            self.read.insert(index, self.read[index - 1])
+        return index
+
+    def merge(self, first: int, last: int) -> None:
+        """Join equal neighbouring runs from run `first` - 1 to run `last` (keeps lists short)."""
+        starts, write, read = self.starts, self.write, self.read
+        index = min(last, len(starts) - 1)
+        stop = max(first, 1)
+        while index >= stop:
+            if write[index] == write[index - 1] and read[index] == read[index - 1]:
+                del starts[index], write[index], read[index]
+            index -= 1
+
+
 class _Scoreboard:
     """Per block of addresses: when the last write and the last read finish."""
 
     def __init__(self, sizes: Mapping[int | str, int]) -> None:
-        self.block = {key: DRAM_BLOCK if key == "dram" else BUFFER_BLOCK for key in sizes}
-        self.last_write = {
-            key: np.zeros(size // self.block[key] + 2, dtype=np.int64)
-            for key, size in sizes.items()
-        }
-        self.last_read = {
-            key: np.zeros(size // self.block[key] + 2, dtype=np.int64)
-            for key, size in sizes.items()
-        }
-
-    def _span(self, where: int | str, start: int, size: int) -> slice:
-        block = self.block[where]
-        return slice(start // block, (start + max(size, 1) - 1) // block + 1)
+        self.blocks = {}
+        for key, size in sizes.items():
+            block = DRAM_BLOCK if key == "dram" else BUFFER_BLOCK
+            self.blocks[key] = _Blocks(block, size // block + 2)
 
     def ready(self, reads: list, writes: list) -> int:
         ready = 0
-        for where, start, size in reads:
-            ready = max(
-                ready, int(self.last_write[where][self._span(where, start, size)].max(initial=0))
-            )
-        for where, start, size in writes:
-            span = self._span(where, start, size)
-            ready = max(
-                ready,
-                int(self.last_write[where][span].max(initial=0)),
-                int(self.last_read[where][span].max(initial=0)),
-            )
+        blocks = self.blocks
+        for where, start, size in reads:  # read after write
+            latest = blocks[where].latest(start, size, False)
+            if latest > ready:
+                ready = latest
+        for where, start, size in writes:  # write after write, write after read
+            latest = blocks[where].latest(start, size, True)
+            if latest > ready:
+                ready = latest
         return ready
 
     def record(self, reads: list, writes: list, end: int) -> None:
         for where, start, size in reads:
-            span = self._span(where, start, size)
-            np.maximum(self.last_read[where][span], end, out=self.last_read[where][span])
+            blocks = self.blocks[where]
+            first, last = blocks.cut(start, size)
+            read = blocks.read
+            changed = False
+            for index in range(first, last):
+                if read[index] < end:
+                    read[index] = end
+                    changed = True
+            if changed:
+                blocks.merge(first, last)
         for where, start, size in writes:
-            self.last_write[where][self._span(where, start, size)] = end
+            blocks = self.blocks[where]
+            first, last = blocks.cut(start, size)
+            if last - first == 1:
+                blocks.write[first] = end
+            else:
+                blocks.write[first:last] = [end] * (last - first)
+            blocks.merge(first, last)
 
 
 class DramChannel:
@@ -191,7 +255,8 @@ class _DmaQueue:
 
     def schedule(self, ready: int, latency: int, transfer: int) -> tuple[int, int]:
         """(issue, completion) of a transfer whose operands are ready at `ready`."""
-        engine = min(range(len(self.free)), key=self.free.__getitem__)
+        free = self.free
+        engine = 0 if len(free) == 1 else min(range(len(free)), key=free.__getitem__)
         issue = max(self.free[engine], ready)
         data = self.channels[engine].reserve(issue + latency, transfer)
         # The engine issues its next request while this one's data is in flight.
@@ -239,12 +304,14 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
     finish = 0
     sources = program.sources or [""] * len(program.instructions)
     dynamic, skipped = effective_fields(program, clusters)
+    pj_per_action = {action: energies[key] for action, key in ENERGY_ACTIONS.items()}
+    latency = view.dram_latency
     for index, ((name, fields), source) in enumerate(
         zip(program.instructions, sources, strict=True)
     ):
         spec = isa.BY_NAME[name]
-        effective = dynamic.get(index, fields)
-        if index in skipped:
+        effective = dynamic.get(index, fields) if dynamic else fields
+        if skipped and index in skipped:
             # A tile beyond the clusters formed: skipped (the hardware tests the count first).
             timings.append(
                 InstructionTiming(index, name, spec.unit, source, finish, finish, 0.0, 0.0, 0.0, 0)
@@ -262,15 +329,17 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
             )
             finish = max(finish, end)
             continue
+        unit = spec.unit
         reads, writes = spec.reads(fields), spec.writes(fields)
         ready = board.ready(reads, writes)
         actions = spec.actions(effective, view)
-        if spec.unit in queues:
-            cycles = isa.transfer_cycles(name, effective, dma_view)
-            start, end = queues[spec.unit].schedule(ready, view.dram_latency, cycles)
-            unit_end[spec.unit] = max(unit_end[spec.unit], end)
+        queue = queues.get(unit)
+        if queue is not None:
+            cycles = max(1, spec.cycles(effective, dma_view) - latency)  # isa.transfer_cycles
+            start, end = queue.schedule(ready, latency, cycles)
+            unit_end[unit] = max(unit_end[unit], end)
         else:
-            start = max(unit_end[spec.unit], ready)
+            start = max(unit_end[unit], ready)
             cycles = spec.cycles(effective, view)
             end = start + cycles
             # A compute unit that moves DRAM data itself (the cluster unit's spilled table rows)
@@ -279,14 +348,14 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
             if spilled and shared is not None:
                 transfer = max(1, -(-int(spilled) // max(int(view.dram_bytes_per_cycle), 1)))
                 end = max(end, shared.reserve(start, transfer) + transfer)
-            unit_end[spec.unit] = end
+            unit_end[unit] = end
         board.record(reads, writes, end)
-        unit_busy[spec.unit] += cycles
+        unit_busy[unit] += cycles
         energy = 0.0
         for action, count in actions.items():
-            joules = count * energies[ENERGY_ACTIONS[action]]
-            energy_by_action[action] += joules
-            energy += joules
+            energy_pj = count * pj_per_action[action]
+            energy_by_action[action] += energy_pj
+            energy += energy_pj
         total_energy += energy
         total_dram += actions.get("dram_bytes", 0.0)
         int8_macs = actions.get("int8_macs", 0.0)
@@ -297,7 +366,7 @@ def simulate(program: Program, hw: Hardware, clusters: Mapping[int, int] | None 
             InstructionTiming(
                 index,
                 name,
-                spec.unit,
+                unit,
                 source,
                 start,
                 end,

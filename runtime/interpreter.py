@@ -1,13 +1,13 @@
 """Functional model of the CTA accelerator: runs a decoded program with numpy.
 
-Each instruction of runtime/isa.py has one function here (`SEMANTICS[name]`) that performs the
-whole tile operation with bulk numpy array code, so a program runs near numpy speed. Timing is a
-separate model (runtime/costmodel.py) over the same instruction stream.
+Each instruction of runtime/isa.py has one function in `SEMANTICS[name]` that performs the
+whole tile operation with bulk numpy array code, so a program runs near numpy speed (the compute
+instructions' kernels are in runtime/kernels.py). Timing is a separate model
+(runtime/costmodel.py) over the same instruction stream.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,15 +15,17 @@ import numpy as np
 
 from ctac.blas import single_threaded_blas
 from ctac.errors import CtacError
-from ctac.runtime import isa
-from ctac.runtime.program import Program
-from ctac.runtime.reference import erf
+from ctac.runtime import isa, kernels
+from ctac.runtime.program import Program, Symbol, storage_array, to_storage
 
 Fields = dict
 
 
 class Machine:
-    """Buffers and DRAM as flat float32 arrays; addresses are element offsets."""
+    """Buffers and DRAM as flat arrays; addresses are element offsets. On-chip buffers are
+    float32 (the machine computes and accumulates in fp32); DRAM holds the program's storage
+    type (fp16 by default, ctac/hw.py): the data segment as stored, and every DMA store and
+    float input rounded to it."""
 
     def __init__(self, program: Program, capacities: Mapping[int, int]) -> None:
         self.program = program
@@ -37,7 +39,10 @@ class Machine:
         # A write into the data segment first makes a private copy of the whole DRAM.
         # Only the DRAM that an instruction or symbol reaches is allocated: a header may declare
         # up to the ISA's 2**32 elements, which no program needs all of.
-        data = np.asarray(program.data, dtype=np.float32).reshape(-1)
+        # The data segment stays in its storage type (fp16: half the bytes of float32); loads
+        # widen it to float32 as they copy into the buffers.
+        self.element_type = program.element_type
+        data = storage_array(program)
         self.base = min(len(data), program.dram_elements)
         self.data = data[: self.base].view()
         self.data.flags.writeable = False
@@ -47,6 +52,10 @@ class Machine:
             4 * (size - self.base + outputs),
             f"the program's DRAM of {size} elements and its outputs",
         )
+        # The heap (inputs, intermediates, outputs) is float32 although it only ever holds
+        # values of the storage type (stores and float inputs are rounded, see `stored`):
+        # token-id inputs are integers the hardware would keep in an integer type, exact in
+        # float32 below 2**24 (MAX_VOCAB) but in fp16 only up to 2048.
         try:
             self.heap = np.zeros(size - self.base, dtype=np.float32)
         except MemoryError:
@@ -86,9 +95,22 @@ class Machine:
         array, offset = self.region(address, span, write)
         if stride == cols or rows == 1:
             return array[offset : offset + rows * cols].reshape(rows, cols)
+        width = array.itemsize  # the fp16 data segment or the float32 heap
         return np.lib.stride_tricks.as_strided(
-            array[offset:], shape=(rows, cols), strides=(stride * 4, 4), writeable=write
+            array[offset:], shape=(rows, cols), strides=(stride * width, width), writeable=write
         )
+
+    def stored(self, values: np.ndarray) -> np.ndarray:
+        """`values` as DRAM holds them: rounded to the storage type (fp16 saturating at
+        +-65504, to_storage); unchanged on an fp32 machine."""
+        return to_storage(values, self.element_type)
+
+    def write_input(self, symbol: Symbol, array: np.ndarray) -> None:
+        """The host writes an input into DRAM: a float input in the storage type (rounded, as
+        the host would convert it for an fp16 machine), an integer one (token ids) exactly."""
+        flat = array.reshape(-1)
+        values = self.stored(flat) if flat.dtype.kind == "f" else flat.astype(np.float32)
+        self.dram_tile(symbol.address, 1, symbol.size, symbol.size, write=True)[0] = values
 
     def tile(self, buffer: int, address: int, rows: int, cols: int) -> np.ndarray:
         """A writable (rows, cols) view of a dense tile."""
@@ -165,12 +187,16 @@ def _store(machine: Machine, f: Fields) -> None:
     target = machine.dram_tile(f["dst"], rows, cols, stride, write=True)
     source_stride = f.get("src_stride") or cols
     if source_stride == cols or rows <= 1:
-        target[...] = machine.tile(f["src"], f["src_addr"], rows, cols)
+        source = machine.tile(f["src"], f["src_addr"], rows, cols)
     else:
         block = machine.tile(f["src"], f["src_addr"], 1, (rows - 1) * source_stride + cols)[0]
-        target[...] = np.lib.stride_tricks.as_strided(
-            block, shape=(rows, cols), strides=(source_stride * 4, 4), writeable=False
+        width = block.itemsize
+        source = np.lib.stride_tricks.as_strided(
+            block, shape=(rows, cols), strides=(source_stride * width, width), writeable=False
         )
+    # DRAM holds the storage type: an fp16 machine's store rounds (fp32 accumulators -> fp16);
+    # integers (exact=1: token ids cast to int32, indices) are kept exactly.
+    target[...] = source if f.get("exact") else machine.stored(source)
 
 
 def _indices(values: np.ndarray, limit: int, what: str) -> np.ndarray:
@@ -192,184 +218,8 @@ def _gather(machine: Machine, f: Fields) -> None:
     machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = table[indices]
 
 
-def _gemm(machine: Machine, f: Fields) -> None:
-    m, k, n = f["m"], f["k"], f["n"]
-    a = machine.tile(f["a"], f["a_addr"], m, k)
-    b = (
-        machine.tile(f["b"], f["b_addr"], n, k).T
-        if f["transpose_b"]
-        else machine.tile(f["b"], f["b_addr"], k, n)
-    )
-    out = machine.tile(f["dst"], f["dst_addr"], m, n)
-    if not f["accumulate"]:
-        if not np.shares_memory(out, a) and not np.shares_memory(out, b):
-            np.matmul(a, b, out=out)
-        else:
-            out[...] = a @ b
-        if f["has_bias"]:
-            out += machine.tile(f["bias"], f["bias_addr"], 1, n)
-        return
-    result = a @ b
-    if f["has_bias"]:
-        result += machine.tile(f["bias"], f["bias_addr"], 1, n)
-    out += result
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-
-def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "add": np.add,
-    "sub": np.subtract,
-    "mul": np.multiply,
-    "div": np.divide,
-    "max": np.maximum,
-    "min": np.minimum,
-    "pow": np.power,
-    "eq": lambda a, b: (a == b).astype(np.float32),
-    "lt": lambda a, b: (a < b).astype(np.float32),
-    "le": lambda a, b: (a <= b).astype(np.float32),
-    "gt": lambda a, b: (a > b).astype(np.float32),
-    "ge": lambda a, b: (a >= b).astype(np.float32),
-    "and": lambda a, b: ((a != 0) & (b != 0)).astype(np.float32),
-    "or": lambda a, b: ((a != 0) | (b != 0)).astype(np.float32),
-}
-_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "not": lambda a: (a == 0).astype(np.float32),
-    "neg": np.negative,
-    "abs": np.abs,
-    "exp": np.exp,
-    "log": np.log,
-    "sqrt": np.sqrt,
-    "rsqrt": lambda a: 1.0 / np.sqrt(a),
-    "recip": lambda a: 1.0 / a,
-    "erf": lambda a: erf(a),
-    "gelu": _gelu,
-    "gelu_tanh": _gelu_tanh,
-    "tanh": np.tanh,
-    "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
-    "relu": lambda a: np.maximum(a, 0),
-    "trunc": np.trunc,
-    "round": np.round,  # halves to even (ONNX Round, QuantizeLinear)
-    "nonzero": lambda a: (a != 0).astype(np.float32),
-    "cumsum": lambda a: np.cumsum(a, axis=1),
-}
-
-
-def _vec(machine: Machine, f: Fields) -> None:
-    rows, cols, op = f["rows"], f["cols"], f["op"]
-    a = machine.tile(f["a"], f["a_addr"], rows, cols)
-    with np.errstate(all="ignore"):
-        if op == "copy":
-            b = machine.broadcast(f["b"], f["b_addr"], rows, cols, f["bcast"], f["imm"])
-            machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = b
-            return
-        if op == "transpose":
-            result = a.T.copy()
-            machine.tile(f["dst"], f["dst_addr"], cols, rows)[...] = result
-            return
-        if op in _UNARY:
-            result = _UNARY[op](a.astype(np.float64) if op in ("erf", "gelu") else a)
-        else:
-            b = machine.broadcast(f["b"], f["b_addr"], rows, cols, f["bcast"], f["imm"])
-            result = _BINARY[op](a, b)
-    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = result
-
-
-def _select(machine: Machine, f: Fields) -> None:
-    rows, cols = f["rows"], f["cols"]
-    condition = machine.broadcast(f["cond"], f["cond_addr"], rows, cols, f["cond_bcast"])
-    a = machine.broadcast(f["a"], f["a_addr"], rows, cols, f["a_bcast"])
-    b = machine.broadcast(f["b"], f["b_addr"], rows, cols, f["b_bcast"])
-    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = np.where(condition != 0, a, b)
-
-
-def _reduce(machine: Machine, f: Fields) -> None:
-    source = machine.tile(f["src"], f["src_addr"], f["rows"], f["cols"])
-    function = {"sum": np.sum, "max": np.max, "mean": np.mean, "min": np.min}[f["op"]]
-    machine.tile(f["dst"], f["dst_addr"], f["rows"], 1)[:, 0] = function(source, axis=1)
-
-
-def _layernorm(machine: Machine, f: Fields) -> None:
-    rows, cols = f["rows"], f["cols"]
-    x = machine.tile(f["src"], f["src_addr"], rows, cols).astype(np.float64)
-    mean = x.mean(axis=1, keepdims=True)
-    variance = ((x - mean) ** 2).mean(axis=1, keepdims=True)
-    y = (
-        (x - mean)
-        / np.sqrt(variance + f["eps"])
-        * machine.tile(f["gamma"], f["gamma_addr"], 1, cols)
-    )
-    if f["has_beta"]:
-        y = y + machine.tile(f["beta"], f["beta_addr"], 1, cols)
-    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = y
-
-
-def _visible_scores(machine: Machine, f: Fields) -> tuple[np.ndarray, np.ndarray | None]:
-    """SOFTMAX's scaled, softcapped, masked scores (-inf where a key is not visible) in float64,
-    and the per-column count weights of compressed keys. SOFTMAX_ONLINE keeps its mask and
-    counts in vec and folds the tile's first query into its causal offset."""
-    rows, cols = f["rows"], f["cols"]
-    if "state_addr" in f:
-        f = {**f, "mask_buf": isa.VEC_BUFFER, "counts": isa.VEC_BUFFER, "row0": 0}
-    scores = machine.tile(f["src"], f["src_addr"], rows, cols).astype(np.float64) * f["scale"]
-    if f["softcap"] > 0:
-        scores = f["softcap"] * np.tanh(scores / f["softcap"])
-    visible = np.ones((rows, cols), dtype=bool)
-    if f["mask"] == "keys":
-        visible &= machine.tile(f["mask_buf"], f["mask_addr"], 1, cols) != 0
-    elif f["mask"] == "additive":
-        scores = scores + machine.tile(f["mask_buf"], f["mask_addr"], rows, cols)
-    if f["causal"]:
-        frontier = np.arange(rows)[:, None] + f["row0"] + f["causal_offset"]
-        visible &= np.arange(cols)[None, :] <= frontier
-    weights_per_column = None
-    if f["has_counts"]:
-        counts = machine.tile(f["counts"], f["counts_addr"], 1, cols)
-        visible &= counts > 0
-        weights_per_column = counts
-    return np.where(visible, scores, -np.inf), weights_per_column
-
-
-def _softmax(machine: Machine, f: Fields) -> None:
-    rows, cols = f["rows"], f["cols"]
-    scores, weights_per_column = _visible_scores(machine, f)
-    peak = scores.max(axis=1, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
-    weights = np.exp(scores - peak)
-    if weights_per_column is not None:
-        weights = weights * weights_per_column
-    total = weights.sum(axis=1, keepdims=True)
-    out = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
-    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = out
-
-
-def _softmax_online(machine: Machine, f: Fields) -> None:
-    rows, cols = f["rows"], f["cols"]
-    scores, weights_per_column = _visible_scores(machine, f)
-    state = machine.tile(isa.VEC_BUFFER, f["state_addr"], 3, rows)  # max, sum, rescale columns
-    if f["first"]:
-        old_max, old_sum = np.full(rows, -np.inf), np.zeros(rows)
-    else:
-        old_max, old_sum = state[0].astype(np.float64), state[1].astype(np.float64)
-    new_max = np.maximum(old_max, scores.max(axis=1, initial=-np.inf))
-    pivot = np.where(np.isfinite(new_max), new_max, 0.0)
-    weights = np.exp(scores - pivot[:, None])
-    if weights_per_column is not None:
-        weights = weights * weights_per_column
-    rescale = np.where(np.isfinite(old_max), np.exp(old_max - pivot), 0.0)
-    new_sum = old_sum * rescale + weights.sum(axis=1)
-    if f["last"]:
-        inverse = np.divide(1.0, new_sum, out=np.zeros_like(new_sum), where=new_sum > 0)
-        weights = weights * inverse[:, None]
-        rescale = rescale * inverse
-    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = weights
-    state[0], state[1], state[2] = new_max, new_sum, rescale
+def _nothing(machine: Machine, f: Fields) -> None:
+    """SYNC and HALT order the units; the functional model runs in program order anyway."""
 
 
 def _hash(machine: Machine, f: Fields) -> None:
@@ -538,13 +388,7 @@ SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
     "LOAD": _load,
     "STORE": _store,
     "GATHER": _gather,
-    "GEMM": _gemm,
-    "VEC": _vec,
-    "SELECT": _select,
-    "REDUCE": _reduce,
-    "LAYERNORM": _layernorm,
-    "SOFTMAX": _softmax,
-    "SOFTMAX_ONLINE": _softmax_online,
+    **kernels.KERNELS,
     "HASH": _hash,
     "CLUSTER": _cluster,
     "CLUSTER_READ": _cluster_read,
@@ -552,8 +396,8 @@ SEMANTICS: dict[str, Callable[[Machine, Fields], None]] = {
     "GATHER_BUF": _gather_buf,
     "ELSA_SELECT": _elsa_select,
     "TOPK": _topk,
-    "SYNC": lambda machine, f: None,
-    "HALT": lambda machine, f: None,
+    "SYNC": _nothing,
+    "HALT": _nothing,
 }
 assert set(SEMANTICS) == set(isa.BY_NAME), "every instruction needs semantics"
 
@@ -598,9 +442,7 @@ def _run(
             raise CtacError(
                 f"input '{symbol.name}' has shape {array.shape}, the program expects {symbol.shape}"
             )
-        machine.dram_tile(symbol.address, 1, symbol.size, symbol.size, write=True)[0] = (
-            array.reshape(-1).astype(np.float32)
-        )
+        machine.write_input(symbol, array)
     for index, (name, fields) in enumerate(program.instructions):
         machine.index = index
         try:

@@ -340,9 +340,12 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _dim("rows", "rows"), _dim("cols", "elements per row"),
             Field("stride", "int", 32, "DRAM elements between rows"),
             _dim("src_stride", "buffer elements between rows (0: cols, a dense tile)"),
+            Field("exact", "uint", 1, "1: integers (ids, indices), stored exactly instead of "
+                  "rounded to the storage type", default=0),
         ),
         "Buffer -> DRAM: a (rows x cols) tile, dense or a column block of a wider tile, written "
-        "as a 2-D strided tile (a GEMM tile across heads goes straight into head layout).",
+        "as a 2-D strided tile (a GEMM tile across heads goes straight into head layout), "
+        "rounded to the machine's storage type (fp16: DRAM holds fp16 tensors) unless exact.",
         "latency + rows*cols*element_bytes / DRAM bytes per cycle",
         lambda f, hw: _dma_cycles(_rc(f), hw),
         lambda f, hw: {"dram_bytes": _rc(f) * hw.element_bytes, "buffer_read": _rc(f)},

@@ -31,7 +31,7 @@ from ctac.errors import CtacError
 from ctac.files import write_atomically
 from ctac.runtime import isa
 from ctac.runtime.costmodel import Profile
-from ctac.runtime.sources import parse_source
+from ctac.runtime.sources import Source, parse_source
 
 SPAN_DEFINITION = (
     "span: a partition of [0, total cycles) in program order; a block begins when its earliest "
@@ -75,12 +75,25 @@ def summary(profile: Profile) -> dict:
     }
 
 
-def blocks_in_order(profile: Profile) -> list[str]:
+def parsed_sources(profile: Profile) -> list[Source]:
+    """Every instruction's parsed source; a program has thousands of instructions but a few
+    hundred distinct source strings, each parsed once."""
+    parsed: dict[str, Source] = {}
+    sources = []
+    for timing in profile.timings:
+        source = parsed.get(timing.source)
+        if source is None:
+            source = parsed[timing.source] = parse_source(timing.source)
+        sources.append(source)
+    return sources
+
+
+def blocks_in_order(profile: Profile, sources: list[Source] | None = None) -> list[str]:
     """The block of every instruction, from the layer in its source (see the module docstring).
 
     The number of transformer blocks is one more than the last layer holding an attention
     instruction, so a layer after it is the 'output' block."""
-    sources = [parse_source(timing.source) for timing in profile.timings]
+    sources = parsed_sources(profile) if sources is None else sources
     attention = [s.layer for s in sources if s.kind in ATTENTION_KINDS and s.layer is not None]
     known = [s.layer for s in sources if s.layer is not None]
     count = max(attention) + 1 if attention else max(known, default=-1) + 1
@@ -125,18 +138,19 @@ def _runs(profile: Profile, names: list[str]) -> list[_Run]:
 def per_block(profile: Profile) -> dict[str, dict[str, float]]:
     """Busy cycles per unit, energy, DRAM bytes, split into attention and the rest, and the span
     (a partition of the run, see the module docstring), per block."""
-    names = blocks_in_order(profile)
+    sources = parsed_sources(profile)
+    names = blocks_in_order(profile, sources)
     blocks: dict[str, dict[str, float]] = {}
     for run in _runs(profile, names):
         entry = blocks.setdefault(run.block, defaultdict(float))
         entry["span_cycles"] += run.end - run.begin
         entry["span_start"] = min(entry.get("span_start", run.begin), run.begin)
         entry["span_end"] = max(entry.get("span_end", run.end), run.end)
-    for timing, block in zip(profile.timings, names, strict=True):
+    for timing, block, source in zip(profile.timings, names, sources, strict=True):
         if timing.unit == "control":
             continue
         entry = blocks[block]
-        part = "attention" if is_attention(timing.source) else "rest"
+        part = "attention" if source.is_attention else "rest"
         entry[f"{timing.unit}_cycles"] += timing.occupied
         entry[f"{part}_busy_cycles"] += timing.occupied
         entry["dynamic_energy_pj"] += timing.energy_pj
@@ -213,8 +227,11 @@ def chrome_trace(profile: Profile) -> dict:
     events.append(
         {"name": "process_name", "ph": "M", "pid": 1, "tid": 0, "args": {"name": "CTA accelerator"}}
     )
-    for timing, block in zip(profile.timings, blocks_in_order(profile), strict=True):
-        op = parse_source(timing.source).kind
+    sources = parsed_sources(profile)
+    for timing, block, source in zip(
+        profile.timings, blocks_in_order(profile, sources), sources, strict=True
+    ):
+        op = source.kind
         events.append(
             {
                 "name": timing.name,

@@ -2,11 +2,12 @@
 
 Binary layout (little-endian):
 
-    magic "CTAB" | version u16 | reserved u16 | hardware SHA-256 (32 bytes)
+    magic "CTAB" | version u16 | element bytes u16 | hardware SHA-256 (32 bytes)
     instruction count u32 | data elements u64 | DRAM elements u64
     symbol table bytes u32 | source table bytes u32
     instructions: count x 32-byte words (runtime/isa.py)
-    data segment: float32 elements, placed at DRAM address 0 (weights, constants)
+    data segment: elements of the hardware's storage type (element bytes 2: fp16, 4: float32),
+                  placed at DRAM address 0 (weights, constants)
     symbol table: canonical JSON, inputs and outputs with name, shape, dtype, DRAM address
     source table: canonical JSON {"strings": [...], "index": [one per instruction]}, and
                   optionally "dynamic", "policy", "model" {"path", "sha256"} (the ONNX file it was
@@ -15,7 +16,9 @@ Binary layout (little-endian):
     SHA-256 of everything above
 
 `read_program` validates all of it (checksum, version, every field, every address range) before
-anything runs; a corrupt file is a CtacError naming the field.
+anything runs; a corrupt file is a CtacError naming the field. Version 1 files (a float32 data
+segment whatever the hardware, and a zero where the element bytes are now) are refused with a
+request to recompile.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ from ctac.mapped import FileRange, file_range
 from ctac.runtime import isa
 
 MAGIC = b"CTAB"
-VERSION = 1
+VERSION = 2
+# The data segment's element types (ctac/hw.py PRECISIONS), by name: (bytes, numpy dtype).
+ELEMENT_TYPES = {"fp16": (2, np.dtype("<f2")), "fp32": (4, np.dtype("<f4"))}
+ELEMENT_TYPE_BY_BYTES = {size: name for name, (size, _) in ELEMENT_TYPES.items()}
+FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 HEADER = struct.Struct("<4sHH32sIQQII")
 DTYPES = isa.DTYPES
 BUFFER_NAMES = isa.BUFFER_NAMES
@@ -82,6 +89,30 @@ class Symbol:
         }
 
 
+def to_storage(values: np.ndarray, element_type: str) -> np.ndarray:
+    """`values` in the storage type `element_type` (a view when they already are). Into fp16,
+    finite values beyond its range saturate to +-65504 instead of becoming inf: an additive mask
+    of float32.min (-3.4e38, what many exporters write for "not visible") must stay a large
+    negative finite number, which still gives its keys zero weight, where -inf would make a fully
+    masked row's softmax arithmetic (-inf minus its -inf maximum) NaN. inf stays inf and NaN
+    stays NaN."""
+    dtype = ELEMENT_TYPES[element_type][1]
+    values = np.asarray(values)
+    if values.dtype == dtype:
+        return values
+    with np.errstate(over="ignore"):
+        stored = values.astype(dtype)
+    if element_type == "fp16" and stored.size:
+        # inf's bit pattern on the raw bits: 7x faster than np.isinf on fp16 (the compiler
+        # converts every weight through here)
+        bits = stored.view(np.uint16) & 0x7FFF
+        overflow = bits == 0x7C00
+        if overflow.any():
+            finite = overflow & np.isfinite(values)
+            stored[finite] = np.copysign(FP16_MAX, values[finite])
+    return stored
+
+
 class DataSegment:
     """A data segment not yet laid out in memory: `size` float32 elements, zero except for
     `pieces` [(start, array)] (where two overlap, the later one's values). The compiler's weights
@@ -98,6 +129,7 @@ class DataSegment:
             for (before, values), (start, _) in zip(self._ordered, self._ordered[1:], strict=False)
         )
         self._array: np.ndarray | None = None
+        self._stored: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self.size
@@ -111,47 +143,61 @@ class DataSegment:
             self._array = array
         return self._array
 
+    def stored(self, element_type: str) -> np.ndarray:
+        """The whole segment in its storage type, built once (from the pieces, without the
+        float32 array) and kept: every run of a program compiled in memory starts from it."""
+        if element_type not in self._stored:
+            array = np.zeros(self.size, dtype=ELEMENT_TYPES[element_type][1])
+            for start, values in self.pieces:
+                array[start : start + values.size] = to_storage(values, element_type)
+            array.flags.writeable = False
+            self._stored[element_type] = array
+        return self._stored[element_type]
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         array = self.array()
         if copy:
             array = array.copy()
         return array if dtype is None else array.astype(dtype, copy=False)
 
-    def chunks(self, zeros: int = 1 << 20, file_ranges: bool = False):
-        """The segment as little-endian float32 bytes, in order, without building it; with
-        `file_ranges`, a piece that is a view of a mapped file comes as a FileRange
-        (ctac/mapped.py), which the writer copies file to file."""
+    def chunks(self, zeros: int = 1 << 20, file_ranges: bool = False, element_type: str = "fp32"):
+        """The segment as little-endian bytes of `element_type`, in order, without building it
+        (fp16 converted a few MB at a time); with `file_ranges`, an fp32 piece that is a view of
+        a mapped file comes as a FileRange (ctac/mapped.py), which the writer copies file to
+        file."""
         if self._overlap:
-            yield from _array_chunks(self.array())
+            yield from _array_chunks(self.array(), element_type)
             return
-        blank = memoryview(bytes(4 * min(zeros, max(self.size, 1))))
+        width = ELEMENT_TYPES[element_type][0]
+        blank = memoryview(bytes(width * min(zeros, max(self.size, 1))))
         position = 0
 
         def gap(count: int):
             while count > 0:
-                step = min(count, len(blank) // 4)
-                yield blank[: 4 * step]
+                step = min(count, len(blank) // width)
+                yield blank[: width * step]
                 count -= step
 
         for start, values in self._ordered:
             yield from gap(start - position)
             source = None
-            if file_ranges and values.dtype == np.dtype("<f4"):
+            if file_ranges and element_type == "fp32" and values.dtype == np.dtype("<f4"):
                 source = file_range(values)
             if source is not None:
                 yield source
             else:
-                yield from _array_chunks(values)
+                yield from _array_chunks(values, element_type)
             position = start + values.size
         yield from gap(self.size - position)
 
 
-def _array_chunks(array: np.ndarray, step: int = 1 << 22):
-    """A float32 array's little-endian bytes, a few MB at a time (views where it is already
-    contiguous little-endian float32, converted chunk by chunk otherwise)."""
+def _array_chunks(array: np.ndarray, element_type: str = "fp32", step: int = 1 << 22):
+    """An array's little-endian bytes in `element_type`, a few MB at a time (views where it is
+    already contiguous in that type, converted chunk by chunk otherwise: to_storage's
+    saturation)."""
     flat = np.asarray(array).reshape(-1)
     for start in range(0, flat.size, step):
-        part = np.ascontiguousarray(flat[start : start + step], dtype="<f4")
+        part = np.ascontiguousarray(to_storage(flat[start : start + step], element_type))
         yield memoryview(part).cast("B")
 
 
@@ -175,6 +221,9 @@ class Program:
     # The hardware config it was compiled for, {"path", "toml"} (the TOML text, whose SHA-256 is
     # hw_digest), if embedded: run, profile and disasm then need no --hw.
     hardware: dict | None = None
+    # The data segment's storage type in the file, and what the interpreter rounds DRAM stores
+    # and float inputs to: "fp16" or "fp32" (the compiler sets the hardware's, ctac/hw.py).
+    element_type: str = "fp32"
 
     @property
     def inputs(self) -> list[Symbol]:
@@ -207,6 +256,16 @@ class Program:
         return table
 
 
+def storage_array(program: Program) -> np.ndarray:
+    """The data segment as one contiguous array of its storage type: the file's own bytes for a
+    program read from disk (no copy), converted (to_storage) for one compiled in memory."""
+    if isinstance(program.data, DataSegment):
+        return program.data.stored(program.element_type)
+    return np.ascontiguousarray(
+        to_storage(np.asarray(program.data).reshape(-1), program.element_type)
+    )
+
+
 def _canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
@@ -225,14 +284,16 @@ def encode_chunks(program: Program, file_ranges: bool = False):
     symbols = _canonical([s.to_json() for s in program.symbols])
     sources = _canonical(program.source_table())
     data = program.data
+    if program.element_type not in ELEMENT_TYPES:
+        raise CtacError(f"unknown program element type {program.element_type!r}")
     if isinstance(data, DataSegment):
-        data_chunks = data.chunks(file_ranges=file_ranges)
+        data_chunks = data.chunks(file_ranges=file_ranges, element_type=program.element_type)
     else:
-        data_chunks = _array_chunks(data)
+        data_chunks = _array_chunks(data, program.element_type)
     header = HEADER.pack(
         MAGIC,
         VERSION,
-        0,
+        ELEMENT_TYPES[program.element_type][0],
         program.hw_digest,
         len(program.instructions),
         len(program.data),
@@ -305,7 +366,7 @@ def decode_program(
     (
         magic,
         version,
-        reserved,
+        element_bytes,
         digest,
         count,
         data_elements,
@@ -314,17 +375,28 @@ def decode_program(
         source_bytes,
     ) = HEADER.unpack_from(body)
     assert magic == MAGIC  # checked first, above
+    if version == 1:
+        raise CtacError(
+            "the program is format version 1 (a float32 data segment, from before programs "
+            f"stored the hardware's element type); this ctac reads version {VERSION}: recompile "
+            "the model with `ctac compile`"
+        )
     if version != VERSION:
         raise _fail(f"version {version}; this ctac reads version {VERSION}")
-    if reserved != 0:
-        raise _fail("reserved header field is not zero")
+    element_type = ELEMENT_TYPE_BY_BYTES.get(element_bytes)
+    if element_type is None:
+        raise _fail(f"element bytes {element_bytes}; a data segment is fp16 (2) or float32 (4)")
     if hw_digest is not None and digest != hw_digest:
         raise CtacError(
             "the program was compiled for another hardware config (hash mismatch); "
             "recompile it or pass the same --hw file"
         )
     expected = (
-        HEADER.size + count * isa.WORD_BYTES + data_elements * 4 + symbol_bytes + source_bytes
+        HEADER.size
+        + count * isa.WORD_BYTES
+        + data_elements * element_bytes
+        + symbol_bytes
+        + source_bytes
     )
     if expected != len(body):
         raise _fail(f"sections add up to {expected} bytes but the file has {len(body)}")
@@ -345,8 +417,10 @@ def decode_program(
         _check_ranges(index, spec, fields, dram_elements, capacities)
         instructions.append((spec.name, fields))
     # A read-only view of the blob (of the memory-mapped file, from read_program): not copied.
-    data = np.frombuffer(body, dtype="<f4", count=data_elements, offset=offset)
-    offset += data_elements * 4
+    data = np.frombuffer(
+        body, dtype=ELEMENT_TYPES[element_type][1], count=data_elements, offset=offset
+    )
+    offset += data_elements * element_bytes
     try:
         symbol_list = json.loads(bytes(body[offset : offset + symbol_bytes]))
         offset += symbol_bytes
@@ -365,7 +439,7 @@ def decode_program(
         raise _fail("the program does not end with HALT")
     return Program(
         digest, instructions, data, dram_elements, symbols, sources, dynamic, policy, model,
-        hardware,
+        hardware, element_type,
     )  # fmt: skip
 
 
@@ -614,9 +688,10 @@ def disassemble(program: Program, include_data: bool = True) -> str:
         lines.append(
             f".{symbol.kind} {json.dumps(symbol.name)} {symbol.dtype} {shape} @{symbol.address}{vocab}"
         )
-    lines.append(f".data {len(program.data)}")
+    # The data segment's element type, then its bytes in that type (as in the binary file).
+    lines.append(f".data {len(program.data)} {program.element_type}")
     if include_data:
-        raw = np.ascontiguousarray(program.data, dtype="<f4").tobytes()
+        raw = storage_array(program).tobytes()
         encoded = base64.b64encode(raw).decode()
         lines += [f".bytes {encoded[i : i + 96]}" for i in range(0, len(encoded), 96)]
     lines.append(".text")
@@ -667,6 +742,7 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
     dram = None
     symbols: list[Symbol] = []
     data_count = None
+    element_type = None
     chunks: list[str] = []
     instructions: list[tuple[str, dict]] = []
     sources: list[str] = []
@@ -764,7 +840,15 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
                 except ValueError:
                     raise fail(number, usage) from None
             elif keyword == ".data":
-                data_count = count(number, ".data", rest, MAX_DRAM_ELEMENTS)
+                size, _, element_type = rest.strip().partition(" ")
+                if element_type.strip() not in ELEMENT_TYPES:
+                    raise fail(
+                        number,
+                        f".data should be .data COUNT TYPE with TYPE {' or '.join(ELEMENT_TYPES)} "
+                        "(the data segment's element type)",
+                    )
+                element_type = element_type.strip()
+                data_count = count(number, ".data", size, MAX_DRAM_ELEMENTS)
             elif keyword == ".bytes":
                 chunks.append(rest.strip())
             elif keyword == ".text":
@@ -842,17 +926,19 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
                 dynamic.append((len(instructions), key, *entry))
         instructions.append((name, decoded))
         sources.append(source)
-    if digest is None or dram is None or data_count is None:
+    if digest is None or dram is None or data_count is None or element_type is None:
         raise CtacError(f"{source_name}: missing .hw, .dram or .data directive")
     try:
         raw = base64.b64decode("".join(chunks), validate=True) if chunks else b""
     except ValueError:
         raise CtacError(f"{source_name}: the .bytes lines are not base64") from None
-    if len(raw) != data_count * 4:
+    width, dtype = ELEMENT_TYPES[element_type]
+    if len(raw) != data_count * width:
         raise CtacError(
-            f"{source_name}: .data says {data_count} elements but .bytes hold {len(raw) // 4}"
+            f"{source_name}: .data says {data_count} {element_type} elements but .bytes hold "
+            f"{len(raw) / width:g}"
         )
-    data = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    data = np.frombuffer(raw, dtype=dtype).copy()
     hardware = None
     if hardware_path is not None:
         hardware = {"path": hardware_path, "toml": "\n".join(toml_lines)}
@@ -862,5 +948,6 @@ def assemble(text: str, source_name: str = "<asm>") -> Program:
                 "SHA-256 differs)"
             )
     return Program(
-        digest, instructions, data, dram, symbols, sources, dynamic, policy, model, hardware
-    )
+        digest, instructions, data, dram, symbols, sources, dynamic, policy, model, hardware,
+        element_type,
+    )  # fmt: skip

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fp32_same_capacity
 
 from ctac.emit import program_from_module
 from ctac.errors import CtacError
-from ctac.hw import Hardware, load_hardware
+from ctac.hw import Hardware, hardware_from_text, load_hardware
 from ctac.passes.lower_to_isa.core import Lowering
 from ctac.pipeline import parse_module
 from ctac.runtime import compression, isa
@@ -31,20 +32,25 @@ from ctac.runtime.interpreter import run_program
 from ctac.runtime.program import Program
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_HW = (REPO / "ctac" / "data" / "default_hw.toml").read_text()
-HW = load_hardware()
+# The tiling is checked against the reference to float32 rounding: the fp32 machine whose
+# buffers and table hold as many elements as the default fp16 one's (same tiles).
+DEFAULT_HW = fp32_same_capacity((REPO / "ctac" / "data" / "default_hw.toml").read_text())
+HW = hardware_from_text(DEFAULT_HW, "default hardware at fp32")
 
 
 def small_hardware(directory: Path, act: float = 4, wgt: float = 4, acc: float = 4, vec: float = 40,
                    table_kib: float = 2, candidates: int = 16) -> Hardware:  # fmt: skip
-    """The default config with small buffers (KiB) and a small cluster table."""
+    """The default config with small buffers (KiB of fp16) and a small cluster table, at fp32
+    with the same element capacities."""
     sizes = iter((act, wgt, acc, vec))
     text = re.sub(
         r"size_kib = \{ value = [0-9.]+",
-        lambda m: f"size_kib = {{ value = {next(sizes)}",
+        lambda m: f"size_kib = {{ value = {2 * next(sizes)}",
         DEFAULT_HW,
     )
-    text = re.sub(r"table_kib = \{ value = [0-9.]+", f"table_kib = {{ value = {table_kib}", text)
+    text = re.sub(
+        r"table_kib = \{ value = [0-9.]+", f"table_kib = {{ value = {2 * table_kib}", text
+    )
     text = re.sub(r"candidates = \{ value = [0-9]+", f"candidates = {{ value = {candidates}", text)
     path = directory / f"hw_{act}_{wgt}_{acc}_{vec}_{table_kib}_{candidates}.toml"
     path.write_text(text)
@@ -211,7 +217,8 @@ def test_long_sequences_on_the_default_hardware(lead, n: int, dim: int, distinct
     clusters = names(program, "CLUSTER")
     assert len(clusters) > int(np.prod(lead)) and any(not c["first"] for c in clusters)
     resident = clusters[0]["resident"]
-    assert (resident < n) == (n * isa.cluster_row_elements(dim) * 2 > HW.view().cluster_table_bytes)
+    row_bytes = isa.cluster_row_elements(dim) * HW.view().element_bytes
+    assert (resident < n) == (n * row_bytes > HW.view().cluster_table_bytes)
     assert any(g["window"] for g in names(program, "GATHER_BUF"))
     assert any(s["window"] for s in names(program, "SCATTER_ADD"))
     tables = [stats[i] for i, (name, f) in enumerate(program.instructions)
@@ -255,7 +262,8 @@ def test_small_buffers(tmp_path: Path, n: int, dim: int, block: int, bits: int) 
     unit = block or n
     clusters = names(program, "CLUSTER")
     assert clusters[0]["resident"] == min(
-        unit, hw.view().cluster_table_bytes // (isa.cluster_row_elements(dim) * 2)
+        unit,
+        hw.view().cluster_table_bytes // (isa.cluster_row_elements(dim) * hw.view().element_bytes),
     )
     if unit > clusters[0]["resident"]:
         assert clusters[0]["spill"] > 0

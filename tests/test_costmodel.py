@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODELS
+from conftest import FP16_ATOL, MODELS
 
 from ctac.hw import load_hardware
 from ctac.runtime import isa
@@ -288,7 +288,9 @@ def test_run_and_profile_commands(tmp_path: Path, capsys) -> None:
         == 0
     )
     report = json.loads(capsys.readouterr().out)
-    assert report["outputs"]["last_hidden_state"]["max_abs_err"] <= 1e-4
+    # ctac's default machine stores fp16: its error against onnxruntime is reported, honestly
+    output = report["outputs"]["last_hidden_state"]
+    assert output["storage"] == "fp16" and 0 < output["max_abs_err"] <= FP16_ATOL
     assert report["profile"]["cycles"] > 0 and report["profile"]["energy_pj"] > 0
     assert [entry["tokens"] for entry in report["attention"]] == [16, 16]
     assert np.load(tmp_path / "out.npz")["last_hidden_state"].shape == (2, 16, 64)

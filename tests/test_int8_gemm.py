@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import FP32_HW
 from onnx import TensorProto, helper, numpy_helper
 
 from ctac.dialects import onnx as ox
 from ctac.emit import program_from_module
-from ctac.hw import hardware_from_text, load_hardware
+from ctac.hw import hardware_from_text
 from ctac.importer import import_model
 from ctac.passes.lower_to_isa import lower_module
 from ctac.passes.lower_to_isa.precision import integer_range, is_int8_operand
@@ -26,7 +27,7 @@ from ctac.runtime.interpreter import run_program
 from ctac.runtime.profile import summary
 from ctac.runtime.program import Program
 
-HW = load_hardware()
+HW = FP32_HW  # checked against the reference to float32 rounding
 CAPACITIES = {b.index: b.capacity for b in HW.buffers}
 rng = np.random.default_rng(1)
 I8, U8, F32 = TensorProto.INT8, TensorProto.UINT8, TensorProto.FLOAT

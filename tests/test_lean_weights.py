@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 from ctac.emit import check_loadable, program_from_module
 from ctac.errors import CtacError
-from ctac.hw import load_hardware
+from ctac.hw import load_hardware, with_precision
 from ctac.importer import import_model
 from ctac.mapped import FileRange, file_range
 from ctac.onnx_loader import checkable_skeleton, load_onnx, load_onnx_lazy
@@ -26,6 +26,7 @@ from ctac.runtime.program import (
     decode_program,
     encode_program,
     read_program,
+    to_storage,
     write_program,
 )
 from ctac.weights import forget_stores
@@ -97,33 +98,39 @@ def test_truncated_raw_data_is_refused(tmp_path: Path) -> None:
         load_onnx_lazy(tmp_path / "bad.onnx")
 
 
-def _program(name: str):
+def _program(name: str, hw=HW):
     forget_stores()
     entry = _entry(name)
     imported = import_model(MODELS / entry["file"], _shapes(entry))
     run_passes(imported.module, "onnx-canonicalize")
     detect_attention(imported.module)
-    return program_from_module(lower_module(imported.module, HW))
+    return program_from_module(lower_module(imported.module, hw))
 
 
-def test_streamed_program_is_the_encoded_one(tmp_path: Path) -> None:
-    program = _program("bert_ts_eager")
-    assert isinstance(program.data, DataSegment)
-    # the weights are views of the ONNX file: written file to file (ctac/mapped.py)
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_streamed_program_is_the_encoded_one(tmp_path: Path, precision: str) -> None:
+    hw = with_precision(HW, precision)
+    capacities = {b.index: b.capacity for b in hw.buffers}
+    program = _program("bert_ts_eager", hw)
+    assert isinstance(program.data, DataSegment) and program.element_type == precision
+    # the weights are views of the ONNX file: an fp32 program writes them file to file
+    # (ctac/mapped.py), an fp16 one converts them a few MB at a time
     assert any(file_range(values) is not None for _, values in program.data.pieces)
     blob = encode_program(program)
-    check_loadable(program, None, CAPACITIES)
-    check_loadable(program, blob, CAPACITIES)
+    check_loadable(program, None, capacities)
+    check_loadable(program, blob, capacities)
     write_program(program, tmp_path / "p.ctab")
     assert (tmp_path / "p.ctab").read_bytes() == blob
     # the same bytes from the laid-out array
     laid_out = np.asarray(program.data)
     program.data = laid_out
     assert encode_program(program) == blob
-    loaded = read_program(tmp_path / "p.ctab", HW.digest, CAPACITIES)
-    np.testing.assert_array_equal(loaded.data, laid_out)
+    loaded = read_program(tmp_path / "p.ctab", hw.digest, capacities)
+    assert loaded.element_type == precision
+    assert loaded.data.dtype == np.dtype("<f2" if precision == "fp16" else "<f4")
+    np.testing.assert_array_equal(loaded.data, to_storage(laid_out, precision))
     assert not loaded.data.flags.writeable
-    assert decode_program(blob, HW.digest, CAPACITIES).instructions == loaded.instructions
+    assert decode_program(blob, hw.digest, capacities).instructions == loaded.instructions
 
 
 def test_data_segment_gaps_and_overlaps() -> None:
@@ -133,6 +140,8 @@ def test_data_segment_gaps_and_overlaps() -> None:
     expected[7:10] = np.arange(3)
     expected[2:4] = 1
     assert b"".join(segment.chunks(zeros=2)) == expected.tobytes()
+    fp16 = b"".join(segment.chunks(zeros=2, element_type="fp16"))
+    assert fp16 == expected.astype("<f2").tobytes()
     np.testing.assert_array_equal(np.asarray(segment), expected)
     overlapping = DataSegment(6, [(0, np.ones(4, np.float32)), (2, np.full(3, 2, np.float32))])
     assert b"".join(overlapping.chunks()) == np.asarray(overlapping).tobytes()

@@ -184,9 +184,13 @@ def run_case(name: str, side: str) -> tuple[str, str]:
 
 @cache
 def _hardware():
-    from ctac.hw import load_hardware
+    from conftest import fp32_same_capacity
 
-    return load_hardware(None)
+    from ctac.hw import hardware_from_text, load_hardware
+
+    # The cases' tolerances are float32's: the fp32 machine with the default's tiles.
+    text = fp32_same_capacity(load_hardware(None).text)
+    return hardware_from_text(text, "default hardware at fp32")
 
 
 def _accelerate(module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

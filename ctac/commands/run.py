@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ctac.commands.common import compress_module, elsa_spec, front_end
 from ctac.errors import CtacError
 from ctac.files import write_atomically
+from ctac.frontend import compress_module, elsa_spec, front_end
 
 # Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
 # `ctac --help` and argument errors answer at once (start-up speed, not a cycle).
@@ -42,21 +42,14 @@ def _check_compared_model(program, program_path: str, model: str) -> None:
         )
 
 
-def provenance(program_path: str, model: dict | None, hw, **run: object) -> dict:
-    """What a JSON result records of where it came from (the same keys as the Python API's
-    results): the program file, the model it was compiled from (path and SHA-256, when the
-    program records it), the hardware config (name, where from, SHA-256), ctac's version and
-    how it ran."""
-    from ctac import __version__
-    from ctac.api import hardware_record
+def provenance(program_path: str | None, model: dict | None, hw, settings: dict) -> dict:
+    """A JSON result's provenance record, the API's (`ctac.api.provenance`): the program file
+    (None: compiled in memory), the model it was compiled from when the program records it, the
+    hardware config, ctac's version and the settings it ran with."""
+    from ctac.api import provenance as record
 
-    return {
-        "program": str(program_path),
-        "model": model,
-        "hardware": hardware_record(hw),
-        "ctac_version": __version__,
-        "run": run,
-    }
+    path, sha256 = (model["path"], model["sha256"]) if model is not None else (None, None)
+    return record(path, sha256, hw, settings, program_path).to_dict()
 
 
 def _say_neutral_inputs(program, given: list[str]) -> None:
@@ -118,6 +111,9 @@ def run_command(args: argparse.Namespace) -> int:
                         "max_abs_err": errors[name]["max_abs_err"],
                         "max_rel_err": errors[name]["max_rel_err"],
                         "min_cosine": errors[name]["min_cosine"],
+                        # What the error is of: an fp16 machine's rounding (a result of the
+                        # modelled precision, not a failure) or an fp32 one's (near 1e-6).
+                        "storage": program.element_type,
                     }
                     if name in errors
                     else {}
@@ -130,17 +126,15 @@ def run_command(args: argparse.Namespace) -> int:
     }
     if program.policy:
         report["cta_policy"] = program.policy
-    if program.model is not None:
-        report["model"] = program.model
-    report["provenance"] = provenance(args.program, program.model, hw, seed=args.seed,
-                                      inputs=list(args.input))  # fmt: skip
+    report["provenance"] = provenance(args.program, program.model, hw,
+                                      {"seed": args.seed, "inputs": list(args.input)})  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     for name, entry in report["outputs"].items():
         line = f"{name}: {outputs[name].dtype}{entry['shape']}"
         if "max_abs_err" in entry:
-            line += f"  vs onnxruntime: max abs err {entry['max_abs_err']:.3g}, max rel err {entry['max_rel_err']:.3g}, min row cosine {entry['min_cosine']:.6f}"
+            line += f"  vs onnxruntime ({entry['storage']} storage): max abs err {entry['max_abs_err']:.3g}, max rel err {entry['max_rel_err']:.3g}, min row cosine {entry['min_cosine']:.6f}"
         print(line)
     p = report["profile"]
     print(
@@ -192,11 +186,12 @@ def profile_command(args: argparse.Namespace) -> int:
     print(format_blocks(profile))
     for decision in program.policy:
         print(f"cta policy: {decision['name']}: {decision['reason']}")
-    run = {"timing_only": bool(args.timing_only), "seed": args.seed,
-           "cluster_ratio": args.cluster_ratio, "cta_settings": args.cta_settings}  # fmt: skip
+    from ctac.api import run_settings
+
+    run = run_settings(args.timing_only, args.seed, args.cluster_ratio, args.cta_settings)
     paths = write_reports(profile, Path(args.out), Path(args.program).stem, program.policy,
                           args.format, _plot_title(args, program, hw),
-                          provenance(args.program, program.model, hw, **run))  # fmt: skip
+                          provenance(args.program, program.model, hw, run))  # fmt: skip
     print()
     for kind, path in paths.items():
         print(f"wrote {path}  ({kind})")
@@ -246,7 +241,7 @@ def compare_command(args: argparse.Namespace) -> int:
     settings = {key: getattr(args, key) for key in ("tau", "tau_kv", "hash_bits", "cta_method",
                 "cta_granularity", "cta_window", "elsa_bits", "elsa_threshold")}  # fmt: skip
     report["provenance"] = provenance(
-        "(compiled in memory)", model, hw, seed=args.seed, shapes=list(args.shape), **settings
+        None, model, hw, {"seed": args.seed, "shapes": list(args.shape), **settings}
     )
     if args.json:
         print(json.dumps(report, indent=2))

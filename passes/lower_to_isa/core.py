@@ -31,12 +31,25 @@ from ctac.runtime.evaluator import indexed_extent, input_names, main_function, o
 
 HW_ATTRIBUTE = "ctaisa.hw"
 DRAM_ATTRIBUTE = "ctaisa.dram"
+# The storage element type of the machine lowered for (ctac/hw.py: fp16 or fp32): the program
+# writes its data segment in it and the interpreter rounds DRAM stores to it.
+ELEMENT_TYPE_ATTRIBUTE = "ctaisa.element_type"
 POLICY_ATTRIBUTE = "ctac.policy"  # JSON of the CTA policy's decisions (ctac/policy.py)
 ALIAS_OPS = (ox.ReshapeOp, ox.FlattenOp, ox.SqueezeOp, ox.UnsqueezeOp)
 
 
 def _dtype_name(value: SSAValue) -> str:
     return str(ox.numpy_dtype(ox.element_of(value)))
+
+
+# fp16 represents every integer of magnitude up to 2**11 exactly (an 11-bit significand).
+FP16_EXACT_INTEGERS = 2048
+
+
+def _is_integer(value: SSAValue) -> bool:
+    """An integer tensor (not bool: 0 and 1 are exact in any storage type)."""
+    dtype = ox.numpy_dtype(ox.element_of(value))
+    return np.issubdtype(dtype, np.integer)
 
 
 @dataclass(eq=False)
@@ -67,6 +80,10 @@ class Lowering:
         self.sink: Callable[[Emitted], None] = self.instructions.append
         self.last: Emitted | None = None
         self.source = ""
+        # DRAM ranges of the op being lowered whose results are integers (token ids cast to
+        # int32, indices): its STOREs there are exact (STORE.exact), not rounded to the storage
+        # type, since fp16 holds integers exactly only up to 2048 and vocabularies are larger.
+        self.integer_ranges: list[tuple[int, int]] = []
         self.region_top: dict[int, int] = {}
         self.unpipelined_loops = 0  # loops the pipeline had to emit as written
         self.data: list[tuple[int, int, str | None, np.ndarray | None]] = []
@@ -148,9 +165,10 @@ class Lowering:
     ) -> None:
         """A (rows x cols) tile to DRAM rows `stride` apart; `source_stride` reads a column block
         of a wider tile (its row length), 0 a dense tile."""
+        exact = any(low <= target < high for low, high in self.integer_ranges)
         self.emit(
             "STORE", src=buffer, src_addr=address, dst=target, rows=rows, cols=cols, stride=stride,
-            src_stride=source_stride if source_stride != cols else 0,
+            src_stride=source_stride if source_stride != cols else 0, exact=int(exact),
         )  # fmt: skip
 
     def vec(
@@ -191,8 +209,18 @@ class Lowering:
         if isinstance(owner, ox.WeightOp):
             self.data.append((address, elements(shape), owner.ref.data, None))
         elif isinstance(owner, ox.ConstantOp):
-            array = owner.to_numpy().astype(np.float32)
-            self.data.append((address, elements(shape), None, array))
+            array = owner.to_numpy()
+            if _is_integer(value) and self.hw.precision == "fp16" and array.size:
+                with np.errstate(over="ignore"):
+                    kept = array.astype(np.float16).astype(np.float64) == array
+                if not kept.all():
+                    lost = int(array.reshape(-1)[np.argmin(kept.reshape(-1))])
+                    raise CtacError(
+                        f"{value.name_hint or 'a constant'}: integer constant {lost} is not "
+                        "exact in the fp16 data segment (fp16 holds every integer only up to "
+                        f"{FP16_EXACT_INTEGERS}); compile with --precision fp32"
+                    )
+            self.data.append((address, elements(shape), None, array.astype(np.float32)))
         else:
             raise Unsupported(f"{value.name_hint}: not a constant")
         self.data_top += elements(shape)
@@ -264,9 +292,13 @@ class Lowering:
                 if base is not None:
                     self.tensors[op.results[0]] = Tensor(base.address, ox.shape_of(op.results[0]))
                 continue
+            self.integer_ranges = []
             for result in op.results:
                 shape = ox.shape_of(result)
                 self.tensors[result] = Tensor(self.arena.allocate(elements(shape)), shape)
+                if _is_integer(result):
+                    address = self.tensors[result].address
+                    self.integer_ranges.append((address, address + elements(shape)))
             lower = LOWERINGS.get(type(op))
             try:
                 if lower is None:
@@ -325,13 +357,9 @@ class Lowering:
             op = INSTRUCTION_OPS[emitted.name].create_from(
                 emitted.fields, emitted.source, attributes, checked=True
             )
-            if emitted.dynamic:
-                op.attributes["dynamic"] = StringAttr(
-                    ",".join(
-                        f"{name}={position[id(cluster)]}" + (f"@{offset}" if offset else "")
-                        for name, cluster, offset in emitted.dynamic
-                    )
-                )
+            op.set_dynamic_fields(
+                [(name, position[id(cluster)], offset) for name, cluster, offset in emitted.dynamic]
+            )
             ops.append(op)
         module = ModuleOp(ops)
         for carried in ("ctac.weights", POLICY_ATTRIBUTE):  # the weight store; policy decisions
@@ -340,6 +368,7 @@ class Lowering:
                 module.attributes[carried] = value
         module.attributes[HW_ATTRIBUTE] = StringAttr(self.hw.digest.hex())
         module.attributes[DRAM_ATTRIBUTE] = IntAttr(self.arena.base + self.arena.top)
+        module.attributes[ELEMENT_TYPE_ATTRIBUTE] = StringAttr(self.hw.precision)
         return module
 
 

@@ -5,7 +5,7 @@
 // is the data segment at DRAM address 0, then x (40 elements later) and y. Tile slots start at 0
 // in every buffer (each op has the buffers to itself).
 
-// CHECK:      builtin.module attributes {ctaisa.hw = "{{[0-9a-f]+}}", ctaisa.dram = #builtin.int<118>}
+// CHECK:      builtin.module attributes {ctaisa.hw = "{{[0-9a-f]+}}", ctaisa.dram = #builtin.int<118>, ctaisa.element_type = "fp16"}
 // CHECK-NEXT:   ctaisa.data at=0 size=40 dense<
 // CHECK-NEXT:   ctaisa.symbol input "x" float32 [2, 3, 8] at=40
 // CHECK-NEXT:   ctaisa.symbol output "y" float32 [2, 3, 5] at=88
