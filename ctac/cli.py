@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from ctac import __version__
-from ctac.commands.arguments import (
+from ctac.arguments import (
     compression_arguments,
     input_arguments,
     model_arguments,
@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compression_arguments(compile_parser)
     compile_parser.add_argument("--hw", help="hardware config TOML (default: ctac's own)")
+    compile_parser.add_argument(
+        "--precision",
+        choices=["fp16", "fp32"],
+        help="the element type the machine stores tensors in: sets the config's "
+        "dram.element_bytes (2 or 4; the cost model charges it too) and the program's data "
+        "segment type (default: the config's, fp16 for ctac's own; fp32 for bit-faithful "
+        "comparisons with onnxruntime)",
+    )
     compile_parser.add_argument("-o", "--output", help="output file")
 
     calibrate_parser = _command(
@@ -277,6 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--seq", type=int, default=64, help="tokens per sequence (at most 128)"
     )
     demo_parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids")
+    demo_parser.add_argument(
+        "--real-seq",
+        type=int,
+        default=128,
+        help="tokens per passage of the real-weight step (all-MiniLM-L6-v2 on Python's "
+        "documentation, calibrated; runs when the `export` extra's model is in the cache)",
+    )
+    demo_parser.add_argument(
+        "--no-real-weights", action="store_true", help="skip the real-weight step"
+    )
     compression_arguments(demo_parser)
 
     isa_parser = _command(

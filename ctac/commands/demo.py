@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ctac.commands.common import compress_module, front_end
 from ctac.files import write_atomically
+from ctac.frontend import compress_module, front_end
 from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
 
 # Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
@@ -25,7 +25,7 @@ def demo_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     model = Path(str(resources.files("ctac").joinpath("data/demo_bert.onnx")))
-    steps = 4
+    steps = 4 if args.no_real_weights else 5
 
     def step(number: int, text: str) -> None:
         print(f"[{number}/{steps}] {text} ({time.perf_counter() - started:.1f} s)", flush=True)
@@ -77,6 +77,12 @@ def demo_command(args: argparse.Namespace) -> int:
     ]:
         print(f"wrote {path}")
     print(f"open {paths['trace']} in https://ui.perfetto.dev to see every unit's timeline")
+    if not args.no_real_weights:
+        from ctac.commands.demo_real import real_weight_step
+
+        print()
+        step(5, "the calibrated result on real weights and real prose")
+        real_weight_step(args.real_seq, lambda line: print(f"      {line}", flush=True))
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 
