@@ -178,11 +178,12 @@ def compile_arguments(model: str, **values: object) -> argparse.Namespace:
     return args
 
 
-def record_origin(program, model: str | Path, hw) -> None:
-    """Record in a program the model it was compiled from (path and SHA-256: `ctac run
-    --compare` refuses another model) and embed its hardware config (run, profile and disasm
-    need no --hw)."""
+def record_origin(program, model: str | Path, hw, sha256: str | None = None) -> None:
+    """Record in a program the model it was compiled from (path and SHA-256, `sha256` if the
+    caller already has it: `ctac run --compare` refuses another model) and embed its hardware
+    config (run, profile and disasm need no --hw)."""
     from ctac.files import file_sha256
 
-    program.model = {"path": str(Path(model).resolve()), "sha256": file_sha256(model)}
+    digest = sha256 if sha256 is not None else file_sha256(model)
+    program.model = {"path": str(Path(model).resolve()), "sha256": digest}
     program.hardware = {"path": hw.path, "toml": hw.text}

@@ -32,6 +32,7 @@ import mmap
 import queue
 import struct
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,9 +131,26 @@ class DataSegment:
         )
         self._array: np.ndarray | None = None
         self._stored: dict[str, np.ndarray] = {}
+        self._ahead: dict[int, Future] = {}  # id(piece) -> its converted chunks (convert_ahead)
+        self._ahead_type = ""
 
     def __len__(self) -> int:
         return self.size
+
+    def convert_ahead(self, element_type: str) -> None:
+        """Start converting the pieces into `element_type` on a worker thread, in the order
+        `chunks` writes them, so a writer finds them ready: numpy's casts release the GIL, and
+        converting BERT-base's 109 M weights to fp16 took 0.4 s of the compile's critical path.
+        Holds the converted segment (half the float32 bytes for fp16) until it is written."""
+        if ELEMENT_TYPES[element_type][1] == np.dtype("<f4") or self._overlap or self._ahead:
+            return
+        self._ahead_type = element_type
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctac-convert")
+        for _, values in self._ordered:
+            self._ahead[id(values)] = worker.submit(
+                lambda v=values: list(_array_chunks(v, element_type))
+            )
+        worker.shutdown(wait=False)
 
     def array(self) -> np.ndarray:
         if self._array is None:
@@ -183,8 +201,11 @@ class DataSegment:
             source = None
             if file_ranges and element_type == "fp32" and values.dtype == np.dtype("<f4"):
                 source = file_range(values)
+            ahead = self._ahead.pop(id(values), None) if element_type == self._ahead_type else None
             if source is not None:
                 yield source
+            elif ahead is not None:
+                yield from ahead.result()
             else:
                 yield from _array_chunks(values, element_type)
             position = start + values.size

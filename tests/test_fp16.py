@@ -322,3 +322,23 @@ def test_an_integer_constant_fp16_cannot_hold_is_refused(tmp_path: Path) -> None
     assert api.run(fp32, {"input_ids": ids}, check=True).errors["rows"]["max_abs_err"] == 0.0
     representable = _ids_through_dram_model(tmp_path / "even.onnx", offset=4096)
     api.compile(representable, {"input_ids": [1, 8]})  # exact in fp16: accepted
+
+
+def test_converting_ahead_writes_the_same_file(tmp_path: Path) -> None:
+    """`ctac compile` converts the data segment to fp16 on a worker thread while it checks the
+    program (DataSegment.convert_ahead); the file is byte-identical to a plain write, and a
+    conversion for another element type is not used."""
+    import ctac
+    from ctac.runtime.program import write_program
+
+    shapes = {"input_ids": (2, 16), "attention_mask": (2, 16)}
+    plain = ctac.compile(MODELS / "bert_ts_eager.onnx", shapes).save(tmp_path / "plain.ctab")
+    ahead = ctac.compile(MODELS / "bert_ts_eager.onnx", shapes).program
+    ahead.data.convert_ahead("fp16")
+    assert ahead.data._ahead  # pieces were queued
+    write_program(ahead, tmp_path / "ahead.ctab")
+    assert (tmp_path / "ahead.ctab").read_bytes() == plain.read_bytes()
+    other = ctac.compile(MODELS / "bert_ts_eager.onnx", shapes).program
+    other.data.convert_ahead("fp16")
+    fp32 = b"".join(bytes(c) for c in other.data.chunks(element_type="fp32"))
+    assert fp32 == np.asarray(other.data, dtype="<f4").tobytes()
