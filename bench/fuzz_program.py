@@ -452,7 +452,8 @@ HOSTILE_TOKENS = [
 def _tiny_assembly() -> str:
     """Assembly of a small program using every directive (kept small so a case is fast)."""
     from ctac.hw import load_hardware
-    from ctac.runtime.program import Program, Symbol, disassemble
+    from ctac.runtime.assembly import disassemble
+    from ctac.runtime.program import Program, Symbol
 
     hw = load_hardware()
     program = Program(

@@ -16,6 +16,7 @@ from ctac.cli import main
 from ctac.errors import CtacError
 from ctac.hw import hardware_from_text, load_hardware, with_precision
 from ctac.run import program_hardware
+from ctac.runtime.assembly import assemble, disassemble
 from ctac.runtime.interpreter import run_program
 from ctac.runtime.isa import ACT_BUFFER
 from ctac.runtime.program import (
@@ -23,9 +24,7 @@ from ctac.runtime.program import (
     HEADER,
     Program,
     Symbol,
-    assemble,
     decode_program,
-    disassemble,
     encode_program,
     read_program,
     to_storage,

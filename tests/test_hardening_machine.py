@@ -25,11 +25,11 @@ from ctac.cli import main
 from ctac.errors import CtacError, brief, shorten
 from ctac.hw import load_hardware
 from ctac.runtime import isa
+from ctac.runtime.assembly import disassemble
 from ctac.runtime.program import (
     MAX_DRAM_ELEMENTS,
     Program,
     decode_program,
-    disassemble,
     encode_program,
 )
 

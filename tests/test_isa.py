@@ -19,8 +19,9 @@ from ctac.passes.detect_attention import detect_attention
 from ctac.passes.lower_to_isa import lower_module
 from ctac.pipeline import module_text, parse_module, run_passes
 from ctac.runtime import isa
+from ctac.runtime.assembly import assemble, disassemble
 from ctac.runtime.interpreter import run_program
-from ctac.runtime.program import assemble, decode_program, disassemble, encode_program
+from ctac.runtime.program import decode_program, encode_program
 
 REPO = Path(__file__).resolve().parent.parent
 # Programs checked against onnxruntime and the reference semantics to 1e-4: the fp32 machine

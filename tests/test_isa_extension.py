@@ -26,12 +26,11 @@ from xdsl.utils.exceptions import VerifyException
 from ctac.dialects import ctaisa
 from ctac.pipeline import module_text
 from ctac.runtime import costmodel, interpreter, isa
+from ctac.runtime.assembly import assemble, disassemble
 from ctac.runtime.program import (
     Program,
     Symbol,
-    assemble,
     decode_program,
-    disassemble,
     encode_program,
 )
 

@@ -56,6 +56,7 @@ LAYERS: list[tuple[str, int]] = [
     ("passes/lower_to_isa/*.py", 3),
     # 4 machine model
     ("runtime/program.py", 4),
+    ("runtime/assembly.py", 4),
     ("runtime/interpreter.py", 4),
     ("runtime/kernels.py", 4),
     ("runtime/costmodel.py", 4),

@@ -14,10 +14,9 @@ from ctac.cli import main
 from ctac.errors import CtacError
 from ctac.files import file_sha256
 from ctac.hw import load_hardware
+from ctac.runtime.assembly import assemble, disassemble
 from ctac.runtime.program import (
-    assemble,
     decode_program,
-    disassemble,
     encode_program,
     read_program,
     write_program,

@@ -16,7 +16,7 @@ from ctac.errors import CtacError
 from ctac.hw import load_hardware
 from ctac.passes.lower_to_isa import lower_module
 from ctac.pipeline import module_text, parse_module
-from ctac.runtime.program import assemble, disassemble
+from ctac.runtime.assembly import assemble, disassemble
 
 LIT = Path(__file__).parent / "lit" / "lower_to_isa"
 DEFAULT_HW = Path(__file__).parent.parent / "ctac" / "data" / "default_hw.toml"

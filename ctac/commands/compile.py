@@ -94,7 +94,8 @@ def _compile(args: argparse.Namespace, model_sha256) -> int:
         return 0
     from ctac.emit import program_from_module
     from ctac.passes.lower_to_isa import lower_module
-    from ctac.runtime.program import disassemble, write_program
+    from ctac.runtime.assembly import disassemble
+    from ctac.runtime.program import write_program
 
     hw = load_hardware(args.hw)
     lowered = lower_module(module, hw)

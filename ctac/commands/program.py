@@ -24,7 +24,8 @@ def isa_command(args: argparse.Namespace) -> int:
 
 def disasm_command(args: argparse.Namespace) -> int:
     from ctac.run import program_hardware
-    from ctac.runtime.program import disassemble, read_program
+    from ctac.runtime.assembly import disassemble
+    from ctac.runtime.program import read_program
 
     hw = program_hardware(args.program, args.hw)
     program = read_program(args.program, hw.digest, {b.index: b.capacity for b in hw.buffers})
@@ -34,7 +35,8 @@ def disasm_command(args: argparse.Namespace) -> int:
 
 def asm_command(args: argparse.Namespace) -> int:
     from ctac.hw import load_hardware
-    from ctac.runtime.program import assemble, decode_program, encode_program
+    from ctac.runtime.assembly import assemble
+    from ctac.runtime.program import decode_program, encode_program
 
     path = Path(args.source)
     try:
