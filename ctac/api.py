@@ -300,6 +300,7 @@ def compile(
     hw_overrides: Mapping[str, Any] | None = None,
     precision: str | None = None,
     verify_attention: bool = True,
+    outputs: Sequence[str] | None = None,
     **options: Any,
 ) -> CompiledProgram:
     """Import an ONNX model with the given input shapes and compile it for the accelerator
@@ -308,7 +309,8 @@ def compile(
     tau_kv, hash_bits, cta_method, cta_granularity, cta_block, cta_window, cta_values, cta_keys,
     cta_keep_top, cta_policy = "cost" | "always", cluster_ratio; elsa_bits, elsa_threshold).
     `precision`: "fp16" or "fp32" sets the machine's storage type (`--precision`,
-    ctac.hw.with_precision; None: the config's, fp16 for ctac's default)."""
+    ctac.hw.with_precision; None: the config's, fp16 for ctac's default). `outputs`: compile
+    only the part of the model computing these node outputs (`--outputs`)."""
 
     if attention not in ATTENTION_MODES:
         raise CtacError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
@@ -342,6 +344,7 @@ def compile(
         str(model_path), shape=_shape_flags(shapes), attention=attention, hw=machine,
         verify_attention=verify_attention,
         cta_settings=str(settings) if settings is not None else None,
+        outputs=",".join(outputs) if outputs else None,
         **{key: value for key, value in options.items() if value is not None},
     )  # fmt: skip
     stderr = io.StringIO()
@@ -356,6 +359,8 @@ def compile(
         "attention": attention,
         "shapes": {name: list(dims) for name, dims in parse_shape_flags(args.shape).items()},
     }
+    if outputs:
+        recorded["outputs"] = list(outputs)
     for key in mode_options:
         recorded[key] = getattr(args, key)
     if settings is not None:

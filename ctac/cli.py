@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "segment type (default: the config's, fp16 for ctac's own; fp32 for bit-faithful "
         "comparisons with onnxruntime)",
     )
+    compile_parser.add_argument(
+        "--outputs",
+        metavar="NAME[,NAME]",
+        help="compile only the part of the model that computes these values (node outputs of "
+        "the ONNX graph; they become the program's outputs)",
+    )
     compile_parser.add_argument("-o", "--output", help="output file")
 
     calibrate_parser = _command(

@@ -57,7 +57,11 @@ def front_end(args: argparse.Namespace, emit: str):
     from ctac.passes.detect_attention import detect_attention
     from ctac.pipeline import run_passes
 
-    imported = import_model(args.model, parse_shape_flags(args.shape), args.max_tensor_bytes)
+    outputs = getattr(args, "outputs", None)
+    imported = import_model(
+        args.model, parse_shape_flags(args.shape), args.max_tensor_bytes,
+        outputs=[name.strip() for name in outputs.split(",") if name.strip()] if outputs else None,
+    )  # fmt: skip
     run_passes(imported.module, "onnx-canonicalize")
     reports, refused = [], []
     if emit != "onnx":

@@ -7,6 +7,7 @@ dimensions from --shape, onnx shape inference, then one op per node. Large initi
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -572,12 +573,59 @@ class _GraphBuilder:
         return module
 
 
+def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If, Loop, Scan bodies) read from the enclosing graph."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+        for graph in graphs:
+            inner = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+            for inner_node in graph.node:
+                names.update(n for n in inner_node.input if n and n not in inner)
+                names.update(_subgraph_inputs(inner_node) - inner)
+                inner.update(inner_node.output)
+    return names
+
+
+def select_outputs(graph: onnx.GraphProto, outputs: Sequence[str]) -> None:
+    """Make `outputs` (values the graph computes) the graph's outputs and drop every node they
+    do not need (`ctac compile --outputs`): the part of the model that computes them."""
+    produced = {name for node in graph.node for name in node.output if name}
+    unknown = [name for name in outputs if name not in produced]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(produced), n=3)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise CtacError(
+            f"--outputs: no node of the model computes {', '.join(map(repr, unknown))}{hint}; "
+            "name node outputs (`ctac compile --emit onnx` shows them as SSA names)"
+        )
+    if len(set(outputs)) != len(outputs):
+        raise CtacError(f"--outputs: {list(outputs)} names a value twice")
+    declared = {value.name: value for value in graph.output}
+    kept_outputs = [
+        declared[name] if name in declared else onnx.ValueInfoProto(name=name) for name in outputs
+    ]
+    needed = set(outputs)
+    kept: list[onnx.NodeProto] = []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+            needed.update(_subgraph_inputs(node))
+    del graph.output[:]
+    graph.output.extend(kept_outputs)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+
+
 def import_model(
     path: str | Path,
     shapes: Mapping[str, list[int]] | None = None,
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    outputs: Sequence[str] | None = None,
 ) -> ImportedModel:
-    """Import an ONNX model file as an `onnx` dialect module with static shapes."""
+    """Import an ONNX model file as an `onnx` dialect module with static shapes; with
+    `outputs`, only the part of it that computes those values (select_outputs)."""
     path = Path(path)
     # The large initializers stay in the file: `arrays` are read-only views of it, and `model`
     # holds them with empty data (load_onnx_lazy has checked their sizes).
@@ -593,6 +641,8 @@ def import_model(
     except (onnx.checker.ValidationError, UnicodeDecodeError, ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise CtacError(f"'{path}' fails the ONNX checker: {first_line}") from None
+    if outputs:
+        select_outputs(model.graph, outputs)  # after the checker: the model as the file has it
     store = WeightStore(path, model, arrays)
     register_store(store)
     input_names = _apply_input_shapes(model.graph, shapes or {})
