@@ -34,6 +34,7 @@ from xdsl.irdl import OptOperandDef, VarOperandDef, VarResultDef
 
 from ctac.contrib import CONTRIB_DOMAIN, CONTRIB_OPS, ContribBuilder
 from ctac.contrib_fused import DECOMPOSED_OPSET, DECOMPOSITIONS, attention_mask_nodes, decompose
+from ctac.decompositions import STANDARD_DECOMPOSITIONS, decompose_standard
 from ctac.dialects import onnx as onnx_dialect
 from ctac.errors import CtacError
 from ctac.functions import check_limits, expand, has_function
@@ -345,6 +346,7 @@ class _GraphBuilder:
                 and (
                     node.op_type in onnx_dialect.OP_BY_ONNX_TYPE
                     or node.op_type in QUANTIZED_OPS
+                    or node.op_type in STANDARD_DECOMPOSITIONS
                     or has_function(node, self.opset)
                 )
             ) or (
@@ -451,6 +453,10 @@ class _GraphBuilder:
             return
         if node.op_type in QUANTIZED_OPS:
             inner = decompose_quantized(node, self.type_reader(node), self.used_names)
+            self.build_inner(inner, depth)
+            return
+        if node.op_type in STANDARD_DECOMPOSITIONS:
+            inner = decompose_standard(node, self.type_reader(node), self.used_names)
             self.build_inner(inner, depth)
             return
         if node.op_type not in onnx_dialect.OP_BY_ONNX_TYPE:

@@ -59,6 +59,7 @@ REFUSAL_REASONS: dict[str, str] = {
     r"the accelerator's inputs and outputs are": "an input or output dtype the program format "
     "cannot hold (float64, int16, ...: issue 17 class 3)",
     r"with no elements": "a zero-size output (the accelerator cannot load or store it)",
+    r"training_mode=1": "BatchNormalization in training mode (batch statistics, updated means)",
 }
 _REFUSAL = re.compile("|".join(f"(?:{p})" for p in REFUSAL_REASONS))
 # The cases that pass today, per side: a case listed here must keep passing (a refusal would be
@@ -68,6 +69,7 @@ TOLERANCE = {"evaluator": (1e-3, 1e-5), "accelerator": (2e-2, 2e-3)}
 
 
 def _supported(model: onnx.ModelProto) -> bool:
+    from ctac.decompositions import STANDARD_DECOMPOSITIONS
     from ctac.dialects import onnx as onnx_dialect
     from ctac.functions import has_function
     from ctac.quantized import QUANTIZED_OPS
@@ -78,6 +80,7 @@ def _supported(model: onnx.ModelProto) -> bool:
         and (
             node.op_type in onnx_dialect.OP_BY_ONNX_TYPE
             or node.op_type in QUANTIZED_OPS
+            or node.op_type in STANDARD_DECOMPOSITIONS
             or has_function(node, opset)
         )
         for node in model.graph.node
