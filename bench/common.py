@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -38,6 +39,15 @@ def exported_model(name: str = "bert_base", flag: str = "--bert-base") -> Path:
 
 def bert_base_model() -> Path:
     return exported_model("bert_base", "--bert-base")
+
+
+def save_result(name: str, payload: dict, indent: int = 2) -> Path:
+    """Write bench/results/NAME.json (numbers the README quotes come from these) and say so."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=indent, default=str) + "\n")
+    print(f"wrote {path}")
+    return path
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, bert_base_model, compile_stages, machine, shapes_for, stats  # noqa: E402
+from common import bert_base_model, compile_stages, machine, save_result, shapes_for, stats  # noqa: E402
 
 STAGES = (
     "import_s",
@@ -82,6 +82,20 @@ def process(command: list[str]) -> tuple[float, float]:
     return seconds, peak
 
 
+def side_by_side(samples: dict[str, list[tuple[float, float]]], ctac: str, ort: str) -> dict:
+    """Seconds and peak MB of the `ctac` and `ort` processes (as `{ctac}_s`, `{ctac}_peak_mb`,
+    ...) and their median ratios (`ratio_time`, `ratio_peak_memory`)."""
+    result: dict = {}
+    for name, label in (("ctac", ctac), ("ort", ort)):
+        result[f"{label}_s"] = stats([s for s, _ in samples[name]])
+        result[f"{label}_peak_mb"] = stats([m for _, m in samples[name]])
+    result["ratio_time"] = result[f"{ctac}_s"]["median"] / result[f"{ort}_s"]["median"]
+    result["ratio_peak_memory"] = (
+        result[f"{ctac}_peak_mb"]["median"] / result[f"{ort}_peak_mb"]["median"]
+    )
+    return result
+
+
 def whole_processes(model: Path, seq: int, runs: int, folder: Path) -> dict:
     """`ctac compile` and onnxruntime session creation as whole processes, alternated."""
     shapes = ",".join(
@@ -100,15 +114,7 @@ def whole_processes(model: Path, seq: int, runs: int, folder: Path) -> dict:
         "command": " ".join(ctac[1:]),
         "program_bytes": (folder / "bert_base.ctab").stat().st_size,
     }
-    for name, label in (("ctac", "ctac_compile"), ("ort", "ort_session_1_thread")):
-        result[f"{label}_s"] = stats([s for s, _ in samples[name]])
-        result[f"{label}_peak_mb"] = stats([m for _, m in samples[name]])
-    result["ratio_time"] = (
-        result["ctac_compile_s"]["median"] / result["ort_session_1_thread_s"]["median"]
-    )
-    result["ratio_peak_memory"] = (
-        result["ctac_compile_peak_mb"]["median"] / result["ort_session_1_thread_peak_mb"]["median"]
-    )
+    result.update(side_by_side(samples, "ctac_compile", "ort_session_1_thread"))
     result["meets_target"] = (
         result["ratio_time"] <= TARGET_TIME and result["ratio_peak_memory"] <= TARGET_MEMORY
     )
@@ -198,9 +204,7 @@ def main() -> int:
     for leftover in folder.iterdir():
         leftover.unlink()
     folder.rmdir()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "compile_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'compile_speed.json'}")
+    save_result("compile_speed", result)
     return 0
 
 

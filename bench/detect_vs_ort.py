@@ -23,7 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models"
-RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO / "bench"))
+from common import save_result  # noqa: E402
 
 ORT_MODEL_TYPE = {
     "bert": "bert",
@@ -116,9 +117,7 @@ def main() -> int:
         "models": rows,
         "totals": {"layers": layers, "ctac": ctac_total, "onnxruntime": ort_total},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "detect_vs_ort.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'detect_vs_ort.json'}")
+    save_result("detect_vs_ort", result)
     return 0
 
 

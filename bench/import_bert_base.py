@@ -10,13 +10,12 @@ cache folder ($CTAC_CACHE or ~/.cache/ctac), never committed; that step needs th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, bert_base_model, machine, stats  # noqa: E402
+from common import bert_base_model, machine, save_result, stats  # noqa: E402
 
 
 def time_once(model: Path, seq: int) -> dict[str, float]:
@@ -73,9 +72,7 @@ def main() -> int:
     print(
         f"printed IR: {result['ir_bytes'] / 1e6:.3f} MB, {result['ops']} ops (target < 10 s, < 2 MB)"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "import_bert_base.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'import_bert_base.json'}")
+    save_result("import_bert_base", result)
     return 0
 
 

