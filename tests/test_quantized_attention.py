@@ -191,12 +191,13 @@ def test_without_the_rounding_the_proof_refuses(tmp_path: Path, monkeypatch) -> 
     """The proof catches a dropped stage: with the probabilities' stage removed from the match,
     most outputs move and the match is refused."""
     import ctac.passes.detect_attention as detect
+    from ctac.passes.attention_scores import AfterSoftmax
 
     original = detect.after_softmax
 
     def forget_probs(softmax):
         found = original(softmax)
-        if isinstance(found, detect.AfterSoftmax):
+        if isinstance(found, AfterSoftmax):
             found.probs_quant = None
         return found
 
