@@ -344,7 +344,7 @@ def compile(
         str(model_path), shape=_shape_flags(shapes), attention=attention, hw=machine,
         verify_attention=verify_attention,
         cta_settings=str(settings) if settings is not None else None,
-        outputs=",".join(outputs) if outputs else None,
+        outputs=list(outputs) if outputs else None,
         **{key: value for key, value in options.items() if value is not None},
     )  # fmt: skip
     stderr = io.StringIO()

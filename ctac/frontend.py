@@ -57,11 +57,12 @@ def front_end(args: argparse.Namespace, emit: str):
     from ctac.passes.detect_attention import detect_attention
     from ctac.pipeline import run_passes
 
-    outputs = getattr(args, "outputs", None)
+    outputs = getattr(args, "outputs", None)  # the CLI's "a,b" or the API's list of names
+    if isinstance(outputs, str):
+        outputs = [name.strip() for name in outputs.split(",") if name.strip()]
     imported = import_model(
-        args.model, parse_shape_flags(args.shape), args.max_tensor_bytes,
-        outputs=[name.strip() for name in outputs.split(",") if name.strip()] if outputs else None,
-    )  # fmt: skip
+        args.model, parse_shape_flags(args.shape), args.max_tensor_bytes, outputs=outputs or None
+    )
     run_passes(imported.module, "onnx-canonicalize")
     reports, refused = [], []
     if emit != "onnx":

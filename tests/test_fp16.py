@@ -271,7 +271,7 @@ def test_other_element_sizes_are_refused_at_load() -> None:
         hardware_from_text(text, "test config")
 
 
-def _ids_through_dram_model(path: Path, offset: int | None = None) -> Path:
+def _ids_through_dram_model(path: Path, offset: int | np.ndarray | None = None) -> Path:
     """input_ids -> Cast(int32) [-> Add(offset)] -> Gather from a 40000-row table: the cast
     ids go through DRAM (the form onnxruntime's optimizer leaves before EmbedLayerNorm)."""
     import onnx
@@ -281,14 +281,15 @@ def _ids_through_dram_model(path: Path, offset: int | None = None) -> Path:
     nodes = [helper.make_node("Cast", ["input_ids"], ["ids32"], to=TensorProto.INT32)]
     initializers = [numpy_helper.from_array(table, "table")]
     ids = "ids32"
+    rows = [np.asarray(offset).shape[0] if np.ndim(offset) == 2 else 1]
     if offset is not None:
         nodes.append(helper.make_node("Add", ["ids32", "offset"], ["shifted"]))
-        initializers.append(numpy_helper.from_array(np.array(offset, np.int32), "offset"))
+        initializers.append(numpy_helper.from_array(np.asarray(offset, np.int32), "offset"))
         ids = "shifted"
     nodes.append(helper.make_node("Gather", ["table", ids], ["rows"]))
     graph = helper.make_graph(
         nodes, "ids", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 8])],
-        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [1, 8, 4])], initializers,
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [*rows, 8, 4])], initializers,
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, path)
@@ -321,6 +322,11 @@ def test_an_integer_constant_fp16_cannot_hold_is_refused(tmp_path: Path) -> None
     assert api.run(fp32, {"input_ids": ids}, check=True).errors["rows"]["max_abs_err"] == 0.0
     representable = _ids_through_dram_model(tmp_path / "even.onnx", offset=4096)
     api.compile(representable, {"input_ids": [1, 8]})  # exact in fp16: accepted
+    # A larger integer initializer lives in the weight store (not inline): checked as well.
+    table = np.arange(8, dtype=np.int32).reshape(1, 8) * 300 + 2049
+    stored = _ids_through_dram_model(tmp_path / "weights.onnx", offset=np.repeat(table, 3, 0))
+    with pytest.raises(CtacError, match=r"integer constant 2049 .*--precision fp32"):
+        api.compile(stored, {"input_ids": [1, 8]})
 
 
 def test_converting_ahead_writes_the_same_file(tmp_path: Path) -> None:

@@ -28,9 +28,6 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 CALIBRATION_PASSAGES = 8
 EVALUATION_PASSAGES = 4
 TARGET_COSINE = 0.999
-# Settings the calibration shares with `ctac calibrate`'s defaults (window 8: the CLI's), so the
-# demo shows what the command gives.
-CLUSTER_WINDOW = 8
 HOW_TO_GET = (
     "pip install -e '.[export]' && python scripts/export_test_models.py --minilm "
     "~/.cache/ctac   (or $CTAC_CACHE)"
@@ -88,17 +85,15 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def _calibration(real: RealWeights, length: int, passages: np.ndarray, echo) -> Path:
     """The settings file of a calibration on `passages` (cached)."""
-    from ctac.api import _version
+    from ctac import __version__
+    from ctac.arguments import DEFAULT_WINDOW
     from ctac.calibrate import calibrate
     from ctac.files import file_sha256, write_atomically
+    from ctac.frontend import compile_arguments, front_end
     from ctac.hw import load_hardware
-    from ctac.importer import import_model, parse_shape_flags
-    from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
-    from ctac.passes.detect_attention import detect_attention
-    from ctac.pipeline import run_passes
 
     key = hashlib.sha256()
-    for part in (file_sha256(real.model), str(length), str(TARGET_COSINE), _version()):
+    for part in (file_sha256(real.model), str(length), str(TARGET_COSINE), __version__):
         key.update(part.encode() + b"\0")
     key.update(passages.astype("<i8").tobytes())
     path = cache_folder() / "demo" / f"calibration_L{length}_{key.hexdigest()[:16]}.toml"
@@ -109,17 +104,17 @@ def _calibration(real: RealWeights, length: int, passages: np.ndarray, echo) -> 
         f"calibrating on {len(passages)} passages to a pooled cosine of {TARGET_COSINE} "
         "(a minute or two, once; cached)"
     )
-    shapes = parse_shape_flags([f"input_ids=1x{length},attention_mask=1x{length}"])
-    imported = import_model(str(real.model), shapes, DEFAULT_MAX_TENSOR_BYTES)
-    run_passes(imported.module, "onnx-canonicalize")
-    detect_attention(imported.module, verify=False)
+    # The module `ctac calibrate` calibrates: imported, canonicalised, attention detected.
+    shape = f"input_ids=1x{length},attention_mask=1x{length}"
+    arguments = compile_arguments(str(real.model), shape=[shape], verify_attention=False)
+    module, _ = front_end(arguments, "cta-detected")
     samples = [
         {"input_ids": row[None, :], "attention_mask": np.ones((1, length), np.int64)}
         for row in passages
     ]
     settings = calibrate(
-        imported.module, samples, TARGET_COSINE, hw=load_hardware(None),
-        window=CLUSTER_WINDOW, measure="pooled",
+        module, samples, TARGET_COSINE, hw=load_hardware(None), window=DEFAULT_WINDOW,
+        measure="pooled",
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, settings.to_toml().encode())

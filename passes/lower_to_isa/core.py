@@ -28,6 +28,7 @@ from ctac.passes.lower_to_isa.memory import (
 from ctac.passes.lower_to_isa.pipeline import Pipeline
 from ctac.runtime import isa
 from ctac.runtime.evaluator import indexed_extent, input_names, main_function, output_names
+from ctac.weights import store_for_module
 
 HW_ATTRIBUTE = "ctaisa.hw"
 DRAM_ATTRIBUTE = "ctaisa.dram"
@@ -207,19 +208,15 @@ class Lowering:
         shape = ox.shape_of(value)
         address = self.data_top
         if isinstance(owner, ox.WeightOp):
+            if _is_integer(value) and self.hw.precision == "fp16":
+                store = store_for_module(self.module)
+                if store is not None:  # integer initializers are small: ids, indices, shapes
+                    self._check_storable(value, store.get(owner.ref.data))
             self.data.append((address, elements(shape), owner.ref.data, None))
         elif isinstance(owner, ox.ConstantOp):
             array = owner.to_numpy()
-            if _is_integer(value) and self.hw.precision == "fp16" and array.size:
-                with np.errstate(over="ignore"):
-                    kept = array.astype(np.float16).astype(np.float64) == array
-                if not kept.all():
-                    lost = int(array.reshape(-1)[np.argmin(kept.reshape(-1))])
-                    raise CtacError(
-                        f"{value.name_hint or 'a constant'}: integer constant {lost} is not "
-                        "exact in the fp16 data segment (fp16 holds every integer only up to "
-                        f"{FP16_EXACT_INTEGERS}); compile with --precision fp32"
-                    )
+            if _is_integer(value) and self.hw.precision == "fp16":
+                self._check_storable(value, array)
             self.data.append((address, elements(shape), None, array.astype(np.float32)))
         else:
             raise Unsupported(f"{value.name_hint}: not a constant")
@@ -227,6 +224,20 @@ class Lowering:
         tensor = Tensor(address, shape)
         self.tensors[value] = tensor
         return tensor
+
+    def _check_storable(self, value: SSAValue, array: np.ndarray) -> None:
+        """An integer constant or weight whose values fp16 cannot hold exactly is a compile
+        error (the data segment would silently change it)."""
+        values = np.asarray(array).reshape(-1)
+        with np.errstate(over="ignore"):
+            kept = values.astype(np.float16).astype(np.float64) == values
+        if not kept.all():
+            lost = int(values[np.argmin(kept)])
+            raise CtacError(
+                f"{value.name_hint or 'a constant'}: integer constant {lost} is not exact in the "
+                f"fp16 data segment (fp16 holds every integer only up to {FP16_EXACT_INTEGERS}); "
+                "compile with --precision fp32"
+            )
 
     def tensor(self, value: SSAValue) -> Tensor:
         tensor = self.tensors.get(value)
