@@ -95,3 +95,15 @@ def window_argument(parser: argparse.ArgumentParser) -> None:
 def compression_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, keywords in COMPRESSION_FLAGS:
         parser.add_argument(flag, action=Remembered, **keywords)
+
+
+def precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--precision: the machine's storage type (`compile`, `compare`)."""
+    parser.add_argument(
+        "--precision",
+        choices=["fp16", "fp32"],
+        help="the element type the machine stores tensors in: sets the config's "
+        "dram.element_bytes (2 or 4; the cost model charges it too) and the program's data "
+        "segment type (default: the config's, fp16 for ctac's own; fp32 for bit-faithful "
+        "comparisons with onnxruntime)",
+    )

@@ -20,6 +20,7 @@ from ctac.arguments import (
     compression_arguments,
     input_arguments,
     model_arguments,
+    precision_argument,
     window_argument,
 )
 from ctac.commands.calibrate import calibrate_command
@@ -92,14 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compression_arguments(compile_parser)
     compile_parser.add_argument("--hw", help="hardware config TOML (default: ctac's own)")
-    compile_parser.add_argument(
-        "--precision",
-        choices=["fp16", "fp32"],
-        help="the element type the machine stores tensors in: sets the config's "
-        "dram.element_bytes (2 or 4; the cost model charges it too) and the program's data "
-        "segment type (default: the config's, fp16 for ctac's own; fp32 for bit-faithful "
-        "comparisons with onnxruntime)",
-    )
+    precision_argument(compile_parser)
     compile_parser.add_argument(
         "--outputs",
         metavar="NAME[,NAME]",
@@ -245,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_arguments(compare_parser)
     compression_arguments(compare_parser)
     compare_parser.add_argument("--hw", help="hardware config TOML (default: ctac's own)")
+    precision_argument(compare_parser)
     compare_parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     compare_parser.add_argument(
         "--json", action="store_true", help="print JSON instead of the table"

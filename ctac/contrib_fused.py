@@ -5,7 +5,8 @@ ViT graph into SkipLayerNormalization, EmbedLayerNormalization, BiasGelu, FastGe
 BiasAdd and Attention nodes. ctac imports attention straight to `cta.attention` (ctac/contrib.py);
 every other fused op here becomes the plain ONNX nodes of its definition (onnxruntime's contrib
 op documentation, docs/ContribOperators.md), which the importer then builds one by one with
-ONNX's own shape inference, and canonicalize recognises again as LayerNormalization and GELU.
+ONNX's own shape inference, and canonicalize recognises again as LayerNormalization, GELU and
+(SkipSimplifiedLayerNormalization's) RMSNormalization.
 
 Attention's mask_index comes in formats cta.attention does not take (a key-padding 0/1 matrix
 (batch, keys) or an additive bias): 1-D end positions (batch) or end and start positions
@@ -168,7 +169,9 @@ def _skip_layer_norm(nodes: NodeBuilder, used: set[str]) -> None:
 
 def _skip_simplified_layer_norm(nodes: NodeBuilder, used: set[str]) -> None:
     """SkipSimplifiedLayerNormalization(input, skip, gamma, bias?) = RMSNorm(input + skip + bias):
-    s / sqrt(mean(s^2) + epsilon) x gamma over the last axis; output 3 is the sum."""
+    s / sqrt(mean(s^2) + epsilon) x gamma over the last axis; output 3 is the sum. The mean is
+    ReduceSum / width (ReduceMean takes axes as an input only from opset 18), a form canonicalize
+    recognises as RMSNormalization (passes/patterns_layer_norm.py)."""
     nodes.refuse_used_outputs({1: "mean", 2: "inv_std_var"}, used)
     total = _skip_sum(nodes, 3)
     width = nodes.shape(nodes.input(0))[-1]

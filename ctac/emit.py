@@ -12,6 +12,7 @@ from ctac.dialects.ctaisa import DataOp, InstructionOp, SymbolOp
 from ctac.errors import CtacError
 from ctac.passes.lower_to_isa import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE
 from ctac.passes.lower_to_isa.core import ELEMENT_TYPE_ATTRIBUTE
+from ctac.runtime.evaluator import evaluate_values
 from ctac.runtime.program import DTYPES, DataSegment, Program, Symbol
 from ctac.weights import store_for_module
 
@@ -32,9 +33,14 @@ def program_from_module(module: ModuleOp) -> Program:
     # (of the ONNX file itself) and write_program streams them into the program file.
     pieces: list[tuple[int, np.ndarray]] = []
     store = None
+    computed = [entry.source for entry in entries if entry.source is not None]
+    # Values precomputed from weights and constants, by the recipe the module carries.
+    arrays = dict(zip(computed, evaluate_values(computed, {}, module), strict=True))
     for entry in entries:
         start, count = entry.address.data, entry.size.data
-        if entry.ref is not None:
+        if entry.source is not None:
+            values = arrays[entry.source]
+        elif entry.ref is not None:
             store = store or store_for_module(module)
             if store is None:
                 raise CtacError("the module refers to weights but has no ctac.weights attribute")
@@ -93,12 +99,18 @@ def _check_symbols(symbols: list[Symbol]) -> None:
             )
 
 
-def check_loadable(program: Program, blob: bytes | None, capacities: dict[int, int]) -> None:
+def check_loadable(
+    program: Program,
+    blob: bytes | None,
+    capacities: dict[int, int],
+    words: bytes | None = None,
+) -> None:
     """The encoded program passes the same checks `ctac run` and `ctac disasm` make: what the
     compiler writes, the loader accepts (a refusal here is a compiler gap, reported as an error
     instead of writing a file that is then called corrupt). With `blob` None the program is
     checked without its data segment (the data segment itself holds no field to check, and
-    encoding hundreds of MB of weights only to check the rest cost a second on BERT-base)."""
+    encoding hundreds of MB of weights only to check the rest cost a second on BERT-base).
+    `words`: the program's instructions already encoded (instruction_words), reused."""
     import dataclasses
 
     from ctac.runtime.program import decode_program, encode_program
@@ -111,7 +123,7 @@ def check_loadable(program: Program, blob: bytes | None, capacities: dict[int, i
                     f"data segment's {len(program.data)} elements"
                 )
             empty = np.zeros(0, dtype=np.float32)
-            blob = encode_program(dataclasses.replace(program, data=empty))
+            blob = encode_program(dataclasses.replace(program, data=empty), words=words)
         decode_program(blob, program.hw_digest, capacities)
     except CtacError as exc:
         raise CtacError(

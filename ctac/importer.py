@@ -472,6 +472,11 @@ class _GraphBuilder:
                 f"node {_node_label(node)}: Softmax before opset 13 flattens its input; "
                 "re-export the model with opset 13 or newer"
             )
+        if node.op_type == "Resize" and self.opset < 11:
+            raise CtacError(  # opset 10's inputs are (X, scales): no roi, no coordinate modes
+                f"node {_node_label(node)}: Resize before opset 11 is not supported; "
+                "re-export the model with opset 11 or newer"
+            )
         op_class = onnx_dialect.OP_BY_ONNX_TYPE[node.op_type]
         definition = op_class.get_irdl_definition()
         inputs = list(node.input)

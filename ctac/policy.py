@@ -128,7 +128,7 @@ def decide(
     from ctac.passes.lower_to_isa import lower_module
     from ctac.pipeline import run_passes
     from ctac.runtime.costmodel import simulate
-    from ctac.runtime.profile import per_block
+    from ctac.runtime.profile import layer_block_names, per_block
 
     function = next(op for op in detected.ops if isinstance(op, func.FuncOp))
     layers = layers_of(function)
@@ -139,7 +139,10 @@ def decide(
     compressed_module = detected.clone()
     run_passes(compressed_module, compress_spec)
     compressed = program_from_module(lower_module(compressed_module, hw))
-    exact_blocks = per_block(simulate(exact, hw))
+    exact_profile = simulate(exact, hw)
+    exact_blocks = per_block(exact_profile)
+    # "layer k", or "encoder/decoder layer k" in an encoder-decoder model (runtime/profile.py).
+    block_names = layer_block_names(exact_profile)
     expectation = (
         cluster_ratio
         if isinstance(cluster_ratio, ClusterExpectation)
@@ -149,7 +152,7 @@ def decide(
     decisions = []
     for index, attention in enumerate(attentions):
         layer = layers.get(attention, index)
-        block = f"layer {layer}"
+        block = block_names.get(layer, f"layer {layer}")
         exact_cycles = int(exact_blocks.get(block, {}).get("span_cycles", 0))
         cta_cycles = int(cta_blocks.get(block, {}).get("span_cycles", 0))
         source = attention.attributes.get("ctac.source")

@@ -123,10 +123,12 @@ class AttentionOp(OnnxOp):
     With softcap c > 0 the scaled scores become c * tanh(scores / c) before the mask.
     A causal mask lets query i see keys j <= i + causal_offset (default Sk - Sq: the last query
     sees every key, as with a KV cache; ONNX Attention without past uses 0).
-    `fake_quant` (statically quantized QDQ graphs) holds, per stage of QUANT_STAGES (the raw
-    scores Q K^T, the scaled scores, the masked scores, the probabilities), four numbers
-    (step, zero, low, high): that stage's values x become (clip(round(x / step) + zero, low,
-    high) - zero) * step, a QuantizeLinear -> DequantizeLinear pair; step 0 = not quantized.
+    `fake_quant` (statically quantized QDQ and QOperator graphs) holds, per stage of
+    QUANT_STAGES (the raw scores Q K^T, the scaled scores, the masked scores, the probabilities,
+    the output P V per element before the heads are merged), four numbers (step, zero, low,
+    high): that stage's values x become (clip(round(x / step) + zero, low, high) - zero) * step,
+    a QuantizeLinear -> DequantizeLinear pair; step 0 = not quantized. The output stage's four
+    may be left off (16 numbers).
     """
 
     name = "cta.attention"
@@ -157,7 +159,11 @@ class AttentionOp(OnnxOp):
         if self.fake_quant is not None:
             stages = quant_stages(self)
             if stages is None:
-                _fail(self, f"fake_quant must hold 4 numbers per stage of {QUANT_STAGES}")
+                _fail(
+                    self,
+                    f"fake_quant must hold 4 numbers per stage of {QUANT_STAGES} (the last "
+                    "may be left off)",
+                )
             for stage, (step, _, low, high) in stages.items():
                 if not step > 0 or not low <= high:
                     _fail(self, f"fake_quant stage '{stage}' needs step > 0 and low <= high")
@@ -184,7 +190,7 @@ class AttentionOp(OnnxOp):
             )
 
 
-QUANT_STAGES = ("scores", "scaled", "masked", "probs")
+QUANT_STAGES = ("scores", "scaled", "masked", "probs", "output")
 
 
 def quant_stages(op: AttentionOp) -> dict[str, tuple[float, float, float, float]] | None:
@@ -192,8 +198,9 @@ def quant_stages(op: AttentionOp) -> dict[str, tuple[float, float, float, float]
     if op.fake_quant is None:
         return {}
     values = [float(v) for v in op.fake_quant.get_values()]
-    if len(values) != 4 * len(QUANT_STAGES):
+    if len(values) not in (4 * len(QUANT_STAGES) - 4, 4 * len(QUANT_STAGES)):
         return None
+    values += [0.0] * (4 * len(QUANT_STAGES) - len(values))  # no output stage
     stages = {}
     for index, stage in enumerate(QUANT_STAGES):
         step, zero, low, high = values[4 * index : 4 * index + 4]

@@ -28,7 +28,13 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Dialect
-from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_prop_def, prop_def
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_op_definition,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+)
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
@@ -247,17 +253,25 @@ INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {
 
 @irdl_op_definition
 class DataOp(IRDLOperation):
-    """A data-segment entry: `ctaisa.data at=ADDR size=N "weight name"` or `... dense<...>`."""
+    """A data-segment entry: `ctaisa.data at=ADDR size=N "weight name"`, `... dense<...>`, or
+    `... %value`: a value computed at compile time from weights and constants by onnx-dialect
+    ops earlier in the module (lower-to-isa precomputes what depends on no input: a dequantized
+    or transposed weight), so printed modules carry the recipe, never the derived arrays."""
 
     name = "ctaisa.data"
     address = prop_def(IntAttr)
     ref = opt_prop_def(StringAttr)
     value = opt_prop_def(DenseIntOrFPElementsAttr)
     size = prop_def(IntAttr)
+    source = opt_operand_def()
 
     def print(self, printer: Printer) -> None:
         printer.print_string(f" at={self.address.data} size={self.size.data} ")
-        if self.ref is not None:
+        if self.source is not None:
+            printer.print_operand(self.source)
+            printer.print_string(" : ")
+            printer.print_attribute(self.source.type)
+        elif self.ref is not None:
             printer.print_string_literal(self.ref.data)
         else:
             from ctac.dialects.onnx import print_dense
@@ -272,8 +286,13 @@ class DataOp(IRDLOperation):
         parser.parse_keyword("size")
         parser.parse_punctuation("=")
         size = parser.parse_integer()
-        ref = parser.parse_optional_str_literal()
         properties: dict[str, Attribute] = {"address": IntAttr(address), "size": IntAttr(size)}
+        unresolved = parser.parse_optional_unresolved_operand()
+        if unresolved is not None:
+            parser.parse_punctuation(":")
+            source = parser.resolve_operand(unresolved, parser.parse_type())
+            return cls.build(operands=[source], properties=properties)
+        ref = parser.parse_optional_str_literal()
         if ref is not None:
             properties["ref"] = StringAttr(ref)
         else:
@@ -281,11 +300,14 @@ class DataOp(IRDLOperation):
             if not isinstance(value, DenseIntOrFPElementsAttr):
                 parser.raise_error("ctaisa.data expects a weight name or a dense<...> value")
             properties["value"] = value
-        return cls.build(properties=properties)
+        return cls.build(operands=[None], properties=properties)
 
     def verify_(self) -> None:
-        if (self.ref is None) == (self.value is None):
-            raise VerifyException("ctaisa.data needs exactly one of a weight name and a value")
+        given = (self.ref is not None) + (self.value is not None) + (self.source is not None)
+        if given != 1:
+            raise VerifyException(
+                "ctaisa.data needs exactly one of a weight name, a value and a computed operand"
+            )
 
 
 @irdl_op_definition

@@ -642,6 +642,31 @@ class LayerNormalizationOp(OnnxOp):
 
 
 @irdl_op_definition
+class RMSNormalizationOp(OnnxOp):
+    """ONNX opset 23 RMSNormalization: X / sqrt(mean(X^2) + epsilon) * scale over the axes from
+    `axis` on (no mean subtracted, no bias); canonicalize also builds it from T5's decomposed
+    RMSNorm (passes/patterns_layer_norm.py)."""
+
+    name = "onnx.RMSNormalization"
+    X = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    Y = result_def(TensorType)
+    axis = opt_prop_def(IntegerAttr)
+    epsilon = opt_prop_def(FloatAttr)
+    stash_type = opt_prop_def(IntegerAttr)
+    traits = traits_def(Pure())
+
+    def verify_onnx(self) -> None:
+        shape = shape_of(self.X)
+        axis = _normalize_axis(self, self.int_attr("axis", -1), len(shape))
+        normalized = shape[axis:]
+        if broadcast_shapes(normalized, shape_of(self.scale)) != normalized:
+            _fail(self, f"scale shape {shape_of(self.scale)} does not fit {normalized}")
+        if shape_of(self.Y) != shape:
+            _fail(self, "result shape differs from input")
+
+
+@irdl_op_definition
 class GeluOp(OnnxOp):
     name = "onnx.Gelu"
     X = operand_def(TensorType)
@@ -677,6 +702,36 @@ class ConvOp(OnnxOp):
             _fail(self, f"input rank {len(x)} and weight rank {len(w)} do not form a convolution")
         if x[1] != w[1] * self.int_attr("group", 1):
             _fail(self, f"input channels {x[1]} do not match weight {w[1]} x group")
+
+
+@irdl_op_definition
+class ConvTransposeOp(OnnxOp):
+    """ONNX ConvTranspose: W is (C, M/group, k...), the output (N, M, out...)."""
+
+    name = "onnx.ConvTranspose"
+    X = operand_def(TensorType)
+    W = operand_def(TensorType)
+    B = opt_operand_def(TensorType)
+    Y = result_def(TensorType)
+    auto_pad = opt_prop_def(StringAttr)
+    dilations = opt_prop_def(DenseArrayBase)
+    group = opt_prop_def(IntegerAttr)
+    kernel_shape = opt_prop_def(DenseArrayBase)
+    output_padding = opt_prop_def(DenseArrayBase)
+    output_shape = opt_prop_def(DenseArrayBase)
+    pads = opt_prop_def(DenseArrayBase)
+    strides = opt_prop_def(DenseArrayBase)
+    traits = traits_def(Pure())
+
+    def verify_onnx(self) -> None:
+        x, w, y = shape_of(self.X), shape_of(self.W), shape_of(self.Y)
+        group = self.int_attr("group", 1)
+        if len(x) < 3 or len(w) != len(x) or len(y) != len(x):
+            _fail(self, f"input rank {len(x)} and weight rank {len(w)} do not form a convolution")
+        if x[1] != w[0]:
+            _fail(self, f"input channels {x[1]} do not match the weight's first axis {w[0]}")
+        if group < 1 or x[1] % group or y[1] != w[1] * group:
+            _fail(self, f"output channels {y[1]} are not weight {w[1]} x group {group}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -866,6 +921,83 @@ class GatherNDOp(OnnxOp):
     output = result_def(TensorType)
     batch_dims = opt_prop_def(IntegerAttr)
     traits = traits_def(Pure())
+
+
+SCATTER_REDUCTIONS = ("none", "add", "mul", "max", "min")
+
+
+@irdl_op_definition
+class ScatterNDOp(OnnxOp):
+    name = "onnx.ScatterND"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    updates = operand_def(TensorType)
+    output = result_def(TensorType)
+    reduction = opt_prop_def(StringAttr)
+    traits = traits_def(Pure())
+
+    def verify_onnx(self) -> None:
+        data, indices, updates = shape_of(self.data), shape_of(self.indices), shape_of(self.updates)
+        if self.str_attr("reduction", "none") not in SCATTER_REDUCTIONS:
+            _fail(self, f"unknown reduction '{self.str_attr('reduction')}'")
+        if not indices or not 1 <= indices[-1] <= len(data):
+            _fail(self, f"indices {indices} must end in a depth between 1 and rank {len(data)}")
+        expected = indices[:-1] + data[indices[-1] :]
+        if updates != expected:
+            _fail(self, f"updates shape {updates} should be {expected}")
+        if shape_of(self.output) != data:
+            _fail(self, "result shape differs from data")
+
+
+@irdl_op_definition
+class ScatterElementsOp(OnnxOp):
+    name = "onnx.ScatterElements"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    updates = operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = opt_prop_def(IntegerAttr)
+    reduction = opt_prop_def(StringAttr)
+    traits = traits_def(Pure())
+
+    def verify_onnx(self) -> None:
+        data, indices = shape_of(self.data), shape_of(self.indices)
+        _normalize_axis(self, self.int_attr("axis", 0), len(data))
+        if self.str_attr("reduction", "none") not in SCATTER_REDUCTIONS:
+            _fail(self, f"unknown reduction '{self.str_attr('reduction')}'")
+        if indices != shape_of(self.updates) or len(indices) != len(data):
+            _fail(self, "indices and updates must have the same shape, of data's rank")
+        if shape_of(self.output) != data:
+            _fail(self, "result shape differs from data")
+
+
+@irdl_op_definition
+class ResizeOp(OnnxOp):
+    """ONNX Resize (opset 11-19): scales or sizes, optional roi and axes."""
+
+    name = "onnx.Resize"
+    X = operand_def(TensorType)
+    roi = opt_operand_def(TensorType)
+    scales = opt_operand_def(TensorType)
+    sizes = opt_operand_def(TensorType)
+    Y = result_def(TensorType)
+    antialias = opt_prop_def(IntegerAttr)
+    axes = opt_prop_def(DenseArrayBase)
+    coordinate_transformation_mode = opt_prop_def(StringAttr)
+    cubic_coeff_a = opt_prop_def(FloatAttr)
+    exclude_outside = opt_prop_def(IntegerAttr)
+    extrapolation_value = opt_prop_def(FloatAttr)
+    keep_aspect_ratio_policy = opt_prop_def(StringAttr)
+    mode = opt_prop_def(StringAttr)
+    nearest_mode = opt_prop_def(StringAttr)
+    traits = traits_def(Pure())
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+
+    def verify_onnx(self) -> None:
+        if self.str_attr("mode", "nearest") not in ("nearest", "linear", "cubic"):
+            _fail(self, f"unknown mode '{self.str_attr('mode')}'")
+        if len(shape_of(self.Y)) != len(shape_of(self.X)):
+            _fail(self, "result rank differs from input")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,8 +39,17 @@ block k - 1's group that is an ancestor of attention k (or at the group itself) 
 block ends at its group. A function without attention has no blocks: no op gets a layer
 (`compute_layers` returns {}), and instructions carry no layer.
 
-Limitation: every attention is one block, so a decoder block with self- and cross-attention
-counts as two.
+Encoder-decoder models (T5, BART): a decoder block holds a self-attention and a cross-attention.
+An attention is a cross-attention when the attention before it is an ancestor of its query but
+not of its key (its keys and values come from another stack, the encoder's output, while a
+self-attention's keys come from the same stream as its queries; masks are not followed). It
+joins the preceding attention's block: the block's input stream is the self-attention's, its end
+follows from the cross-attention's residual. The blocks holding a cross-attention are the
+decoder's; the first of them begins at the first op after the encoder's last block (found as
+the end of a last block is) that feeds it, so the decoder's embeddings count in its first block
+and the encoder's final norm in its last. Layers stay one numbering over both stacks (encoder
+blocks 0..E-1, decoder blocks E..L-1) so that blocks remain intervals of the body in layer
+order; the profile names them "encoder layer k" / "decoder layer k" (runtime/profile.py).
 
 Where it runs: `ctac-opt -p assign-layers` sets the attribute, so it can be seen and edited;
 `ctac compile` does not run it, because lower-to-isa calls `layers_of`, which uses the attributes
@@ -105,13 +114,15 @@ def _is_data(value: SSAValue) -> bool:
 
 @dataclass
 class _Block:
-    """One attention's block while it is being found."""
+    """One attention's block while it is being found (a decoder block: two attentions')."""
 
     group: list[Operation]
     first: int  # body positions of the group's first and last op
     last: int
-    residual: Operation | None = None  # the Add that closes the attention's skip
+    residual: Operation | None = None  # the Add that closes the (last) attention's skip
     stream_in: SSAValue | None = None  # r_k
+    decoder: bool = False  # holds a cross-attention
+    head: list[Operation] | None = None  # a decoder block's self-attention group
 
 
 class _Graph:
@@ -224,9 +235,11 @@ def _residual(graph: _Graph, block: _Block) -> None:
 
 
 def _fallback_start(graph: _Graph, block: _Block, previous_end: int) -> int:
-    """Without a residual: the first op after the previous group that feeds this block."""
-    members = set(block.group)
-    inputs = [operand for op in block.group for operand in _data_operands(op)]
+    """Without a residual: the first op after the previous group that feeds this block (a
+    decoder block: its self-attention, not the encoder output its cross-attention reads)."""
+    group = block.head or block.group
+    members = set(group)
+    inputs = [operand for op in group for operand in _data_operands(op)]
     feeding = [
         graph.pos(value)
         for value in graph.ancestors(inputs, members)
@@ -268,6 +281,45 @@ def _last_block_end(graph: _Graph, block: _Block) -> int:
     return end
 
 
+def _data_ancestor_ops(value: SSAValue) -> set[Operation]:
+    """The ops `value` is computed from, masks of attention and clustering ops not followed."""
+    seen: set[Operation] = set()
+    stack = [value]
+    while stack:
+        owner = stack.pop().owner
+        if isinstance(owner, Operation) and owner not in seen:
+            seen.add(owner)
+            stack.extend(_data_operands(owner))
+    return seen
+
+
+def _is_cross_attention(previous: Operation, attention: Operation) -> bool:
+    """`previous` feeds `attention`'s query but not its key: the keys come from another stack."""
+    query, key = attention.operands[0], attention.operands[1]
+    return previous in _data_ancestor_ops(query) and previous not in _data_ancestor_ops(key)
+
+
+def _join_cross_attentions(blocks: list[_Block]) -> list[_Block]:
+    """Each cross-attention's block merged into the block before it (see the module docstring);
+    `_residual` has run on every block."""
+    merged: list[_Block] = []
+    for block in blocks:
+        if merged and not merged[-1].decoder:
+            previous = merged[-1]
+            if _is_cross_attention(previous.group[0], block.group[0]):
+                previous.head = list(previous.group)
+                previous.group += block.group
+                previous.first = min(previous.first, block.first)
+                previous.last = max(previous.last, block.last)
+                previous.residual = block.residual or previous.residual
+                previous.decoder = True
+                if previous.stream_in is None:
+                    previous.stream_in = block.stream_in
+                continue
+        merged.append(block)
+    return merged
+
+
 def compute_layers(function: func.FuncOp) -> dict[Operation, int]:
     """The layer of every op of `function` (see the module docstring); {} without attention."""
     graph = _Graph(function)
@@ -277,11 +329,18 @@ def compute_layers(function: func.FuncOp) -> dict[Operation, int]:
     ]
     if not blocks:
         return {}
-    starts: list[int] = []
-    previous_end = -1
     for block in blocks:
         _residual(graph, block)
-        if block.stream_in is not None:
+    blocks = _join_cross_attentions(blocks)
+    starts: list[int] = []
+    previous_end = -1
+    for index, block in enumerate(blocks):
+        if block.decoder and index and not blocks[index - 1].decoder:
+            # The decoder's first block: from the first op after the encoder's last block
+            # that feeds it (its embeddings), not from its stream input.
+            encoder_end = max(_last_block_end(graph, blocks[index - 1]), blocks[index - 1].last)
+            start = _fallback_start(graph, block, encoder_end)
+        elif block.stream_in is not None:
             start = graph.pos(block.stream_in) + 1
         else:
             start = _fallback_start(graph, block, previous_end)

@@ -8,9 +8,10 @@ ctac/quantized.py imports QuantizeLinear(x, s, z) -> DequantizeLinear(., s, z) a
 (canonicalize drops the Div and the Mul when s = 1 and the Add and the Sub when z = 0). Such a
 pair on the scores or the probabilities of an attention is a step of `cta.attention`'s
 `fake_quant` (dialects/cta.py): the value becomes (clip(round(x / s) + z, low, high) - z) * s.
-Only pairs whose quantize and dequantize agree on s and z are read this way; QOperator graphs,
+Only pairs whose quantize and dequantize agree on s and z are read this way. QOperator graphs,
 which carry the integers from one op to the next with a new scale (QLinearMatMul, QLinearSoftmax),
-are refused with `REQUANTIZED`.
+are read by passes/attention_qoperator.py, with an output stage for P.V's requantization; a form
+it does not read is refused with `REQUANTIZED`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from ctac.passes.match import scalar_of
 QUANT_OUTLIER_ROWS = 0.01  # of the rows, and at least 2
 REQUANTIZED = (
     "the probabilities are quantized into an integer P.V product that is requantized with a new "
-    "scale (QOperator form: QLinearSoftmax / QLinearMatMul), which cta.attention's fake_quant "
-    "(quantize -> dequantize with one scale) cannot represent"
+    "scale (QOperator form: QLinearSoftmax / QLinearMatMul) in a form cta.attention's fake_quant "
+    "cannot represent (it reads P.V of the probabilities' centred integers and V's, rounded to "
+    "integers by one scalar multiplier)"
 )
 
 DYNAMIC_PROBABILITIES = (
@@ -130,10 +132,15 @@ def quant_tolerance(steps: dict[str, QuantStep], scale: float, value_max: float)
     """How far one value rounded to the neighbouring level moves an output: a probability by its
     step p_s moves an output by at most p_s * max|v|; a score by its step s (times the scale
     applied after it) moves a row's probabilities by at most s * scale in total variation, so an
-    output by at most that * max|v|. Used only for the few rows detect-attention's proof lets
-    differ (a rounding of a value that lands within float error of a half step)."""
-    total = sum(q.step * (scale if stage == "scores" else 1.0) for stage, q in steps.items())
-    return total * value_max
+    output by at most that * max|v|; the output stage then rounds, which may add its own step.
+    Used only for the few rows detect-attention's proof lets differ (a rounding of a value that
+    lands within float error of a half step)."""
+    total = sum(
+        q.step * (scale if stage == "scores" else 1.0)
+        for stage, q in steps.items()
+        if stage != "output"
+    )
+    return total * value_max + (steps["output"].step if "output" in steps else 0.0)
 
 
 def judge_proof(difference: np.ndarray, tolerance: float, step_bound: float) -> str | None:

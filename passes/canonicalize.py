@@ -8,8 +8,8 @@ unused (all onnx ops are `Pure`):
 1. clean-up (passes/patterns_fold.py): fold what constants and static shapes determine into
    `onnx.Constant` (FoldConstants), drop Identity and inference-mode Dropout, and forward ops
    that do nothing (x + 0, x * 1, Cast to its own type, Reshape back to an earlier shape...).
-2. recognition: the decomposed LayerNorm (passes/patterns_layer_norm.py) and GELU, Erf and Tanh
-   forms (passes/patterns_gelu.py), each becoming one op.
+2. recognition: the decomposed LayerNorm and RMSNorm (passes/patterns_layer_norm.py) and GELU,
+   Erf and Tanh forms (passes/patterns_gelu.py), each becoming one op.
 Recognition runs on the cleaned-up graph: its matchers follow single users and read constant
 operands, which an Identity in the chain or a not-yet-folded epsilon would hide.
 """
@@ -38,7 +38,7 @@ from ctac.passes.patterns_fold import (
     simplified_value,
 )
 from ctac.passes.patterns_gelu import GeluErf, GeluTanh, match_gelu_erf, match_gelu_tanh
-from ctac.passes.patterns_layer_norm import LayerNorm, match_layer_norm
+from ctac.passes.patterns_layer_norm import LayerNorm, RMSNorm, match_layer_norm, match_rms_norm
 
 
 def cleanup_patterns(module: ModuleOp) -> list[RewritePattern]:
@@ -48,7 +48,8 @@ def cleanup_patterns(module: ModuleOp) -> list[RewritePattern]:
 
 def recognition_patterns() -> list[RewritePattern]:
     """Stage 2."""
-    return [LayerNorm(), GeluErf(), GeluTanh()]
+    # LayerNorm before RMSNorm: a LayerNorm's Div is also an RMSNorm of the centred input.
+    return [LayerNorm(), RMSNorm(), GeluErf(), GeluTanh()]
 
 
 def to_fixed_point(module: ModuleOp, patterns: list[RewritePattern]) -> bool:
@@ -75,7 +76,7 @@ def remove_dead_ops(function: func.FuncOp) -> None:
 
 @dataclass(frozen=True)
 class CanonicalizePass(ModulePass):
-    """Fold shapes and constants, drop Identity/Dropout, recognise LayerNorm and GELU."""
+    """Fold shapes and constants, drop Identity/Dropout, recognise LayerNorm, RMSNorm, GELU."""
 
     name = "onnx-canonicalize"
 
@@ -91,6 +92,7 @@ __all__ = [
     "match_gelu_erf",
     "match_gelu_tanh",
     "match_layer_norm",
+    "match_rms_norm",
     "recognition_patterns",
     "remove_dead_ops",
     "scalar_of",

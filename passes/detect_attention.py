@@ -18,7 +18,10 @@ constant lower-triangular pattern becomes the causal flag; anything else stays a
 
 Quantize -> dequantize pairs (static QDQ graphs) on the raw, scaled or masked scores or on the
 probabilities become the attention's `fake_quant` stages (passes/attention_quant.py); Q, K and V
-are taken as they are after their dequantization, which stays in the graph.
+are taken as they are after their dequantization, which stays in the graph. In QOperator graphs
+(QLinearMatMul, QLinearMul, QLinearAdd, QLinearSoftmax; passes/attention_qoperator.py) each
+requantization is a stage, P.V's the output stage, and the attention replaces the integers P.V's
+requantization made (new ops turn its output back into them).
 
 With `verify=true` (the default) every match is proven: the original subgraph and the new ops are
 evaluated on the same random inputs and a match that differs by more than 1e-4 is refused. With
@@ -68,6 +71,13 @@ from ctac.passes.attention_masks import (
     classify_mask,
     probe_mask,
 )
+from ctac.passes.attention_qoperator import (
+    QOperatorTail,
+    integer_scores,
+    integer_tail,
+    levels_as_values,
+    requantize_output,
+)
 from ctac.passes.attention_quant import (
     QuantStep,
     integer_valued,
@@ -101,6 +111,8 @@ class Match:
     scale: float
     form: list[str]
     quant: dict[str, QuantStep] = field(default_factory=dict)
+    # QOperator: the integers P.V's requantization made (replaced instead of P.V's result).
+    levels: SSAValue | None = None
 
 
 def match_attention(softmax: ox.SoftmaxOp) -> Match | str | None:
@@ -109,17 +121,26 @@ def match_attention(softmax: ox.SoftmaxOp) -> Match | str | None:
     rank = len(static_shape(softmax.input))
     if rank != 4 or softmax.int_attr("axis", -1) % rank != rank - 1:
         return None
-    followed = after_softmax(softmax)
+    followed = integer_tail(softmax) or after_softmax(softmax)
     if followed is None or isinstance(followed, str):
         return followed
     pv, post_form = followed.pv, followed.form
-    for scores in walk_scores(softmax.input):
+    candidates = walk_scores(softmax.input)
+    if isinstance(followed, QOperatorTail):
+        # Requantized integer scores (QLinear ops) before the softmax, or QDQ / float ones.
+        read = integer_scores(softmax.input)
+        if isinstance(read, str):
+            return read
+        candidates = [read] if read is not None else candidates
+    for scores in candidates:
         if any(bias not in scores.bias_terms for bias in followed.guarded_biases):
             continue
         qk = scores.matmul
         quant = dict(scores.quant)
         if followed.probs_quant is not None:
             quant["probs"] = followed.probs_quant
+        if isinstance(followed, QOperatorTail):
+            quant["output"] = followed.output_quant
         q_value, q_factor, _ = peel_scalars(qk.A)
         key = key_heads_of_transposed(qk.B)
         if "scores" in quant or scores.dequantize:
@@ -164,6 +185,7 @@ def match_attention(softmax: ox.SoftmaxOp) -> Match | str | None:
             scores.scale * q_factor * k_factor,
             form,
             quant,
+            followed.levels if isinstance(followed, QOperatorTail) else None,
         )
     return None
 
@@ -255,7 +277,11 @@ def _verify(
             if operand not in produced and not is_constant(operand) and operand not in leaves:
                 leaves.append(operand)
     bindings = {leaf: _random_like(leaf, rng) for leaf in leaves}
-    (expected,) = evaluate_values([match_output], bindings, module)
+    if match.levels is None:
+        (expected,) = evaluate_values([match_output], bindings, module)
+    else:  # the integers P.V's requantization made, compared as the output stage gives them
+        (levels,) = evaluate_values([match.levels], bindings, module)
+        expected = levels_as_values(levels, match.quant["output"])
     values = dict(bindings)
     constants = [v for op in new_ops for v in op.operands if is_constant(v) and v not in values]
     for constant, array in zip(constants, evaluate_values(constants, {}, module), strict=True):
@@ -331,9 +357,11 @@ def rewrite(
     if match.scores.softcap:
         properties["softcap"] = FloatAttr(match.scores.softcap, f64)
     if match.quant:
+        # The output stage (QOperator graphs) last, written only when present.
+        names = cta.QUANT_STAGES if "output" in match.quant else cta.QUANT_STAGES[:-1]
         stages = [
             value
-            for stage in cta.QUANT_STAGES
+            for stage in names
             for value in (match.quant[stage].as_list() if stage in match.quant else [0.0] * 4)
         ]
         properties["fake_quant"] = DenseArrayBase.from_list(f64, stages)
@@ -374,9 +402,13 @@ def rewrite(
     else:
         verified = "not checked"
     attention.attributes["ctac.form"] = StringAttr(form)
+    replaced, result = pv.Y, attention.output
+    if match.levels is not None:
+        new_ops += requantize_output(attention.output, match.levels, match.quant["output"])
+        replaced, result = match.levels, new_ops[-1].results[0]
     block.insert_ops_before(new_ops, pv)
     attention.output.name_hint = pv.Y.name_hint
-    pv.Y.replace_all_uses_with(attention.output)
+    replaced.replace_all_uses_with(result)
     return DetectionReport(
         layer=layer,
         form=form,

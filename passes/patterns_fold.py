@@ -9,7 +9,8 @@
 - ForwardIdentity: Identity and inference-mode Dropout pass their input.
 - RemoveNoOp: x + 0, x * 1, Cast or Expand to the operand's own type, identity Transpose, Where
   on a constant condition, chains of Reshape/Unsqueeze/Squeeze/Flatten that return to an earlier
-  shape (`simplified_value`).
+  shape (`simplified_value`); a GatherND whose constant indices pick every row of its data in
+  order becomes a Reshape (`gather_nd_as_reshape`).
 """
 
 from __future__ import annotations
@@ -224,10 +225,51 @@ def simplified_value(op: Operation) -> SSAValue | None:
     return None
 
 
+def gather_nd_as_reshape(op: Operation) -> ox.ReshapeOp | None:
+    """A Reshape equal to `op` if it is a GatherND (batch_dims 0) whose constant index tuples
+    are every row of its data in row-major order, else None.
+
+    torch's dynamo exporter writes transformers' padding-mask lookup
+    `mask[arange(batch)[:, None, None, None], arange(seq)[None, None, None, :]]` (aten.index)
+    as such a GatherND: at fixed shapes its indices fold to that identity grid and it only
+    re-lays the mask out as (batch, 1, 1, seq). The TorchScript exporter writes the same lookup
+    as Gather + Reshape. Where no attention op absorbs the mask (T5 adds it to its position
+    bias: an additive mask) the GatherND would otherwise be left for the lowering."""
+    if type(op) is not ox.GatherNDOp:
+        return None
+    assert isinstance(op, ox.GatherNDOp)
+    indices = op.indices.owner
+    if op.int_attr("batch_dims", 0) != 0 or not isinstance(indices, ox.ConstantOp):
+        return None
+    tuples = indices.to_numpy()
+    data_shape = ox.shape_of(op.data)
+    depth = tuples.shape[-1] if tuples.ndim else 0
+    if depth == 0 or depth > len(data_shape):
+        return None
+    rows = data_shape[:depth]
+    tuples = tuples.reshape(-1, depth)
+    if len(tuples) != math.prod(rows) or ((tuples < -np.array(rows)) | (tuples >= rows)).any():
+        return None
+    wrapped = np.where(tuples < 0, tuples + np.array(rows), tuples)
+    if not (np.ravel_multi_index(tuple(wrapped.T), rows) == np.arange(len(tuples))).all():
+        return None
+    shape = ox.ConstantOp.from_numpy(np.array(ox.shape_of(op.output), dtype=np.int64))
+    reshape = ox.ReshapeOp.build(operands=[op.data, shape.output], result_types=[op.output.type])
+    reshape.reshaped.name_hint = op.output.name_hint
+    return reshape
+
+
 class RemoveNoOp(RewritePattern):
-    """An op that returns (a value equal to) one of its operands is replaced by that value."""
+    """An op that returns (a value equal to) one of its operands is replaced by that value; an
+    identity-index GatherND by a Reshape."""
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         same = simplified_value(op)
         if same is not None:
             replace_value(rewriter, op.results[0], [], same)
+            return
+        reshape = gather_nd_as_reshape(op)
+        if reshape is not None:
+            shape = reshape.operands[1].owner
+            assert isinstance(shape, Operation)
+            replace_value(rewriter, op.results[0], [shape, reshape], reshape.results[0])

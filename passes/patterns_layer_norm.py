@@ -1,9 +1,18 @@
 """onnx-canonicalize, second stage: the decomposed LayerNorm becomes one
-`onnx.LayerNormalization`.
+`onnx.LayerNormalization`, the decomposed RMSNorm one `onnx.RMSNormalization`.
 
 Exporters write (x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) [* scale] [+ bias] as
 ReduceMean / Sub / Pow (or Mul) / ReduceMean / Add / Sqrt / Div [/ Mul / Add], the means over a
 run of trailing axes with keepdims. The pattern starts at the Div.
+
+RMSNorm (T5, LLaMA-style) is x / sqrt(mean(x^2) + eps) [* scale], no mean subtracted. The
+mean square is ReduceMean(x^2) or ReduceSum(x^2) / n (x^2 as Pow(x, 2) or Mul(x, x)); the root
+is applied as Div(x, Sqrt(ms + eps)), or x times an inverse root written Div(1, Sqrt(..)),
+Reciprocal(Sqrt(..)) or Pow(.., -0.5) (T5 under TorchScript: Mul(x, Div(1, Sqrt)), then
+Mul(weight, ..)). The pattern starts at that Div or Mul. The rewritten op computes the same
+function on every input: it replaces only chains whose operands are the same x, whose axes are
+the trailing run the op normalises over, and whose divisor is exactly that run's size (tests
+compare both forms against onnxruntime, tests/test_rms_norm.py).
 """
 
 from __future__ import annotations
@@ -140,3 +149,147 @@ class LayerNorm(RewritePattern):
         new_ops.append(layer_norm)
         # The rest of the matched chain loses its last user here and goes with dead-code removal.
         replace_value(rewriter, match.result, new_ops, layer_norm.Y)
+
+
+# ---------------------------------------------------------------------------------------------
+# RMSNorm (T5, LLaMA-style): x / sqrt(mean(x^2) + eps) [* scale] -> onnx.RMSNormalization
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RMSNormMatch:
+    x: SSAValue
+    axis: int  # negative: counted from the last axis
+    epsilon: float
+    scale: SSAValue | None
+    result: SSAValue
+
+
+def _mean_of_squares(value: SSAValue) -> tuple[SSAValue, int] | None:
+    """(x, first normalised axis) if `value` is mean(x^2) over a run of trailing axes with
+    keepdims: ReduceMean(x^2), or ReduceSum(x^2) / n with n the reduced elements (the form
+    ctac/contrib_fused.py writes for SkipSimplifiedLayerNormalization, valid at opset 17)."""
+    owner = value.owner
+    divisor = None
+    if type(owner) is ox.DivOp:
+        divisor = scalar_of(owner.B)
+        owner = owner.A.owner
+        if divisor is None or type(owner) is not ox.ReduceSumOp:
+            return None
+    elif type(owner) is not ox.ReduceMeanOp:
+        return None
+    assert isinstance(owner, ox.ReduceOp)
+    if not owner.int_attr("keepdims", 1):
+        return None
+    square = owner.data.owner
+    is_pow = isinstance(square, ox.PowOp) and close(scalar_of(square.B), 2.0)
+    if not (is_pow or (isinstance(square, ox.MulOp) and square.A is square.B)):
+        return None
+    assert isinstance(square, ox.BinaryElementwiseOp)
+    x = square.A
+    shape = ox.shape_of(x)
+    axis = _trailing_axes(owner.axes, len(shape))
+    if axis is None:
+        return None
+    if divisor is not None and not close(divisor, float(np.prod(shape[axis:])), 1e-6):
+        return None
+    return x, axis
+
+
+def _root_of_shifted(value: SSAValue, inverse: bool) -> tuple[SSAValue, float] | None:
+    """(mean square, epsilon) if `value` is sqrt(ms + eps), or with `inverse` 1 / sqrt(ms + eps)
+    written as Div(1, Sqrt), Reciprocal(Sqrt) or Pow(ms + eps, -0.5)."""
+    owner = value.owner
+    if inverse:
+        if type(owner) is ox.PowOp and close(scalar_of(owner.B), -0.5):
+            shifted = owner.A
+        elif type(owner) is ox.DivOp and close(scalar_of(owner.A), 1.0):
+            return _root_of_shifted(owner.B, inverse=False)
+        elif type(owner) is ox.ReciprocalOp:
+            return _root_of_shifted(owner.X, inverse=False)
+        else:
+            return None
+    elif type(owner) is ox.SqrtOp:
+        shifted = owner.X
+    else:
+        return None
+    add = shifted.owner
+    if type(add) is not ox.AddOp:
+        return None
+    pair = operands_matching(add, lambda v: scalar_of(v) is not None)
+    if pair is None:
+        return None
+    epsilon = scalar_of(pair[0])
+    assert epsilon is not None
+    return pair[1], epsilon
+
+
+def match_rms_norm(op: Operation) -> RMSNormMatch | None:
+    """x / sqrt(mean(x^2) + eps) or x * (1 / sqrt(mean(x^2) + eps)) [* scale], starting at the
+    Div or Mul that applies the (inverse) root to x."""
+    candidates: list[tuple[SSAValue, SSAValue, bool]] = []
+    if type(op) is ox.DivOp:
+        candidates.append((op.A, op.B, False))
+    elif type(op) is ox.MulOp:
+        candidates += [(op.A, op.B, True), (op.B, op.A, True)]
+    for x, root, inverse in candidates:
+        found = _root_of_shifted(root, inverse)
+        if found is None:
+            continue
+        mean_square, epsilon = found
+        squared = _mean_of_squares(mean_square)
+        if squared is None or squared[0] is not x:
+            continue
+        axis = squared[1]
+        shape = ox.shape_of(x)
+        # The root broadcasts along the normalised axes only (keepdims, no other reduction).
+        if ox.shape_of(root) != shape[:axis] + (1,) * (len(shape) - axis):
+            continue
+        result = op.results[0]
+        if ox.shape_of(result) != shape:
+            continue
+        scale = None
+        normalized_shape = shape[axis:]
+        user = single_user(result)
+        if type(user) is ox.MulOp:
+            other = other_operand(user, result)
+            if (
+                other is not None
+                and isinstance(other.owner, ox.ConstantOp | ox.WeightOp)
+                and ox.broadcast_shapes(normalized_shape, ox.shape_of(other)) == normalized_shape
+            ):
+                scale, result = other, user.C
+        return RMSNormMatch(x, axis - len(shape), epsilon, scale, result)
+    return None
+
+
+class RMSNorm(RewritePattern):
+    """After LayerNorm in the recognition list: a LayerNorm's Div is also x / sqrt(mean(x^2) +
+    eps) of the centred x, and the applier takes the first pattern that rewrites an op."""
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        if type(op) is not ox.DivOp and type(op) is not ox.MulOp:
+            return
+        match = match_rms_norm(op)
+        if match is None:
+            return
+        new_ops: list[Operation] = []
+        scale = match.scale
+        if scale is None:
+            # RMSNormalization's scale is not optional: a matched form without one scales by 1.
+            normalized_shape = ox.shape_of(match.x)[match.axis :]
+            dtype = ox.numpy_dtype(ox.element_of(match.x))
+            ones = ox.ConstantOp.from_numpy(np.ones(normalized_shape, dtype=dtype))
+            new_ops.append(ones)
+            scale = ones.output
+        rms_norm = ox.RMSNormalizationOp.build(
+            operands=[match.x, scale],
+            result_types=[match.result.type],
+            properties={
+                "axis": IntegerAttr(match.axis, i64),
+                "epsilon": FloatAttr(match.epsilon, f32),
+            },
+        )
+        rms_norm.Y.name_hint = match.result.name_hint
+        new_ops.append(rms_norm)
+        replace_value(rewriter, match.result, new_ops, rms_norm.Y)

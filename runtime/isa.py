@@ -214,8 +214,20 @@ def _ceil(a: float, b: float) -> int:
     return int(math.ceil(a / b)) if b else 0
 
 
-def _dma_cycles(elements: int, hw: HardwareView) -> int:
-    return hw.dram_latency + _ceil(elements * hw.element_bytes, hw.dram_bytes_per_cycle)
+def _dma_cycles(elements: int, hw: HardwareView, narrow: int = 0) -> int:
+    return hw.dram_latency + _ceil(elements * _element_bytes(hw, narrow), hw.dram_bytes_per_cycle)
+
+
+def _element_bytes(hw: HardwareView, narrow: int) -> int:
+    """Bytes per DRAM element of a DMA: one for 8-bit integers (LOAD/STORE `narrow`, a quantized
+    model's int8/uint8 tensors), else the machine's storage type."""
+    return 1 if narrow else hw.element_bytes
+
+
+_NARROW_DOC = (
+    "1: the tile holds 8-bit integers (int8 or uint8 values: quantized weights and activations), "
+    "one byte per element in DRAM"
+)
 
 
 def _vector_cycles(elements: int, hw: HardwareView, passes: int = 1) -> int:
@@ -331,11 +343,12 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _dram("src", "DRAM element address of the first row"),
             _dim("rows", "rows"), _dim("cols", "elements per row"),
             Field("stride", "int", 32, "DRAM elements between rows (0 repeats one row)"),
+            Field("narrow", "uint", 1, _NARROW_DOC, default=0),
         ),
         "DRAM -> buffer: a 2-D strided tile, stored densely (rows x cols).",
-        "latency + rows*cols*element_bytes / DRAM bytes per cycle",
-        lambda f, hw: _dma_cycles(_rc(f), hw),
-        lambda f, hw: {"dram_bytes": _rc(f) * hw.element_bytes, "buffer_write": _rc(f)},
+        "latency + rows*cols*element_bytes (1 if narrow) / DRAM bytes per cycle",
+        lambda f, hw: _dma_cycles(_rc(f), hw, f.get("narrow", 0)),
+        lambda f, hw: {"dram_bytes": _rc(f) * _element_bytes(hw, f.get("narrow", 0)), "buffer_write": _rc(f)},
         reads=lambda f: [("dram", f["src"], max(f["stride"], f["cols"]) * (f["rows"] - 1) + f["cols"])],
         writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
     ),
@@ -349,13 +362,14 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             _dim("src_stride", "buffer elements between rows (0: cols, a dense tile)"),
             Field("exact", "uint", 1, "1: integers (ids, indices), stored exactly instead of "
                   "rounded to the storage type", default=0),
+            Field("narrow", "uint", 1, _NARROW_DOC, default=0),
         ),
         "Buffer -> DRAM: a (rows x cols) tile, dense or a column block of a wider tile, written "
         "as a 2-D strided tile (a GEMM tile across heads goes straight into head layout), "
         "rounded to the machine's storage type (fp16: DRAM holds fp16 tensors) unless exact.",
-        "latency + rows*cols*element_bytes / DRAM bytes per cycle",
-        lambda f, hw: _dma_cycles(_rc(f), hw),
-        lambda f, hw: {"dram_bytes": _rc(f) * hw.element_bytes, "buffer_read": _rc(f)},
+        "latency + rows*cols*element_bytes (1 if narrow) / DRAM bytes per cycle",
+        lambda f, hw: _dma_cycles(_rc(f), hw, f.get("narrow", 0)),
+        lambda f, hw: {"dram_bytes": _rc(f) * _element_bytes(hw, f.get("narrow", 0)), "buffer_read": _rc(f)},
         reads=lambda f: [(f["src"], f["src_addr"], (f["src_stride"] or f["cols"]) * (f["rows"] - 1) + f["cols"])],
         writes=lambda f: [("dram", f["dst"], f["stride"] * (f["rows"] - 1) + f["cols"])],
     ),
@@ -478,11 +492,17 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
             Field("has_beta", "uint", 1, "add the bias row"),
             _dim("rows", "rows"), _dim("cols", "normalised width"),
             Field("eps", "f32", 32, "epsilon"),
+            Field("rms", "uint", 1, "RMSNorm: no mean subtracted, var = mean(x^2)", default=0),
         ),
-        "Row-wise LayerNorm: (x - mean) / sqrt(var + eps) * gamma + beta.",
-        "3 passes (mean, variance, normalise) of ceil(rows*cols / lanes) + pipeline depth",
-        lambda f, hw: _vector_cycles(_rc(f), hw, 3),
-        lambda f, hw: {"vector_ops": 5 * _rc(f), "buffer_read": 3 * _rc(f) + 2 * f["cols"], "buffer_write": _rc(f)},
+        "Row-wise LayerNorm: (x - mean) / sqrt(var + eps) * gamma + beta; with rms, "
+        "x / sqrt(mean(x^2) + eps) * gamma (+ beta).",
+        "3 passes (mean, variance, normalise) of ceil(rows*cols / lanes) + pipeline depth; "
+        "with rms 2 (mean square, normalise)",
+        # RMSNorm skips the mean pass and the subtraction: one pass, one op and one read of the
+        # row fewer (what a norm unit saves; a VEC/REDUCE sequence would instead pay a buffer
+        # round trip per step).
+        lambda f, hw: _vector_cycles(_rc(f), hw, 2 if f["rms"] else 3),
+        lambda f, hw: {"vector_ops": (4 if f["rms"] else 5) * _rc(f), "buffer_read": 2 * _rc(f) + (1 + f["has_beta"]) * f["cols"] if f["rms"] else 3 * _rc(f) + 2 * f["cols"], "buffer_write": _rc(f)},
         reads=lambda f: [(f["src"], f["src_addr"], _rc(f)), (f["gamma"], f["gamma_addr"], f["cols"]), *([(f["beta"], f["beta_addr"], f["cols"])] if f["has_beta"] else [])],
         writes=lambda f: [(f["dst"], f["dst_addr"], _rc(f))],
     ),

@@ -208,13 +208,14 @@ def reduce(machine: Machine, f: Fields) -> None:
 
 
 def layernorm(machine: Machine, f: Fields) -> None:
-    """x = src in float64; (x - mean) / sqrt(mean((x - mean) ** 2) + eps) * gamma (+ beta)."""
+    """x = src in float64; (x - mean) / sqrt(mean((x - mean) ** 2) + eps) * gamma (+ beta);
+    with `rms` no mean is subtracted (RMSNorm)."""
     rows, cols = f["rows"], f["cols"]
     source = machine.tile(f["src"], f["src_addr"], rows, cols)
     x = scratch(machine, (rows, cols), np.float64, 0)
     np.copyto(x, source)
-    mean = x.mean(axis=1, keepdims=True)
-    x -= mean
+    if not f["rms"]:
+        x -= x.mean(axis=1, keepdims=True)
     squares = np.multiply(x, x, out=scratch(machine, (rows, cols), np.float64, 1))  # numpy's ** 2
     variance = squares.mean(axis=1, keepdims=True)
     x /= np.sqrt(variance + f["eps"])

@@ -2,8 +2,10 @@
 
 Blocks. Every instruction's source string (ctac.runtime.sources) carries the transformer block
 of the op it was lowered from, decided from the graph by passes/assign_layers.py: -1 is
-"embeddings", k is "layer k", L (after the last attention block) is "output". Names of ops are
-not read: dynamo exports call everything `val.12`, and compression ops have no names. An
+"embeddings", k is "layer k", L (after the last attention block) is "output". In an
+encoder-decoder model the blocks holding two attentions (self- and cross-attention, joined by
+assign-layers) are the decoder's: blocks are then "encoder layer k" and "decoder layer k", each
+stack counted from 0. Names of ops are not read: dynamo exports call everything `val.12`, and compression ops have no names. An
 instruction without a layer (an older program, a module without attention) takes the block of
 the instruction before it; a program with no layers at all is one block, "program".
 
@@ -50,13 +52,39 @@ def is_attention(source: str) -> bool:
     return parse_source(source).is_attention
 
 
-def block_name(layer: int | None, blocks: int) -> str:
-    """'embeddings' (-1), 'layer k' (0..blocks-1), 'output' (blocks), 'program' (no layer)."""
+def block_name(layer: int | None, blocks: int, decoder_from: int | None = None) -> str:
+    """'embeddings' (-1), 'layer k' (0..blocks-1), 'output' (blocks), 'program' (no layer);
+    with `decoder_from` (the first decoder block's layer) 'encoder layer k' below it and
+    'decoder layer k' (k counted from it) from it on."""
     if layer is None:
         return "program"
     if layer < 0:
         return "embeddings"
-    return "output" if layer >= blocks else f"layer {layer}"
+    if layer >= blocks:
+        return "output"
+    if decoder_from is None:
+        return f"layer {layer}"
+    if layer < decoder_from:
+        return f"encoder layer {layer}"
+    return f"decoder layer {layer - decoder_from}"
+
+
+def first_decoder_layer(sources: list[Source]) -> int | None:
+    """The first layer holding two attentions (a decoder block: self- and cross-attention), or
+    None. Attentions are counted as runs of consecutive attention instructions (projections,
+    clustering, attention, recovery) with an attention op among them: one run per attention, as
+    lower-to-isa emits an attention's group together."""
+    runs: dict[int, int] = defaultdict(int)
+    anchor: int | None = None
+    for source in [*sources, None]:
+        if source is not None and source.is_attention:
+            if source.kind in ATTENTION_KINDS and source.layer is not None:
+                anchor = source.layer
+            continue
+        if anchor is not None:
+            runs[anchor] += 1
+            anchor = None
+    return min((layer for layer, count in runs.items() if count >= 2), default=None)
 
 
 def summary(profile: Profile) -> dict:
@@ -97,12 +125,23 @@ def blocks_in_order(profile: Profile, sources: list[Source] | None = None) -> li
     attention = [s.layer for s in sources if s.kind in ATTENTION_KINDS and s.layer is not None]
     known = [s.layer for s in sources if s.layer is not None]
     count = max(attention) + 1 if attention else max(known, default=-1) + 1
+    decoder_from = first_decoder_layer(sources)
     layer = known[0] if known else None
     names = []
     for source in sources:
         layer = source.layer if source.layer is not None else layer
-        names.append(block_name(layer, count))
+        names.append(block_name(layer, count, decoder_from))
     return names
+
+
+def layer_block_names(profile: Profile) -> dict[int, str]:
+    """The block name of every layer the profile's instructions carry."""
+    sources = parsed_sources(profile)
+    return {
+        source.layer: name
+        for source, name in zip(sources, blocks_in_order(profile, sources), strict=True)
+        if source.layer is not None
+    }
 
 
 @dataclass
@@ -169,11 +208,12 @@ def per_block(profile: Profile) -> dict[str, dict[str, float]]:
     }
 
 
-def _block_key(name: str) -> tuple[int, int]:
-    match = re.match(r"layer (\d+)", name)
+def _block_key(name: str) -> tuple[int, int, int]:
+    """Embeddings, then the (encoder's, then the decoder's) layers in order, then output."""
+    match = re.fullmatch(r"(encoder |decoder )?layer (\d+)", name)
     if match:
-        return (1, int(match.group(1)))
-    return {"embeddings": (0, 0), "output": (2, 0)}.get(name, (3, 0))
+        return (1, int(match.group(1) == "decoder "), int(match.group(2)))
+    return {"embeddings": (0, 0, 0), "output": (2, 0, 0)}.get(name, (3, 0, 0))
 
 
 def format_summary(profile: Profile, title: str = "") -> str:
@@ -192,7 +232,9 @@ def format_summary(profile: Profile, title: str = "") -> str:
 
 def format_blocks(profile: Profile) -> str:
     rows = per_block(profile)
-    header = f"{'block':<10}{'span cycles':>13}{'pe':>11}{'vector':>10}{'dma':>11}{'attention %':>13}{'energy uJ':>11}{'DRAM MB':>10}"
+    # Wide enough for "decoder layer 11" in encoder-decoder models; 10 ("embeddings") otherwise.
+    width = max([10, *(len(name) for name in rows)])
+    header = f"{'block':<{width}}{'span cycles':>13}{'pe':>11}{'vector':>10}{'dma':>11}{'attention %':>13}{'energy uJ':>11}{'DRAM MB':>10}"
     lines = [
         "span cycles: a block runs from its earliest start to the next block's (the first from "
         "0, the",
@@ -208,7 +250,7 @@ def format_blocks(profile: Profile) -> str:
         busy = entry.get("attention_busy_cycles", 0.0) + entry.get("rest_busy_cycles", 0.0)
         share = entry.get("attention_busy_cycles", 0.0) / busy if busy else 0.0
         lines.append(
-            f"{name:<10}{entry['span_cycles']:>13,.0f}{entry.get('pe_cycles', 0):>11,.0f}"
+            f"{name:<{width}}{entry['span_cycles']:>13,.0f}{entry.get('pe_cycles', 0):>11,.0f}"
             f"{entry.get('vector_cycles', 0):>10,.0f}{entry.get('dma_in_cycles', 0) + entry.get('dma_out_cycles', 0):>11,.0f}{share:>13.0%}"
             f"{entry['energy_pj'] / 1e6:>11,.3f}{entry['dram_bytes'] / 1e6:>10,.3f}"
         )

@@ -290,17 +290,24 @@ def _canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def encode_program(program: Program) -> bytes:
-    return b"".join(encode_chunks(program))
+def encode_program(program: Program, words: bytes | None = None) -> bytes:
+    return b"".join(encode_chunks(program, words=words))
 
 
-def encode_chunks(program: Program, file_ranges: bool = False):
+def instruction_words(program: Program) -> bytes:
+    """The program's instructions encoded, 32 bytes each (the file's text section)."""
+    return b"".join(isa.encode(name, fields) for name, fields in program.instructions)
+
+
+def encode_chunks(program: Program, file_ranges: bool = False, words: bytes | None = None):
     """The program file as a sequence of byte chunks (their concatenation is encode_program's
     result): the data segment is written from its arrays as they are, never copied whole, and the
     checksum is computed along the way. With `file_ranges`, weights still in their mapped ONNX
     file come as FileRange chunks (ctac/mapped.py: their bytes are `.view`), for write_atomically
-    to copy file to file."""
-    words = b"".join(isa.encode(name, fields) for name, fields in program.instructions)
+    to copy file to file. `words`: instruction_words(program), when the caller has them
+    already (`ctac compile` encodes once for its loader check and the file)."""
+    if words is None:
+        words = instruction_words(program)
     symbols = _canonical([s.to_json() for s in program.symbols])
     sources = _canonical(program.source_table())
     data = program.data
@@ -645,9 +652,10 @@ def _dynamic(raw: dict, instructions: list[tuple[str, dict]]) -> list[tuple[int,
     return dynamic
 
 
-def write_program(program: Program, path: str | Path) -> None:
-    """Write the .ctab file, streamed: the data segment goes from its arrays into the file."""
-    write_atomically(path, encode_chunks(program, file_ranges=True))
+def write_program(program: Program, path: str | Path, words: bytes | None = None) -> None:
+    """Write the .ctab file, streamed: the data segment goes from its arrays into the file.
+    `words`: instruction_words(program) if already encoded."""
+    write_atomically(path, encode_chunks(program, file_ranges=True, words=words))
 
 
 def read_program(

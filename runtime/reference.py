@@ -257,41 +257,6 @@ def _gemm(op: ox.GemmOp, a: Array, b: Array, c: Array | None) -> list[Array]:
     return [result]
 
 
-@semantics(ox.ConvOp)
-def _conv(op: ox.ConvOp, x: Array, w: Array, b: Array | None) -> list[Array]:
-    spatial = x.ndim - 2
-    strides = op.ints_attr("strides", [1] * spatial)
-    dilations = op.ints_attr("dilations", [1] * spatial)
-    pads = op.ints_attr("pads", [0] * (2 * spatial))
-    if op.str_attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise CtacError(f"{op.name}: auto_pad={op.str_attr('auto_pad')} is not supported")
-    group = op.int_attr("group", 1)
-    padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
-    kernel = w.shape[2:]
-    window = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=tuple(range(2, x.ndim)))
-    index = (slice(None), slice(None))
-    index += tuple(slice(None, None, s) for s in strides)
-    index += tuple(slice(None, None, d) for d in dilations)
-    windows = windows[index]  # N, C, out..., k...
-    out_channels = w.shape[0]
-    per_group_in = w.shape[1]
-    per_group_out = out_channels // group
-    results = []
-    for g in range(group):
-        patch = windows[:, g * per_group_in : (g + 1) * per_group_in]
-        weights = w[g * per_group_out : (g + 1) * per_group_out]
-        # Contract channels and kernel axes: patch N,C,O...,K... with weights M,C,K...
-        patch_axes = [1, *range(2 + spatial, 2 + 2 * spatial)]
-        weight_axes = [1, *range(2, 2 + spatial)]
-        contracted = np.tensordot(patch, weights, axes=(patch_axes, weight_axes))
-        results.append(np.moveaxis(contracted, -1, 1))
-    result = np.concatenate(results, axis=1)
-    if b is not None:
-        result = result + b.reshape((1, -1) + (1,) * spatial)
-    return [result]
-
-
 # ---------------------------------------------------------------------------------------------
 # Shapes and data movement
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +544,7 @@ def attention(
     weights = np.exp(scores - peak)
     total = weights.sum(axis=-1, keepdims=True)
     probabilities = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
-    return np.matmul(quantize("probs", probabilities), v.astype(dtype))
+    return quantize("output", np.matmul(quantize("probs", probabilities), v.astype(dtype)))
 
 
 def _fake_quantizer(
@@ -722,3 +687,10 @@ def _compressed_attention(
             block=op.int_attr("block", 0),
         )
     ]
+
+
+# Semantics kept in modules of their own register into SEMANTICS on import; importing them here
+# (after `semantics` exists) means every reader of SEMANTICS sees them.
+from ctac.runtime import norms as _norms  # noqa: E402, F401
+from ctac.runtime import reference_conv as _conv  # noqa: E402, F401
+from ctac.runtime import reference_indexing as _indexing  # noqa: E402, F401

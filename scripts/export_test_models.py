@@ -24,9 +24,10 @@ their manifest entries carry ``"long": true`` and ``"max_positions"``. The 2 MiB
 
 Usage::
 
-    python scripts/export_test_models.py                      # all 22 models -> tests/models
+    python scripts/export_test_models.py                      # all 26 models -> tests/models
     python scripts/export_test_models.py --only bert gpt2_ts_sdpa
     python scripts/export_test_models.py --only bert_long gpt2_long   # just the long models
+    python scripts/export_test_models.py --only t5_dynamo_eager       # one encoder-decoder
     python scripts/export_test_models.py --out /tmp/models
     python scripts/export_test_models.py --bert-base /tmp/ctac_cache   # BERT-base, not committed
     python scripts/export_test_models.py --minilm /tmp/ctac_cache      # real all-MiniLM-L6-v2
@@ -273,11 +274,16 @@ def build_bart(attn: str) -> torch.nn.Module:
 T5 = FamilySpec("t5", 8, build_t5, False, VOCAB_SIZE, 32, 4, 2, 128, seq2seq=True)
 BART = FamilySpec("bart", 9, build_bart, False, VOCAB_SIZE, 32, 4, 2, 128, seq2seq=True)
 
-# Encoder-decoder models: name -> (family spec, exporter, attention implementation). T5 with the
-# dynamo exporter is not here: torch 2.13 fails to decompose its FX graph ("Failed to decompose
-# the FX graph for ONNX compatibility").
+# Encoder-decoder models: name -> (family spec, exporter, attention implementation). T5 exports
+# with the dynamo exporter only with eager attention, unpatched (torch 2.13.0, transformers
+# 5.24.0). With sdpa, torch 2.13 fails in its decomposition step ("Failed to decompose the FX graph
+# for ONNX compatibility"; ValueError: Cannot view a tensor with shape [2, 16, 4, 8] and strides
+# (512, 8, 128, 1) as a tensor with shape (2, 16, 32)): T5Attention's
+# `attn_output.reshape(*input_shape, -1)` after sdpa's transpose(1, 2) was captured as aten.view,
+# and the decomposed SDPA returns the transposed, non-contiguous layout.
 SEQ2SEQ_MODELS: dict[str, tuple[FamilySpec, str, str]] = {
     "t5_ts_eager": (T5, "ts", "eager"),
+    "t5_dynamo_eager": (T5, "dynamo", "eager"),
     "bart_ts_eager": (BART, "ts", "eager"),
     "bart_dynamo_eager": (BART, "dynamo", "eager"),
 }

@@ -25,7 +25,13 @@ from ctac.passes.detect_attention import detect_attention
 from ctac.passes.lower_to_isa import lower_module
 from ctac.pipeline import run_passes
 from ctac.run import execute, profile_program
-from ctac.runtime.profile import blocks_in_order, format_blocks, per_block
+from ctac.runtime.profile import (
+    block_name,
+    blocks_in_order,
+    first_decoder_layer,
+    format_blocks,
+    per_block,
+)
 from ctac.runtime.program import Program
 from ctac.runtime.sources import format_source, parse_source
 
@@ -39,6 +45,8 @@ ATTENTION = ("cta.attention", "cta.compressed_attention")
 # TorchScript exports keep module paths in names; where a name says its block, the structural
 # layer must agree with it.
 NAMED_BLOCK = re.compile(r"(?:layers?|h)[._](\d+)[._]")
+# Encoder-decoder names say the stack too (T5 `decoder_block.1_layer.0_`: block 1, sublayer 0).
+NAMED_STACK_BLOCK = re.compile(r"(encoder|decoder)_(?:block|layers)[._](\d+)[._]")
 
 
 def _program(entry: dict, mode: str) -> Program:
@@ -62,19 +70,25 @@ def _check_partition(profile, blocks: dict[str, dict[str, float]]) -> None:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_blocks_follow_the_transformer_layers(model_entry: dict, mode: str) -> None:
-    if model_entry.get("seq2seq"):
-        pytest.xfail(
-            "assign-layers gives an encoder-decoder model's decoder no blocks of its own: its "
-            "self- and cross-attentions are numbered with the encoder's (layers 0-1 of 0-5)"
-        )
     program = _program(model_entry, mode)
-    layers = model_entry["num_attention_layers"]
+    attentions = model_entry["num_attention_layers"]
+    seq2seq = bool(model_entry.get("seq2seq"))
+    # Encoder-decoder test models have stacks of equal depth: an encoder block holds one
+    # attention, a decoder block two (self and cross), so 3 attentions per pair of blocks.
+    encoder = attentions // 3 if seq2seq else attentions
+    layers = 2 * encoder if seq2seq else attentions
+    if seq2seq:
+        expected_blocks = [f"encoder layer {k}" for k in range(encoder)]
+        expected_blocks += [f"decoder layer {k}" for k in range(layers - encoder)]
+        expected_attention_layers = [*range(encoder), *sorted(2 * list(range(encoder, layers)))]
+    else:
+        expected_blocks = [f"layer {k}" for k in range(layers)]
+        expected_attention_layers = list(range(layers))
     _, stats = execute(program, HW, manifest_inputs(model_entry, seed=3), progress=False)
     profile = profile_program(program, HW, stats)
     blocks = per_block(profile)
     names = list(blocks)
-    assert [n for n in names if n.startswith("layer ")] == [f"layer {k}" for k in range(layers)]
-    assert set(names) <= {"embeddings", "output", *(f"layer {k}" for k in range(layers))}
+    assert [n for n in names if n not in ("embeddings", "output")] == expected_blocks
     assert "embeddings" in names  # every test model embeds its tokens or patches
     _check_partition(profile, blocks)
 
@@ -84,20 +98,29 @@ def test_blocks_follow_the_transformer_layers(model_entry: dict, mode: str) -> N
     order = [s.layer for s in sources if s.layer is not None]
     assert order == sorted(order)
     # Attention and compression: each run of consecutive `cta.*` instructions is one attention
-    # layer (projections, clustering, pooling, attention, recovery) and sits in its block.
+    # layer (projections, clustering, pooling, attention, recovery) and sits in its block. T5
+    # adds its position bias to the mask between the projections and the attention: a run of
+    # projections alone belongs to the next attention's block.
     attention_layers = []
     run: list = []
+    projections: list = []
     for source in [*sources, None]:
         if source is not None and source.is_attention:
             run.append(source)
             continue
         if run:
             anchors = {s.layer for s in run if s.kind in ATTENTION}
+            if not anchors:
+                assert {s.kind for s in run} == {"cta.project"}, run
+                projections += run
+                run = []
+                continue
             assert len(anchors) == 1, run
-            assert {s.layer for s in run} == anchors, run
+            assert {s.layer for s in [*projections, *run]} == anchors, run
             attention_layers.append(anchors.pop())
-            run = []
-    assert attention_layers == list(range(layers))
+            run, projections = [], []
+    assert not projections
+    assert attention_layers == expected_attention_layers
     # Every compression instruction shares its attention's layer name and block.
     by_name: dict[str, set[int | None]] = {}
     for source in sources:
@@ -108,7 +131,16 @@ def test_blocks_follow_the_transformer_layers(model_entry: dict, mode: str) -> N
         kinds = {s.kind.split(".")[1] for s in sources if s.is_attention}
         assert {"cluster", "compressed_attention"} <= kinds  # causal ones have no recover
     # Where TorchScript names say the block, they agree.
-    if model_entry["exporter"] == "torchscript":
+    if model_entry["exporter"] == "torchscript" and seq2seq:
+        named = [(s, NAMED_STACK_BLOCK.search(s.name)) for s in sources]
+        named = [
+            (s, int(match.group(2)) + (encoder if match.group(1) == "decoder" else 0))
+            for s, match in named
+            if match
+        ]
+        assert {block for _, block in named} == set(range(layers))
+        assert all(source.layer == block for source, block in named), named
+    elif model_entry["exporter"] == "torchscript":
         named = [(s, NAMED_BLOCK.search(s.name)) for s in sources]
         named = [(s, int(match.group(1))) for s, match in named if match]
         assert {block for _, block in named} == set(range(layers))
@@ -116,6 +148,32 @@ def test_blocks_follow_the_transformer_layers(model_entry: dict, mode: str) -> N
     # Unit busy cycles are the instructions' own, whatever the spans.
     for unit, busy in profile.unit_busy.items():
         assert sum(entry.get(f"{unit}_cycles", 0.0) for entry in blocks.values()) == busy
+
+
+def test_decoder_blocks_are_the_ones_holding_two_attentions() -> None:
+    """A block with a self- and a cross-attention (two runs of attention instructions, each
+    with its attention op) is a decoder block; projections alone are no second attention."""
+    sources = [
+        parse_source(text)
+        for text in (
+            "onnx.Gather:x@L-1",
+            "cta.project:q0@L0",
+            "onnx.Add:mask@L0",  # T5: the position bias between projections and attention
+            "cta.attention:enc0@L0",
+            "onnx.Add:r0@L0",
+            "cta.attention:dec0.self@L1",
+            "onnx.RMSNormalization:n@L1",
+            "cta.project:cq0@L1",
+            "cta.attention:dec0.cross@L1",
+            "onnx.Add:r1@L1",
+            "onnx.RMSNormalization:out@L2",
+        )
+    ]
+    assert first_decoder_layer(sources) == 1
+    assert first_decoder_layer(sources[:5]) is None  # encoder-only: names stay "layer k"
+    names = [block_name(layer, 2, 1) for layer in (-1, 0, 1, 2)]
+    assert names == ["embeddings", "encoder layer 0", "decoder layer 0", "output"]
+    assert [block_name(layer, 2) for layer in (0, 1)] == ["layer 0", "layer 1"]
 
 
 def test_untagged_programs_are_one_block() -> None:

@@ -218,11 +218,13 @@ def test_folding_of_shape_arithmetic(tmp_path: Path) -> None:
 
 
 # One model per family whose canonical form differs: GELU erf (BERT) and tanh (GPT-2), the
-# un-recognised RMSNorm (T5), an encoder-decoder (BART).
+# RMSNorm (T5), an encoder-decoder (BART); T5 from dynamo also has a GatherND that becomes a
+# Reshape.
 FIXED_POINT_MODELS = [
     "bert_ts_eager.onnx",
     "gpt2_dynamo_eager.onnx",
     "t5_ts_eager.onnx",
+    "t5_dynamo_eager.onnx",
     "bart_dynamo_eager.onnx",
 ]
 
@@ -279,3 +281,45 @@ def test_cleanup_runs_before_recognition(tmp_path: Path) -> None:
     # One pattern set for both stages would match the LayerNorm at its Div before the Identity
     # after it is gone: LayerNormalization(x, ones) then Mul(scale), a Constant and a Mul more.
     assert ops == ["onnx.Constant", "onnx.LayerNormalization", "onnx.Gelu"]
+
+
+def row_indices(rows: list[int], batch_shape: list[int]) -> np.ndarray:
+    """Every index tuple of a `rows`-shaped grid in row-major order, as GatherND indices."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in rows], indexing="ij"), axis=-1)
+    return grid.reshape([*batch_shape, len(rows)]).astype(np.int64)
+
+
+def computed_indices(g: Graph, indices: np.ndarray) -> str:
+    """Indices computed from constants, as exporters write them (Range, Unsqueeze, Concat):
+    canonicalize folds them into one `onnx.Constant` (a large initializer would stay a Weight)."""
+    return g.op("Cast", g.const(indices, np.int32), to=TensorProto.INT64)
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch_shape"),
+    [
+        ([2, 5, 8], [2, 1, 5, 8]),  # whole elements: a pure re-layout
+        ([2, 5], [2, 1, 1, 5]),  # the dynamo exporter's padding-mask lookup: (b, s) tuples
+        ([2], [1, 2]),  # depth 1: every slice x[i]
+    ],
+)
+def test_identity_gather_nd_becomes_a_reshape(rows, batch_shape, tmp_path: Path) -> None:
+    g = Graph()
+    indices = row_indices(rows, batch_shape)
+    indices[-1, ..., 0] -= 2  # negative indices count from the end: still the same rows
+    g.output = g.op("GatherND", "x", computed_indices(g, indices))
+    assert canonical_ops_and_check(g, tmp_path / "m.onnx") == ["onnx.Constant", "onnx.Reshape"]
+
+
+@pytest.mark.parametrize("change", ["swap", "repeat", "batch_dims"])
+def test_other_gather_nd_is_kept(change: str, tmp_path: Path) -> None:
+    """Rows out of order, a row twice, or per-batch indices: not a re-layout of the data."""
+    g = Graph()
+    if change == "batch_dims":
+        indices = row_indices([5], [5]).reshape(1, 5, 1).repeat(2, axis=0)
+        g.output = g.op("GatherND", "x", computed_indices(g, indices), batch_dims=1)
+    else:
+        indices = row_indices([2, 5], [10])
+        indices[[3, 4]] = indices[[4, 3]] if change == "swap" else indices[[3, 3]]
+        g.output = g.op("GatherND", "x", computed_indices(g, indices))
+    assert "onnx.GatherND" in canonical_ops_and_check(g, tmp_path / "m.onnx")

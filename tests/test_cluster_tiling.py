@@ -436,3 +436,20 @@ def test_a_window_wider_than_the_instruction_is_refused() -> None:
     text = cluster_module((1, 1), 64, 8, 0.25, window=isa.MAX_CLUSTER_WINDOW + 1)
     with pytest.raises(CtacError, match="window of 64 rows"):
         compile_module(text, HW)
+
+
+def test_counts_above_fp16s_integers_stay_exact() -> None:
+    """On the fp16 machine the counts (tokens per cluster) are stored exactly (STORE.exact):
+    2051 tokens in one cluster count 2051, which fp16 would round to 2052."""
+    hw = load_hardware(None)
+    assert hw.precision == "fp16"
+    n = 2051
+    text = cluster_module((1,), n, 8, 0.25, mask=False, pool=False)
+    token = np.random.default_rng(0).standard_normal(8).astype(np.float32)
+    inputs = {"x": np.tile(token, (1, n, 1)), "v": np.zeros((1, n, 8), np.float32)}
+    program, lowering = compile_module(text, hw)
+    outputs, _ = run(program, hw, inputs)
+    assert outputs["n"].max() == n == float(np.float16(n)) - 1  # fp16 would have said 2052
+    np.testing.assert_array_equal(outputs["n"], evaluate(parse_module(text), inputs)["n"])
+    count_stores = [f for f in names(program, "STORE") if f["exact"]]
+    assert count_stores  # ids and counts

@@ -115,11 +115,6 @@ def test_quantized_variants_keep_their_integer_semantics(name: str) -> None:
     assert error <= 1e-4 and cosine >= 0.9999
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QOperator attention (QLinearMatMul P.V requantized) is refused with its reason: "
-    "cta.attention has no requantized-output form",
-)
 def test_qoperator_attention_is_detected() -> None:
     """(dynamic_int8 and qdq_int8: tests/test_quantized_attention.py)"""
     found, refused = _detected(_path("qoperator_int8"))

@@ -347,3 +347,21 @@ def test_converting_ahead_writes_the_same_file(tmp_path: Path) -> None:
     other.data.convert_ahead("fp16")
     fp32 = b"".join(bytes(c) for c in other.data.chunks(element_type="fp32"))
     assert fp32 == np.asarray(other.data, dtype="<f4").tobytes()
+
+
+def test_compare_runs_the_machine_at_a_chosen_precision(capsys) -> None:
+    """`ctac compare --precision fp32` runs an fp32 machine (errors at float32's level, the
+    provenance says so); the default fp16 machine's exact mode differs by fp16 rounding."""
+    model = MODELS / "bert_ts_eager.onnx"
+    shapes = "input_ids=2x16,attention_mask=2x16"
+    errors = {}
+    for flags in ([], ["--precision", "fp32"]):
+        assert main(["compare", str(model), "--shape", shapes, "--json", *flags]) == 0
+        report = json.loads(capsys.readouterr().out)
+        exact = next(m for m in report["modes"] if m["mode"].startswith("exact"))
+        errors[tuple(flags)] = (exact["max_abs_err"], exact["dram_bytes"])
+        config = report["provenance"]["hardware_config"]
+        assert ("precision=fp32" in config) == bool(flags)
+    (fp16_error, fp16_bytes), (fp32_error, fp32_bytes) = errors.values()
+    assert fp32_error < 1e-5 < 1e-4 < fp16_error
+    assert fp32_bytes > 1.5 * fp16_bytes  # the cost model charges 4-byte elements

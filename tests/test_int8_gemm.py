@@ -191,3 +191,46 @@ def test_qlinear_matmul_matches_onnxruntime_exactly(tmp_path: Path) -> None:
     want = session.run(None, {"a": a})[0]
     np.testing.assert_array_equal(evaluate(module, {"a": a})["y"], want)
     np.testing.assert_array_equal(run_program(program, CAPACITIES, {"a": a})[0]["y"], want)
+
+
+def _without_narrow(program: Program) -> Program:
+    instructions = [
+        (name, {**fields, "narrow": 0} if name in ("LOAD", "STORE") else fields)
+        for name, fields in program.instructions
+    ]
+    return dataclasses.replace(program, instructions=instructions)
+
+
+def test_int8_tensors_move_one_byte_per_element(tmp_path: Path) -> None:
+    """The int8 weight (W, zero point 0) loads narrow: one byte per element of DRAM traffic
+    instead of the storage type's; the quantized activation (uint8) is stored and loaded narrow;
+    the centred one (xq - zero point, 9 bits) and float tensors are not. The profile charges it."""
+    module, program = dynamic_int8(tmp_path / "dyn.onnx", weight_zero=0)
+    loads = [fields for name, fields in program.instructions if name == "LOAD"]
+    weight_loads = [f for f in loads if f["narrow"]]
+    assert weight_loads and len(weight_loads) < len(loads)
+    narrow_loaded = sum(f["rows"] * f["cols"] for f in weight_loads)
+    narrow_stored = sum(
+        f["rows"] * f["cols"] for name, f in program.instructions if name == "STORE" and f["narrow"]
+    )
+    assert narrow_loaded >= K * N  # the whole weight, at least once
+    assert narrow_stored >= M * K  # the uint8 activation (DynamicQuantizeLinear's output)
+    profile, wide = simulate(program, HW), simulate(_without_narrow(program), HW)
+    saved = (narrow_loaded + narrow_stored) * (HW.view().element_bytes - 1)
+    assert wide.dram_bytes - profile.dram_bytes == saved
+    assert profile.energy_pj < wide.energy_pj
+    # The machine's numbers do not depend on it.
+    x = rng.standard_normal((1, M, K)).astype(np.float32)
+    np.testing.assert_array_equal(
+        run_program(program, CAPACITIES, {"x": x})[0]["y"],
+        run_program(_without_narrow(program), CAPACITIES, {"x": x})[0]["y"],
+    )
+
+
+def test_float_programs_move_no_narrow_tensors(tmp_path: Path) -> None:
+    weight = rng.standard_normal((K, N)).astype(np.float32)
+    _, program = build(
+        tmp_path / "f.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [t("x", F32, [1, M, K])], [t("y", F32, [1, M, N])], [const("w", weight)],
+    )  # fmt: skip
+    assert not any(f["narrow"] for name, f in program.instructions if name in ("LOAD", "STORE"))

@@ -48,6 +48,9 @@ LAYERS: list[tuple[str, int]] = [
     ("ctac/hw.py", 1),
     # 2 IR semantics
     ("runtime/reference.py", 2),
+    ("runtime/reference_conv.py", 2),
+    ("runtime/norms.py", 2),
+    ("runtime/reference_indexing.py", 2),
     ("runtime/evaluator.py", 2),
     ("runtime/compression.py", 2),
     ("runtime/elsa.py", 2),

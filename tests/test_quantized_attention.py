@@ -1,6 +1,8 @@
-"""Attention in quantized ONNX graphs: static QDQ pairs on the scores and the probabilities become
-cta.attention's fake_quant stages (detected, proven, run by the reference and the accelerator as
-onnxruntime runs the graph); forms it cannot hold are refused with their reason."""
+"""Attention in quantized ONNX graphs: static QDQ pairs on the scores and the probabilities, and
+QOperator requantizations (QLinearMatMul, QLinearMul, QLinearAdd, QLinearSoftmax, with P.V's as
+the output stage), become cta.attention's fake_quant stages (detected, proven, run by the
+reference and the accelerator as onnxruntime runs the graph); forms it cannot hold are refused
+with their reason."""
 
 from __future__ import annotations
 
@@ -210,39 +212,168 @@ def test_without_the_rounding_the_proof_refuses(tmp_path: Path, monkeypatch) -> 
     assert reports == [] and len(refused) == 1 and "differs from the original" in refused[0]
 
 
-def test_qoperator_attention_is_refused_with_its_reason(tmp_path: Path) -> None:
-    """QLinearMatMul -> QLinearSoftmax -> QLinearMatMul: the probabilities reach P.V as
-    integers requantized with a new scale, which fake_quant cannot hold."""
+# QOperator attention as onnxruntime's quantizer writes it (QOperator format): per tensor
+# (scale, zero point), uint8 activations; "scale" is the constant 1/sqrt(D) the scores are
+# multiplied by, quantized exactly (level 255).
+QOP = {
+    "q": (0.03, 128), "k": (0.03, 128), "v": (0.02, 128), "qk": (0.05, 128),
+    "scaled": (0.02, 128), "mask": (0.05, 128), "masked": (0.03, 128), "p": (1 / 256, 0),
+    "o": (0.02, 128), "scale": (SCALE / 255, 0),
+}  # fmt: skip
+
+
+def qoperator_attention(path: Path, order: tuple[str, ...], v_columns: bool = False) -> None:
+    """QLinearMatMul(Q, K^T) -> `order` of QLinearMul (by the scale) and QLinearAdd (of the
+    quantized mask) -> QLinearSoftmax -> QLinearMatMul(., V) -> Transpose and Reshape of the
+    integers (the heads merged, as MiniLM's) -> DequantizeLinear. `v_columns`: P.V reads V
+    with a scale per column (a multiplier per output column)."""
     g = Graph()
-    u8 = np.uint8
-    scale = {n: g.const(f"{n}_s", np.float32(s)) for n, s in
-             (("q", 0.03), ("k", 0.03), ("v", 0.02), ("qk", 0.05), ("p", 1 / 255), ("o", 0.02))}  # fmt: skip
-    zero = {n: g.const(f"{n}_z", np.array(128 if n != "p" else 0, u8)) for n in scale}
-    quantized = {n: g.node("QuantizeLinear", [n, scale[n], zero[n]], f"{n}_u8") for n in "qkv"}
-    kt = g.node("Transpose", [quantized["k"]], "kt", perm=[0, 1, 3, 2])
+    used = {"q", "k", "v", "qk", "p", "o"}
+    used |= ({"scale", "scaled"} if "mul" in order else set()) | (
+        {"mask", "masked"} if "add" in order else set()
+    )
+    scale = {n: g.const(f"{n}_s", np.float32(s)) for n, (s, _) in QOP.items() if n in used}
+    zero = {n: g.const(f"{n}_z", np.array(z, np.uint8)) for n, (_, z) in QOP.items() if n in used}
+    if "mul" in order:
+        g.const("scale_u8", np.array(255, np.uint8))
+    u8 = {n: g.node("QuantizeLinear", [n, scale[n], zero[n]], f"{n}_u8") for n in "qkv"}
+    u8["kt"] = g.node("Transpose", [u8["k"]], "kt_u8", perm=[0, 1, 3, 2])
 
-    def qlinear_matmul(a: str, an: str, b: str, bn: str, out: str) -> str:
-        return g.node("QLinearMatMul", [a, scale[an], zero[an], b, scale[bn], zero[bn],
-                                        scale[out], zero[out]], f"{out}_u8")  # fmt: skip
+    def qlinear(op: str, a: str, an: str, b: str, bn: str, out: str, **attributes) -> str:
+        operands = [a, scale[an], zero[an], b, scale[bn], zero[bn], scale[out], zero[out]]
+        return g.node(op, operands, f"{out}_u8", **attributes)
 
-    scores = qlinear_matmul(quantized["q"], "q", kt, "k", "qk")
-    p = g.node("QLinearSoftmax", [scores, scale["qk"], zero["qk"], scale["p"], zero["p"]], "p_u8",
-               domain="com.microsoft", axis=-1, opset=13)  # fmt: skip
-    o = qlinear_matmul(p, "p", quantized["v"], "v", "o")
+    x, name = qlinear("QLinearMatMul", u8["q"], "q", u8["kt"], "k", "qk"), "qk"
+    for step in order:
+        if step == "mul":
+            x = qlinear("QLinearMul", x, name, "scale_u8", "scale", "scaled", domain=MS)
+            name = "scaled"
+        else:
+            u8["mask"] = g.node("QuantizeLinear", ["mask", scale["mask"], zero["mask"]], "mask_u8")
+            x = qlinear("QLinearAdd", x, name, u8["mask"], "mask", "masked", domain=MS)
+            name = "masked"
+    p = g.node("QLinearSoftmax", [x, scale[name], zero[name], scale["p"], zero["p"]], "p_u8",
+               domain=MS, axis=-1, opset=13)  # fmt: skip
+    if v_columns:
+        scale["v"] = g.const("v_columns", np.linspace(0.018, 0.022, D).astype(np.float32))
+    o = qlinear("QLinearMatMul", p, "p", u8["v"], "v", "o")
+    o = g.node("Transpose", [o], "merged_u8", perm=[0, 2, 1, 3])
+    o = g.node("Reshape", [o, g.const("merged", np.array([B, S, H * D]))], "flat_u8")
     g.node("DequantizeLinear", [o, scale["o"], zero["o"]], "out")
     f = TensorProto.FLOAT
-    graph = helper.make_graph(
-        g.nodes, "qop", [helper.make_tensor_value_info(n, f, [B, H, S, D]) for n in "qkv"],
-        [helper.make_tensor_value_info("out", f, [B, H, S, D])], g.initializers,
-    )  # fmt: skip
-    opsets = [helper.make_opsetid("", 19), helper.make_opsetid("com.microsoft", 1)]
-    path = tmp_path / "qop.onnx"
+    inputs = [helper.make_tensor_value_info(n, f, [B, H, S, D]) for n in "qkv"]
+    if "add" in order:
+        inputs.append(helper.make_tensor_value_info("mask", f, [B, 1, 1, S]))
+    outputs = [helper.make_tensor_value_info("out", f, [B, S, H * D])]
+    graph = helper.make_graph(g.nodes, "qop", inputs, outputs, g.initializers)
+    opsets = [helper.make_opsetid("", 19), helper.make_opsetid(MS, 1)]
     onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+
+
+MS = "com.microsoft"
+ORDERS = [("mul", "add"), ("mul",), ("add",), ()]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["+".join(o) or "folded" for o in ORDERS])
+def test_qoperator_attention_detected_and_matches_onnxruntime(
+    order: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Each requantization is a fake_quant stage: Q.K^T's the raw scores', QLinearMul's the
+    scaled, QLinearAdd's the masked, QLinearSoftmax's the probabilities', P.V's the output's.
+    Q, K and V stay their centred integers, so the raw scores' step is 1 / (sq sk / s_qk) and
+    the scale carries sq sk; the output is in V's integer units (step so / sv)."""
+    path = tmp_path / "qop.onnx"
+    qoperator_attention(path, order)
+    inputs = feeds(padding=False)
+    if "add" not in order:
+        del inputs["mask"]
+    module, reports, refused, reference, accelerator = compile_and_run(path, inputs)
+    assert refused == [] and len(reports) == 1, refused
+    assert "QLinearMatMul P.V requantized" in reports[0].form
+    (attention,) = [op for op in module.walk() if isinstance(op, cta.AttentionOp)]
+    found = cta.quant_stages(attention)
+    names = {"mul": "scaled", "add": "masked"}
+    assert list(found) == ["scores", *(names[s] for s in order), "probs", "output"]
+    (sq, _), (sk, _), (sv, _), (s_qk, z_qk) = (QOP[n] for n in ("q", "k", "v", "qk"))
+    assert found["scores"] == pytest.approx((s_qk / (sq * sk), z_qk, 0, 255), rel=1e-6)
+    for stage in ("scaled", "masked"):
+        if stage in found:
+            assert found[stage] == pytest.approx((QOP[stage][0], QOP[stage][1], 0, 255))
+    assert found["probs"] == pytest.approx((1 / 256, 0, 0, 255))
+    assert found["output"] == pytest.approx((QOP["o"][0] / sv, QOP["o"][1], 0, 255), rel=1e-6)
+    factor = SCALE if "mul" in order else 1.0
+    assert attention.float_attr("scale") == pytest.approx(factor * sq * sk, rel=1e-6)
+    # One step of a stage moves an output by at most quant_tolerance's bound (in real units);
+    # the rest agree to float error.
+    steps = {"scores": s_qk, "scaled": QOP["scaled"][0], "masked": QOP["masked"][0],
+             "probs": 1 / 256, "output": QOP["o"][0]}  # fmt: skip
+    steps = {s: QuantStep(t, 0, 0, 0) for s, t in steps.items() if s in found}
+    bound = 1e-5 + quant_tolerance(steps, factor, sv * 128)
+    want = onnxruntime_outputs(path, inputs)
+    for ours in (reference, accelerator):
+        difference = np.abs(ours - want)
+        assert difference.max() <= bound, (difference.max(), bound)
+        assert np.mean(difference > 1e-5) <= 0.02, np.mean(difference > 1e-5)
+
+
+def test_a_wrong_output_step_is_refused_by_the_proof(tmp_path: Path, monkeypatch) -> None:
+    """The proof compares the graph's integers with the output stage's: an output step off by
+    a factor 2 moves nearly every output and the match is refused."""
+    import ctac.passes.detect_attention as detect
+    from ctac.passes.attention_qoperator import QOperatorTail
+
+    original = detect.integer_tail
+
+    def doubled(softmax):
+        found = original(softmax)
+        if isinstance(found, QOperatorTail):
+            step = found.output_quant
+            found.output_quant = QuantStep(2 * step.step, step.zero, step.low, step.high)
+        return found
+
+    monkeypatch.setattr(detect, "integer_tail", doubled)
+    path = tmp_path / "qop.onnx"
+    qoperator_attention(path, ("mul", "add"))
+    module = import_model(path).module
+    run_passes(module, "onnx-canonicalize")
+    reports, refused = detect_attention(module)
+    assert reports == [] and len(refused) == 1 and "differs from the original" in refused[0]
+
+
+def test_a_mask_added_before_the_scale_is_refused_with_its_reason(tmp_path: Path) -> None:
+    """QLinearAdd of the mask, then QLinearMul by the scale: cta.attention scales the scores
+    before it adds the mask, so the order cannot be held."""
+    path = tmp_path / "qop.onnx"
+    qoperator_attention(path, ("add", "mul"))
     module = import_model(path).module
     run_passes(module, "onnx-canonicalize")
     reports, refused = detect_attention(module)
     assert reports == [] and len(refused) == 1
-    assert "QOperator form" in refused[0] and "requantized with a new scale" in refused[0]
+    assert "requantized in an order" in refused[0] and "matmul -> add -> mul" in refused[0]
+
+
+def test_a_per_column_p_v_requantization_is_refused_with_its_reason(tmp_path: Path) -> None:
+    """P.V with a multiplier per output column is not one output stage: refused, named."""
+    path = tmp_path / "qop.onnx"
+    qoperator_attention(path, ("mul",), v_columns=True)
+    module = import_model(path).module
+    run_passes(module, "onnx-canonicalize")
+    reports, refused = detect_attention(module)
+    assert reports == [] and len(refused) == 1
+    assert "QOperator form" in refused[0] and "one scalar multiplier" in refused[0]
+
+
+def test_cta_does_not_compress_a_qoperator_attention(tmp_path: Path) -> None:
+    """Compressed attention has no output stage either: CTA leaves the layer exact, saying why."""
+    from ctac.passes.cta_compress import uncompressible
+
+    path = tmp_path / "qop.onnx"
+    qoperator_attention(path, ("mul",))
+    module = import_model(path).module
+    run_passes(module, "onnx-canonicalize")
+    assert len(detect_attention(module)[0]) == 1
+    ((_, reason),) = uncompressible(module)
+    assert "quantization grid" in reason
 
 
 def dynamic_attention(path: Path, quantize_pv: bool) -> None:

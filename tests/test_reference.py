@@ -78,6 +78,7 @@ CASES = {
     "Softmax": ("Softmax", [F], {"axis": 1}),
     "LayerNormalization": ("LayerNormalization", [F, ROW, ROW * 0.1], {"epsilon": 1e-5}),
     "LayerNormalization2": ("LayerNormalization", [F, np.ones((3, 4), np.float32)], {"axis": 1}),
+    "RMSNormalization": ("RMSNormalization", [F, ROW], {"epsilon": 1e-5}),
     "Gelu": ("Gelu", [F], {}),
     "GeluTanh": ("Gelu", [F], {"approximate": "tanh"}),
     "Transpose": ("Transpose", [F], {"perm": [2, 0, 1]}),
@@ -87,6 +88,9 @@ CASES = {
     "Gather": ("Gather", [F, c([[1, -1], [0, 2]])], {"axis": 2}),
     "GatherElements": ("GatherElements", [F, c(np.zeros((2, 3, 2)))], {"axis": 2}),
     "GatherND": ("GatherND", [F, c([[[1], [0]], [[2], [1]]])], {"batch_dims": 1}),
+    "ScatterND": ("ScatterND", [F, c([[1, -1], [0, 2]]), G[0, :2]], {"reduction": "add"}),
+    "ScatterElements": ("ScatterElements", [F, c(I64 % 3), G], {"axis": 1, "reduction": "max"}),
+    "Resize": ("Resize", [F, None, None, c([2, 5, 7])], {"mode": "linear"}),
     "Unsqueeze": ("Unsqueeze", [F, c([0, -1])], {}),
     "Squeeze": ("Squeeze", [F[:1], c([0])], {}),
     "Concat": ("Concat", [F, G], {"axis": -1}),
@@ -141,6 +145,15 @@ CASES = {
         ],
         {"pads": [1, 1, 1, 1], "group": 2, "dilations": [1, 2]},
     ),
+    "ConvTranspose": (
+        "ConvTranspose",
+        [
+            rng.standard_normal((1, 4, 3, 4)).astype(np.float32),
+            rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+            rng.standard_normal(6).astype(np.float32),
+        ],
+        {"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 1], "group": 2},
+    ),
 }
 
 
@@ -168,7 +181,7 @@ def single_node_model(
     )
     outputs = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in node.output]
     graph = helper.make_graph([node], "single", graph_inputs, outputs, initializers)
-    opset = 20 if op_type == "Gelu" else 18
+    opset = {"Gelu": 20, "RMSNormalization": 23}.get(op_type, 18)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model = onnx.shape_inference.infer_shapes(model)
     onnx.save(model, str(path))

@@ -67,7 +67,7 @@ def test_dynamic_sizes_are_one_encoding(name: str, kib: float, tmp_path: Path) -
 
 def test_malformed_dynamic_sizes_are_a_parse_error() -> None:
     good = (
-        'ctaisa.store src=acc src_addr=0 dst=0 rows=8 cols=4 stride=4 src_stride=0 exact=0 src "x" '
+        'ctaisa.store src=acc src_addr=0 dst=0 rows=8 cols=4 stride=4 src_stride=0 exact=0 narrow=0 src "x" '
         'dynamic {"rows": [3, 16]}'
     )
     op = next(o for o in parse_module(good).walk() if isinstance(o, InstructionOp))
@@ -81,7 +81,7 @@ def test_dynamic_sizes_in_generic_form_are_checked() -> None:
     """The generic form stores the JSON in a string attribute; anything else fails to verify."""
     generic = (
         '"builtin.module"() ({ "ctaisa.store"() <{src = "acc", src_addr = 0 : i64, dst = 0 : i64, '
-        "rows = 8 : i64, cols = 4 : i64, stride = 4 : i64, src_stride = 0 : i64, exact = 0 : i64}> "
+        "rows = 8 : i64, cols = 4 : i64, stride = 4 : i64, src_stride = 0 : i64, exact = 0 : i64, narrow = 0 : i64}> "
         "{dynamic = DYNAMIC} : () -> () }) : () -> ()"
     )
     op = next(

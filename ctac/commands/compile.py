@@ -95,7 +95,7 @@ def _compile(args: argparse.Namespace, model_sha256) -> int:
     from ctac.emit import program_from_module
     from ctac.passes.lower_to_isa import lower_module
     from ctac.runtime.assembly import disassemble
-    from ctac.runtime.program import write_program
+    from ctac.runtime.program import instruction_words, write_program
 
     hw = load_hardware(args.hw)
     lowered = lower_module(module, hw)
@@ -109,13 +109,15 @@ def _compile(args: argparse.Namespace, model_sha256) -> int:
 
     record_origin(program, args.model, hw, model_sha256() if model_sha256 else None)
     # What `ctac run`, `disasm` and `asm` would refuse is refused here, before anything is written.
-    # The data segment is streamed into the file (write_program), never encoded in memory.
-    check_loadable(program, None, {b.index: b.capacity for b in hw.buffers})
+    # The data segment is streamed into the file (write_program), never encoded in memory; the
+    # instructions are encoded once, for the check and the file.
+    words = instruction_words(program)
+    check_loadable(program, None, {b.index: b.capacity for b in hw.buffers}, words)
     if args.emit == "asm":
         write_text(args.output, disassemble(program))
         return 0
     target = args.output or f"{Path(args.model).stem}.ctab"
-    write_program(program, target)
+    write_program(program, target, words)
     print(
         f"wrote {target}: {len(program.instructions)} instructions, {len(program.data)} "
         f"{program.element_type} data elements",

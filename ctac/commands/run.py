@@ -225,10 +225,11 @@ def compare_command(args: argparse.Namespace) -> int:
     import json
 
     from ctac.compare import compare, format_table, to_json
-    from ctac.hw import load_hardware
+    from ctac.hw import load_hardware, with_precision
     from ctac.pipeline import run_passes
 
-    hw = load_hardware(args.hw)
+    # --precision makes another machine; the CTA policy in front_end sees it too.
+    hw = args.hw = with_precision(load_hardware(args.hw), args.precision)
     detected, _ = front_end(args, "cta-detected")
     compressed = compress_module(detected.clone(), args)
     elsa = detected.clone()

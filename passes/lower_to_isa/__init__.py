@@ -9,8 +9,8 @@ Every op left after detection (and compression) becomes tiles of CTA-ISA instruc
   tile can overlap the compute of the current one; `vec` keeps a persistent area for rows reused
   by a whole op (LayerNorm gamma/beta, masks, broadcast operands). No tile is larger than its half.
 - One module per op family registers its lowerings with `@lowering`: gemm (MatMul, Gemm,
-  projections, patchify Conv), elementwise (and row-wise norms, softmax, reductions), movement
-  (Gather, Transpose, Concat), attention (exact and ELSA), clustering (tiled HASH + CLUSTER
+  projections), conv (Conv by im2col, ConvTranspose), elementwise (and row-wise norms, softmax, reductions), movement
+  (Gather, Transpose, Concat), indexing (ScatterND/ScatterElements, Resize), attention (exact and ELSA), clustering (tiled HASH + CLUSTER
   against the cluster unit's table), compression (pooling, recovery), compressed_attention
   (attention over clusters, block-causal); pipeline.py orders
   every tiled loop (software pipelining) and memory.Stream gives each tile its slots.
@@ -34,8 +34,10 @@ from ctac.passes.lower_to_isa import (  # noqa: F401
     clustering,
     compressed_attention,
     compression,
+    conv,
     elementwise,
     gemm,
+    indexing,
     keep_top,
     movement,
 )

@@ -13,7 +13,8 @@ A quantized attention (cta.attention's fake_quant) rounds its stages with VEC op
 of the QuantizeLinear -> DequantizeLinear ops it replaces (Div, Round, Add, Clip, Sub, Mul): the
 scores in ACC after S = Q K^T (scaling them, and adding the mask, there too when a later stage
 rounds them), the probabilities in ACT after the softmax, which then takes all keys in one tile
-so they are normalised before they are rounded."""
+so they are normalised before they are rounded, and the output (QOperator's requantized P.V) in
+ACC after the last key tile, before it is stored."""
 
 from __future__ import annotations
 
@@ -282,6 +283,9 @@ def emit_attention_tiles(
             dynamic_field(lowering, "k", selection)
             if last:
                 pipeline.stage(4)
+                if "output" in shape.quant:  # the normalised output, rounded before the store
+                    _fake_quantize(lowering, ACC, o_address, rows, dv, shape.quant["output"],
+                                   lambda tile=tile: sized_by_queries("rows", tile))  # fmt: skip
                 lowering.store(ACC, o_address, tile.output, rows, dv, dv)
                 sized_by_queries("rows", tile)
     pipeline.drain()

@@ -11,6 +11,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, IntAttr, ModuleOp, StringAttr
 from xdsl.ir import BlockArgument, Operation, SSAValue
 
+from ctac.dialects import cta
 from ctac.dialects import onnx as ox
 from ctac.dialects.ctaisa import INSTRUCTION_OPS, DataOp, SymbolOp
 from ctac.errors import CtacError
@@ -26,8 +27,15 @@ from ctac.passes.lower_to_isa.memory import (
     elements,
 )
 from ctac.passes.lower_to_isa.pipeline import Pipeline
+from ctac.passes.lower_to_isa.precision import holds_bytes, integer_range
 from ctac.runtime import isa
-from ctac.runtime.evaluator import indexed_extent, input_names, main_function, output_names
+from ctac.runtime.evaluator import (
+    evaluate_values,
+    indexed_extent,
+    input_names,
+    main_function,
+    output_names,
+)
 from ctac.weights import store_for_module
 
 HW_ATTRIBUTE = "ctaisa.hw"
@@ -51,6 +59,16 @@ def _is_integer(value: SSAValue) -> bool:
     """An integer tensor (not bool: 0 and 1 are exact in any storage type)."""
     dtype = ox.numpy_dtype(ox.element_of(value))
     return np.issubdtype(dtype, np.integer)
+
+
+def _holds_integers(op: Operation, result: SSAValue) -> bool:
+    """A result whose values are integers: an integer tensor; a float one provably holding
+    integers (precision.integer_range: a quantized model's int32 accumulations carried as
+    floats, which fp16 would round above 2048 and saturate above 65504); or cta.cluster's counts
+    (the tokens each cluster stands for, which compressed attention weighs its clusters by)."""
+    if _is_integer(result) or (isinstance(op, cta.ClusterOp) and result is op.counts):
+        return True
+    return isinstance(op, ox.OnnxOp) and integer_range(result) is not None
 
 
 @dataclass(eq=False)
@@ -85,9 +103,15 @@ class Lowering:
         # int32, indices): its STOREs there are exact (STORE.exact), not rounded to the storage
         # type, since fp16 holds integers exactly only up to 2048 and vocabularies are larger.
         self.integer_ranges: list[tuple[int, int]] = []
+        # DRAM ranges of the op's results and operands that hold 8-bit integers (a quantized
+        # model's int8/uint8 tensors): their DMAs move one byte per element (LOAD/STORE narrow).
+        self.narrow_results: list[tuple[int, int]] = []
+        self.narrow_sources: list[tuple[int, int]] = []
         self.region_top: dict[int, int] = {}
         self.unpipelined_loops = 0  # loops the pipeline had to emit as written
-        self.data: list[tuple[int, int, str | None, np.ndarray | None]] = []
+        # (address, elements, weight name, inline array or the SSA value of a precomputed op)
+        self.data: list[tuple[int, int, str | None, np.ndarray | SSAValue | None]] = []
+        self.precomputed: set[Operation] = set()
         self.data_top = 0
         self.symbols: list[SymbolOp] = []
         self.tensors: dict[SSAValue, Tensor] = {}
@@ -150,9 +174,11 @@ class Lowering:
     def load(
         self, buffer: int, address: int, source: int, rows: int, cols: int, stride: int
     ) -> None:
+        narrow = any(low <= source < high for low, high in self.narrow_sources)
         self.emit(
-            "LOAD", dst=buffer, dst_addr=address, src=source, rows=rows, cols=cols, stride=stride
-        )
+            "LOAD", dst=buffer, dst_addr=address, src=source, rows=rows, cols=cols, stride=stride,
+            narrow=int(narrow),
+        )  # fmt: skip
 
     def store(
         self,
@@ -167,9 +193,11 @@ class Lowering:
         """A (rows x cols) tile to DRAM rows `stride` apart; `source_stride` reads a column block
         of a wider tile (its row length), 0 a dense tile."""
         exact = any(low <= target < high for low, high in self.integer_ranges)
+        narrow = any(low <= target < high for low, high in self.narrow_results)
         self.emit(
             "STORE", src=buffer, src_addr=address, dst=target, rows=rows, cols=cols, stride=stride,
             src_stride=source_stride if source_stride != cols else 0, exact=int(exact),
+            narrow=int(narrow),
         )  # fmt: skip
 
     def vec(
@@ -218,6 +246,13 @@ class Lowering:
             if _is_integer(value) and self.hw.precision == "fp16":
                 self._check_storable(value, array)
             self.data.append((address, elements(shape), None, array.astype(np.float32)))
+        elif owner in self.precomputed:
+            if _is_integer(value) and self.hw.precision == "fp16":
+                (array,) = evaluate_values([value], {}, self.module)
+                self._check_storable(value, array)
+            # Computed when the program is made (program_from_module), from the recipe
+            # _module() copies into the lowered module.
+            self.data.append((address, elements(shape), None, value))
         else:
             raise Unsupported(f"{value.name_hint}: not a constant")
         self.data_top += elements(shape)
@@ -263,18 +298,25 @@ class Lowering:
         for op in ops:
             if isinstance(op, ALIAS_OPS):
                 aliases[op.results[0]] = op.operands[0]
-        # The data segment comes first (DRAM address 0): every constant a lowered op reads.
+        self.precomputed = precomputed_ops(ops, root)
+
+        def in_data_segment(value: SSAValue) -> bool:
+            owner = root(value).owner
+            return isinstance(owner, ox.WeightOp | ox.ConstantOp) or owner in self.precomputed
+
+        # The data segment comes first (DRAM address 0): every constant a lowered op reads, and
+        # every value computed from constants and weights alone, precomputed.
         for op in ops:
-            if isinstance(op, (ox.WeightOp, ox.ConstantOp, *ALIAS_OPS)):
+            if isinstance(op, (ox.WeightOp, ox.ConstantOp, *ALIAS_OPS)) or op in self.precomputed:
                 continue
             for operand in op.operands:
-                if isinstance(root(operand).owner, ox.WeightOp | ox.ConstantOp):
+                if in_data_segment(operand):
                     self.data_tensor(root(operand))
             prepare = PREPARE.get(type(op))
             if prepare is not None:
                 prepare(self, op)
         for value in ret.arguments:
-            if isinstance(root(value).owner, ox.WeightOp | ox.ConstantOp):
+            if in_data_segment(value):
                 self.data_tensor(root(value))
         self.arena = Arena(base=self.data_top)
         names = input_names(self.module)
@@ -296,20 +338,29 @@ class Lowering:
         layers = layers_of(self.function)  # ctac.layer, or computed on the fly when absent
         for index, op in enumerate(ops):
             self.source = _source_of(op, layers.get(op))
-            if isinstance(op, ox.WeightOp | ox.ConstantOp):
+            if isinstance(op, ox.WeightOp | ox.ConstantOp) or op in self.precomputed:
                 continue
             if isinstance(op, ALIAS_OPS):
                 base = self.tensors.get(root(op.results[0]))
                 if base is not None:
                     self.tensors[op.results[0]] = Tensor(base.address, ox.shape_of(op.results[0]))
                 continue
-            self.integer_ranges = []
+            self.integer_ranges, self.narrow_results, self.narrow_sources = [], [], []
             for result in op.results:
                 shape = ox.shape_of(result)
                 self.tensors[result] = Tensor(self.arena.allocate(elements(shape)), shape)
-                if _is_integer(result):
-                    address = self.tensors[result].address
-                    self.integer_ranges.append((address, address + elements(shape)))
+                span = (
+                    self.tensors[result].address,
+                    self.tensors[result].address + elements(shape),
+                )
+                if _holds_integers(op, result):
+                    self.integer_ranges.append(span)
+                if isinstance(op, ox.OnnxOp) and holds_bytes(result):
+                    self.narrow_results.append(span)
+            for operand in op.operands:
+                base = self.tensors.get(root(operand))
+                if base is not None and holds_bytes(operand):
+                    self.narrow_sources.append((base.address, base.address + elements(base.shape)))
             lower = LOWERINGS.get(type(op))
             try:
                 if lower is None:
@@ -331,7 +382,7 @@ class Lowering:
                     last_use.get(base) == index
                     and base not in outputs
                     and not isinstance(base, BlockArgument)
-                    and not isinstance(base.owner, ox.WeightOp | ox.ConstantOp)
+                    and not in_data_segment(base)
                     and base in self.tensors
                 ):
                     tensor = self.tensors[base]
@@ -353,14 +404,18 @@ class Lowering:
         return self._module()
 
     def _module(self) -> ModuleOp:
-        ops: list[Operation] = []
+        derived = [value for _, _, _, value in self.data if isinstance(value, SSAValue)]
+        ops, copies = copy_recipes(derived)
         for address, size, ref, value in self.data:
             properties = {"address": IntAttr(address), "size": IntAttr(size)}
+            source = None
             if ref is not None:
                 properties["ref"] = StringAttr(ref)
+            elif isinstance(value, SSAValue):
+                source = copies[value]
             else:
                 properties["value"] = ox.dense_from_numpy(value.astype(np.float32).reshape(-1))
-            ops.append(DataOp.build(properties=properties))
+            ops.append(DataOp.build(operands=[source], properties=properties))
         ops.extend(self.symbols)
         position = {id(emitted): index for index, emitted in enumerate(self.instructions)}
         attributes: dict = {}  # immutable attributes, shared by the ops that use the same value
@@ -381,6 +436,61 @@ class Lowering:
         module.attributes[DRAM_ATTRIBUTE] = IntAttr(self.arena.base + self.arena.top)
         module.attributes[ELEMENT_TYPE_ATTRIBUTE] = StringAttr(self.hw.precision)
         return module
+
+
+# A precomputed op may write at most this many elements more than it reads: a broadcast of a
+# weight (Expand) stays a run-time op instead of inflating the data segment.
+PRECOMPUTE_SLACK = 4096
+
+
+def precomputed_ops(ops: list[Operation], root: Callable[[SSAValue], SSAValue]) -> set[Operation]:
+    """The ops computed when the program is made instead of on the accelerator: onnx-dialect
+    ops with reference semantics whose operands are all constants, weights or results of such
+    ops (a weight's dequantization, a transposed weight, position-embedding rows), unless they
+    write more than they read. A deployment prepares these offline; running them per inference
+    would charge the accelerator for work no deployment does."""
+    from ctac.runtime.reference import SEMANTICS
+
+    static: set[SSAValue] = set()
+    chosen: set[Operation] = set()
+    for op in ops:
+        if isinstance(op, ox.WeightOp | ox.ConstantOp):
+            static.update(op.results)
+            continue
+        if (
+            isinstance(op, ALIAS_OPS)
+            or not op.name.startswith("onnx.")
+            or type(op) not in SEMANTICS
+            or not op.operands
+            or not all(root(operand) in static for operand in op.operands)
+        ):
+            continue
+        read = sum(elements(ox.shape_of(operand)) for operand in op.operands)
+        written = sum(elements(ox.shape_of(result)) for result in op.results)
+        if written > read + PRECOMPUTE_SLACK:
+            continue
+        chosen.add(op)
+        static.update(op.results)
+    return chosen
+
+
+def copy_recipes(values: list[SSAValue]) -> tuple[list[Operation], dict[SSAValue, SSAValue]]:
+    """Copies of the ops computing `values` (back to their weights and constants, in their
+    order), for the lowered module, and each value's copy."""
+    needed: set[Operation] = set()
+    stack = [value.owner for value in values]
+    while stack:
+        op = stack.pop()
+        if isinstance(op, Operation) and op not in needed:
+            needed.add(op)
+            stack.extend(operand.owner for operand in op.operands)
+    if not needed:
+        return [], {}
+    block = next(iter(needed)).parent_block()
+    ordered = [op for op in block.ops if op in needed] if block is not None else list(needed)
+    mapping: dict[SSAValue, SSAValue] = {}
+    copies = [op.clone(value_mapper=mapping) for op in ordered]
+    return copies, {value: mapping[value] for value in values}
 
 
 def _symbol(

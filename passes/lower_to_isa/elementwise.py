@@ -339,20 +339,41 @@ def _vector_row(lowering: Lowering, value: SSAValue, columns: int) -> int:
 
 @lowering(ox.LayerNormalizationOp)
 def lower_layer_norm(lowering: Lowering, op: ox.LayerNormalizationOp) -> None:
-    shape = ox.shape_of(op.X)
+    _lower_norm(lowering, op, op.X, op.Scale, op.B, op.Y, rms=False)
+
+
+@lowering(ox.RMSNormalizationOp)
+def lower_rms_norm(lowering: Lowering, op: ox.RMSNormalizationOp) -> None:
+    # LAYERNORM with its rms flag, not VEC/REDUCE steps: the norm stays one instruction per row
+    # tile, charged two passes over the row instead of LayerNorm's three (runtime/isa.py).
+    _lower_norm(lowering, op, op.X, op.scale, None, op.Y, rms=True)
+
+
+def _lower_norm(
+    lowering: Lowering,
+    op: Operation,
+    x_value: SSAValue,
+    scale: SSAValue,
+    bias: SSAValue | None,
+    y_value: SSAValue,
+    rms: bool,
+) -> None:
+    """Per row tile: LOAD, LAYERNORM (rms: no mean subtracted), STORE; gamma (and beta) rows
+    are written to vec's persistent area once."""
+    shape = ox.shape_of(x_value)
     axis = op.int_attr("axis", -1) % len(shape)
     rows_total, columns = elements(shape[:axis]), elements(shape[axis:])
-    x, out = lowering.tensor(op.X), lowering.tensors[op.Y]
-    gamma = _vector_row(lowering, op.Scale, columns)
-    beta = _vector_row(lowering, op.B, columns) if op.B is not None else 0
+    x, out = lowering.tensor(x_value), lowering.tensors[y_value]
+    gamma = _vector_row(lowering, scale, columns)
+    beta = _vector_row(lowering, bias, columns) if bias is not None else 0
     for r0, rows in _row_tiles(lowering, rows_total, columns):
         lowering.next_stage()
         source, target = lowering.slot(ACT), lowering.slot(VEC)
         lowering.load(ACT, source, x.address + r0 * columns, rows, columns, columns)
         lowering.emit(
             "LAYERNORM", dst=VEC, dst_addr=target, src=ACT, src_addr=source, gamma=VEC, gamma_addr=gamma,
-            beta=VEC, beta_addr=beta, has_beta=int(op.B is not None), rows=rows, cols=columns,
-            eps=op.float_attr("epsilon", 1e-5),
+            beta=VEC, beta_addr=beta, has_beta=int(bias is not None), rows=rows, cols=columns,
+            eps=op.float_attr("epsilon", 1e-5), rms=int(rms),
         )  # fmt: skip
         lowering.store(VEC, target, out.address + r0 * columns, rows, columns, columns)
 

@@ -1,5 +1,6 @@
-"""GEMM-shaped ops: MatMul, Gemm, projections into head layout (cta.project: one GEMM across
-heads) and patchify Conv, tiled to the PE array and software-pipelined (pipeline.py)."""
+"""GEMM-shaped ops: MatMul, Gemm and projections into head layout (cta.project: one GEMM across
+heads), tiled to the PE array and software-pipelined (pipeline.py); conv.py lowers Conv and
+ConvTranspose onto the same GEMMs."""
 
 from __future__ import annotations
 
@@ -300,70 +301,3 @@ def lower_per_head_project(lowering: Lowering, op: cta.ProjectOp) -> None:
                 clusters=readouts[table] if len(readouts) == batch * heads else None,
             ))  # fmt: skip
     emit_gemm(lowering, *plans)
-
-
-@lowering(ox.ConvOp)
-def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
-    """Patch embedding: kernel == stride, no padding, no dilation, one group. Patches are
-    gathered by strided DMA into a (patches x C*kh*kw) matrix, then out[n] = W @ patches^T."""
-    x_shape, w_shape = ox.shape_of(op.X), ox.shape_of(op.W)
-    if len(x_shape) != 4:
-        raise Unsupported("only 2-D convolutions are lowered")
-    kernel = tuple(w_shape[2:])
-    strides = op.ints_attr("strides", [1, 1])
-    pads = op.ints_attr("pads", [0, 0, 0, 0])
-    dilations = op.ints_attr("dilations", [1, 1])
-    if (
-        tuple(strides) != kernel
-        or any(pads)
-        or any(d != 1 for d in dilations)
-        or op.int_attr("group", 1) != 1
-    ):
-        raise Unsupported(
-            f"Conv with kernel {list(kernel)}, strides {list(strides)}, pads {list(pads)}: only patchify "
-            "convolutions (kernel == stride, no padding) are supported"
-        )
-    batch, channels, height, width = x_shape
-    out_channels = w_shape[0]
-    kh, kw = kernel
-    ph, pw = height // kh, width // kw
-    patches, depth = ph * pw, channels * kh * kw
-    x, w, out = lowering.tensor(op.X), lowering.tensor(op.W), lowering.tensors[op.Y]
-    scratch = lowering.arena.allocate(patches * depth)
-    bias = lowering.tensor(op.B) if op.B is not None else None
-    for n in range(batch):
-        for c in range(channels):
-            for i in range(kh):
-                for p_row in range(ph):
-                    lowering.next_stage()
-                    tile = lowering.slot(ACT)
-                    source = x.address + ((n * channels + c) * height + p_row * kh + i) * width
-                    lowering.load(ACT, tile, source, pw, kw, kw)
-                    target = scratch + (p_row * pw) * depth + (c * kh + i) * kw
-                    lowering.store(ACT, tile, target, pw, kw, depth)
-        base = out.address + n * out_channels * patches
-        emit_gemm(
-            lowering,
-            GemmPlan(
-                out_channels, depth, patches,
-                _dense_loader(lowering, ACT, w.address, depth),
-                lambda address, k0, d, p0, count: lowering.load(WGT, address, scratch + p0 * depth + k0, count, d, depth),
-                _dense_storer(lowering, base, patches), transpose_b=True,
-                int8=int8_gemm(op.X, op.W),
-            ),
-        )  # fmt: skip
-        if bias is not None:
-            budget = min(lowering.half[ACT], lowering.half[VEC])
-            if patches > budget:
-                raise Unsupported(f"{patches} patches per channel do not fit a buffer half")
-            for r0, rows in split_ranges(out_channels, budget // patches):
-                lowering.next_stage()
-                tile, column = lowering.slot(ACT), lowering.slot(WGT)
-                result = lowering.slot(VEC)  # not in place: the load slot is free a stage sooner
-                lowering.load(ACT, tile, base + r0 * patches, rows, patches, patches)
-                lowering.load(WGT, column, bias.address + r0, rows, 1, 1)
-                lowering.vec(
-                    "add", VEC, result, (ACT, tile), rows, patches, b=(WGT, column), bcast="col"
-                )
-                lowering.store(VEC, result, base + r0 * patches, rows, patches, patches)
-    lowering.arena.release(scratch, patches * depth)

@@ -81,7 +81,9 @@ class Pipeline:
                 for _, emitted in tile:
                     self.outer(emitted)
             return
-        staged = [self._stages(tile) for tile in tiles]
+        written = [emitted for tile in tiles for _, emitted in tile]
+        ranges = {id(emitted): on_chip_ranges(emitted) for emitted in written}
+        staged = [self._stages(tile, ranges) for tile in tiles]
         depth = max((len(stages) for stages in staged), default=0)
         skewed: list[Emitted] = []
         for step in range(len(staged) + depth - 1):
@@ -89,8 +91,7 @@ class Pipeline:
                 index = step - number
                 if 0 <= index < len(staged) and number < len(staged[index]):
                     skewed.extend(staged[index][number])
-        written = [emitted for tile in tiles for _, emitted in tile]
-        if not _keeps_dependences(written, skewed, self.lowering.capacity):
+        if not _keeps_dependences(written, skewed, self.lowering.capacity, ranges):
             # A loop whose values outlive their slots: emitted as written (correct, unpipelined).
             self.lowering.unpipelined_loops += 1
             skewed = written
@@ -98,7 +99,9 @@ class Pipeline:
             self.outer(emitted)
 
     @staticmethod
-    def _stages(tile: list[tuple[int | None, Emitted]]) -> list[list[Emitted]]:
+    def _stages(
+        tile: list[tuple[int | None, Emitted]], ranges: dict[int, tuple[list, list]]
+    ) -> list[list[Emitted]]:
         """Stage lists of one tile: explicit stages as given; otherwise loads 0, compute 1,
         stores 2 (1 in a tile without compute), and never before an instruction of the same tile
         whose buffer ranges it depends on (a GATHER whose indices a VEC wrote)."""
@@ -109,9 +112,7 @@ class Pipeline:
         placed: list[tuple[int, list, list]] = []  # (stage, reads, writes) of earlier ones
         for number, emitted in tile:
             spec = isa.BY_NAME[emitted.name]
-            fields = isa.with_defaults(emitted.name, emitted.fields)
-            reads = [r for r in spec.reads(fields) if r[0] != "dram"]
-            writes = [w for w in spec.writes(fields) if w[0] != "dram"]
+            reads, writes = ranges[id(emitted)]
             if number is None:
                 if spec.unit == "dma_in":
                     number = LOAD_STAGE
@@ -131,6 +132,16 @@ class Pipeline:
         return stages
 
 
+def on_chip_ranges(emitted: Emitted) -> tuple[list, list]:
+    """(reads, writes) of one instruction in the buffers, as (buffer, start, size): computed
+    once per instruction of a loop, for both the staging and the reordering check."""
+    spec = isa.BY_NAME[emitted.name]
+    fields = isa.with_defaults(emitted.name, emitted.fields)
+    reads = [r for r in spec.reads(fields) if r[0] != "dram"]
+    writes = [w for w in spec.writes(fields) if w[0] != "dram"]
+    return reads, writes
+
+
 def _overlap(first: list, second: list) -> bool:
     return any(
         a[0] == b[0] and a[1] < b[1] + max(b[2], 1) and b[1] < a[1] + max(a[2], 1)
@@ -142,7 +153,12 @@ def _overlap(first: list, second: list) -> bool:
 BLOCK = 64  # elements per scoreboard block of the reordering check
 
 
-def _keeps_dependences(written: list[Emitted], reordered: list[Emitted], capacity: dict) -> bool:
+def _keeps_dependences(
+    written: list[Emitted],
+    reordered: list[Emitted],
+    capacity: dict,
+    ranges: dict[int, tuple[list, list]],
+) -> bool:
     """True if every pair of instructions whose on-chip ranges conflict (read after write, write
     after read, write after write) keeps its order. Walks the new order remembering, per block
     of each buffer, the latest original position among the writers and readers already placed:
@@ -155,10 +171,7 @@ def _keeps_dependences(written: list[Emitted], reordered: list[Emitted], capacit
     last_reader = {b: np.full(size // BLOCK + 2, -1, np.int64) for b, size in capacity.items()}
     for emitted in reordered:
         position = original[id(emitted)]
-        spec = isa.BY_NAME[emitted.name]
-        fields = isa.with_defaults(emitted.name, emitted.fields)
-        reads = [r for r in spec.reads(fields) if r[0] != "dram"]
-        writes = [w for w in spec.writes(fields) if w[0] != "dram"]
+        reads, writes = ranges[id(emitted)]
         spans = [
             (b, slice(start // BLOCK, (start + max(size, 1) - 1) // BLOCK + 1))
             for b, start, size in reads

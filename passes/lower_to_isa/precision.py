@@ -46,12 +46,18 @@ def integer_range(value: SSAValue, depth: int = 0) -> Range | None:
         return None
     if dtype == np.bool_:
         return (0, 1)
+    owner = value.owner
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        return (int(info.min), int(info.max))
+        typed = (int(info.min), int(info.max))
+        # Tighter through a cast: MatMulInteger's int32 result, cast from the float MatMul
+        # that computes it, holds what the sum can reach, not any int32.
+        inner = integer_range(owner.input, depth + 1) if isinstance(owner, ox.CastOp) else None
+        if inner is None:
+            return typed
+        return (max(typed[0], inner[0]), min(typed[1], inner[1]))
     if dtype.kind != "f":
         return None
-    owner = value.owner
     if isinstance(owner, ox.ConstantOp):
         if int(np.prod(ox.shape_of(value), dtype=np.int64)) > _SCAN_LIMIT:
             return None
@@ -71,14 +77,21 @@ def integer_range(value: SSAValue, depth: int = 0) -> Range | None:
     if isinstance(owner, ox.NegOp):
         inner = integer_range(owner.operands[0], depth + 1)
         return (-inner[1], -inner[0]) if inner is not None else None
-    if isinstance(owner, ox.AddOp | ox.SubOp):
+    if isinstance(owner, ox.AddOp | ox.SubOp | ox.MatMulOp):
+        # The right operand only when the left one is an integer: a float model's residual
+        # chains end at the first float op instead of exploring both sides.
         left = integer_range(owner.operands[0], depth + 1)
-        right = integer_range(owner.operands[1], depth + 1)
+        right = integer_range(owner.operands[1], depth + 1) if left is not None else None
         if left is None or right is None:
             return None
         if isinstance(owner, ox.AddOp):
             return (left[0] + right[0], left[1] + right[1])
-        return (left[0] - right[1], left[1] - right[0])
+        if isinstance(owner, ox.SubOp):
+            return (left[0] - right[1], left[1] - right[0])
+        # An integer product summed over the inner dimension (MatMulInteger's int32 result).
+        inner = ox.shape_of(owner.operands[0])[-1]
+        bound = inner * max(map(abs, left)) * max(map(abs, right))
+        return (-bound, bound)
     return None
 
 
@@ -99,3 +112,21 @@ def int8_gemm(a: SSAValue, b: SSAValue, bias: SSAValue | None = None) -> bool:
         return True
     bounds = integer_range(bias)
     return bounds is not None and bounds[0] >= -(1 << 31) and bounds[1] < 1 << 31
+
+
+def holds_bytes(value: SSAValue, depth: int = 0) -> bool:
+    """`value` holds a quantized model's 8-bit integers: an int8, uint8 or bool tensor, or one
+    cast to float from such a tensor (through data movement), which a deployment keeps in one
+    byte per element. Float tensors that merely hold small integers do not count."""
+    if depth > _DEPTH_LIMIT:
+        return False
+    try:
+        dtype = ox.numpy_dtype(ox.element_of(value))
+    except Exception:  # noqa: BLE001 - an element type numpy cannot hold
+        return False
+    if dtype == np.bool_ or dtype in (np.int8, np.uint8):
+        return True
+    owner = value.owner
+    if isinstance(owner, (ox.CastOp, *_MOVEMENT)) and dtype.kind == "f":
+        return holds_bytes(owner.operands[0], depth + 1)
+    return False

@@ -7,7 +7,7 @@
 // CHECK:      ctaisa.symbol input "x" float32 [2, 6] at=0
 // CHECK-NEXT: ctaisa.symbol output "y" float32 [2, 3, 2] at=12
 // CHECK-NEXT: ctaisa.symbol output "flat" float32 [12] at=12
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=0 rows=6 cols=2 stride=2
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=0 rows=6 cols=2 stride=2 narrow=0
 // CHECK-NEXT: ctaisa.vec op=relu dst=vec dst_addr=57344 a=act a_addr=65536 {{.*}} rows=6 cols=2
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=12 rows=6 cols=2 stride=2
 // CHECK-NEXT: ctaisa.halt

@@ -6,49 +6,49 @@
 // operand is loaded one element per row, and a splat constant becomes the immediate.
 
 // Full: both operands loaded as (6 x 4) tiles.
-// CHECK:      ctaisa.load dst=act dst_addr=65536 src=4 rows=6 cols=4 stride=4 src "{{[^"]*}}full"
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=65536 src=28 rows=6 cols=4 stride=4
+// CHECK:      ctaisa.load dst=act dst_addr=65536 src=4 rows=6 cols=4 stride=4 narrow=0 src "{{[^"]*}}full"
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=65536 src=28 rows=6 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.vec op=sub dst=vec dst_addr=57344 a=act a_addr=65536 b=wgt b_addr=65536 rows=6 cols=4 bcast=full
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=63 rows=6 cols=4 stride=4
 
 // Row vector (a bias over the last axis).
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=52 rows=1 cols=4 stride=4 src "{{[^"]*}}bias"
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=4 rows=6 cols=4 stride=4
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=52 rows=1 cols=4 stride=4 narrow=0 src "{{[^"]*}}bias"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=4 rows=6 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.vec op=add dst=vec dst_addr=0 a=act a_addr=0 b=vec b_addr=114688 rows=6 cols=4 bcast=row
 // CHECK-NEXT: ctaisa.store src=vec src_addr=0 dst=87 rows=6 cols=4 stride=4
 
 // Column (2, 3, 1): one element per output row.
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=4 rows=6 cols=4 stride=4 src "{{[^"]*}}column"
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=65536 src=56 rows=6 cols=1 stride=1
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=4 rows=6 cols=4 stride=4 narrow=0 src "{{[^"]*}}column"
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=65536 src=56 rows=6 cols=1 stride=1 narrow=0
 // CHECK-NEXT: ctaisa.vec op=div dst=vec dst_addr=57344 a=act a_addr=65536 b=wgt b_addr=65536 rows=6 cols=4 bcast=col
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=111 rows=6 cols=4 stride=4
 
 // Scalar function argument.
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=62 rows=1 cols=1 stride=1 src "{{[^"]*}}scalar"
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=4 rows=6 cols=4 stride=4
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=62 rows=1 cols=1 stride=1 narrow=0 src "{{[^"]*}}scalar"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=4 rows=6 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.vec op=mul dst=vec dst_addr=0 a=act a_addr=0 b=vec b_addr=114688 rows=6 cols=4 bcast=scalar
 // CHECK-NEXT: ctaisa.store src=vec src_addr=0 dst=135 rows=6 cols=4 stride=4
 
 // Splat constant: no load, the value is the immediate.
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=4 rows=6 cols=4 stride=4 src "{{[^"]*}}splat"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=4 rows=6 cols=4 stride=4 narrow=0 src "{{[^"]*}}splat"
 // CHECK-NEXT: ctaisa.vec op=pow dst=vec dst_addr=57344 a=act a_addr=65536 {{.*}} rows=6 cols=4 bcast=imm imm=3.0
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=159 rows=6 cols=4 stride=4
 
 // A commutative op with the broadcast operand first swaps its operands.
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=52 rows=1 cols=4 stride=4 src "{{[^"]*}}swapped"
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=4 rows=6 cols=4 stride=4
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=52 rows=1 cols=4 stride=4 narrow=0 src "{{[^"]*}}swapped"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=4 rows=6 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.vec op=max dst=vec dst_addr=0 a=act a_addr=0 b=vec b_addr=114688 rows=6 cols=4 bcast=row
 // CHECK-NEXT: ctaisa.store src=vec src_addr=0 dst=183 rows=6 cols=4 stride=4
 
 // s < a becomes a > s.
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=62 rows=1 cols=1 stride=1 src "{{[^"]*}}flipped"
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=4 rows=6 cols=4 stride=4
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=62 rows=1 cols=1 stride=1 narrow=0 src "{{[^"]*}}flipped"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=4 rows=6 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.vec op=gt dst=vec dst_addr=57344 a=act a_addr=65536 b=vec b_addr=114688 rows=6 cols=4 bcast=scalar
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=207 rows=6 cols=4 stride=4
 
 // A non-commutative op with a broadcast first operand: the row is copied out to a full tile.
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=52 rows=1 cols=4 stride=4 src "{{[^"]*}}materialized"
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=28 rows=6 cols=4 stride=4
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=114688 src=52 rows=1 cols=4 stride=4 narrow=0 src "{{[^"]*}}materialized"
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=28 rows=6 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.vec op=copy dst=vec dst_addr=0 {{.*}} b=vec b_addr=114688 rows=6 cols=4 bcast=row
 // CHECK-NEXT: ctaisa.vec op=sub dst=vec dst_addr=0 a=vec a_addr=0 b=wgt b_addr=0 rows=6 cols=4 bcast=full
 // CHECK-NEXT: ctaisa.store src=vec src_addr=0 dst=231 rows=6 cols=4 stride=4

@@ -3,13 +3,13 @@
 // Cast: float -> int truncates, anything -> bool tests for nonzero, int -> float is a copy
 // (DRAM holds every value as float32).
 
-// CHECK:      ctaisa.load dst=act dst_addr=65536 src=0 rows=2 cols=3 stride=3
+// CHECK:      ctaisa.load dst=act dst_addr=65536 src=0 rows=2 cols=3 stride=3 narrow=0
 // CHECK-NEXT: ctaisa.vec op=trunc dst=vec dst_addr=57344 a=act a_addr=65536 {{.*}} rows=2 cols=3
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=12 rows=2 cols=3 stride=3
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=0 rows=2 cols=3 stride=3
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=0 rows=2 cols=3 stride=3 narrow=0
 // CHECK-NEXT: ctaisa.vec op=nonzero dst=vec dst_addr=0 a=act a_addr=0 {{.*}} rows=2 cols=3
 // CHECK-NEXT: ctaisa.store src=vec src_addr=0 dst=18 rows=2 cols=3 stride=3
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=6 rows=2 cols=3 stride=3
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=65536 src=6 rows=2 cols=3 stride=3 narrow=0
 // CHECK-NEXT: ctaisa.vec op=copy dst=vec dst_addr=57344 {{.*}} b=act b_addr=65536 rows=2 cols=3 bcast=full
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=24 rows=2 cols=3 stride=3
 // CHECK-NEXT: ctaisa.halt

@@ -5,8 +5,8 @@
 // column offsets 0, 12 and 16; the splat constant is written from the immediate. Copies are
 // software-pipelined: the second input's load is issued before the first one's store.
 
-// CHECK:      ctaisa.load dst=act dst_addr=65536 src=8 rows=2 cols=12 stride=12
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=32 rows=2 cols=4 stride=4
+// CHECK:      ctaisa.load dst=act dst_addr=65536 src=8 rows=2 cols=12 stride=12 narrow=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=32 rows=2 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.store src=act src_addr=65536 dst=40 rows=2 cols=12 stride=20 src_stride=0
 // CHECK-NEXT: ctaisa.store src=act src_addr=0 dst=52 rows=2 cols=4 stride=20 src_stride=0
 // CHECK-NEXT: ctaisa.vec op=copy dst=act dst_addr=65536 a=act a_addr=0 b=act b_addr=0 rows=2 cols=4 bcast=imm imm=0.0

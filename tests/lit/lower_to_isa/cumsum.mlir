@@ -2,7 +2,7 @@
 
 // CumSum over the last axis: VEC cumsum scans each row of the tile.
 
-// CHECK:      ctaisa.load dst=act dst_addr=65536 src=1 rows=2 cols=5 stride=5
+// CHECK:      ctaisa.load dst=act dst_addr=65536 src=1 rows=2 cols=5 stride=5 narrow=0
 // CHECK-NEXT: ctaisa.vec op=cumsum dst=vec dst_addr=57344 a=act a_addr=65536 {{.*}} rows=2 cols=5
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=11 rows=2 cols=5 stride=5
 // CHECK-NEXT: ctaisa.halt

@@ -3,10 +3,10 @@
 // Expand is a VEC copy of operand b broadcast over the output tile: a (1, 4) row from the
 // persistent area (bcast=row), a (3, 1) column loaded one element per row (bcast=col).
 
-// CHECK:      ctaisa.load dst=vec dst_addr=114688 src=2 rows=1 cols=4 stride=4
+// CHECK:      ctaisa.load dst=vec dst_addr=114688 src=2 rows=1 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.vec op=copy dst=vec dst_addr=57344 {{.*}} b=vec b_addr=114688 rows=3 cols=4 bcast=row
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=9 rows=3 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=6 rows=3 cols=1 stride=1
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=6 rows=3 cols=1 stride=1 narrow=0
 // CHECK-NEXT: ctaisa.vec op=copy dst=vec dst_addr=0 {{.*}} b=act b_addr=0 rows=3 cols=4 bcast=col
 // CHECK-NEXT: ctaisa.store src=vec src_addr=0 dst=21 rows=3 cols=4 stride=4
 // CHECK-NEXT: ctaisa.halt

@@ -4,7 +4,7 @@
 // their rows of the 5 x 4 table (DRAM 0) into act, one STORE writes the (6 x 4) result.
 
 // CHECK:      ctaisa.data at=0 size=20
-// CHECK:      ctaisa.load dst=vec dst_addr=57344 src=20 rows=6 cols=1 stride=1
+// CHECK:      ctaisa.load dst=vec dst_addr=57344 src=20 rows=6 cols=1 stride=1 narrow=0
 // CHECK-NEXT: ctaisa.gather dst=act dst_addr=65536 table=0 idx=vec idx_addr=57344 rows=6 cols=4 table_rows=5
 // CHECK-NEXT: ctaisa.store src=act src_addr=65536 dst=26 rows=6 cols=4 stride=4
 // CHECK-NEXT: ctaisa.halt

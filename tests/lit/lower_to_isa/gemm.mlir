@@ -8,9 +8,9 @@
 // CHECK-NEXT: ctaisa.data at=8 size=2 dense<[5.000000e-01, -5.000000e-01]> : tensor<2xf32>
 // CHECK-NEXT: ctaisa.symbol input "x" float32 [3, 4] at=10
 // CHECK-NEXT: ctaisa.symbol output "y" float32 [3, 2] at=22
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=0 src=8 rows=1 cols=2 stride=2
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=10 rows=3 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=0 rows=2 cols=4 stride=4
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=0 src=8 rows=1 cols=2 stride=2 narrow=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=10 rows=3 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=0 rows=2 cols=4 stride=4 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=3 k=4 n=2 accumulate=0 transpose_b=1 has_bias=1 bias=vec bias_addr=0
 // CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=22 rows=3 cols=2 stride=2 src_stride=0
 // CHECK-NEXT: ctaisa.halt

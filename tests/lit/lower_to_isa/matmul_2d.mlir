@@ -9,8 +9,8 @@
 // CHECK-NEXT:   ctaisa.data at=0 size=40 dense<
 // CHECK-NEXT:   ctaisa.symbol input "x" float32 [2, 3, 8] at=40
 // CHECK-NEXT:   ctaisa.symbol output "y" float32 [2, 3, 5] at=88
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=40 rows=6 cols=8 stride=8
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=0 rows=8 cols=5 stride=5
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=40 rows=6 cols=8 stride=8 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=0 rows=8 cols=5 stride=5 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=6 k=8 n=5 accumulate=0 transpose_b=0 has_bias=0 bias=vec bias_addr=0
 // CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=88 rows=6 cols=5 stride=5 src_stride=0
 // CHECK-NEXT: ctaisa.halt

@@ -9,17 +9,17 @@
 // CHECK:      ctaisa.symbol input "a" float32 [2, 2, 3, 4] at=0
 // CHECK-NEXT: ctaisa.symbol input "b" float32 [2, 4, 5] at=48
 // CHECK-NEXT: ctaisa.symbol output "y" float32 [2, 2, 3, 5] at=88
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=0 rows=3 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=48 rows=4 cols=5 stride=5
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=12 rows=3 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=64 src=68 rows=4 cols=5 stride=5
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=0 rows=3 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=48 rows=4 cols=5 stride=5 narrow=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=12 rows=3 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=64 src=68 rows=4 cols=5 stride=5 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=3 k=4 n=5 accumulate=0 transpose_b=0 has_bias=0 bias=vec bias_addr=0
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=24 rows=3 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=48 rows=4 cols=5 stride=5
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=24 rows=3 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=48 rows=4 cols=5 stride=5 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=64 a=act a_addr=64 b=wgt b_addr=64 m=3 k=4 n=5 accumulate=0 transpose_b=0 has_bias=0 bias=vec bias_addr=0
 // CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=88 rows=3 cols=5 stride=5 src_stride=0
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=36 rows=3 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=64 src=68 rows=4 cols=5 stride=5
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=36 rows=3 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=64 src=68 rows=4 cols=5 stride=5 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=3 k=4 n=5 accumulate=0 transpose_b=0 has_bias=0 bias=vec bias_addr=0
 // CHECK-NEXT: ctaisa.store src=acc src_addr=64 dst=103 rows=3 cols=5 stride=5 src_stride=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=64 a=act a_addr=64 b=wgt b_addr=64 m=3 k=4 n=5 accumulate=0 transpose_b=0 has_bias=0 bias=vec bias_addr=0

@@ -19,17 +19,17 @@
 // with window=1 (a row keeps its value unless its id is in the window), one STORE per tile. A
 // token's row is never after its position, so the first tile needs the first window only.
 
-// CHECK:      ctaisa.load dst=act dst_addr=0 src=96 rows=16 cols=4 stride=4 src "cta.pool:p"
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=128 src=312 rows=16 cols=1 stride=1 src "cta.pool:p"
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=160 rows=8 cols=4 stride=4 src "cta.pool:p"
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=192 src=328 rows=8 cols=1 stride=1 src "cta.pool:p"
+// CHECK:      ctaisa.load dst=act dst_addr=0 src=96 rows=16 cols=4 stride=4 narrow=0 src "cta.pool:p"
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=128 src=312 rows=16 cols=1 stride=1 narrow=0 src "cta.pool:p"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=160 rows=8 cols=4 stride=4 narrow=0 src "cta.pool:p"
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=192 src=328 rows=8 cols=1 stride=1 narrow=0 src "cta.pool:p"
 // CHECK-NEXT: ctaisa.vec op=copy dst=vec dst_addr=256 a=act a_addr=0 b=act b_addr=0 rows=16 cols=1 bcast=imm imm=1.0 src "cta.pool:p"
 // CHECK-NEXT: ctaisa.vec op=copy dst=acc dst_addr=0 a=act a_addr=0 b=act b_addr=0 rows=16 cols=4 bcast=imm imm=0.0 src "cta.pool:p" dynamic {"rows": 7}
 // CHECK-NEXT: ctaisa.vec op=copy dst=vec dst_addr=0 a=act a_addr=0 b=act b_addr=0 rows=16 cols=1 bcast=imm imm=0.0 src "cta.pool:p" dynamic {"rows": 7}
 // CHECK-NEXT: ctaisa.scatter_add dst=acc dst_addr=0 src=act src_addr=0 idx=vec idx_addr=128 rows=16 cols=4 dst_rows=16 window=1 base=0 src "cta.pool:p" dynamic {"dst_rows": 7}
 // CHECK-NEXT: ctaisa.scatter_add dst=vec dst_addr=0 src=vec src_addr=256 idx=vec idx_addr=128 rows=16 cols=1 dst_rows=16 window=1 base=0 src "cta.pool:p" dynamic {"dst_rows": 7}
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=160 rows=8 cols=4 stride=4 src "cta.pool:p"
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=128 src=328 rows=8 cols=1 stride=1 src "cta.pool:p"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=160 rows=8 cols=4 stride=4 narrow=0 src "cta.pool:p"
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=128 src=328 rows=8 cols=1 stride=1 narrow=0 src "cta.pool:p"
 // CHECK-NEXT: ctaisa.scatter_add dst=acc dst_addr=0 src=act src_addr=64 idx=vec idx_addr=192 rows=8 cols=4 dst_rows=16 window=1 base=0 src "cta.pool:p" dynamic {"dst_rows": 7}
 // CHECK-NEXT: ctaisa.scatter_add dst=vec dst_addr=0 src=vec src_addr=256 idx=vec idx_addr=192 rows=8 cols=1 dst_rows=16 window=1 base=0 src "cta.pool:p" dynamic {"dst_rows": 7}
 // CHECK-NEXT: ctaisa.vec op=max dst=vec dst_addr=0 a=vec a_addr=0 b=act b_addr=0 rows=16 cols=1 bcast=imm imm=1.0 src "cta.pool:p" dynamic {"rows": 7}
@@ -40,18 +40,18 @@
 // CHECK-NEXT: ctaisa.scatter_add dst=vec dst_addr=64 src=vec src_addr=256 idx=vec idx_addr=128 rows=8 cols=1 dst_rows=8 window=1 base=16 src "cta.pool:p" dynamic {"dst_rows": [7, 16]}
 // CHECK-NEXT: ctaisa.vec op=max dst=vec dst_addr=64 a=vec a_addr=64 b=act b_addr=0 rows=8 cols=1 bcast=imm imm=1.0 src "cta.pool:p" dynamic {"rows": [7, 16]}
 // CHECK-NEXT: ctaisa.vec op=div dst=acc dst_addr=64 a=acc a_addr=64 b=vec b_addr=64 rows=8 cols=4 bcast=col imm=0.0 src "cta.pool:p" dynamic {"rows": [7, 16]}
-// CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=336 rows=16 cols=4 stride=4 src_stride=0 exact=0 src "cta.pool:p" dynamic {"rows": 7}
-// CHECK-NEXT: ctaisa.store src=acc src_addr=64 dst=400 rows=8 cols=4 stride=4 src_stride=0 exact=0 src "cta.pool:p" dynamic {"rows": [7, 16]}
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=0 src=312 rows=16 cols=1 stride=1 src "cta.recover:r"
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=336 rows=16 cols=4 stride=4 src "cta.recover:r" dynamic {"rows": 7}
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=64 src=328 rows=8 cols=1 stride=1 src "cta.recover:r"
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=336 rows=16 cols=4 stride=4 src "cta.recover:r" dynamic {"rows": 7}
+// CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=336 rows=16 cols=4 stride=4 src_stride=0 exact=0 narrow=0 src "cta.pool:p" dynamic {"rows": 7}
+// CHECK-NEXT: ctaisa.store src=acc src_addr=64 dst=400 rows=8 cols=4 stride=4 src_stride=0 exact=0 narrow=0 src "cta.pool:p" dynamic {"rows": [7, 16]}
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=0 src=312 rows=16 cols=1 stride=1 narrow=0 src "cta.recover:r"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=336 rows=16 cols=4 stride=4 narrow=0 src "cta.recover:r" dynamic {"rows": 7}
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=64 src=328 rows=8 cols=1 stride=1 narrow=0 src "cta.recover:r"
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=336 rows=16 cols=4 stride=4 narrow=0 src "cta.recover:r" dynamic {"rows": 7}
 // CHECK-NEXT: ctaisa.gather_buf dst=wgt dst_addr=0 src=act src_addr=0 idx=vec idx_addr=0 rows=16 cols=4 src_rows=16 window=1 base=0 src "cta.recover:r" dynamic {"src_rows": 7}
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=400 rows=8 cols=4 stride=4 src "cta.recover:r" dynamic {"rows": [7, 16]}
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=400 rows=8 cols=4 stride=4 narrow=0 src "cta.recover:r" dynamic {"rows": [7, 16]}
 // CHECK-NEXT: ctaisa.gather_buf dst=wgt dst_addr=64 src=act src_addr=64 idx=vec idx_addr=64 rows=8 cols=4 src_rows=16 window=1 base=0 src "cta.recover:r" dynamic {"src_rows": 7}
-// CHECK-NEXT: ctaisa.store src=wgt src_addr=0 dst=432 rows=16 cols=4 stride=4 src_stride=0 exact=0 src "cta.recover:r"
+// CHECK-NEXT: ctaisa.store src=wgt src_addr=0 dst=432 rows=16 cols=4 stride=4 src_stride=0 exact=0 narrow=0 src "cta.recover:r"
 // CHECK-NEXT: ctaisa.gather_buf dst=wgt dst_addr=64 src=act src_addr=0 idx=vec idx_addr=64 rows=8 cols=4 src_rows=8 window=1 base=16 src "cta.recover:r" dynamic {"src_rows": [7, 16]}
-// CHECK-NEXT: ctaisa.store src=wgt src_addr=64 dst=496 rows=8 cols=4 stride=4 src_stride=0 exact=0 src "cta.recover:r"
+// CHECK-NEXT: ctaisa.store src=wgt src_addr=64 dst=496 rows=8 cols=4 stride=4 src_stride=0 exact=0 narrow=0 src "cta.recover:r"
 // CHECK-NEXT: ctaisa.halt src "end"
 func.func @main(%x: tensor<1x24x4xf32> {onnx.name = "x"}, %v: tensor<1x24x4xf32> {onnx.name = "v"}) -> (tensor<1x24x4xf32> {onnx.name = "r"}) {
   %c, %n, %i = cta.cluster %x {method = "leader", tau = 2.500000e-01 : f64, hash_bits = 0 : i64, seed = 0 : i64} : (tensor<1x24x4xf32>) -> (tensor<1x24x4xf32>, tensor<1x24xf32>, tensor<1x24xi64>)

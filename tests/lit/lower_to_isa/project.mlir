@@ -10,12 +10,12 @@
 // CHECK-NEXT: ctaisa.data at=32 size=8
 // CHECK-NEXT: ctaisa.symbol input "x" float32 [2, 3, 4] at=40
 // CHECK-NEXT: ctaisa.symbol output "k" float32 [2, 2, 3, 2] at=64
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=0 src=36 rows=1 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=40 rows=3 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=4 rows=4 cols=4 stride=8
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=64 src=36 rows=1 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=52 rows=3 cols=4 stride=4
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=64 src=4 rows=4 cols=4 stride=8
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=0 src=36 rows=1 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=40 rows=3 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=4 rows=4 cols=4 stride=8 narrow=0
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=64 src=36 rows=1 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=64 src=52 rows=3 cols=4 stride=4 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=64 src=4 rows=4 cols=4 stride=8 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=3 k=4 n=4 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=64 a=act a_addr=64 b=wgt b_addr=64 m=3 k=4 n=4 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=64
 // CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=64 rows=3 cols=2 stride=2 src_stride=4

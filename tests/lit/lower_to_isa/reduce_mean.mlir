@@ -3,7 +3,7 @@
 // ReduceMean over the last axis: REDUCE op=mean of rows of 5, one result per row stored as a
 // column (cols=1).
 
-// CHECK:      ctaisa.load dst=act dst_addr=65536 src=1 rows=6 cols=5 stride=5
+// CHECK:      ctaisa.load dst=act dst_addr=65536 src=1 rows=6 cols=5 stride=5 narrow=0
 // CHECK-NEXT: ctaisa.reduce op=mean dst=vec dst_addr=57344 src=act src_addr=65536 rows=6 cols=5
 // CHECK-NEXT: ctaisa.store src=vec src_addr=57344 dst=31 rows=6 cols=1 stride=1
 // CHECK-NEXT: ctaisa.halt

@@ -14,25 +14,25 @@
 // 0/128) and the loop is software-pipelined: each k step's loads are issued one step ahead of
 // its GEMM, and an n tile's store follows the next tile's first GEMM.
 
-// CHECK:      ctaisa.load dst=vec dst_addr=0 src=3080 rows=1 cols=32 stride=32
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=0 rows=4 cols=32 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=280 rows=32 cols=32 stride=40
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=32 rows=4 cols=32 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=1560 rows=32 cols=32 stride=40
+// CHECK:      ctaisa.load dst=vec dst_addr=0 src=3080 rows=1 cols=32 stride=32 narrow=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=0 rows=4 cols=32 stride=70 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=280 rows=32 cols=32 stride=40 narrow=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=32 rows=4 cols=32 stride=70 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=1560 rows=32 cols=32 stride=40 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=4 k=32 n=32 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=0
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=64 rows=4 cols=6 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=2840 rows=6 cols=32 stride=40
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=64 rows=4 cols=6 stride=70 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=2840 rows=6 cols=32 stride=40 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=32 accumulate=1 transpose_b=0 has_bias=0 bias=vec bias_addr=0
-// CHECK-NEXT: ctaisa.load dst=vec dst_addr=64 src=3112 rows=1 cols=8 stride=8
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=0 rows=4 cols=32 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=312 rows=32 cols=8 stride=40
+// CHECK-NEXT: ctaisa.load dst=vec dst_addr=64 src=3112 rows=1 cols=8 stride=8 narrow=0
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=0 rows=4 cols=32 stride=70 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=312 rows=32 cols=8 stride=40 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=4 k=6 n=32 accumulate=1 transpose_b=0 has_bias=0 bias=vec bias_addr=0
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=32 rows=4 cols=32 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=1592 rows=32 cols=8 stride=40
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=0 src=32 rows=4 cols=32 stride=70 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=0 src=1592 rows=32 cols=8 stride=40 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=128 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=32 n=8 accumulate=0 transpose_b=0 has_bias=1 bias=vec bias_addr=64
 // CHECK-NEXT: ctaisa.store src=acc src_addr=0 dst=3120 rows=4 cols=32 stride=40 src_stride=0
-// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=64 rows=4 cols=6 stride=70
-// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=2872 rows=6 cols=8 stride=40
+// CHECK-NEXT: ctaisa.load dst=act dst_addr=128 src=64 rows=4 cols=6 stride=70 narrow=0
+// CHECK-NEXT: ctaisa.load dst=wgt dst_addr=1024 src=2872 rows=6 cols=8 stride=40 narrow=0
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=128 a=act a_addr=0 b=wgt b_addr=0 m=4 k=32 n=8 accumulate=1 transpose_b=0 has_bias=0 bias=vec bias_addr=64
 // CHECK-NEXT: ctaisa.gemm dst=acc dst_addr=128 a=act a_addr=128 b=wgt b_addr=1024 m=4 k=6 n=8 accumulate=1 transpose_b=0 has_bias=0 bias=vec bias_addr=64
 // CHECK-NEXT: ctaisa.store src=acc src_addr=128 dst=3152 rows=4 cols=8 stride=40 src_stride=0
