@@ -129,11 +129,11 @@ def compile_attention_stages(
     """compile_stages for `ctac compile --attention exact|cta|elsa`: the same stages (seconds of
     each, and the program), with the mode's pass (`attention_s`) between detect-attention and
     lower-to-isa."""
-    from ctac.emit import program_from_module
+    from ctac.emit import program_from_lowering
     from ctac.hw import load_hardware
     from ctac.importer import import_model
     from ctac.passes.detect_attention import detect_attention
-    from ctac.passes.lower_to_isa import lower_module
+    from ctac.passes.lower_to_isa import lowered as lower_records
     from ctac.pipeline import run_passes
     from ctac.weights import forget_stores
 
@@ -155,10 +155,10 @@ def compile_attention_stages(
         run_passes(imported.module, spec)
     times["attention_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    lowered = lower_module(imported.module, hw)
+    lowering = lower_records(imported.module, hw)  # as `ctac compile` does
     times["lower_to_isa_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    program = program_from_module(lowered)
+    program = program_from_lowering(lowering)
     times["emit_s"] = time.perf_counter() - mark
     times["total_s"] = time.perf_counter() - start
     return times, program

@@ -32,14 +32,13 @@ from typing import Any
 import numpy as np
 
 from ctac import __version__
-from ctac.emit import program_from_module
+from ctac.emit import compile_module
 from ctac.errors import CtacError
 from ctac.files import file_sha256, write_atomically
 from ctac.frontend import compile_arguments, front_end, record_origin
 from ctac.hw import Hardware, with_precision
 from ctac.hw_overrides import hardware, hardware_name
 from ctac.importer import parse_shape_flags
-from ctac.passes.lower_to_isa import lower_module
 from ctac.run import (
     attention_report,
     compare_with_onnxruntime,
@@ -353,7 +352,7 @@ def compile(
     for line in stderr.getvalue().splitlines():
         if line.startswith("warning:"):
             warnings.warn(line.removeprefix("warning: "), stacklevel=2)
-    program = program_from_module(lower_module(module, machine))
+    program = compile_module(module, machine)
     record_origin(program, model_path, machine)  # what CompiledProgram.save writes
     recorded = {
         "attention": attention,

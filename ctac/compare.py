@@ -14,9 +14,8 @@ from pathlib import Path
 
 from xdsl.dialects.builtin import ModuleOp
 
-from ctac.emit import program_from_module
+from ctac.emit import compile_module
 from ctac.hw import Hardware
-from ctac.passes.lower_to_isa import lower_module
 from ctac.run import attention_report, compare_with_onnxruntime, execute, random_inputs
 from ctac.runtime.costmodel import Profile, simulate
 from ctac.runtime.gpu import roofline
@@ -46,7 +45,7 @@ def _attention_share(profile: Profile) -> tuple[float, float]:
 def accelerator_mode(
     name: str, module: ModuleOp, hw: Hardware, model: Path, inputs: dict
 ) -> ModeResult:
-    program = program_from_module(lower_module(module, hw))
+    program = compile_module(module, hw)
     outputs, stats = execute(program, hw, inputs)
     profile = simulate(program, hw, stats.clusters)
     errors = compare_with_onnxruntime(model, inputs, outputs)
@@ -92,7 +91,7 @@ def compare(
     seed: int = 0,
     elsa: ModuleOp | None = None,
 ) -> list[ModeResult]:
-    program_inputs = random_inputs(program_from_module(lower_module(detected.clone(), hw)), seed)
+    program_inputs = random_inputs(compile_module(detected.clone(), hw), seed)
     results = [accelerator_mode("exact (accelerator)", detected, hw, model, program_inputs)]
     if compressed is not None:
         results.append(accelerator_mode("CTA (accelerator)", compressed, hw, model, program_inputs))

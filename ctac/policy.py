@@ -123,9 +123,8 @@ def decide(
 ) -> list[LayerDecision]:
     """One decision per attention of the detected module (left unchanged), each layer at its
     own expected clusters when `cluster_ratio` is a ClusterExpectation."""
-    from ctac.emit import program_from_module
+    from ctac.emit import compile_module
     from ctac.passes.assign_layers import layers_of
-    from ctac.passes.lower_to_isa import lower_module
     from ctac.pipeline import run_passes
     from ctac.runtime.costmodel import simulate
     from ctac.runtime.profile import layer_block_names, per_block
@@ -135,10 +134,10 @@ def decide(
     attentions = [op for op in function.body.block.ops if isinstance(op, cta.AttentionOp)]
     if not attentions:
         return []
-    exact = program_from_module(lower_module(detected.clone(), hw))
+    exact = compile_module(detected.clone(), hw)
     compressed_module = detected.clone()
     run_passes(compressed_module, compress_spec)
-    compressed = program_from_module(lower_module(compressed_module, hw))
+    compressed = compile_module(compressed_module, hw)
     exact_profile = simulate(exact, hw)
     exact_blocks = per_block(exact_profile)
     # "layer k", or "encoder/decoder layer k" in an encoder-decoder model (runtime/profile.py).

@@ -17,6 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DenseIntOrFPElementsAttr,
@@ -51,6 +52,21 @@ def _field_attribute(kind: str, value: object) -> Attribute:
     if kind == "f32":
         return FloatAttr(float(value), f32)
     return IntegerAttr(int(value), i64)
+
+
+def canonical_fields(name: str, fields: dict) -> dict[str, int | float | str]:
+    """An emission's checked fields as an instruction op holds them (field_values): buffers as
+    indices, f32 fields rounded to float32, integers as int; in the table's order."""
+    values: dict[str, int | float | str] = {}
+    for field_spec in isa.BY_NAME[name].fields:
+        value = fields[field_spec.name]
+        if field_spec.kind == "enum":
+            values[field_spec.name] = str(value)
+        elif field_spec.kind == "f32":
+            values[field_spec.name] = float(np.float32(value))
+        else:
+            values[field_spec.name] = int(value)
+    return values
 
 
 def dynamic_json(entries: Sequence[tuple[str, int, int]]) -> str:

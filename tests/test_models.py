@@ -106,3 +106,29 @@ def test_cli_compile_then_ctac_opt_is_byte_identical(model_entry: dict, tmp_path
     module_file.write_text(compiled)
     assert opt_main([str(module_file)]) == 0
     assert capsys.readouterr().out == compiled
+
+
+def test_compile_makes_the_program_of_the_printed_module(model_entry: dict, canonical) -> None:
+    """`ctac compile` makes the program straight from the lowering's records; it is the program
+    of the ctaisa module (the form ctac-opt prints), field for field and byte for byte."""
+    from ctac.emit import program_from_lowering, program_from_module
+    from ctac.hw import load_hardware
+    from ctac.passes.detect_attention import detect_attention
+    from ctac.passes.lower_to_isa import lower_module, lowered
+    from ctac.runtime.program import encode_program
+
+    detect_attention(canonical, verify=False)
+    compressed = canonical.clone()
+    run_passes(compressed, "cta-compress")  # dynamic sizes (cluster counts) too
+    hw = load_hardware(None)
+    for module in (canonical, compressed):
+        direct = program_from_lowering(lowered(module, hw))
+        printed = program_from_module(parse_module(module_text(lower_module(module, hw))))
+        assert direct.instructions == printed.instructions
+        assert (direct.sources, direct.dynamic, direct.symbols) == (
+            printed.sources,
+            printed.dynamic,
+            printed.symbols,
+        )
+        assert encode_program(direct) == encode_program(printed)
+    assert direct.dynamic  # the compressed program sizes tiles by its clusters

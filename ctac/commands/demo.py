@@ -91,8 +91,7 @@ def _explain_demo(compressed, hw, cta, exact) -> None:
     """Why CTA does or does not pay on the demo model, and at how few clusters per token it
     would (cost model, timing only, at this length)."""
 
-    from ctac.emit import program_from_module
-    from ctac.passes.lower_to_isa import lower_module
+    from ctac.emit import compile_module
     from ctac.policy import ratio_sweep
 
     layers = cta.details["attention"]
@@ -108,7 +107,7 @@ def _explain_demo(compressed, hw, cta, exact) -> None:
         f"repeat little ({ratio:.2f} clusters per token),\n      so attention shrinks by that "
         "much while hashing, clustering, pooling and recovery add their own work."
     )
-    program = program_from_module(lower_module(compressed.clone(), hw))
+    program = compile_module(compressed.clone(), hw)
     sweep = ratio_sweep(program, hw)
     points = ", ".join(f"{r:g}: {c / exact.profile.cycles:.2f}x" for r, c in sweep)
     paying = [r for r, c in sweep if c < exact.profile.cycles]

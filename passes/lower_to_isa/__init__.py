@@ -63,10 +63,22 @@ class LowerToIsaPass(ModulePass):
 def lower_module(module: ModuleOp, hw: Hardware) -> ModuleOp:
     """A new ctaisa module for `module` (which is left unchanged): ops the ISA has no lowering
     for but can compute another way are first rewritten on a copy (passes/legalize.py)."""
+    return lowering_of(module, hw).run()
+
+
+def lowered(module: ModuleOp, hw: Hardware) -> Lowering:
+    """The finished lowering of `module` (its instructions, data and symbols as records):
+    what `ctac compile` makes a program of without building the ctaisa module."""
+    lowering = lowering_of(module, hw)
+    lowering.lower()
+    return lowering
+
+
+def lowering_of(module: ModuleOp, hw: Hardware) -> Lowering:
     if needs_legalizing(module):
         module = module.clone()
         legalize(module)
-    return Lowering(module, hw).run()
+    return Lowering(module, hw)
 
 
 # What the driver (ctac/emit.py, ctac/frontend.py, ctac/pipeline.py) uses; the op-family modules
@@ -77,4 +89,5 @@ __all__ = [
     "POLICY_ATTRIBUTE",
     "LowerToIsaPass",
     "lower_module",
+    "lowered",
 ]

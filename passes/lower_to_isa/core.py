@@ -284,6 +284,13 @@ class Lowering:
 
     # ------------------------------------------------------------------ driver
     def run(self) -> ModuleOp:
+        """Lower the module; the ctaisa module of the result."""
+        self.lower()
+        return self._module()
+
+    def lower(self) -> None:
+        """Lower every op: fills `instructions`, `data` and `symbols` (ctac/emit.py's
+        program_from_lowering makes a program of them without building the ctaisa module)."""
         block = self.function.body.block
         ret = block.last_op
         assert isinstance(ret, func.ReturnOp)
@@ -401,7 +408,10 @@ class Lowering:
             )
         self.source = "end"
         self.emit("HALT")
-        return self._module()
+
+    @property
+    def dram_elements(self) -> int:
+        return self.arena.base + self.arena.top
 
     def _module(self) -> ModuleOp:
         derived = [value for _, _, _, value in self.data if isinstance(value, SSAValue)]
@@ -433,7 +443,7 @@ class Lowering:
             if value is not None:
                 module.attributes[carried] = value
         module.attributes[HW_ATTRIBUTE] = StringAttr(self.hw.digest.hex())
-        module.attributes[DRAM_ATTRIBUTE] = IntAttr(self.arena.base + self.arena.top)
+        module.attributes[DRAM_ATTRIBUTE] = IntAttr(self.dram_elements)
         module.attributes[ELEMENT_TYPE_ATTRIBUTE] = StringAttr(self.hw.precision)
         return module
 
