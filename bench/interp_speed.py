@@ -10,7 +10,7 @@ interpreter runs: 1, since run_program pins the BLAS pool to one thread (threadp
 tile GEMMs are too small to gain from more. onnxruntime with every core is reported beside. Prints a table and
 writes bench/results/interp_speed.json (medians of --runs runs, min and max).
 
-    python bench/interp_speed.py [--seq 128] [--runs 5] [--threads N] [--quick]
+    python bench/interp_speed.py [--seq 128] [--runs 5] [--threads N] [--quick] [--precision fp32]
 """
 
 from __future__ import annotations
@@ -47,13 +47,15 @@ ORT_RUN = (
 )
 
 
-def whole_processes(model: Path, program, inputs: dict, runs: int) -> dict:
+def whole_processes(model: Path, program, inputs: dict, runs: int, hw) -> dict:
     """`ctac run PROGRAM.ctab --input ...` and one onnxruntime inference as whole processes,
     alternated, on the same inputs: wall seconds and peak resident memory (MB) of each."""
     import numpy as np
 
+    from ctac.frontend import record_origin
     from ctac.runtime.program import write_program
 
+    record_origin(program, model, hw)  # as `ctac compile` does: run needs no --hw
     with tempfile.TemporaryDirectory(prefix="ctac-interp-speed-") as folder:
         path = Path(folder) / "bert_base.ctab"
         write_program(program, path)
@@ -83,12 +85,19 @@ def main() -> int:
         "--threads", type=int, help="BLAS and onnxruntime threads (default: numpy's)"
     )
     parser.add_argument("--quick", action="store_true", help="5 runs at sequence 128")
+    parser.add_argument(
+        "--precision",
+        choices=["fp16", "fp32"],
+        default="fp16",
+        help="the machine's storage type (fp32: no fp16 widening or rounding; saved as "
+        "interp_speed_fp32.json)",
+    )
     args = parser.parse_args()
     runs = max(args.runs, 5)
     import numpy as np
     import onnxruntime as ort
 
-    from ctac.hw import load_hardware
+    from ctac.hw import load_hardware, with_precision
     from ctac.run import execute, random_inputs
     from ctac.runtime.costmodel import simulate
 
@@ -102,7 +111,7 @@ def main() -> int:
         threads = args.threads
     cores = os.cpu_count() or 1
     model = bert_base_model()
-    hw = load_hardware(None)
+    hw = with_precision(load_hardware(None), args.precision)
     _, program = compile_stages(model, shapes_for(model, args.seq), hw, verify=False)
     inputs = random_inputs(program, seed=0)
 
@@ -150,7 +159,7 @@ def main() -> int:
     )
     ratio = interp_s["median"] / ort_s["median"]
     timing_ratio = timing_s["median"] / ort_s["median"]
-    whole = whole_processes(model, program, inputs, runs)
+    whole = whole_processes(model, program, inputs, runs, hw)
     print(
         f"BERT-base seq {args.seq}: {len(program.instructions)} instructions, "
         f"{program.element_type} storage, {runs} runs, "
@@ -206,7 +215,7 @@ def main() -> int:
         "max_abs_err_vs_ort": error,
         "machine": machine(),
     }
-    save_result("interp_speed", result)
+    save_result("interp_speed" if args.precision == "fp16" else "interp_speed_fp32", result)
     return 0
 
 
