@@ -9,7 +9,8 @@ definition (onnx/docs/Operators.md; onnxruntime's ContribOperators.md for the co
     DequantizeLinear(x, scale, zp)   = (x - zp) * scale          (per tensor or along `axis`)
     QuantizeLinear(x, scale, zp)     = saturate(round(x / scale) + zp)   (round half to even)
     MatMulInteger(a, b, a_zp, b_zp)  = (a - a_zp) @ (b - b_zp)    (int32)
-    QLinearMatMul / QLinearAdd / QLinearMul / QLinearSoftmax
+    ConvInteger(x, w, x_zp, w_zp)    = Conv(x - x_zp, w - w_zp)    (int32)
+    QLinearMatMul / QLinearConv / QLinearAdd / QLinearMul / QLinearSoftmax
                                      = QuantizeLinear(op(DequantizeLinear(inputs)))
     (QLinearMatMul as saturate(round((a - a_zp) @ (b - b_zp) * (a_scale * b_scale / y_scale))
      + y_zp): the integer product first, requantised as onnxruntime's kernel does)
@@ -179,6 +180,60 @@ def _qlinear_matmul(nodes: NodeBuilder, used: set[str]) -> None:
     _saturate(nodes, value, target, nodes.output(0))
 
 
+_CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def _centred_conv(nodes: NodeBuilder, x: str, x_zero: str, w: str, w_zero: str, element: int):
+    """Conv of the centred integers (x - x_zero, w - w_zero; w's zero point scalar or one per
+    output channel), the int32 sum ConvInteger defines, carried as floats: the im2col GEMM
+    sees integer operands and runs in the int8 mode."""
+    attributes = {k: v for k, v in nodes.attributes.items() if k in _CONV_ATTRIBUTES}
+    return nodes.add(
+        "Conv",
+        [
+            _centre(nodes, x, x_zero, element),
+            _centre(nodes, w, _along(nodes, w_zero, w, 0, "zero point") if w_zero else "", element),
+        ],
+        **attributes,
+    )
+
+
+def _conv_integer(nodes: NodeBuilder, used: set[str]) -> None:
+    """ConvInteger(x, w, x_zero?, w_zero?) = Conv(x - x_zero, w - w_zero) in int32."""
+    x, w, x_zero, w_zero = (nodes.input(i) for i in range(4))
+    if x_zero and int(np.prod(nodes.shape(x_zero))) != 1:
+        raise nodes.fail("ConvInteger with a zero point per input channel is not supported")
+    total = _centred_conv(nodes, x, x_zero, w, w_zero, FLOAT32)
+    nodes.add("Cast", [total], nodes.output(0), to=onnx.TensorProto.INT32)
+
+
+def _qlinear_conv(nodes: NodeBuilder, used: set[str]) -> None:
+    """QLinearConv(x, xs, xz, w, ws, wz, ys, yz, B?) = saturate(round((Conv(x - xz, w - wz) + B)
+    * (xs * ws / ys)) + yz), as onnxruntime computes it: the integer sum (with the int32 bias,
+    whose scale is xs * ws), one multiplier per output channel, rounded half to even."""
+    x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, bias = (
+        nodes.input(i) for i in range(9)
+    )
+    if int(np.prod(nodes.shape(x_zero))) != 1:
+        raise nodes.fail("QLinearConv with a zero point per input channel is not supported")
+    element = _float_of(nodes, y_scale)
+    total = _centred_conv(nodes, x, x_zero, w, w_zero, element)
+    rank = len(nodes.shape(x))
+    if bias:
+        channel = [1, -1] + [1] * (rank - 2)
+        shaped = nodes.add("Reshape", [bias, nodes.constant(np.array(channel, np.int64))])
+        total = nodes.add("Add", [total, nodes.add("Cast", [shaped], to=element)])
+    multiplier = nodes.add("Div", [nodes.add("Mul", [x_scale, w_scale]), y_scale])
+    if int(np.prod(nodes.shape(w_scale))) > 1:  # per output channel: axis 1 of the result
+        channel = [1, -1] + [1] * (rank - 2)
+        multiplier = nodes.add("Reshape", [multiplier, nodes.constant(np.array(channel, np.int64))])
+    value = nodes.add("Round", [nodes.add("Mul", [total, multiplier])])
+    target = _zero_dtype(nodes, y_zero)
+    if y_zero:
+        value = nodes.add("Add", [value, nodes.add("Cast", [y_zero], to=element)])
+    _saturate(nodes, value, target, nodes.output(0))
+
+
 def _qlinear_binary(op_type: str):
     """QLinearAdd / QLinearMul as onnxruntime computes them (MLAS): in float, the centred
     integers times the scale ratios, the output zero point added before rounding
@@ -229,6 +284,8 @@ QUANTIZED_OPS = {
     "QuantizeLinear": _quantize_linear,
     "MatMulInteger": _matmul_integer,
     "QLinearMatMul": _qlinear_matmul,
+    "ConvInteger": _conv_integer,
+    "QLinearConv": _qlinear_conv,
 }
 CONTRIB_QUANTIZED_OPS = {
     "QLinearAdd": _qlinear_binary("Add"),

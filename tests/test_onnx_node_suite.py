@@ -2,7 +2,7 @@
 
 `onnx.backend.test.case.node.collect_testcases()` filtered to the cases whose ops ctac supports
 (an op of the onnx dialect, an op ONNX defines by a function: the importer expands it, or a
-quantized op ctac/quantized.py decomposes) - 1,373 of 1,884 with onnx 1.23. Each case runs
+quantized op ctac/quantized.py decomposes) - 1,376 of 1,884 with onnx 1.23. Each case runs
 twice: through the reference evaluator (import, canonicalize, evaluate: the `ctac eval` path)
 and through the accelerator (import, canonicalize, detect attention, lower, encode, the program
 loader's checks, the interpreter). Input shapes come from the test data where the graph leaves
@@ -11,7 +11,7 @@ them symbolic.
 A case must match the expected outputs (the case's rtol/atol, widened for the accelerator's
 float32 arithmetic) or be refused with a CtacError whose message matches one of REFUSAL_REASONS.
 No wrong result, no internal error; a case listed in onnx_node_suite_passing.json must pass.
-With onnx 1.23.2: the evaluator passes 833 and refuses 540, the accelerator passes 542 and
+With onnx 1.23.2: the evaluator passes 836 and refuses 540, the accelerator passes 545 and
 refuses 831 (`python tests/test_onnx_node_suite.py` prints both, with the refusals by reason).
 Before issue 17 the 4 negative-axis Flatten cases were wrong in the evaluator; the 21 cases with
 a float64 or int16 input or output or a zero-size output, which the compiler now refuses, used

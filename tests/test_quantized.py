@@ -128,3 +128,54 @@ def test_qlinear_softmax(tmp_path: Path) -> None:
                     const("ys", np.float32(1 / 256)), const("yz", np.uint8(0))]  # fmt: skip
     run([node], [t("x", U8, [2, 5, 8])], [t("y", U8, [2, 5, 8])], initializers, {"x": x},
         tmp_path / "qsm.onnx", ms=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_conv_integer(per_channel: bool, tmp_path: Path) -> None:
+    """ConvInteger (uint8 input less its zero point, int8 weights less theirs): the int32 sums,
+    padded, strided; the im2col GEMM runs in the int8 mode."""
+    w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
+    w_zero = np.array([1, -2, 0, 3], np.int8) if per_channel else np.int8(2)
+    node = helper.make_node(
+        "ConvInteger", ["x", "w", "xz", "wz"], ["y"], pads=[1, 1, 1, 1], strides=[2, 1]
+    )
+    x = rng.integers(0, 256, (1, 3, 8, 7)).astype(np.uint8)
+    path = tmp_path / "convint.onnx"
+    inputs, outputs = [t("x", U8, [1, 3, 8, 7])], [t("y", TensorProto.INT32, [1, 4, 4, 7])]
+    initializers = [const("w", w), const("xz", np.uint8(128)), const("wz", w_zero)]
+    if not per_channel:
+        run([node], inputs, outputs, initializers, {"x": x}, path)
+    else:  # onnxruntime refuses a per-channel weight zero point; ONNX's reference does not
+        from onnx.reference import ReferenceEvaluator
+
+        graph = helper.make_graph([node], "q", inputs, outputs, initializers)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), path)
+        (want,) = ReferenceEvaluator(str(path)).run(None, {"x": x})
+    module = import_model(path).module
+    run_passes(module, "onnx-canonicalize")
+    program = program_from_module(lower_module(module, HW))
+    gemms = [f for n, f in program.instructions if n == "GEMM"]
+    assert gemms and all(f["int8"] for f in gemms)
+    if per_channel:
+        np.testing.assert_array_equal(evaluate(module, {"x": x})["y"], want)
+        np.testing.assert_array_equal(run_program(program, CAPACITIES, {"x": x})[0]["y"], want)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qlinear_conv(per_channel: bool, tmp_path: Path) -> None:
+    """QLinearConv with an int32 bias and per-output-channel weight scales, requantized as
+    onnxruntime computes it."""
+    w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
+    w_scale = np.array([0.01, 0.02, 0.015, 0.03], np.float32) if per_channel else np.float32(0.02)
+    w_zero = np.zeros(4, np.int8) if per_channel else np.int8(0)
+    node = helper.make_node(
+        "QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"], pads=[1, 1, 1, 1]
+    )
+    x = rng.integers(0, 256, (1, 3, 6, 6)).astype(np.uint8)
+    initializers = [
+        const("xs", np.float32(0.05)), const("xz", np.uint8(120)), const("w", w),
+        const("ws", w_scale), const("wz", w_zero), const("ys", np.float32(0.9)),
+        const("yz", np.uint8(100)), const("b", rng.integers(-2000, 2000, 4).astype(np.int32)),
+    ]  # fmt: skip
+    run([node], [t("x", U8, [1, 3, 6, 6])], [t("y", U8, [1, 4, 6, 6])], initializers, {"x": x},
+        tmp_path / "qconv.onnx")  # fmt: skip
