@@ -618,6 +618,19 @@ class SoftmaxOp(OnnxOp):
             _fail(self, "result shape differs from input")
 
 
+def _verify_norm(op: OnnxOp, x: SSAValue, y: SSAValue, params: tuple) -> None:
+    """A normalization over the axes from `axis` on: each (name, value) parameter broadcasts
+    to the normalized shape; the result has the input's shape."""
+    shape = shape_of(x)
+    axis = _normalize_axis(op, op.int_attr("axis", -1), len(shape))
+    normalized = shape[axis:]
+    for name, value in params:
+        if value is not None and broadcast_shapes(normalized, shape_of(value)) != normalized:
+            _fail(op, f"{name} shape {shape_of(value)} does not fit {normalized}")
+    if shape_of(y) != shape:
+        _fail(op, "result shape differs from input")
+
+
 @irdl_op_definition
 class LayerNormalizationOp(OnnxOp):
     name = "onnx.LayerNormalization"
@@ -631,14 +644,7 @@ class LayerNormalizationOp(OnnxOp):
     traits = traits_def(Pure())
 
     def verify_onnx(self) -> None:
-        shape = shape_of(self.X)
-        axis = _normalize_axis(self, self.int_attr("axis", -1), len(shape))
-        normalized = shape[axis:]
-        for name, value in (("Scale", self.Scale), ("B", self.B)):
-            if value is not None and broadcast_shapes(normalized, shape_of(value)) != normalized:
-                _fail(self, f"{name} shape {shape_of(value)} does not fit {normalized}")
-        if shape_of(self.Y) != shape:
-            _fail(self, "result shape differs from input")
+        _verify_norm(self, self.X, self.Y, (("Scale", self.Scale), ("B", self.B)))
 
 
 @irdl_op_definition
@@ -657,13 +663,7 @@ class RMSNormalizationOp(OnnxOp):
     traits = traits_def(Pure())
 
     def verify_onnx(self) -> None:
-        shape = shape_of(self.X)
-        axis = _normalize_axis(self, self.int_attr("axis", -1), len(shape))
-        normalized = shape[axis:]
-        if broadcast_shapes(normalized, shape_of(self.scale)) != normalized:
-            _fail(self, f"scale shape {shape_of(self.scale)} does not fit {normalized}")
-        if shape_of(self.Y) != shape:
-            _fail(self, "result shape differs from input")
+        _verify_norm(self, self.X, self.Y, (("scale", self.scale),))
 
 
 @irdl_op_definition

@@ -79,15 +79,10 @@ def match_layer_norm(div: ox.DivOp) -> LayerNormMatch | None:
     axis = _trailing_axes(mean_op.axes, rank)
     if axis is None:
         return None
-    add = sqrt.X.owner
-    if not isinstance(add, ox.AddOp):
+    shifted = plus_epsilon(sqrt.X)
+    if shifted is None:
         return None
-    pair = operands_matching(add, lambda v: scalar_of(v) is not None)
-    if pair is None:
-        return None
-    epsilon = scalar_of(pair[0])
-    assert epsilon is not None
-    variance = pair[1].owner
+    variance, epsilon = shifted[0].owner, shifted[1]
     if not isinstance(variance, ox.ReduceMeanOp) or _trailing_axes(variance.axes, rank) != axis:
         return None
     # keepdims on both means, so sqrt(variance) broadcasts along the normalised axes only.
@@ -128,27 +123,7 @@ class LayerNorm(RewritePattern):
         match = match_layer_norm(op)
         if match is None:
             return
-        new_ops: list[Operation] = []
-        scale = match.scale
-        if scale is None:
-            # LayerNormalization's scale is not optional: a matched form without one scales by 1.
-            normalized_shape = ox.shape_of(match.x)[match.axis :]
-            dtype = ox.numpy_dtype(ox.element_of(match.x))
-            ones = ox.ConstantOp.from_numpy(np.ones(normalized_shape, dtype=dtype))
-            new_ops.append(ones)
-            scale = ones.output
-        layer_norm = ox.LayerNormalizationOp.build(
-            operands=[match.x, scale, [match.bias] if match.bias is not None else []],
-            result_types=[match.result.type],
-            properties={
-                "axis": IntegerAttr(match.axis, i64),
-                "epsilon": FloatAttr(match.epsilon, f32),
-            },
-        )
-        layer_norm.Y.name_hint = match.result.name_hint
-        new_ops.append(layer_norm)
-        # The rest of the matched chain loses its last user here and goes with dead-code removal.
-        replace_value(rewriter, match.result, new_ops, layer_norm.Y)
+        _rewrite_as_norm(rewriter, ox.LayerNormalizationOp, match)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +188,12 @@ def _root_of_shifted(value: SSAValue, inverse: bool) -> tuple[SSAValue, float] |
         shifted = owner.X
     else:
         return None
-    add = shifted.owner
+    return plus_epsilon(shifted)
+
+
+def plus_epsilon(value: SSAValue) -> tuple[SSAValue, float] | None:
+    """(v, epsilon) for value = v + epsilon (a scalar constant, on either side)."""
+    add = value.owner
     if type(add) is not ox.AddOp:
         return None
     pair = operands_matching(add, lambda v: scalar_of(v) is not None)
@@ -273,23 +253,37 @@ class RMSNorm(RewritePattern):
         match = match_rms_norm(op)
         if match is None:
             return
-        new_ops: list[Operation] = []
-        scale = match.scale
-        if scale is None:
-            # RMSNormalization's scale is not optional: a matched form without one scales by 1.
-            normalized_shape = ox.shape_of(match.x)[match.axis :]
-            dtype = ox.numpy_dtype(ox.element_of(match.x))
-            ones = ox.ConstantOp.from_numpy(np.ones(normalized_shape, dtype=dtype))
-            new_ops.append(ones)
-            scale = ones.output
-        rms_norm = ox.RMSNormalizationOp.build(
-            operands=[match.x, scale],
-            result_types=[match.result.type],
-            properties={
-                "axis": IntegerAttr(match.axis, i64),
-                "epsilon": FloatAttr(match.epsilon, f32),
-            },
-        )
-        rms_norm.Y.name_hint = match.result.name_hint
-        new_ops.append(rms_norm)
-        replace_value(rewriter, match.result, new_ops, rms_norm.Y)
+        _rewrite_as_norm(rewriter, ox.RMSNormalizationOp, match)
+
+
+def _rewrite_as_norm(
+    rewriter: PatternRewriter,
+    norm: type[ox.LayerNormalizationOp | ox.RMSNormalizationOp],
+    match: LayerNormMatch | RMSNormMatch,
+) -> None:
+    """Replace the matched chain's result with one `norm` op of x, the scale (and LayerNorm's
+    optional bias group). The ONNX
+    op's scale is not optional: a matched form without one scales by 1. The rest of the chain
+    loses its last user here and goes with dead-code removal."""
+    new_ops: list[Operation] = []
+    scale = match.scale
+    if scale is None:
+        normalized_shape = ox.shape_of(match.x)[match.axis :]
+        dtype = ox.numpy_dtype(ox.element_of(match.x))
+        ones = ox.ConstantOp.from_numpy(np.ones(normalized_shape, dtype=dtype))
+        new_ops.append(ones)
+        scale = ones.output
+    operands: list = [match.x, scale]
+    if norm is ox.LayerNormalizationOp:
+        operands.append([match.bias] if match.bias is not None else [])
+    op = norm.build(
+        operands=operands,
+        result_types=[match.result.type],
+        properties={
+            "axis": IntegerAttr(match.axis, i64),
+            "epsilon": FloatAttr(match.epsilon, f32),
+        },
+    )
+    op.Y.name_hint = match.result.name_hint
+    new_ops.append(op)
+    replace_value(rewriter, match.result, new_ops, op.Y)
