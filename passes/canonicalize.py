@@ -9,7 +9,8 @@ unused (all onnx ops are `Pure`):
    `onnx.Constant` (FoldConstants), drop Identity and inference-mode Dropout, and forward ops
    that do nothing (x + 0, x * 1, Cast to its own type, Reshape back to an earlier shape...).
 2. recognition: the decomposed LayerNorm and RMSNorm (passes/patterns_layer_norm.py) and GELU,
-   Erf and Tanh forms (passes/patterns_gelu.py), each becoming one op.
+   Erf and Tanh forms (passes/patterns_gelu.py), each becoming one op; a MatMul of dequantized
+   operands as the integers' MatMul scaled after (passes/patterns_quant.py).
 Recognition runs on the cleaned-up graph: its matchers follow single users and read constant
 operands, which an Identity in the chain or a not-yet-folded epsilon would hide.
 """
@@ -39,6 +40,7 @@ from ctac.passes.patterns_fold import (
 )
 from ctac.passes.patterns_gelu import GeluErf, GeluTanh, match_gelu_erf, match_gelu_tanh
 from ctac.passes.patterns_layer_norm import LayerNorm, RMSNorm, match_layer_norm, match_rms_norm
+from ctac.passes.patterns_quant import FactorDequantizedMatMul
 
 
 def cleanup_patterns(module: ModuleOp) -> list[RewritePattern]:
@@ -49,7 +51,7 @@ def cleanup_patterns(module: ModuleOp) -> list[RewritePattern]:
 def recognition_patterns() -> list[RewritePattern]:
     """Stage 2."""
     # LayerNorm before RMSNorm: a LayerNorm's Div is also an RMSNorm of the centred input.
-    return [LayerNorm(), RMSNorm(), GeluErf(), GeluTanh()]
+    return [LayerNorm(), RMSNorm(), GeluErf(), GeluTanh(), FactorDequantizedMatMul()]
 
 
 def to_fixed_point(module: ModuleOp, patterns: list[RewritePattern]) -> bool:

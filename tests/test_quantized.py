@@ -179,3 +179,53 @@ def test_qlinear_conv(per_channel: bool, tmp_path: Path) -> None:
     ]  # fmt: skip
     run([node], [t("x", U8, [1, 3, 6, 6])], [t("y", U8, [1, 4, 6, 6])], initializers, {"x": x},
         tmp_path / "qconv.onnx")  # fmt: skip
+
+
+@pytest.mark.parametrize("per_column", [False, True])
+def test_qdq_matmul_runs_the_integers_in_int8_mode(per_column: bool, tmp_path: Path) -> None:
+    """MatMul(DequantizeLinear(x), DequantizeLinear(W)) becomes the integers' MatMul times one
+    constant (passes/patterns_quant.py): the GEMM runs in the int8 mode and the int8 weight moves
+    one byte per element; the numbers stay onnxruntime's (to float rounding)."""
+    w = rng.integers(-128, 128, (32, 16)).astype(np.int8)
+    w_scale = rng.uniform(0.005, 0.02, 16).astype(np.float32) if per_column else np.float32(0.01)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["wd"], axis=1),
+        helper.make_node("MatMul", ["xd", "wd"], ["y"]),
+    ]
+    initializers = [const("xs", np.float32(0.03)), const("xz", np.uint8(128)),
+                    const("wq", w), const("ws", w_scale)]  # fmt: skip
+    x = rng.standard_normal((1, 8, 32)).astype(np.float32)
+    path = tmp_path / "qdq_mm.onnx"
+    run(nodes, [t("x", TensorProto.FLOAT, [1, 8, 32])], [t("y", TensorProto.FLOAT, [1, 8, 16])],
+        initializers, {"x": x}, path)  # fmt: skip
+    module = import_model(path).module
+    run_passes(module, "onnx-canonicalize")
+    program = program_from_module(lower_module(module, HW))
+    gemms = [f for n, f in program.instructions if n == "GEMM"]
+    assert gemms and all(f["int8"] for f in gemms)
+    assert any(f["narrow"] for n, f in program.instructions if n == "LOAD")
+
+
+def test_a_per_row_activation_scale_stays_a_float_matmul(tmp_path: Path) -> None:
+    """Scales that do not factor out of the sum (one per row of the left operand's columns)
+    leave the dequantized float MatMul as it is."""
+    nodes = [
+        helper.make_node("DequantizeLinear", ["aq", "as"], ["ad"], axis=1),
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["wd"]),
+        helper.make_node("MatMul", ["ad", "wd"], ["y"]),
+    ]
+    initializers = [const("as", rng.uniform(0.01, 0.02, 32).astype(np.float32)),
+                    const("wq", rng.integers(-128, 128, (32, 16)).astype(np.int8)),
+                    const("ws", np.float32(0.01))]  # fmt: skip
+    a = rng.integers(-128, 128, (8, 32)).astype(np.int8)
+    path = tmp_path / "rows.onnx"
+    run(nodes, [t("aq", I8, [8, 32])], [t("y", TensorProto.FLOAT, [8, 16])], initializers,
+        {"aq": a}, path)  # fmt: skip
+    module = import_model(path).module
+    run_passes(module, "onnx-canonicalize")
+    gemms = [
+        f for n, f in program_from_module(lower_module(module, HW)).instructions if n == "GEMM"
+    ]
+    assert gemms and not any(f["int8"] for f in gemms)

@@ -469,7 +469,11 @@ def test_judge_proof_lets_a_few_rows_be_one_step_off() -> None:
 VARIANTS = Path(os.path.expanduser("~/.cache/ctac/variants"))
 # Before detection found their layers (0 in qdq_int8), the fp32 accelerator on bench/real_world.py's
 # inputs was this close to onnxruntime (unoptimized): max abs error, smallest row cosine.
-BEFORE = {"qdq_int8": (0.0655, 0.99947), "dynamic_int8": (0.2737, 0.99091)}
+# qdq_int8's since its MatMuls of dequantized operands run as the integers' MatMul scaled after
+# (passes/patterns_quant.py, as int8 hardware runs them): a float product in another order
+# flips one more quantization step than onnxruntime's dequantized float MatMul (0.0655, 0.99947
+# before; detection on or off gives the same numbers).
+BEFORE = {"qdq_int8": (0.1311, 0.99930), "dynamic_int8": (0.2737, 0.99091)}
 
 
 @pytest.mark.parametrize("variant", ["qdq_int8", "dynamic_int8"])
