@@ -39,7 +39,7 @@ from xdsl.ir import Operation, SSAValue
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
 from ctac.passes.attention_graph import is_float, peel_scalars, static_shape
-from ctac.passes.attention_quant import REQUANTIZED, QuantStep, integer_valued
+from ctac.passes.attention_quant import REQUANTIZED, QuantStep, integer_valued, saturated
 from ctac.passes.attention_scores import AfterSoftmax, Scores
 from ctac.passes.canonicalize import scalar_of
 
@@ -81,17 +81,11 @@ def _zero_point(owner: Operation | None) -> tuple[SSAValue, float] | None:
 def requantized(levels: SSAValue) -> Requantized | None:
     """How an integer tensor was rounded, as ctac/quantized.py builds QuantizeLinear and the
     QLinear ops."""
-    narrow = levels.owner
-    if not isinstance(narrow, ox.CastOp) or (integer := _integer_type(levels)) is None:
+    found_levels = saturated(levels)
+    if found_levels is None:
         return None
-    clip = narrow.input.owner
-    if not isinstance(clip, ox.ClipOp):
-        return None
-    low, high = scalar_of(clip.min), scalar_of(clip.max)
-    info = np.iinfo(integer)
-    if low is None or high is None or not info.min <= low <= high <= info.max:
-        return None
-    value, zero = clip.input, 0.0
+    value, low, high = found_levels
+    zero = 0.0
     if (found := _zero_point(value.owner)) is not None:  # QLinearMatMul, QuantizeLinear
         value, zero = found
     if not isinstance(value.owner, ox.RoundOp):

@@ -69,17 +69,10 @@ def _scalar_operand(owner: ox.OnnxOp, kind: type) -> tuple[SSAValue, float] | No
     return None
 
 
-def fake_quant_of(value: SSAValue) -> tuple[SSAValue, QuantStep] | None:
-    """(x, step) when `value` is DequantizeLinear(QuantizeLinear(x, s, z), s, z)."""
-    step_out, zero_out = 1.0, 0.0
-    if (found := _scalar_operand(value.owner, ox.MulOp)) is not None:
-        value, step_out = found
-    if (found := _scalar_operand(value.owner, ox.SubOp)) is not None:
-        value, zero_out = found
-    widen = value.owner
-    if not isinstance(widen, ox.CastOp) or ox.numpy_dtype(ox.element_of(widen.output)).kind != "f":
-        return None
-    narrow = widen.input.owner
+def saturated(levels: SSAValue) -> tuple[SSAValue, float, float] | None:
+    """(x, low, high) for levels = Cast(Clip(x, low, high)) to an integer type of at most 16
+    bits whose range holds [low, high]: how ctac/quantized.py saturates every quantizer."""
+    narrow = levels.owner
     if not isinstance(narrow, ox.CastOp):
         return None
     integer = ox.numpy_dtype(ox.element_of(narrow.output))
@@ -90,7 +83,24 @@ def fake_quant_of(value: SSAValue) -> tuple[SSAValue, QuantStep] | None:
     info = np.iinfo(integer)
     if low is None or high is None or not info.min <= low <= high <= info.max:
         return None
-    value, zero_in = clip.input, 0.0
+    return clip.input, low, high
+
+
+def fake_quant_of(value: SSAValue) -> tuple[SSAValue, QuantStep] | None:
+    """(x, step) when `value` is DequantizeLinear(QuantizeLinear(x, s, z), s, z)."""
+    step_out, zero_out = 1.0, 0.0
+    if (found := _scalar_operand(value.owner, ox.MulOp)) is not None:
+        value, step_out = found
+    if (found := _scalar_operand(value.owner, ox.SubOp)) is not None:
+        value, zero_out = found
+    widen = value.owner
+    if not isinstance(widen, ox.CastOp) or ox.numpy_dtype(ox.element_of(widen.output)).kind != "f":
+        return None
+    found_levels = saturated(widen.input)
+    if found_levels is None:
+        return None
+    value, low, high = found_levels
+    zero_in = 0.0
     if (found := _scalar_operand(value.owner, ox.AddOp)) is not None:
         value, zero_in = found
     rounded = value.owner

@@ -45,7 +45,7 @@ from ctac.passes.lower_to_isa.conv_dma import (
     two_d,
 )
 from ctac.passes.lower_to_isa.core import Lowering, lowering
-from ctac.passes.lower_to_isa.gemm import GemmPlan, _dense_loader, _dense_storer, emit_gemm
+from ctac.passes.lower_to_isa.gemm import GemmPlan, dense_loader, dense_storer, emit_gemm
 from ctac.passes.lower_to_isa.memory import (
     ACT,
     WGT,
@@ -238,9 +238,9 @@ def _convolve(
                 )
                 plans.append(GemmPlan(
                     g.per_group_out, width, positions,
-                    _dense_loader(lowering, ACT, weights + unit.group * g.per_group_out * width, width),
-                    _dense_loader(lowering, WGT, block, positions),
-                    _dense_storer(lowering, target + flat, per_image), int8=int8,
+                    dense_loader(lowering, ACT, weights + unit.group * g.per_group_out * width, width),
+                    dense_loader(lowering, WGT, block, positions),
+                    dense_storer(lowering, target + flat, per_image), int8=int8,
                 ))  # fmt: skip
             emit_gemm(lowering, *plans)
     lowering.arena.release(scratch, scratch_size)
@@ -431,9 +431,9 @@ def _lower_patchify(lowering: Lowering, op: ox.ConvOp) -> None:
             lowering,
             GemmPlan(
                 out_channels, row, patches,
-                _dense_loader(lowering, ACT, weights, row),
+                dense_loader(lowering, ACT, weights, row),
                 lambda address, k0, d, p0, count: lowering.load(WGT, address, scratch + p0 * row + k0, count, d, row),
-                _dense_storer(lowering, base, patches), transpose_b=True, int8=int8,
+                dense_storer(lowering, base, patches), transpose_b=True, int8=int8,
             ),
         )  # fmt: skip
     lowering.arena.release(scratch, patches * row)

@@ -36,6 +36,7 @@ from ctac.runtime.evaluator import (
     main_function,
     output_names,
 )
+from ctac.runtime.reference import SEMANTICS
 from ctac.weights import store_for_module
 
 HW_ATTRIBUTE = "ctaisa.hw"
@@ -459,8 +460,6 @@ def precomputed_ops(ops: list[Operation], root: Callable[[SSAValue], SSAValue]) 
     ops (a weight's dequantization, a transposed weight, position-embedding rows), unless they
     write more than they read. A deployment prepares these offline; running them per inference
     would charge the accelerator for work no deployment does."""
-    from ctac.runtime.reference import SEMANTICS
-
     static: set[SSAValue] = set()
     chosen: set[Operation] = set()
     for op in ops:

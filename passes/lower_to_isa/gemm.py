@@ -124,7 +124,7 @@ def emit_gemm(lowering: Lowering, *plans: GemmPlan) -> None:
     lowering.region_top = regions
 
 
-def _dense_loader(lowering: Lowering, buffer: int, base: int, row_length: int):
+def dense_loader(lowering: Lowering, buffer: int, base: int, row_length: int):
     """Loads (rows x cols) blocks of a row-major (.. x row_length) matrix at `base`."""
 
     def load(address: int, r0: int, rows: int, c0: int, cols: int) -> None:
@@ -133,7 +133,7 @@ def _dense_loader(lowering: Lowering, buffer: int, base: int, row_length: int):
     return load
 
 
-def _dense_storer(lowering: Lowering, base: int, row_length: int):
+def dense_storer(lowering: Lowering, base: int, row_length: int):
     def store(address: int, r0: int, rows: int, c0: int, cols: int) -> None:
         lowering.store(ACC, address, base + r0 * row_length + c0, rows, cols, row_length)
 
@@ -157,9 +157,9 @@ def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
                 rows,
                 k,
                 n,
-                _dense_loader(lowering, ACT, a.address, k),
-                _dense_loader(lowering, WGT, b.address, n),
-                _dense_storer(lowering, out.address, n),
+                dense_loader(lowering, ACT, a.address, k),
+                dense_loader(lowering, WGT, b.address, n),
+                dense_storer(lowering, out.address, n),
                 int8=int8,
             ),
         )
@@ -172,9 +172,9 @@ def lower_matmul(lowering: Lowering, op: ox.MatMulOp) -> None:
             m,
             k,
             n,
-            _dense_loader(lowering, ACT, a.address + int(a_index[index]) * m * k, k),
-            _dense_loader(lowering, WGT, b.address + int(b_index[index]) * k * n, n),
-            _dense_storer(lowering, out.address + index * m * n, n),
+            dense_loader(lowering, ACT, a.address + int(a_index[index]) * m * k, k),
+            dense_loader(lowering, WGT, b.address + int(b_index[index]) * k * n, n),
+            dense_storer(lowering, out.address + index * m * n, n),
             int8=int8,
         )
         for index in range(elements(batch))
@@ -218,9 +218,9 @@ def lower_gemm(lowering: Lowering, op: ox.GemmOp) -> None:
             m,
             k,
             n,
-            _dense_loader(lowering, ACT, a.address, k),
+            dense_loader(lowering, ACT, a.address, k),
             load_b,
-            _dense_storer(lowering, out.address, n),
+            dense_storer(lowering, out.address, n),
             transpose,
             bias,
             int8=int8_gemm(op.A, op.B, op.C),
@@ -259,7 +259,7 @@ def lower_project(lowering: Lowering, op: cta.ProjectOp) -> None:
     plans = [
         GemmPlan(
             seq, hidden, end - start,
-            _dense_loader(lowering, ACT, x.address + b * seq * hidden, hidden),
+            dense_loader(lowering, ACT, x.address + b * seq * hidden, hidden),
             lambda address, k0, depth, n0, cols: lowering.load(WGT, address, w.address + k0 * width + start + n0, depth, cols, width),
             head_storer(b), bias=bias, bias_offset=start, int8=int8,
         )
@@ -294,9 +294,9 @@ def lower_per_head_project(lowering: Lowering, op: cta.ProjectOp) -> None:
             column = start + h * head_dim
             plans.append(GemmPlan(
                 rows, hidden, head_dim,
-                _dense_loader(lowering, ACT, x.address + table * rows * hidden, hidden),
+                dense_loader(lowering, ACT, x.address + table * rows * hidden, hidden),
                 weight_loader(column),
-                _dense_storer(lowering, out.address + table * rows * head_dim, head_dim),
+                dense_storer(lowering, out.address + table * rows * head_dim, head_dim),
                 bias=bias, bias_offset=column,
                 clusters=readouts[table] if len(readouts) == batch * heads else None,
             ))  # fmt: skip

@@ -30,7 +30,7 @@ from xdsl.ir import SSAValue
 
 from ctac.dialects import onnx as ox
 from ctac.passes.lower_to_isa.core import PREPARE, Lowering, lowering
-from ctac.passes.lower_to_isa.gemm import GemmPlan, _dense_loader, _dense_storer, emit_gemm
+from ctac.passes.lower_to_isa.gemm import GemmPlan, dense_loader, dense_storer, emit_gemm
 from ctac.passes.lower_to_isa.memory import (
     ACT,
     VEC,
@@ -369,9 +369,9 @@ def _linear_axis(
             outer,
             size_in,
             size_out,
-            _dense_loader(lowering, ACT, source.address, size_in),
-            _dense_loader(lowering, WGT, matrix, size_out),
-            _dense_storer(lowering, target.address, size_out),
+            dense_loader(lowering, ACT, source.address, size_in),
+            dense_loader(lowering, WGT, matrix, size_out),
+            dense_storer(lowering, target.address, size_out),
         )
         emit_gemm(lowering, plan)
         return
@@ -380,9 +380,9 @@ def _linear_axis(
             size_out,
             size_in,
             inner,
-            _dense_loader(lowering, ACT, matrix, size_in),
-            _dense_loader(lowering, WGT, source.address + o * size_in * inner, inner),
-            _dense_storer(lowering, target.address + o * size_out * inner, inner),
+            dense_loader(lowering, ACT, matrix, size_in),
+            dense_loader(lowering, WGT, source.address + o * size_in * inner, inner),
+            dense_storer(lowering, target.address + o * size_out * inner, inner),
         )
         for o in range(outer)
     ]
