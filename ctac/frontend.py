@@ -128,7 +128,8 @@ def cta_settings(args: argparse.Namespace):
 
 
 def _policy(detected, args: argparse.Namespace) -> str:
-    """--cta-policy cost: decide per layer, print each decision, return the keep-exact option."""
+    """--cta-policy cost: decide per layer, print each decision, return the cta-compress options
+    that carry them out (keep-exact, compressed-blocks)."""
     if getattr(args, "cta_policy", "cost") != "cost":
         return ""
     import json
@@ -136,7 +137,7 @@ def _policy(detected, args: argparse.Namespace) -> str:
     from xdsl.dialects.builtin import StringAttr
 
     from ctac.passes.lower_to_isa import POLICY_ATTRIBUTE
-    from ctac.policy import keep_exact_option
+    from ctac.policy import policy_options
 
     decisions = policy_decisions(detected, args)
     for decision in decisions:
@@ -145,7 +146,7 @@ def _policy(detected, args: argparse.Namespace) -> str:
     detected.attributes[POLICY_ATTRIBUTE] = StringAttr(
         json.dumps([decision.to_json() for decision in decisions], sort_keys=True)
     )
-    return keep_exact_option(decisions)
+    return policy_options(decisions)
 
 
 def policy_decisions(detected, args: argparse.Namespace) -> list:

@@ -9,6 +9,12 @@ the conservative default 1.0, no merging), and compares each transformer block's
 run (its span: blocks come from the IR, runtime/profile.py). A block whose compressed form is
 not cheaper keeps exact attention (`cta-compress{keep-exact=...}`); each decision carries both
 cycle counts and its reason.
+
+Causal attention is also decided per tile of keys. Under the block-causal scheme a key block's
+clusters serve only the queries of later blocks, while clustering it costs the same wherever it
+is, so the last blocks pay least: the useful compressed set is a prefix of the key blocks. The
+policy compiles the compressed form at a few prefix lengths (`compressed-blocks`), and each
+causal layer takes the cheapest of them, or exact attention.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
 from ctac.dialects import cta
+from ctac.dialects import onnx as ox
 from ctac.hw import Hardware
 from ctac.runtime.program import Program
 
@@ -37,6 +44,9 @@ class LayerDecision:
     cta_cycles: int
     cluster_ratio: float
     reason: str
+    # Causal attention: the leading key blocks clustered, of how many (0, 0: not causal).
+    compressed_blocks: int = 0
+    key_blocks: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -135,9 +145,6 @@ def decide(
     if not attentions:
         return []
     exact = compile_module(detected.clone(), hw)
-    compressed_module = detected.clone()
-    run_passes(compressed_module, compress_spec)
-    compressed = compile_module(compressed_module, hw)
     exact_profile = simulate(exact, hw)
     exact_blocks = per_block(exact_profile)
     # "layer k", or "encoder/decoder layer k" in an encoder-decoder model (runtime/profile.py).
@@ -147,28 +154,92 @@ def decide(
         if isinstance(cluster_ratio, ClusterExpectation)
         else ClusterExpectation(cluster_ratio, buckets)
     )
-    cta_blocks = per_block(simulate(compressed, hw, expected_clusters(compressed, expectation)))
+
+    def block_cycles(compressed_blocks: int) -> tuple[dict, list[int]]:
+        """Per transformer block span cycles of the compressed form, causal attentions
+        clustering their first `compressed_blocks` key blocks (0: all but the last); and each
+        attention's key blocks (0: not causal)."""
+        module = detected.clone()
+        spec = compress_spec
+        if compressed_blocks:
+            counts = ",".join([str(compressed_blocks)] * len(attentions))
+            spec = f"{spec[:-1]} compressed-blocks={counts}}}"
+        run_passes(module, spec)
+        program = compile_module(module, hw)
+        profile = simulate(program, hw, expected_clusters(program, expectation))
+        return per_block(profile), key_blocks(module, len(attentions))
+
+    default_blocks, blocks_of = block_cycles(0)
+    # Causal layers: the cycles at each candidate prefix (the default is all blocks but the last).
+    candidates = {max(blocks_of) - 1: default_blocks} if max(blocks_of, default=0) > 1 else {}
+    for count in prefix_candidates(max(blocks_of, default=0)):
+        if count not in candidates:
+            candidates[count] = block_cycles(count)[0]
     decisions = []
     for index, attention in enumerate(attentions):
         layer = layers.get(attention, index)
         block = block_names.get(layer, f"layer {layer}")
         exact_cycles = int(exact_blocks.get(block, {}).get("span_cycles", 0))
-        cta_cycles = int(cta_blocks.get(block, {}).get("span_cycles", 0))
+        cta_cycles = int(default_blocks.get(block, {}).get("span_cycles", 0))
+        chosen, tried = 0, ""
+        if blocks_of[index] > 1:  # causal over several key blocks: the cheapest prefix
+            spans = {
+                count: int(table.get(block, {}).get("span_cycles", 0))
+                for count, table in candidates.items()
+                if count < blocks_of[index]
+            }
+            chosen = min(spans, key=lambda count: (spans[count], count))  # ties: less clustering
+            cta_cycles = spans[chosen]
+            tried = (
+                f"; its first {chosen} of {blocks_of[index]} key blocks clustered (tried "
+                + ", ".join(f"{count}: {spans[count]:,}" for count in sorted(spans))
+                + ")"
+            )
         source = attention.attributes.get("ctac.source")
         name = getattr(source, "data", f"attention {index}")
         pays = 0 < cta_cycles < exact_cycles
         verdict = "compress" if pays else "keep exact"
         reason = (
             f"{verdict}: block {layer} takes {cta_cycles:,} cycles compressed vs "
-            f"{exact_cycles:,} exact at {expectation.describe(index)}"
+            f"{exact_cycles:,} exact at {expectation.describe(index)}{tried}"
         )
         decisions.append(
             LayerDecision(
                 index, layer, name, pays, exact_cycles, cta_cycles, expectation.largest(index),
-                reason,
+                reason, chosen, blocks_of[index],
             )
         )  # fmt: skip
     return decisions
+
+
+MAX_PREFIX_CANDIDATES = 6  # compiles per decision beyond the default prefix
+
+
+def prefix_candidates(blocks: int) -> list[int]:
+    """Compressed prefixes (in key blocks) to try for causal attention over `blocks` blocks:
+    every count from 1 to blocks - 1, or MAX_PREFIX_CANDIDATES spread over that range."""
+    if blocks <= 1:
+        return []
+    top = blocks - 1
+    if top <= MAX_PREFIX_CANDIDATES:
+        return list(range(1, top + 1))
+    step = (top - 1) / (MAX_PREFIX_CANDIDATES - 1)
+    return sorted({round(1 + i * step) for i in range(MAX_PREFIX_CANDIDATES)})
+
+
+def key_blocks(compressed: ModuleOp, attentions: int) -> list[int]:
+    """For each attention (program order: cta-compress replaces each in place), the key
+    blocks of its block-causal compressed form; 0 where it is not causal (or stayed exact)."""
+    found = []
+    for op in compressed.walk():
+        if isinstance(op, cta.AttentionOp):
+            found.append(0)
+        elif isinstance(op, cta.CompressedAttentionOp):
+            keys = ox.shape_of(op.key_tokens)[2] if op.key_tokens is not None else 0
+            block = op.int_attr("block", 0) or keys
+            causal = op.int_attr("causal", 0) and keys
+            found.append(-(-keys // block) if causal else 0)
+    return (found + [0] * attentions)[:attentions]
 
 
 RATIO_LADDER = (1.0, 0.5, 0.25, 0.125, 0.0625)
@@ -185,7 +256,12 @@ def ratio_sweep(
     ]
 
 
-def keep_exact_option(decisions: list[LayerDecision]) -> str:
-    """The cta-compress option that leaves the undecided layers exact ("" if none)."""
+def policy_options(decisions: list[LayerDecision]) -> str:
+    """The cta-compress options of the decisions: the layers left exact (keep-exact) and the
+    causal layers' compressed key blocks (compressed-blocks); "" if neither."""
     kept = [str(d.attention) for d in decisions if not d.compress]
-    return f"keep-exact={','.join(kept)}" if kept else ""
+    options = [f"keep-exact={','.join(kept)}"] if kept else []
+    if any(d.compressed_blocks for d in decisions):
+        blocks = ",".join(str(d.compressed_blocks) for d in decisions)
+        options.append(f"compressed-blocks={blocks}")
+    return " ".join(options)

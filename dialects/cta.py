@@ -232,6 +232,13 @@ def _fits_rows(
         _fail(op, f"{what} shape {shape} should be {(*lead, n)} or {shared}")
 
 
+def clustered_positions(op: ClusterOp) -> int:
+    """How many leading positions of each sequence `op` clusters: its results' rows (all n
+    positions, or a causal attention's compressed prefix)."""
+    shape = shape_of(op.ids)
+    return shape[-1] if shape else 0
+
+
 @irdl_op_definition
 class ClusterOp(OnnxOp):
     """`%c, %n, %id = cta.cluster %x, mask %m {method = "hash-leader", tau = 0.2 : f64, hash_bits = 8 : i64, seed = 0 : i64}`
@@ -244,7 +251,9 @@ class ClusterOp(OnnxOp):
     block c's clusters sit in rows [c*block, (c+1)*block) (causal attention). `max_clusters` > 0
     caps the clusters of each sequence (or block). `window` > 0: a token is compared only with
     the `window` most recently opened clusters of its group (hash bucket), which bounds the
-    clustering work per token (docs/compression.md, "Bounded clustering").
+    clustering work per token (docs/compression.md, "Bounded clustering"). Results with P < n
+    rows (P a multiple of `block`) cluster only the first P positions: a causal attention's
+    compressed prefix, whose later blocks stay raw keys (the cost-aware policy's choice).
     """
 
     name = "cta.cluster"
@@ -271,14 +280,21 @@ class ClusterOp(OnnxOp):
         if len(x) < 2 or not _is_float(self.tokens):
             _fail(self, f"tokens must be a float tensor (..., n, d), got {x}")
         lead, n = x[:-2], x[-2]
-        if shape_of(self.centroids) != x or element_of(self.centroids) != element_of(self.tokens):
-            _fail(self, f"centroids must have the tokens' type, shape {x}")
-        if shape_of(self.counts) != (*lead, n) or not isinstance(
+        rows = clustered_positions(self)
+        block = self.int_attr("block", 0)
+        if rows != n and not (block > 0 and 0 < rows < n and rows % block == 0):
+            _fail(self, f"results cluster {rows} of {n} positions: only a prefix of whole blocks")
+        clustered = (*lead, rows, x[-1])
+        if shape_of(self.centroids) != clustered or element_of(self.centroids) != element_of(
+            self.tokens
+        ):
+            _fail(self, f"centroids must have the tokens' type, shape {clustered}")
+        if shape_of(self.counts) != (*lead, rows) or not isinstance(
             element_of(self.counts), Float32Type
         ):
-            _fail(self, f"counts must be f32 of shape {(*lead, n)}")
-        if shape_of(self.ids) != (*lead, n) or element_of(self.ids) != i64:
-            _fail(self, f"ids must be i64 of shape {(*lead, n)}")
+            _fail(self, f"counts must be f32 of shape {(*lead, rows)}")
+        if shape_of(self.ids) != (*lead, rows) or element_of(self.ids) != i64:
+            _fail(self, f"ids must be i64 of shape {(*lead, rows)}")
         if self.mask is not None:
             _fits_rows(self, "mask", shape_of(self.mask), lead, n)
             if _is_float(self.mask):
@@ -341,7 +357,8 @@ class PoolOp(OnnxOp):
     table layout of `cta.cluster` (rows nobody uses are zero). Values follow their keys' clusters.
     ids: (..., n), or (batch, n) shared by the heads. Tokens (batch, n, d) shared by the heads
     with per-head ids (batch, heads, n) give one table per (batch, head): (batch, heads, n, d)
-    (the layer input pooled over each head's key clusters, cta-compress `values=pooled-input`)."""
+    (the layer input pooled over each head's key clusters, cta-compress `values=pooled-input`).
+    ids of P < n positions (a clustered prefix) pool the first P tokens: (..., P, d)."""
 
     name = "cta.pool"
     tokens = operand_def(TensorType)
@@ -351,8 +368,11 @@ class PoolOp(OnnxOp):
 
     def verify_onnx(self) -> None:
         x, ids = shape_of(self.tokens), shape_of(self.ids)
-        if len(x) < 2:
-            _fail(self, f"tokens must be (..., n, d), got {x}")
+        if len(x) < 2 or not ids:
+            _fail(self, f"tokens must be (..., n, d) and ids (..., n), got {x} and {ids}")
+        if not 0 < ids[-1] <= x[-2]:
+            _fail(self, f"ids cover {ids[-1]} positions of the {x[-2]} tokens")
+        x = (*x[:-2], ids[-1], x[-1])  # the pooled positions: all, or a clustered prefix
         expected = x
         if len(x) == 3 and len(ids) == 3 and (ids[0], ids[2]) == x[:2]:
             expected = (x[0], ids[1], x[1], x[2])  # shared tokens, per-head ids
@@ -398,7 +418,9 @@ class CompressedAttentionOp(OnnxOp):
     of the kv_seq keys, and `key_tokens`/`value_tokens` (the raw keys and values, same shapes as
     k/v) plus an optional key_padding `mask` (B, kv_seq) serve each query's own block exactly:
     query i (key position p = i + causal_offset, default kv_seq - q_seq) sees the cluster rows of
-    blocks before p's block and the raw keys from its block's start to p.
+    blocks before p's block and the raw keys from its block's start to p. A table of P < kv_seq
+    rows (the first P / block blocks clustered, `cta.cluster` of a prefix) stops there: a query
+    sees the cluster rows of the blocks before min(its block, P / block) and the raw keys after.
     """
 
     name = "cta.compressed_attention"
@@ -434,10 +456,15 @@ class CompressedAttentionOp(OnnxOp):
         if causal:
             if self.key_tokens is None or self.value_tokens is None:
                 _fail(self, "causal attention needs key_tokens and value_tokens")
-            if shape_of(self.key_tokens) != k or shape_of(self.value_tokens) != v:
+            raw_k, raw_v = shape_of(self.key_tokens), shape_of(self.value_tokens)
+            kv_seq = raw_k[2] if len(raw_k) == 4 else -1
+            if raw_k != (*k[:2], kv_seq, k[3]) or raw_v != (*v[:2], kv_seq, v[3]):
                 _fail(self, f"key_tokens/value_tokens must be shaped like key {k} and value {v}")
-            if self.mask is not None and shape_of(self.mask) != (k[0], k[2]):
-                _fail(self, f"the key_padding mask must be {(k[0], k[2])}")
+            block = self.int_attr("block", 0)
+            if k[2] != kv_seq and not (block > 0 and 0 < k[2] < kv_seq and k[2] % block == 0):
+                _fail(self, f"a table of {k[2]} rows for {kv_seq} keys: a prefix of whole blocks")
+            if self.mask is not None and shape_of(self.mask) != (k[0], kv_seq):
+                _fail(self, f"the key_padding mask must be {(k[0], kv_seq)}")
         if self.int_attr("block", 0) < 0:
             _fail(self, "block must be >= 0")
         if shape_of(self.output) != (q[0], heads, q[2], v[3]):

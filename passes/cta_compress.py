@@ -148,8 +148,12 @@ def _cluster(
     role: str,
     block: int = 0,
     alone: SSAValue | None = None,
+    rows: int = 0,
 ) -> cta.ClusterOp:
+    """A clustering of `tokens`' first `rows` positions (0: all of them)."""
     shape = _shape(tokens)
+    if rows:
+        shape = (*shape[:-2], rows, shape[-1])
     element = ox.element_of(tokens)
     properties = {
         "method": StringAttr(options.method),
@@ -192,7 +196,10 @@ def _keep_top(attention: cta.AttentionOp, mask: SSAValue | None, keep: int) -> c
 
 
 def _pool(tokens: SSAValue, ids: SSAValue) -> cta.PoolOp:
-    return cta.PoolOp.build(operands=[tokens, ids], result_types=[tokens.type])
+    """The tokens pooled over the clusters `ids`, as many rows as ids has positions."""
+    shape = _shape(tokens)
+    result = TensorType(ox.element_of(tokens), [*shape[:-2], _shape(ids)[-1], shape[-1]])
+    return cta.PoolOp.build(operands=[tokens, ids], result_types=[result])
 
 
 def _transpose(value: SSAValue, perm: list[int]) -> ox.TransposeOp:
@@ -357,10 +364,26 @@ def uncompressible(module: ModuleOp) -> list[tuple[str, str]]:
     return found
 
 
+def causal_prefix(kv_len: int, block: int, compressed_blocks: int = 0) -> int:
+    """The key positions a causal attention clusters: its first `compressed_blocks` blocks
+    (0: the default), at most every block but the last, whose clusters no query sees (a query
+    sees the clusters of the blocks before its own); all kv_len when there is one block."""
+    blocks = -(-kv_len // block)
+    if blocks <= 1:
+        return kv_len
+    chosen = compressed_blocks if compressed_blocks > 0 else blocks - 1
+    return min(chosen, blocks - 1) * block
+
+
 def rewrite_attention(
-    attention: cta.AttentionOp, options: CompressOptions, tau_q: float, tau_kv: float
+    attention: cta.AttentionOp,
+    options: CompressOptions,
+    tau_q: float,
+    tau_kv: float,
+    compressed_blocks: int = 0,
 ) -> CompressionReport:
-    """Replace one `cta.attention` by its compressed form (or leave it and say why)."""
+    """Replace one `cta.attention` by its compressed form (or leave it and say why); a causal
+    one clusters its first `compressed_blocks` key blocks (0: all but the last)."""
     source_attr = attention.attributes.get("ctac.source")
     source = source_attr.data if isinstance(source_attr, StringAttr) else "attention"
     kind = attention.str_attr("mask_kind", "none")
@@ -377,7 +400,10 @@ def rewrite_attention(
     name = attention.output.name_hint
     x = _common_input(attention)
     if causal:
-        keys = _cluster(attention.key, mask, tau_kv, options, source, "kv", block=options.block)
+        prefix = causal_prefix(kv_len, options.block, compressed_blocks)
+        keys = _cluster(
+            attention.key, mask, tau_kv, options, source, "kv", block=options.block, rows=prefix
+        )
         values = _pool(attention.value, keys.ids)
         extra = {"causal": IntegerAttr(1, i64), "block": IntegerAttr(options.block, i64)}
         offset = attention.int_attr("causal_offset")
@@ -461,6 +487,7 @@ def compress_function(
     options: CompressOptions,
     layer_scale: tuple[float, ...] = (),
     keep_exact: tuple[int, ...] = (),
+    compressed_blocks: tuple[int, ...] = (),
 ) -> list[CompressionReport]:
     attentions = [op for op in function.body.block.ops if isinstance(op, cta.AttentionOp)]
     reports = []
@@ -471,8 +498,11 @@ def compress_function(
             reports.append(CompressionReport(name, "exact", 0.0, 0.0, "kept exact (keep-exact)"))
             continue
         factor = layer_scale[min(index, len(layer_scale) - 1)] if layer_scale else 1.0
+        blocks = compressed_blocks[index] if index < len(compressed_blocks) else 0
         reports.append(
-            rewrite_attention(attention, options, options.tau_q * factor, options.tau_kv * factor)
+            rewrite_attention(
+                attention, options, options.tau_q * factor, options.tau_kv * factor, blocks
+            )
         )
     remove_dead_ops(function)
     return reports
@@ -494,6 +524,9 @@ class CtaCompressPass(ModulePass, CompressOptions):
     # Attentions (their index in program order) left exact, e.g. where the cost-aware policy
     # (ctac/policy.py) found that compression does not pay.
     keep_exact: tuple[int, ...] = field(default=())
+    # Per attention (program order): how many leading key blocks a causal one clusters (0: all
+    # but the last), where the policy found that later blocks pay more as raw keys.
+    compressed_blocks: tuple[int, ...] = field(default=())
 
     def options(self) -> CompressOptions:
         # Python callers may pass CtaCompressPass(tau_q=1): each value is converted to its
@@ -511,6 +544,7 @@ class CtaCompressPass(ModulePass, CompressOptions):
             self.options(),
             tuple(float(f) for f in self.layer_scale),
             tuple(int(i) for i in self.keep_exact),
+            tuple(int(i) for i in self.compressed_blocks),
         )
 
 
@@ -519,14 +553,19 @@ def cta_compress(
     options: CompressOptions | None = None,
     layer_scale: tuple[float, ...] = (),
     keep_exact: tuple[int, ...] = (),
+    compressed_blocks: tuple[int, ...] = (),
 ) -> list[CompressionReport]:
     """Compress every attention of every function; returns one report per attention layer."""
     options = options or CompressOptions()
     options.check()
     if any(not f > 0 for f in layer_scale):
         raise CtacError("cta-compress: layer-scale factors must be > 0")
+    if any(b < 0 for b in compressed_blocks):
+        raise CtacError("cta-compress: compressed-blocks must be >= 0 (0: all but the last)")
     reports: list[CompressionReport] = []
     for function in module.ops:
         if isinstance(function, func.FuncOp):
-            reports.extend(compress_function(function, options, layer_scale, keep_exact))
+            reports.extend(
+                compress_function(function, options, layer_scale, keep_exact, compressed_blocks)
+            )
     return reports

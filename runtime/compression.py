@@ -433,21 +433,30 @@ def _scores(q: Array, k: Array, scale: float, softcap: float) -> Array:
 
 
 def causal_visibility(
-    q_len: int, kv_len: int, block: int, causal_offset: int | None
+    q_len: int,
+    kv_len: int,
+    block: int,
+    causal_offset: int | None,
+    compressed: int | None = None,
 ) -> tuple[Array, Array]:
-    """(cluster rows, raw keys) visible to each query under the block-causal scheme.
+    """(cluster rows, raw keys) visible to each query under the block-causal scheme: cluster
+    rows over the table's `compressed` rows (default kv_len), raw keys over all kv_len.
 
     Query i stands at key position p = i + offset (offset defaults to kv_len - q_len). With
-    b = min(p, kv_len - 1) // block it sees the cluster rows of blocks before b (all their members
-    are at positions < b * block <= p) and the raw keys b * block <= j <= p. A query with p < 0
-    sees nothing. block <= 0 means one block: plain exact causal attention."""
+    b = min(p, kv_len - 1) // block, limited to the table's compressed blocks, it sees the
+    cluster rows of blocks before b (all their members are at positions < b * block <= p) and
+    the raw keys b * block <= j <= p. A query with p < 0 sees nothing. block <= 0 means one
+    block: plain exact causal attention."""
     offset = kv_len - q_len if causal_offset is None else causal_offset
+    compressed = kv_len if compressed is None else compressed
     width = block if block > 0 else max(kv_len, 1)
     position = np.arange(q_len) + offset
     current = np.minimum(np.maximum(position, 0), kv_len - 1) // width
-    key = np.arange(kv_len)
+    current = np.minimum(current, -(-compressed // width))  # blocks past the table stay raw
     seen = position[:, None] >= 0
-    clusters = seen & ((key // width)[None, :] < current[:, None])
+    rows = np.arange(compressed)
+    clusters = seen & ((rows // width)[None, :] < current[:, None])
+    key = np.arange(kv_len)
     raw = seen & (key[None, :] >= current[:, None] * width) & (key[None, :] <= position[:, None])
     return clusters, raw
 
@@ -475,7 +484,8 @@ def compressed_attention(
     weight those keys had together; c_j = 0 (unused or padding rows) gets none. Causal: q holds
     one row per query token and the block-causal scheme of `causal_visibility` applies, the raw
     keys/values (key_tokens, value_tokens, with the key_padding `mask`) serving the query's own
-    block exactly. A row that sees nothing gives zeros."""
+    block exactly (and every block past a table of fewer rows than keys, a compressed prefix).
+    A row that sees nothing gives zeros."""
     group = num_heads // kv_heads
     k, v = _repeat_heads(k, group), _repeat_heads(v, group)
     weights = np.asarray(counts, dtype=np.float64)
@@ -487,7 +497,9 @@ def compressed_attention(
     if causal:
         if key_tokens is None or value_tokens is None:
             raise ValueError("causal compressed attention needs the raw key and value tokens")
-        clusters, raw = causal_visibility(q.shape[2], k.shape[2], block, causal_offset)
+        clusters, raw = causal_visibility(
+            q.shape[2], key_tokens.shape[2], block, causal_offset, compressed=k.shape[2]
+        )
         raw_scores = _scores(q, _repeat_heads(key_tokens, group), scale, softcap)
         raw_visible = raw[None, None]
         if mask is not None:

@@ -627,6 +627,10 @@ def _cluster(
 ) -> list[Array]:
     source, role = op.attributes.get("ctac.source"), op.attributes.get("ctac.role")
     label = "/".join(a.data if isinstance(a, StringAttr) else "" for a in (source, role))
+    rows = cta.clustered_positions(op)  # all positions, or a causal attention's prefix
+    tokens = tokens[..., :rows, :]
+    mask = mask[..., :rows] if mask is not None else None
+    alone = alone[..., :rows] if alone is not None else None
     result = compression.cluster(
         tokens,
         mask,
@@ -650,7 +654,7 @@ def _keep_top(op: cta.KeepTopOp, q: Array, k: Array, mask: Array | None) -> list
 
 @semantics(cta.PoolOp)
 def _pool(op: cta.PoolOp, tokens: Array, ids: Array) -> list[Array]:
-    return [compression.pool(tokens, ids)]
+    return [compression.pool(tokens[..., : ids.shape[-1], :], ids)]  # ids of a prefix: its tokens
 
 
 @semantics(cta.RecoverOp)

@@ -14,7 +14,7 @@ from ctac.hw import load_hardware
 from ctac.importer import import_model
 from ctac.passes.cta_compress import cta_compress
 from ctac.pipeline import run_passes
-from ctac.policy import decide, expected_clusters, keep_exact_option
+from ctac.policy import decide, expected_clusters, policy_options
 from ctac.runtime.costmodel import simulate
 from ctac.runtime.program import read_program
 
@@ -57,7 +57,7 @@ def test_long_sequences_compress_where_clusters_are_few() -> None:
     assert not any(d.compress for d in none)
     assert all(d.cta_cycles > d.exact_cycles for d in none)
     assert all(d.compress and d.cta_cycles < d.exact_cycles for d in quarter)
-    assert keep_exact_option(none) == "keep-exact=0,1" and keep_exact_option(quarter) == ""
+    assert policy_options(none) == "keep-exact=0,1" and policy_options(quarter) == ""
     assert "compress: block 0" in quarter[0].reason
 
 

@@ -24,7 +24,8 @@ Dynamic sizes: CLUSTER's `scan` is its own measured comparisons per token and `t
 unit's clusters (a bound on the rows before the chunk); CLUSTER_READ's rows and the centroid
 STOREs are the clusters less the tile's first row (a tile past the last cluster is skipped).
 The consumers (pool, compressed attention, recover) size their work by a sequence's first
-CLUSTER_READ: `lowering.cluster_instructions[op][sequence]` (non-causal clusterings only).
+CLUSTER_READ: `lowering.cluster_instructions[op][sequence]` (non-causal clusterings), or a causal
+block's: `lowering.block_readouts[op][sequence, block start]`.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
             f"clustering method '{method}' (or max_clusters) has no CLUSTER form; use hash-leader"
         )
     shape = ox.shape_of(op.tokens)
-    lead, (n, dim) = shape[:-2], shape[-2:]
+    lead, (stride, dim) = shape[:-2], shape[-2:]  # `stride` tokens per sequence in DRAM
+    n = cta.clustered_positions(op)  # of which the first n are clustered (a causal prefix)
     block = op.int_attr("block", 0)
     unit = block if 0 < block < n else n
     if unit > MAX_ROWS:
@@ -161,6 +163,7 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
     spill = lowering.arena.allocate(spill_size) if spill_size else 0
     table = {"cols": dim, "spill": spill, "resident": resident}
     readouts = lowering.cluster_instructions.setdefault(op, []) if unit == n else []
+    block_readouts = lowering.block_readouts.setdefault(op, {}) if block > 0 else {}
     continued: list[Emitted] = []  # the current unit's CLUSTERs after its first
     first_readout: list[Emitted] = []  # the current unit's first CLUSTER_READ
 
@@ -178,6 +181,8 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
         if row0 == 0:
             if segment.unit == 0 and unit == n:
                 readouts.append(readout)
+            if block > 0:
+                block_readouts[segment.sequence, segment.unit] = readout
             for cluster in continued:  # rows before each chunk: at most the unit's clusters
                 cluster.dynamic.append(("table_rows", readout, 0))
             continued.clear()
@@ -196,11 +201,20 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
         source, slot = token_slots.next(), table_slots.next()
         codes, id_column = in_slots.next(), out_slots.next()
         valid, count_row = codes + tile, id_column + tile
-        lowering.load(ACT, source, tokens.address + flat0 * dim, total, dim, dim)
+        if n == stride:  # sequences back to back in DRAM: one LOAD
+            lowering.load(ACT, source, tokens.address + flat0 * dim, total, dim, dim)
+        else:  # a prefix of each sequence: a LOAD per sequence the tile spans
+            filled = 0
+            for sequence, rows in _sequence_runs(segments):
+                start = (
+                    tokens.address + (sequence * stride + _first_start(segments, sequence)) * dim
+                )
+                lowering.load(ACT, source + filled * dim, start, rows, dim, dim)
+                filled += rows
         if alone is not None:
-            _load_token_column(lowering, op.alone, alone, codes + 2 * tile, segments, lead, n)
+            _load_token_column(lowering, op.alone, alone, codes + 2 * tile, segments, lead, stride)
         if mask is not None:
-            _load_token_column(lowering, op.mask, mask, valid, segments, lead, n)
+            _load_token_column(lowering, op.mask, mask, valid, segments, lead, stride)
         if planes is not None:
             lowering.emit("HASH", dst=VEC, dst_addr=codes, src=ACT, src_addr=source, proj=VEC,
                           proj_addr=planes, rows=total, cols=dim, bits=bits)  # fmt: skip
@@ -249,6 +263,18 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
             lowering.store(VEC, count_row, counts.address + flat, 1, rows, rows)
     if spill_size:
         lowering.arena.release(spill, spill_size)
+
+
+def _sequence_runs(segments: list[Segment]) -> list[tuple[int, int]]:
+    """(sequence, tokens) of each run of a tile's segments from one sequence."""
+    return [
+        (sequence, sum(s.rows for s in run))
+        for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence)
+    ]
+
+
+def _first_start(segments: list[Segment], sequence: int) -> int:
+    return next(s.start for s in segments if s.sequence == sequence)
 
 
 def _load_token_column(

@@ -15,7 +15,7 @@ from ctac.passes.lower_to_isa.attention import (
 )
 from ctac.passes.lower_to_isa.compression import cluster_of
 from ctac.passes.lower_to_isa.core import Lowering, lowering
-from ctac.passes.lower_to_isa.memory import Unsupported, split_ranges
+from ctac.passes.lower_to_isa.memory import Unsupported, elements, split_ranges
 
 
 @lowering(cta.CompressedAttentionOp)
@@ -72,8 +72,10 @@ def lower_block_causal_attention(lowering: Lowering, op: cta.CompressedAttention
     b = p // B sees the cluster rows of blocks before b (rows [0, b * B) of the centroid tensors,
     count-weighted; unused rows have count 0) and the raw keys b * B <= j <= p. Query tiles lie
     inside one block, so each runs plain key tiles over [0, b * B) of the centroids and causal
-    key tiles over its own block's raw keys: no mask in memory. Sizes are nominal (the clusters
-    of each block are not recorded)."""
+    key tiles over its own block's raw keys: no mask in memory. A key tile over an earlier block
+    is sized by the clusters that block formed (its CLUSTER_READ), so the cost model charges
+    m_j rows of block j, not `block`. With a table of P < kv_len rows (a compressed prefix of
+    P / B blocks), a query past it sees the prefix's clusters and raw keys from P on."""
     if op.key_tokens is None or op.value_tokens is None:
         raise Unsupported("block-causal compressed attention needs the raw keys and values")
     q, k, v = (lowering.tensor(x) for x in (op.query, op.key, op.value))
@@ -81,33 +83,43 @@ def lower_block_causal_attention(lowering: Lowering, op: cta.CompressedAttention
     counts, out = lowering.tensor(op.counts), lowering.tensors[op.output]
     mask = lowering.tensor(op.mask) if op.mask is not None else None
     batch, heads, q_len, head_dim = ox.shape_of(op.query)
-    kv_heads, kv_len = ox.shape_of(op.key)[1], ox.shape_of(op.key)[2]
+    kv_heads, kv_len = ox.shape_of(op.key_tokens)[1], ox.shape_of(op.key_tokens)[2]
+    table = ox.shape_of(op.key)[2]  # cluster rows: kv_len, or a prefix of whole blocks
     value_dim = ox.shape_of(op.value)[3]
     group = heads // kv_heads
     block = op.int_attr("block", 0) or kv_len
+    compressed_blocks = -(-table // block)
     offset = op.int_attr("causal_offset", kv_len - q_len)
     shape = _shape(op, head_dim, value_dim)
     tq, tk = attention_tiles(lowering, min(q_len, block), kv_len, shape)
+    key_clustering = cluster_of(op.key)
+    readouts = lowering.block_readouts.get(key_clustering, {})
+    sequences = elements(ox.shape_of(key_clustering.tokens)[:-2]) if key_clustering else 0
     tiles = []
     for b in range(batch):
         for h in range(heads):
-            kv_base = (b * kv_heads + h // group) * kv_len
-            count_base = (
-                counts.address + _counts_row(ox.shape_of(op.counts), b, h // group) * kv_len
-            )
+            kv_base = (b * kv_heads + h // group) * kv_len  # raw keys and values
+            table_base = (b * kv_heads + h // group) * table  # cluster rows
+            sequence = _sequence_index(ox.shape_of(op.key), b, h // group, sequences)
+            count_base = counts.address + _counts_row(ox.shape_of(op.counts), b, h // group) * table
             for first, end, current in _query_blocks(q_len, kv_len, block, offset):
+                if current is not None:  # blocks past the table stay raw keys
+                    current = min(current, compressed_blocks)
                 for q0, rows in split_ranges(end - first, tq):
                     q0 += first
                     last_position = q0 + rows - 1 + offset
                     keys = []
-                    if current is not None:
+                    for first_row in range(0, (current or 0) * block, block):
+                        # Each earlier block's clusters fill its first rows: tiles sized by them.
+                        readout = readouts.get((sequence, first_row))
                         keys += [
                             KeyTile(
-                                k.address + (kv_base + k0) * head_dim,
-                                v.address + (kv_base + k0) * value_dim, cols,
-                                counts=count_base + k0,
+                                k.address + (table_base + first_row + k0) * head_dim,
+                                v.address + (table_base + first_row + k0) * value_dim, cols,
+                                counts=count_base + first_row + k0, cluster=readout,
+                                cluster_offset=k0,
                             )
-                            for k0, cols in split_ranges(current * block, tk)
+                            for k0, cols in split_ranges(block, tk)
                         ]  # fmt: skip
                     start = current * block if current is not None else 0
                     stop = max(start + 1, min(kv_len, last_position + 1))

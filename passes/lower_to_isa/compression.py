@@ -90,7 +90,7 @@ def lower_pool(lowering: Lowering, op: cta.PoolOp) -> None:
     (B, n, d) shared by per-head ids (B, H, n) are streamed once per (batch, head) table."""
     shape = ox.shape_of(op.output)
     lead, (n, dim) = shape[:-2], shape[-2:]
-    tokens_lead = ox.shape_of(op.tokens)[:-2]
+    tokens_lead, stride = ox.shape_of(op.tokens)[:-2], ox.shape_of(op.tokens)[-2]
     ids_lead = ox.shape_of(op.ids)[:-1]
     tokens, ids, out = (
         lowering.tensor(op.tokens),
@@ -121,7 +121,7 @@ def lower_pool(lowering: Lowering, op: cta.PoolOp) -> None:
                 lowering.next_stage()
                 source, column = token_slots.next(), id_slots.next()
                 lowering.load(
-                    ACT, source, tokens.address + (token_row * n + p0) * dim, count, dim, dim
+                    ACT, source, tokens.address + (token_row * stride + p0) * dim, count, dim, dim
                 )
                 lowering.load(VEC, column, ids.address + row * n + p0, count, 1, 1)
                 if not wrote_ones:

@@ -120,6 +120,9 @@ class Lowering:
         self.persistent_top = 0
         self.hash_planes: dict[Operation, int] = {}
         self.cluster_instructions: dict[Operation, list[Emitted]] = {}
+        # A causal (blocked) clustering's first CLUSTER_READ per (sequence, block start): what
+        # sizes the block-causal attention's key tiles over that block's clusters.
+        self.block_readouts: dict[Operation, dict[tuple[int, int], Emitted]] = {}
 
     # ------------------------------------------------------------------ emission helpers
     def emit(self, name: str, **fields) -> Emitted:
