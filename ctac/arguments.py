@@ -63,7 +63,7 @@ COMPRESSION_FLAGS: list[tuple[str, dict]] = [
     ("--tau-kv", dict(type=float, default=0.3, help="CTA merge threshold for keys and values (default 0.3)")),
     ("--hash-bits", dict(type=int, default=4, help="sign-random-projection bits of the CTA buckets")),
     ("--cta-granularity", dict(choices=["head", "input"], default="head", help="cluster per (sequence, head) after the projections, or the layer input before them")),
-    ("--cta-block", dict(type=int, default=64, help="block size of the causal CTA scheme")),
+    ("--cta-block", dict(type=int, default=None, help="block size of the causal CTA scheme (default: the cost policy's choice of 64-512 per layer; 64 with --cta-policy always)")),
     ("--cta-values", dict(choices=["project", "pooled-input"], default="project", help="head placement: pool the projected V over the key clusters (project), or pool the layer input per head and project only the clusters (pooled-input; same values)")),
     ("--cta-window", dict(type=int, default=DEFAULT_WINDOW, metavar="W", help=WINDOW_HELP)),
     ("--cta-keep-top", dict(type=int, default=0, metavar="K", help="head placement: keep the K keys of each (sequence, head) with the largest estimated attention mass (mean query . key) out of clustering (0, the default: none)")),

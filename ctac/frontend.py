@@ -22,6 +22,8 @@ MODE_FLAGS = {
             "cluster_ratio", "cta_settings"),
     "elsa": ("elsa_bits", "elsa_threshold"),
 }  # fmt: skip
+# Causal CTA's key block size when neither --cta-block nor the cost policy sets it.
+DEFAULT_CAUSAL_BLOCK = 64
 # A merge threshold is a relative distance (||x - c|| <= tau ||c||): at 2 any token merges
 # with any cluster of its norm, so larger values mean nothing more.
 MAX_TAU = 2.0
@@ -40,6 +42,9 @@ def check_compression_flags(args: argparse.Namespace) -> None:
                 f"{flag_mode}, but this compile is --attention {mode}; add --attention "
                 f"{flag_mode} or leave {'them' if len(ignored) > 1 else 'it'} out"
             )
+    block = getattr(args, "cta_block", None)
+    if block is not None and block < 1:
+        raise CtacError(f"--cta-block {block} is out of range: a causal block holds >= 1 position")
     for name in ("tau", "tau_kv"):
         value = getattr(args, name, None)
         if value is not None and not 0 <= value <= MAX_TAU:
@@ -100,7 +105,8 @@ def compress_spec(args: argparse.Namespace, extra: str = "") -> str:
         extra = " ".join(filter(None, [f"layer-scale={scale}" if scale else "", extra]))
     return (
         f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv} hash-bits={args.hash_bits} "
-        f"method={args.cta_method} granularity={args.cta_granularity} block={args.cta_block}"
+        f"method={args.cta_method} granularity={args.cta_granularity} "
+        f"block={args.cta_block or DEFAULT_CAUSAL_BLOCK}"
         # only when asked: the default spec text stays as it was
         + (" values=pooled-input" if getattr(args, "cta_values", "") == "pooled-input" else "")
         + (" keys=shared" if getattr(args, "cta_keys", "") == "shared" else "")
@@ -153,7 +159,7 @@ def policy_decisions(detected, args: argparse.Namespace) -> list:
     """The cost policy's decision for each attention of the detected module (unchanged), at the
     --cluster-ratio or the --cta-settings file's ratios and buckets."""
     from ctac.hw import load_hardware
-    from ctac.policy import decide
+    from ctac.policy import CAUSAL_BLOCK_SIZES, decide
 
     settings = cta_settings(args)
     ratio = args.cluster_ratio
@@ -163,9 +169,12 @@ def policy_decisions(detected, args: argparse.Namespace) -> list:
         # A calibration's observed ratios, each layer and role its own; else no merging.
         ratio = settings.expectation() if settings is not None else 1.0
     buckets = settings.buckets if settings is not None else 1.0
+    # Without --cta-block, a causal layer's key blocks are the policy's to size.
+    sizes = (args.cta_block,) if args.cta_block else CAUSAL_BLOCK_SIZES
     return decide(
-        detected, compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio, buckets
-    )
+        detected, compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio, buckets,
+        sizes,
+    )  # fmt: skip
 
 
 def compile_arguments(model: str, **values: object) -> argparse.Namespace:

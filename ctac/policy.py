@@ -12,9 +12,11 @@ cycle counts and its reason.
 
 Causal attention is also decided per tile of keys. Under the block-causal scheme a key block's
 clusters serve only the queries of later blocks, while clustering it costs the same wherever it
-is, so the last blocks pay least: the useful compressed set is a prefix of the key blocks. The
-policy compiles the compressed form at a few prefix lengths (`compressed-blocks`), and each
-causal layer takes the cheapest of them, or exact attention.
+is, so the last blocks pay least: the useful compressed set is a prefix of the key blocks. And
+the block size trades raw keys (a query sees its own block exactly) against tile size (each
+earlier block is one key tile, its clusters' rows; small tiles use the PE array poorly). The
+policy compiles the compressed form at each block size (`causal-block`) and then at a few prefix
+lengths (`compressed-blocks`); each causal layer takes the cheapest, or exact attention.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ class LayerDecision:
     cta_cycles: int
     cluster_ratio: float
     reason: str
-    # Causal attention: the leading key blocks clustered, of how many (0, 0: not causal).
+    # Causal attention: the leading key blocks clustered, of how many, and their size in
+    # positions (0, 0, 0: not causal, or the spec's block).
     compressed_blocks: int = 0
     key_blocks: int = 0
+    block_size: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -130,9 +134,12 @@ def decide(
     hw: Hardware,
     cluster_ratio: float | ClusterExpectation = DEFAULT_CLUSTER_RATIO,
     buckets: float = 1.0,
+    block_sizes: tuple[int, ...] = (),
 ) -> list[LayerDecision]:
     """One decision per attention of the detected module (left unchanged), each layer at its
-    own expected clusters when `cluster_ratio` is a ClusterExpectation."""
+    own expected clusters when `cluster_ratio` is a ClusterExpectation. A causal layer also
+    takes the cheapest of `block_sizes` (its key blocks; none given: the spec's `block`) and
+    the cheapest prefix of those blocks to cluster."""
     from ctac.emit import compile_module
     from ctac.passes.assign_layers import layers_of
     from ctac.pipeline import run_passes
@@ -146,7 +153,7 @@ def decide(
         return []
     exact = compile_module(detected.clone(), hw)
     exact_profile = simulate(exact, hw)
-    exact_blocks = per_block(exact_profile)
+    exact_spans = per_block(exact_profile)
     # "layer k", or "encoder/decoder layer k" in an encoder-decoder model (runtime/profile.py).
     block_names = layer_block_names(exact_profile)
     expectation = (
@@ -154,47 +161,58 @@ def decide(
         if isinstance(cluster_ratio, ClusterExpectation)
         else ClusterExpectation(cluster_ratio, buckets)
     )
+    every = len(attentions)
+    compiled: dict[tuple[int, int], tuple[dict, list[int]]] = {}
 
-    def block_cycles(compressed_blocks: int) -> tuple[dict, list[int]]:
-        """Per transformer block span cycles of the compressed form, causal attentions
-        clustering their first `compressed_blocks` key blocks (0: all but the last); and each
-        attention's key blocks (0: not causal)."""
-        module = detected.clone()
-        spec = compress_spec
-        if compressed_blocks:
-            counts = ",".join([str(compressed_blocks)] * len(attentions))
-            spec = f"{spec[:-1]} compressed-blocks={counts}}}"
-        run_passes(module, spec)
-        program = compile_module(module, hw)
-        profile = simulate(program, hw, expected_clusters(program, expectation))
-        return per_block(profile), key_blocks(module, len(attentions))
+    def compressed(size: int, count: int) -> tuple[dict, list[int]]:
+        """Per transformer block span cycles of the compressed form, causal attentions in key
+        blocks of `size` (0: the spec's) clustering their first `count` (0: all but the last);
+        and each attention's key blocks (0: not causal)."""
+        if (size, count) not in compiled:
+            options = [
+                f"{name}={','.join([str(value)] * every)}"
+                for name, value in (("causal-block", size), ("compressed-blocks", count))
+                if value
+            ]
+            spec = f"{compress_spec[:-1]} {' '.join(options)}}}" if options else compress_spec
+            module = detected.clone()
+            run_passes(module, spec)
+            program = compile_module(module, hw)
+            profile = simulate(program, hw, expected_clusters(program, expectation))
+            compiled[size, count] = per_block(profile), key_blocks(module, every)
+        return compiled[size, count]
 
-    default_blocks, blocks_of = block_cycles(0)
-    # Causal layers: the cycles at each candidate prefix (the default is all blocks but the last).
-    candidates = {max(blocks_of) - 1: default_blocks} if max(blocks_of, default=0) > 1 else {}
-    for count in prefix_candidates(max(blocks_of, default=0)):
-        if count not in candidates:
-            candidates[count] = block_cycles(count)[0]
+    def span(table: dict, layer_name: str) -> int:
+        return int(table.get(layer_name, {}).get("span_cycles", 0))
+
+    causal = any(op.int_attr("causal", 0) for op in attentions)
+    sizes = block_sizes if causal and block_sizes else (0,)
     decisions = []
     for index, attention in enumerate(attentions):
         layer = layers.get(attention, index)
-        block = block_names.get(layer, f"layer {layer}")
-        exact_cycles = int(exact_blocks.get(block, {}).get("span_cycles", 0))
-        cta_cycles = int(default_blocks.get(block, {}).get("span_cycles", 0))
-        chosen, tried = 0, ""
-        if blocks_of[index] > 1:  # causal over several key blocks: the cheapest prefix
-            spans = {
-                count: int(table.get(block, {}).get("span_cycles", 0))
-                for count, table in candidates.items()
-                if count < blocks_of[index]
-            }
-            chosen = min(spans, key=lambda count: (spans[count], count))  # ties: less clustering
-            cta_cycles = spans[chosen]
-            tried = (
-                f"; its first {chosen} of {blocks_of[index]} key blocks clustered (tried "
-                + ", ".join(f"{count}: {spans[count]:,}" for count in sorted(spans))
-                + ")"
-            )
+        layer_name = block_names.get(layer, f"layer {layer}")
+        exact_cycles = span(exact_spans, layer_name)
+        cta_cycles = span(compressed(sizes[0], 0)[0], layer_name)
+        size = count = key_count = 0
+        tried = ""
+        # Causal over several key blocks: the cheapest block size (each clustering all its
+        # blocks but the last), then the cheapest prefix of its blocks.
+        by_size = {
+            s: span(compressed(s, 0)[0], layer_name)
+            for s in sizes
+            if compressed(s, 0)[1][index] > 1
+        }
+        if by_size:
+            size = min(by_size, key=lambda s: (by_size[s], -s))  # ties: more raw keys
+            key_count = compressed(size, 0)[1][index]
+            spans = {key_count - 1: by_size[size]}
+            for candidate in prefix_candidates(key_count):
+                spans.setdefault(candidate, span(compressed(size, candidate)[0], layer_name))
+            count = min(spans, key=lambda c: (spans[c], c))  # ties: less clustering
+            cta_cycles = spans[count]
+            if len(by_size) > 1:
+                tried += "; key blocks of " + _tried(by_size, size)
+            tried += f"; its first {count} of {key_count} key blocks clustered ({_tried(spans)})"
         source = attention.attributes.get("ctac.source")
         name = getattr(source, "data", f"attention {index}")
         pays = 0 < cta_cycles < exact_cycles
@@ -206,12 +224,20 @@ def decide(
         decisions.append(
             LayerDecision(
                 index, layer, name, pays, exact_cycles, cta_cycles, expectation.largest(index),
-                reason, chosen, blocks_of[index],
+                reason, count, key_count, size,
             )
         )  # fmt: skip
     return decisions
 
 
+def _tried(cycles: dict[int, int], chosen: int | None = None) -> str:
+    """'256 (tried 64: 1,234, 256: 999)' or 'tried 1: 1,234, 2: 999'."""
+    listed = ", ".join(f"{key}: {cycles[key]:,}" for key in sorted(cycles))
+    return f"{chosen} (tried {listed})" if chosen is not None else f"tried {listed}"
+
+
+# Key block sizes the policy tries for causal attention when --cta-block is not given.
+CAUSAL_BLOCK_SIZES = (64, 128, 256, 512)
 MAX_PREFIX_CANDIDATES = 6  # compiles per decision beyond the default prefix
 
 
@@ -261,7 +287,10 @@ def policy_options(decisions: list[LayerDecision]) -> str:
     causal layers' compressed key blocks (compressed-blocks); "" if neither."""
     kept = [str(d.attention) for d in decisions if not d.compress]
     options = [f"keep-exact={','.join(kept)}"] if kept else []
-    if any(d.compressed_blocks for d in decisions):
-        blocks = ",".join(str(d.compressed_blocks) for d in decisions)
-        options.append(f"compressed-blocks={blocks}")
+    for name, values in (
+        ("compressed-blocks", [d.compressed_blocks for d in decisions]),
+        ("causal-block", [d.block_size for d in decisions]),
+    ):
+        if any(values):
+            options.append(f"{name}={','.join(str(value) for value in values)}")
     return " ".join(options)

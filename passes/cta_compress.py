@@ -381,9 +381,11 @@ def rewrite_attention(
     tau_q: float,
     tau_kv: float,
     compressed_blocks: int = 0,
+    causal_block: int = 0,
 ) -> CompressionReport:
     """Replace one `cta.attention` by its compressed form (or leave it and say why); a causal
-    one clusters its first `compressed_blocks` key blocks (0: all but the last)."""
+    one clusters its first `compressed_blocks` key blocks (0: all but the last) of
+    `causal_block` positions (0: options.block)."""
     source_attr = attention.attributes.get("ctac.source")
     source = source_attr.data if isinstance(source_attr, StringAttr) else "attention"
     kind = attention.str_attr("mask_kind", "none")
@@ -400,12 +402,13 @@ def rewrite_attention(
     name = attention.output.name_hint
     x = _common_input(attention)
     if causal:
-        prefix = causal_prefix(kv_len, options.block, compressed_blocks)
+        block_size = causal_block or options.block
+        prefix = causal_prefix(kv_len, block_size, compressed_blocks)
         keys = _cluster(
-            attention.key, mask, tau_kv, options, source, "kv", block=options.block, rows=prefix
+            attention.key, mask, tau_kv, options, source, "kv", block=block_size, rows=prefix
         )
         values = _pool(attention.value, keys.ids)
-        extra = {"causal": IntegerAttr(1, i64), "block": IntegerAttr(options.block, i64)}
+        extra = {"causal": IntegerAttr(1, i64), "block": IntegerAttr(block_size, i64)}
         offset = attention.int_attr("causal_offset")
         if offset is not None:
             extra["causal_offset"] = IntegerAttr(offset, i64)
@@ -488,6 +491,7 @@ def compress_function(
     layer_scale: tuple[float, ...] = (),
     keep_exact: tuple[int, ...] = (),
     compressed_blocks: tuple[int, ...] = (),
+    causal_block: tuple[int, ...] = (),
 ) -> list[CompressionReport]:
     attentions = [op for op in function.body.block.ops if isinstance(op, cta.AttentionOp)]
     reports = []
@@ -499,9 +503,10 @@ def compress_function(
             continue
         factor = layer_scale[min(index, len(layer_scale) - 1)] if layer_scale else 1.0
         blocks = compressed_blocks[index] if index < len(compressed_blocks) else 0
+        size = causal_block[index] if index < len(causal_block) else 0
         reports.append(
             rewrite_attention(
-                attention, options, options.tau_q * factor, options.tau_kv * factor, blocks
+                attention, options, options.tau_q * factor, options.tau_kv * factor, blocks, size
             )
         )
     remove_dead_ops(function)
@@ -525,8 +530,10 @@ class CtaCompressPass(ModulePass, CompressOptions):
     # (ctac/policy.py) found that compression does not pay.
     keep_exact: tuple[int, ...] = field(default=())
     # Per attention (program order): how many leading key blocks a causal one clusters (0: all
-    # but the last), where the policy found that later blocks pay more as raw keys.
+    # but the last), where the policy found that later blocks pay more as raw keys; and the
+    # size of its key blocks (0: `block`).
     compressed_blocks: tuple[int, ...] = field(default=())
+    causal_block: tuple[int, ...] = field(default=())
 
     def options(self) -> CompressOptions:
         # Python callers may pass CtaCompressPass(tau_q=1): each value is converted to its
@@ -545,6 +552,7 @@ class CtaCompressPass(ModulePass, CompressOptions):
             tuple(float(f) for f in self.layer_scale),
             tuple(int(i) for i in self.keep_exact),
             tuple(int(i) for i in self.compressed_blocks),
+            tuple(int(i) for i in self.causal_block),
         )
 
 
@@ -554,6 +562,7 @@ def cta_compress(
     layer_scale: tuple[float, ...] = (),
     keep_exact: tuple[int, ...] = (),
     compressed_blocks: tuple[int, ...] = (),
+    causal_block: tuple[int, ...] = (),
 ) -> list[CompressionReport]:
     """Compress every attention of every function; returns one report per attention layer."""
     options = options or CompressOptions()
@@ -562,10 +571,14 @@ def cta_compress(
         raise CtacError("cta-compress: layer-scale factors must be > 0")
     if any(b < 0 for b in compressed_blocks):
         raise CtacError("cta-compress: compressed-blocks must be >= 0 (0: all but the last)")
+    if any(b < 0 for b in causal_block):
+        raise CtacError("cta-compress: causal-block sizes must be >= 0 (0: block)")
     reports: list[CompressionReport] = []
     for function in module.ops:
         if isinstance(function, func.FuncOp):
             reports.extend(
-                compress_function(function, options, layer_scale, keep_exact, compressed_blocks)
+                compress_function(
+                    function, options, layer_scale, keep_exact, compressed_blocks, causal_block
+                )
             )
     return reports

@@ -60,6 +60,10 @@ def op_work(op: Operation) -> tuple[float, float, bool]:
     if isinstance(op, ox.ConvOp):
         kernel = _size(op.W) // ox.shape_of(op.W)[0]
         return 2.0 * _size(op.Y) * kernel, moved * BYTES, True
+    if isinstance(op, ox.ConvTransposeOp):
+        # W (C, M/group, k...): every input element meets M/group x k... weights.
+        per_input = _size(op.W) // ox.shape_of(op.W)[0]
+        return 2.0 * _size(op.X) * per_input, moved * BYTES, True
     if isinstance(op, cta.AttentionOp):
         batch, heads, q_len, head_dim = ox.shape_of(op.query)
         kv_len, value_dim = ox.shape_of(op.key)[2], ox.shape_of(op.value)[3]

@@ -18,6 +18,7 @@ from ctac.hw import load_hardware
 from ctac.importer import import_model
 from ctac.passes.cta_compress import causal_prefix, cta_compress
 from ctac.pipeline import run_passes
+from ctac.policy import CAUSAL_BLOCK_SIZES as CAUSAL_BLOCKS
 from ctac.policy import decide, expected_clusters, policy_options, prefix_candidates
 from ctac.runtime import compression
 from ctac.runtime.costmodel import effective_fields, simulate
@@ -176,3 +177,38 @@ def test_bad_prefixes_are_refused() -> None:
 
     with pytest.raises((VerifyException, CtacError), match="prefix of whole blocks"):
         parse_module(text).verify()
+
+
+def test_the_policy_sizes_each_causal_layers_key_blocks() -> None:
+    """Small blocks keep few raw keys per query but make each earlier block a key tile of its
+    own; at 2048 tokens and 0.1 clusters per token, blocks of 256 are the cheapest of 64-512
+    (the tiles of 64-position blocks hold ~7 cluster rows: a fifth of the PE array's width)."""
+    module = gpt2_long(2048)
+    decisions = decide(module, SPEC % (64, ""), HW, cluster_ratio=0.1, block_sizes=CAUSAL_BLOCKS)
+    assert [(d.compress, d.block_size, d.compressed_blocks) for d in decisions] == [
+        (True, 256, 7)
+    ] * 2
+    assert "key blocks of 256 (tried 64: " in decisions[0].reason
+    assert policy_options(decisions) == "compressed-blocks=7,7 causal-block=256,256"
+    small = decide(module, SPEC % (64, ""), HW, cluster_ratio=0.1, block_sizes=(64,))
+    assert all(d.cta_cycles < 0.8 * s.cta_cycles for d, s in zip(decisions, small, strict=True))
+
+
+def test_cta_block_given_is_kept_and_checked(tmp_path, capsys) -> None:
+    from ctac.cli import main
+    from ctac.runtime.program import read_program
+
+    model, shape = str(MODELS / "gpt2_long.onnx"), "input_ids=1x1024,attention_mask=1x1024"
+    flags = ["--attention", "cta", "--cluster-ratio", "0.1"]
+    out = tmp_path / "g.ctab"
+    assert main(["compile", model, "--shape", shape, *flags, "-o", str(out)]) == 0
+    chosen = capsys.readouterr().err
+    assert chosen.count("key blocks of ") == 2  # the policy sized them
+    assert main(["compile", model, "--shape", shape, *flags, "--cta-block", "128",
+                 "-o", str(out)]) == 0  # fmt: skip
+    given = capsys.readouterr().err
+    assert "key blocks of " not in given and given.count("key blocks clustered") == 2
+    hashed = sum(f["rows"] for name, f in read_program(out).instructions if name == "HASH")
+    assert hashed % 128 == 0
+    assert main(["compile", model, "--shape", shape, *flags, "--cta-block", "0"]) == 2
+    assert "error: --cta-block 0 is out of range" in capsys.readouterr().err

@@ -211,3 +211,18 @@ def test_refused_conv_names_the_limit(tmp_path: Path) -> None:
     message = str(refused.value)
     assert message.startswith("1 op(s) cannot be lowered to the CTA-ISA:")
     assert "'y' (onnx.Conv): an act buffer half of 0 elements cannot hold one element" in message
+
+
+def test_gpu_roofline_counts_conv_transpose_macs(tmp_path: Path) -> None:
+    """The V100 model charges ConvTranspose its products on the tensor cores: every input
+    element times the M/group x k x k weights it meets, 2 FLOPs each (not one per output)."""
+    from ctac.dialects import onnx as ox
+    from ctac.runtime.gpu import op_work
+
+    model = _model("ConvTranspose", (2, 4, 3, 3), (4, 3, 2, 2), True, strides=[2, 2])
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    imported = import_model(path, {"x": [2, 4, 3, 3]})
+    (op,) = [op for op in imported.module.walk() if isinstance(op, ox.ConvTransposeOp)]
+    flops, _, tensor_cores = op_work(op)
+    assert tensor_cores and flops == 2.0 * (2 * 4 * 3 * 3) * (3 * 2 * 2)
