@@ -141,7 +141,8 @@ def write_atomically(path: str | os.PathLike[str], data: bytes | Iterable[bytes]
 
 def _catch_termination() -> dict:
     """While a file is written, SIGTERM and SIGHUP raise _Signalled (main thread only: Python
-    delivers signals there); returns the previous handlers."""
+    delivers signals there); returns the previous handlers. A signal the process ignores (SIGHUP
+    under nohup) stays ignored: its usual course is to change nothing."""
     if threading.current_thread() is not threading.main_thread():
         return {}
 
@@ -151,7 +152,8 @@ def _catch_termination() -> dict:
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):
-            previous[signum] = signal.signal(signum, interrupt)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, interrupt)
     return previous
 
 

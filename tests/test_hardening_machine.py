@@ -404,14 +404,37 @@ files.write_atomically(sys.argv[1], b"x" * 100000)
 """
 
 
+def _default_hangup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def test_class12_an_ignored_hangup_stays_ignored_while_writing(tmp_path: Path) -> None:
+    """Under nohup SIGHUP is ignored; a write must not turn it into an abort."""
+    from ctac.files import _catch_termination, _restore_handlers
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        handlers = _catch_termination()
+        try:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.SIGHUP not in handlers and signal.SIGTERM in handlers
+        finally:
+            _restore_handlers(handlers)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_class12_signals_leave_no_temporary(tmp_path: Path, signum: int) -> None:
     from ctac.files import write_atomically
 
     target = tmp_path / "out.ctab"
     target.write_bytes(b"old")
+    # The signals' default course in the writer, even when this run inherited an ignored SIGHUP
+    # (nohup), which the writer would rightly keep ignoring.
     writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target)],
-                              stdout=subprocess.PIPE, cwd=REPO)  # fmt: skip
+                              stdout=subprocess.PIPE, cwd=REPO,
+                              preexec_fn=_default_hangup)  # fmt: skip
     assert writer.stdout.readline() == b"writing\n"
     assert len(leftovers(tmp_path)) == 1
     writer.send_signal(signum)
