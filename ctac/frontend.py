@@ -171,10 +171,24 @@ def policy_decisions(detected, args: argparse.Namespace) -> list:
     buckets = settings.buckets if settings is not None else 1.0
     # Without --cta-block, a causal layer's key blocks are the policy's to size.
     sizes = (args.cta_block,) if args.cta_block else CAUSAL_BLOCK_SIZES
-    return decide(
-        detected, compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio, buckets,
-        sizes,
-    )  # fmt: skip
+    bar = None
+    if sys.stderr.isatty():  # the policy compiles the model 2 to ~12 times: say so
+        from tqdm import tqdm
+
+        bar = tqdm(desc="cta policy", unit=" compiles", leave=False, file=sys.stderr)
+
+    def compiled(form: str) -> None:
+        bar.set_postfix_str(form, refresh=False)
+        bar.update()
+
+    try:
+        return decide(
+            detected, compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio,
+            buckets, sizes, compiled if bar is not None else None,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def compile_arguments(model: str, **values: object) -> argparse.Namespace:

@@ -22,6 +22,7 @@ lengths (`compressed-blocks`); each causal layer takes the cheapest, or exact at
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from xdsl.dialects import func
@@ -135,11 +136,12 @@ def decide(
     cluster_ratio: float | ClusterExpectation = DEFAULT_CLUSTER_RATIO,
     buckets: float = 1.0,
     block_sizes: tuple[int, ...] = (),
+    progress: Callable[[str], object] | None = None,
 ) -> list[LayerDecision]:
     """One decision per attention of the detected module (left unchanged), each layer at its
     own expected clusters when `cluster_ratio` is a ClusterExpectation. A causal layer also
     takes the cheapest of `block_sizes` (its key blocks; none given: the spec's `block`) and
-    the cheapest prefix of those blocks to cluster."""
+    the cheapest prefix of those blocks to cluster. `progress` hears of each form compiled."""
     from ctac.emit import compile_module
     from ctac.passes.assign_layers import layers_of
     from ctac.pipeline import run_passes
@@ -151,6 +153,8 @@ def decide(
     attentions = [op for op in function.body.block.ops if isinstance(op, cta.AttentionOp)]
     if not attentions:
         return []
+    tell = progress or (lambda what: None)
+    tell("exact")
     exact = compile_module(detected.clone(), hw)
     exact_profile = simulate(exact, hw)
     exact_spans = per_block(exact_profile)
@@ -175,6 +179,7 @@ def decide(
                 if value
             ]
             spec = f"{compress_spec[:-1]} {' '.join(options)}}}" if options else compress_spec
+            tell(" ".join(options) or "compressed")
             module = detected.clone()
             run_passes(module, spec)
             program = compile_module(module, hw)

@@ -184,7 +184,14 @@ def test_the_policy_sizes_each_causal_layers_key_blocks() -> None:
     own; at 2048 tokens and 0.1 clusters per token, blocks of 256 are the cheapest of 64-512
     (the tiles of 64-position blocks hold ~7 cluster rows: a fifth of the PE array's width)."""
     module = gpt2_long(2048)
-    decisions = decide(module, SPEC % (64, ""), HW, cluster_ratio=0.1, block_sizes=CAUSAL_BLOCKS)
+    heard: list[str] = []
+    decisions = decide(
+        module, SPEC % (64, ""), HW, cluster_ratio=0.1, block_sizes=CAUSAL_BLOCKS,
+        progress=heard.append,
+    )  # fmt: skip
+    # Each form compiled once: exact, 4 sizes, then 6 more prefixes of the 8 blocks of 256.
+    assert heard[0] == "exact" and len(heard) == len(set(heard)) == 1 + 4 + 6
+    assert "causal-block=256,256 compressed-blocks=1,1" in heard
     assert [(d.compress, d.block_size, d.compressed_blocks) for d in decisions] == [
         (True, 256, 7)
     ] * 2
