@@ -22,8 +22,6 @@ MODE_FLAGS = {
             "cluster_ratio", "cta_settings"),
     "elsa": ("elsa_bits", "elsa_threshold"),
 }  # fmt: skip
-# Causal CTA's key block size when neither --cta-block nor the cost policy sets it.
-DEFAULT_CAUSAL_BLOCK = 64
 # A merge threshold is a relative distance (||x - c|| <= tau ||c||): at 2 any token merges
 # with any cluster of its norm, so larger values mean nothing more.
 MAX_TAU = 2.0
@@ -99,6 +97,8 @@ def elsa_spec(args: argparse.Namespace) -> str:
 
 
 def compress_spec(args: argparse.Namespace, extra: str = "") -> str:
+    from ctac.passes.cta_compress import CompressOptions
+
     settings = cta_settings(args)
     if settings is not None:
         scale = ",".join(f"{f:.4f}" for f in settings.layer_scale)
@@ -106,7 +106,8 @@ def compress_spec(args: argparse.Namespace, extra: str = "") -> str:
     return (
         f"cta-compress{{tau-q={args.tau} tau-kv={args.tau_kv} hash-bits={args.hash_bits} "
         f"method={args.cta_method} granularity={args.cta_granularity} "
-        f"block={args.cta_block or DEFAULT_CAUSAL_BLOCK}"
+        # without --cta-block: the pass's own default (the policy sizes causal blocks itself)
+        f"block={args.cta_block or CompressOptions.block}"
         # only when asked: the default spec text stays as it was
         + (" values=pooled-input" if getattr(args, "cta_values", "") == "pooled-input" else "")
         + (" keys=shared" if getattr(args, "cta_keys", "") == "shared" else "")

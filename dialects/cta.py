@@ -232,6 +232,12 @@ def _fits_rows(
         _fail(op, f"{what} shape {shape} should be {(*lead, n)} or {shared}")
 
 
+def is_block_prefix(rows: int, n: int, block: int) -> bool:
+    """Whether a table of `rows` rows may stand for `n` positions in blocks of `block`: all of
+    them, or a prefix of whole blocks (a causal attention's compressed prefix)."""
+    return rows == n or (block > 0 and 0 < rows < n and rows % block == 0)
+
+
 def clustered_positions(op: ClusterOp) -> int:
     """How many leading positions of each sequence `op` clusters: its results' rows (all n
     positions, or a causal attention's compressed prefix)."""
@@ -282,7 +288,7 @@ class ClusterOp(OnnxOp):
         lead, n = x[:-2], x[-2]
         rows = clustered_positions(self)
         block = self.int_attr("block", 0)
-        if rows != n and not (block > 0 and 0 < rows < n and rows % block == 0):
+        if not is_block_prefix(rows, n, block):
             _fail(self, f"results cluster {rows} of {n} positions: only a prefix of whole blocks")
         clustered = (*lead, rows, x[-1])
         if shape_of(self.centroids) != clustered or element_of(self.centroids) != element_of(
@@ -461,7 +467,7 @@ class CompressedAttentionOp(OnnxOp):
             if raw_k != (*k[:2], kv_seq, k[3]) or raw_v != (*v[:2], kv_seq, v[3]):
                 _fail(self, f"key_tokens/value_tokens must be shaped like key {k} and value {v}")
             block = self.int_attr("block", 0)
-            if k[2] != kv_seq and not (block > 0 and 0 < k[2] < kv_seq and k[2] % block == 0):
+            if not is_block_prefix(k[2], kv_seq, block):
                 _fail(self, f"a table of {k[2]} rows for {kv_seq} keys: a prefix of whole blocks")
             if self.mask is not None and shape_of(self.mask) != (k[0], kv_seq):
                 _fail(self, f"the key_padding mask must be {(k[0], kv_seq)}")

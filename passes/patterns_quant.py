@@ -41,11 +41,13 @@ def _dequantized(value: SSAValue, columns: int | None) -> tuple[SSAValue, np.nda
         return None
     for integers, scale in ((owner.A, owner.B), (owner.B, owner.A)):
         array = _constant(scale)
-        if array is None or array.dtype.kind != "f" or not is_int8_operand(integers):
+        if array is None or array.dtype.kind != "f":
             continue
-        if array.size == 1 or (
+        shaped = array.size == 1 or (
             columns is not None and array.shape in ((columns,), (1, columns)) and columns > 1
-        ):
+        )
+        # The cheap shape test first: is_int8_operand follows the graph for an integer range.
+        if shaped and is_int8_operand(integers):
             return integers, array
     return None
 

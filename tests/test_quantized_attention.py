@@ -274,6 +274,15 @@ MS = "com.microsoft"
 ORDERS = [("mul", "add"), ("mul",), ("add",), ()]
 
 
+def qoperator_module(tmp_path: Path, order: tuple[str, ...], v_columns: bool = False):
+    """qoperator_attention's graph, imported and canonicalised (attention not yet detected)."""
+    path = tmp_path / "qop.onnx"
+    qoperator_attention(path, order, v_columns)
+    module = import_model(path).module
+    run_passes(module, "onnx-canonicalize")
+    return module
+
+
 @pytest.mark.parametrize("order", ORDERS, ids=["+".join(o) or "folded" for o in ORDERS])
 def test_qoperator_attention_detected_and_matches_onnxruntime(
     order: tuple[str, ...], tmp_path: Path
@@ -332,10 +341,7 @@ def test_a_wrong_output_step_is_refused_by_the_proof(tmp_path: Path, monkeypatch
         return found
 
     monkeypatch.setattr(detect, "integer_tail", doubled)
-    path = tmp_path / "qop.onnx"
-    qoperator_attention(path, ("mul", "add"))
-    module = import_model(path).module
-    run_passes(module, "onnx-canonicalize")
+    module = qoperator_module(tmp_path, ("mul", "add"))
     reports, refused = detect_attention(module)
     assert reports == [] and len(refused) == 1 and "differs from the original" in refused[0]
 
@@ -343,10 +349,7 @@ def test_a_wrong_output_step_is_refused_by_the_proof(tmp_path: Path, monkeypatch
 def test_a_mask_added_before_the_scale_is_refused_with_its_reason(tmp_path: Path) -> None:
     """QLinearAdd of the mask, then QLinearMul by the scale: cta.attention scales the scores
     before it adds the mask, so the order cannot be held."""
-    path = tmp_path / "qop.onnx"
-    qoperator_attention(path, ("add", "mul"))
-    module = import_model(path).module
-    run_passes(module, "onnx-canonicalize")
+    module = qoperator_module(tmp_path, ("add", "mul"))
     reports, refused = detect_attention(module)
     assert reports == [] and len(refused) == 1
     assert "requantized in an order" in refused[0] and "matmul -> add -> mul" in refused[0]
@@ -354,10 +357,7 @@ def test_a_mask_added_before_the_scale_is_refused_with_its_reason(tmp_path: Path
 
 def test_a_per_column_p_v_requantization_is_refused_with_its_reason(tmp_path: Path) -> None:
     """P.V with a multiplier per output column is not one output stage: refused, named."""
-    path = tmp_path / "qop.onnx"
-    qoperator_attention(path, ("mul",), v_columns=True)
-    module = import_model(path).module
-    run_passes(module, "onnx-canonicalize")
+    module = qoperator_module(tmp_path, ("mul",), v_columns=True)
     reports, refused = detect_attention(module)
     assert reports == [] and len(refused) == 1
     assert "QOperator form" in refused[0] and "one scalar multiplier" in refused[0]
@@ -367,10 +367,7 @@ def test_cta_does_not_compress_a_qoperator_attention(tmp_path: Path) -> None:
     """Compressed attention has no output stage either: CTA leaves the layer exact, saying why."""
     from ctac.passes.cta_compress import uncompressible
 
-    path = tmp_path / "qop.onnx"
-    qoperator_attention(path, ("mul",))
-    module = import_model(path).module
-    run_passes(module, "onnx-canonicalize")
+    module = qoperator_module(tmp_path, ("mul",))
     assert len(detect_attention(module)[0]) == 1
     ((_, reason),) = uncompressible(module)
     assert "quantization grid" in reason

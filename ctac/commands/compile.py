@@ -92,8 +92,8 @@ def _compile(args: argparse.Namespace, model_sha256) -> int:
     if args.emit in ("onnx", "cta"):
         write_text(args.output, module_text(module))
         return 0
-    from ctac.emit import program_from_lowering
-    from ctac.passes.lower_to_isa import lower_module, lowered
+    from ctac.emit import compile_module
+    from ctac.passes.lower_to_isa import lower_module
     from ctac.runtime.assembly import disassemble
     from ctac.runtime.program import instruction_words, write_program
 
@@ -101,7 +101,7 @@ def _compile(args: argparse.Namespace, model_sha256) -> int:
     if args.emit == "isa":
         write_text(args.output, module_text(lower_module(module, hw)))
         return 0
-    program = program_from_lowering(lowered(module, hw))
+    program = compile_module(module, hw)
     if args.emit != "asm":
         program.data.convert_ahead(program.element_type)  # while the checks below run
     from ctac.emit import check_loadable

@@ -482,12 +482,8 @@ def _broadcast_block_loader(
 def _prepare_elsa(lowering: Lowering, op: cta.AttentionOp) -> None:
     bits = op.int_attr("elsa_bits", 0)
     if bits:
-        planes = hash_planes(ox.shape_of(op.query)[3], bits, op.int_attr("elsa_seed", 0)).astype(
-            np.float32
-        )
-        lowering.data.append((lowering.data_top, planes.size, None, planes))
-        lowering.hash_planes[op] = lowering.data_top
-        lowering.data_top += planes.size
+        planes = hash_planes(ox.shape_of(op.query)[3], bits, op.int_attr("elsa_seed", 0))
+        lowering.hash_planes[op] = lowering.add_data(planes)
 
 
 PREPARE[cta.AttentionOp] = _prepare_elsa

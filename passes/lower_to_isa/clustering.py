@@ -53,11 +53,7 @@ def _prepare_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
     bits = op.int_attr("hash_bits") if method == "hash-leader" else 0
     if bits:
         dim = ox.shape_of(op.tokens)[-1]
-        planes = hash_planes(dim, bits, op.int_attr("seed")).astype(np.float32)
-        address = lowering.data_top
-        lowering.data.append((address, planes.size, None, planes))
-        lowering.data_top += planes.size
-        lowering.hash_planes[op] = address
+        lowering.hash_planes[op] = lowering.add_data(hash_planes(dim, bits, op.int_attr("seed")))
 
 
 PREPARE[cta.ClusterOp] = _prepare_cluster
@@ -205,11 +201,9 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
             lowering.load(ACT, source, tokens.address + flat0 * dim, total, dim, dim)
         else:  # a prefix of each sequence: a LOAD per sequence the tile spans
             filled = 0
-            for sequence, rows in _sequence_runs(segments):
-                start = (
-                    tokens.address + (sequence * stride + _first_start(segments, sequence)) * dim
-                )
-                lowering.load(ACT, source + filled * dim, start, rows, dim, dim)
+            for sequence, start, rows in sequence_runs(segments):
+                address = tokens.address + (sequence * stride + start) * dim
+                lowering.load(ACT, source + filled * dim, address, rows, dim, dim)
                 filled += rows
         if alone is not None:
             _load_token_column(lowering, op.alone, alone, codes + 2 * tile, segments, lead, stride)
@@ -265,16 +259,14 @@ def lower_cluster(lowering: Lowering, op: cta.ClusterOp) -> None:
         lowering.arena.release(spill, spill_size)
 
 
-def _sequence_runs(segments: list[Segment]) -> list[tuple[int, int]]:
-    """(sequence, tokens) of each run of a tile's segments from one sequence."""
-    return [
-        (sequence, sum(s.rows for s in run))
-        for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence)
-    ]
-
-
-def _first_start(segments: list[Segment], sequence: int) -> int:
-    return next(s.start for s in segments if s.sequence == sequence)
+def sequence_runs(segments: list[Segment]) -> list[tuple[int, int, int]]:
+    """(sequence, first position, tokens) of each run of a tile's segments from one sequence:
+    what one LOAD per sequence brings in."""
+    runs = []
+    for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence):
+        run = list(run)
+        runs.append((sequence, run[0].start, sum(s.rows for s in run)))
+    return runs
 
 
 def _load_token_column(
@@ -283,11 +275,9 @@ def _load_token_column(
     """One value per token of the tile (a mask or the kept-alone ranks, laid out (..., n) or
     (batch, n)) into the vec column at `column`, a LOAD per sequence the tile spans."""
     offset = 0
-    for sequence, run in itertools.groupby(segments, key=lambda s: s.sequence):
-        run = list(run)
-        rows = sum(s.rows for s in run)
+    for sequence, start, rows in sequence_runs(segments):
         row = _mask_row(ox.shape_of(value), lead, sequence)
-        lowering.load(VEC, column + offset, tensor.address + row * n + run[0].start, rows, 1, 1)
+        lowering.load(VEC, column + offset, tensor.address + row * n + start, rows, 1, 1)
         offset += rows
 
 

@@ -92,6 +92,12 @@ class _Geometry:
         return self.per_group_in * math.prod(self.kernel)
 
 
+def _int8(op: ox.ConvOp | ox.ConvTransposeOp) -> bool:
+    """Whether the conv's GEMMs run in the PE array's int8 mode: integer input and weights, and
+    a bias (if any) in int8 range too, since it rides as one more column of the weights."""
+    return int8_gemm(op.X, op.W) and (op.B is None or is_int8_operand(op.B))
+
+
 def _check_buffers(lowering: Lowering) -> None:
     """Every DMA tile here moves at least one element through an act half."""
     if lowering.half[ACT] < 1:
@@ -296,7 +302,7 @@ def lower_conv(lowering: Lowering, op: ox.ConvOp) -> None:
     )  # fmt: skip
     x, y = lowering.tensor(op.X), lowering.tensors[op.Y]
     bias = op.B is not None
-    int8 = int8_gemm(op.X, op.W) and (not bias or is_int8_operand(op.B))
+    int8 = _int8(op)
     weights, weights_size = lowering.tensor(op.W).address, 0
     if bias:
         weights, weights_size = _weights_with_bias(
@@ -380,7 +386,7 @@ def lower_conv_transpose(lowering: Lowering, op: ox.ConvTransposeOp) -> None:
     fill(lowering, scratch, size, 0.0)
     lowering.pipeline.drain()
     image = channels * math.prod(x_shape[2:])
-    int8 = int8_gemm(op.X, op.W) and (not bias or is_int8_operand(op.B))
+    int8 = _int8(op)
     for n in range(batch):
         place(lowering, x.address + n * image, x_shape[1:], scratch, extent, low, strides)
         lowering.pipeline.drain()
@@ -415,7 +421,7 @@ def _lower_patchify(lowering: Lowering, op: ox.ConvOp) -> None:
             lowering.vec("copy", ACT, tile, (0, 0), count, 1, bcast="imm", imm=1.0)
             lowering.pipeline.stage(1)
             lowering.store(ACT, tile, scratch + p0 * row + depth, count, 1, row)
-    int8 = int8_gemm(op.X, op.W) and (not bias or is_int8_operand(op.B))
+    int8 = _int8(op)
     for n in range(batch):
         for c in range(channels):
             for i in range(kh):

@@ -119,10 +119,22 @@ class Lowering:
         self.stage = 0
         self.persistent_top = 0
         self.hash_planes: dict[Operation, int] = {}
+        # What an op's PREPARE hook put in the data segment for it (addresses), by op.
+        self.op_data: dict[Operation, object] = {}
         self.cluster_instructions: dict[Operation, list[Emitted]] = {}
         # A causal (blocked) clustering's first CLUSTER_READ per (sequence, block start): what
         # sizes the block-causal attention's key tiles over that block's clusters.
         self.block_readouts: dict[Operation, dict[tuple[int, int], Emitted]] = {}
+
+    def add_data(self, array: np.ndarray) -> int:
+        """A constant of an op's own (hash planes, index tables, interpolation matrices) at the
+        top of the data segment, as float32; its address. PREPARE hooks only: the DRAM plan
+        starts after the data segment."""
+        address = self.data_top
+        flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+        self.data.append((address, flat.size, None, flat))
+        self.data_top += flat.size
+        return address
 
     # ------------------------------------------------------------------ emission helpers
     def emit(self, name: str, **fields) -> Emitted:
@@ -254,8 +266,8 @@ class Lowering:
             if _is_integer(value) and self.hw.precision == "fp16":
                 (array,) = evaluate_values([value], {}, self.module)
                 self._check_storable(value, array)
-            # Computed when the program is made (program_from_module), from the recipe
-            # _module() copies into the lowered module.
+            # Computed when the program is made (emit.program_from_lowering, or
+            # program_from_module from the recipe _module() copies into the lowered module).
             self.data.append((address, elements(shape), None, value))
         else:
             raise Unsupported(f"{value.name_hint}: not a constant")

@@ -23,8 +23,6 @@ the data segment. Axes after the first go through a DRAM temporary of the arena.
 
 from __future__ import annotations
 
-from weakref import WeakKeyDictionary
-
 import numpy as np
 from xdsl.ir import SSAValue
 
@@ -65,23 +63,6 @@ def constant_array(lowering: Lowering, value: SSAValue) -> np.ndarray | None:
         store = store_for_module(lowering.module)
         return None if store is None else np.asarray(store.get(owner.ref.data))
     return None
-
-
-def _add_data(lowering: Lowering, array: np.ndarray) -> int:
-    """A constant of the op's own in the data segment (PREPARE hooks only: before DRAM plans)."""
-    address = lowering.data_top
-    flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
-    lowering.data.append((address, flat.size, None, flat))
-    lowering.data_top += flat.size
-    return address
-
-
-# Per Lowering (dropped with it): op -> what its PREPARE hook put in the data segment.
-_OWN_DATA: WeakKeyDictionary[Lowering, dict] = WeakKeyDictionary()
-
-
-def _own_data(lowering: Lowering) -> dict:
-    return _OWN_DATA.setdefault(lowering, {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +188,7 @@ def _scatter_runtime(lowering: Lowering, op, reduction: str, rows: int, width: i
         _wrap_negative(lowering, column, scratch, count, shape[axis])
         stride = elements(shape[axis + 1 :])
         lowering.vec("mul", VEC, column, (VEC, column), count, 1, bcast="imm", imm=stride)
-        base = _own_data(lowering)[op]  # each element's flat position with its axis index 0
+        base = lowering.op_data[op]  # each element's flat position with its axis index 0
         lowering.load(VEC, scratch, base, count, 1, 1)
         lowering.vec("add", VEC, column, (VEC, column), count, 1, (VEC, scratch), "full")
     index = {"idx": VEC, "idx_addr": column, "rows": count, "cols": width, "window": 0, "base": 0}
@@ -239,7 +220,7 @@ def _prepare_scatter_elements(lowering: Lowering, op: ox.ScatterElementsOp) -> N
     coordinates = list(np.indices(index_shape))
     coordinates[axis] = np.zeros(index_shape, dtype=np.int64)
     base = np.ravel_multi_index(tuple(coordinates), shape).reshape(-1)
-    _own_data(lowering)[op] = _add_data(lowering, base.astype(np.float32))
+    lowering.op_data[op] = lowering.add_data(base)
 
 
 PREPARE[ox.ScatterElementsOp] = _prepare_scatter_elements
@@ -292,9 +273,9 @@ def _prepare_resize(lowering: Lowering, op: ox.ResizeOp) -> None:
             # Rows (nothing after the axis) multiply by M^T (in x out); slabs are M @ slab. The
             # shape is the one this step sees: earlier steps may have resized later axes.
             rows = elements(shape[axis + 1 :]) == 1
-            addresses[axis] = _add_data(lowering, table.T if rows else table)
+            addresses[axis] = lowering.add_data(table.T if rows else table)
         shape = shape[:axis] + (len(table),) + shape[axis + 1 :]
-    _own_data(lowering)[op] = addresses
+    lowering.op_data[op] = addresses
 
 
 PREPARE[ox.ResizeOp] = _prepare_resize
@@ -308,7 +289,7 @@ def lower_resize(lowering: Lowering, op: ox.ResizeOp) -> None:
     if not steps:  # every axis kept: a copy
         _nearest_axis(lowering, current, out, 0, np.arange(current.shape[0]))
         return
-    matrices = _own_data(lowering).get(op, {})
+    matrices = lowering.op_data.get(op, {})
     temporaries = []
     shape = current.shape
     for position, (axis, table, is_map) in enumerate(steps):
