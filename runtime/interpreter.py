@@ -15,7 +15,7 @@ import numpy as np
 
 from ctac.blas import single_threaded_blas
 from ctac.errors import CtacError
-from ctac.runtime import isa, kernels
+from ctac.runtime import fp16, isa, kernels
 from ctac.runtime.program import Program, Symbol, storage_array, to_storage
 
 Fields = dict
@@ -42,6 +42,9 @@ class Machine:
         # The data segment stays in its storage type (fp16: half the bytes of float32); loads
         # widen it to float32 as they copy into the buffers.
         self.element_type = program.element_type
+        # Loads and stores convert with runtime/fp16.py's exact integer tricks, where this
+        # process's floating point allows them (checked once per run).
+        self.exact_tricks = self.element_type == "fp16" and fp16.tricks_hold()
         data = storage_array(program)
         self.base = min(len(data), program.dram_elements)
         self.data = data[: self.base].view()
@@ -95,6 +98,9 @@ class Machine:
         array, offset = self.region(address, span, write)
         if stride == cols or rows == 1:
             return array[offset : offset + rows * cols].reshape(rows, cols)
+        if cols < stride and offset + rows * stride <= len(array):
+            # the same view as as_strided below, built by slicing: 3x cheaper per tile
+            return array[offset : offset + rows * stride].reshape(rows, stride)[:, :cols]
         width = array.itemsize  # the fp16 data segment or the float32 heap
         return np.lib.stride_tricks.as_strided(
             array[offset:], shape=(rows, cols), strides=(stride * width, width), writeable=write
@@ -179,7 +185,11 @@ def dram_reach(program: Program) -> int:
 def _load(machine: Machine, f: Fields) -> None:
     rows, cols, stride = f["rows"], f["cols"], f["stride"]
     source = machine.dram_tile(f["src"], rows, cols, stride)
-    machine.tile(f["dst"], f["dst_addr"], rows, cols)[...] = source
+    target = machine.tile(f["dst"], f["dst_addr"], rows, cols)
+    if source.dtype == np.float16:  # the data segment of an fp16 machine
+        fp16.widen_into(source, target, machine.exact_tricks)
+    else:
+        target[...] = source
 
 
 def _store(machine: Machine, f: Fields) -> None:
@@ -196,7 +206,11 @@ def _store(machine: Machine, f: Fields) -> None:
         )
     # DRAM holds the storage type: an fp16 machine's store rounds (fp32 accumulators -> fp16);
     # integers (exact=1: token ids cast to int32, indices) are kept exactly.
-    target[...] = source if f.get("exact") else machine.stored(source)
+    if f.get("exact") or machine.element_type != "fp16":
+        target[...] = source
+    else:
+        work = kernels.scratch(machine, source.shape, np.float32)
+        fp16.round_into(source, target, work, machine.exact_tricks)
 
 
 def _indices(values: np.ndarray, limit: int, what: str) -> np.ndarray:
