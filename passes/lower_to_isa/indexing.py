@@ -91,23 +91,37 @@ def scatter_runs(
     targets: np.ndarray, rows: int, reduction: str
 ) -> list[tuple[int, int, bool, tuple[int, ...]]]:
     """(first output row, rows, reads data, first update row per level) runs covering every
-    output row: rows whose data and update sources all continue the previous row's merge."""
+    output row: rows whose data and update sources all continue the previous row's merge.
+    Planned per row an update hits, and per stretch of rows none hits (a copy of data): work
+    in proportion to the updates, not to data (a ScatterElements views every element as a
+    row)."""
     order = np.argsort(targets, kind="stable")  # per target, its updates in index order
-    hits: list[list[int]] = [[] for _ in range(rows)]
-    for update in order:
-        hits[int(targets[update])].append(int(update))
+    hit_rows, first_hit, hit_counts = np.unique(
+        np.asarray(targets)[order], return_index=True, return_counts=True
+    )
     runs: list[tuple[int, int, bool, tuple[int, ...]]] = []
-    for row, updates in enumerate(hits):
-        sources = tuple(updates[-1:]) if reduction == "none" else tuple(updates)
-        reads_data = reduction != "none" or not updates
+
+    def add(row: int, count: int, reads_data: bool, sources: tuple[int, ...]) -> None:
         if runs:
-            first, count, data, starts = runs[-1]
-            if data == reads_data and starts == tuple(s - count for s in sources):
-                runs[-1] = (first, count + 1, data, starts)
-                continue
-        runs.append((row, 1, reads_data, sources))
+            first, length, data, starts = runs[-1]
+            if data == reads_data and starts == tuple(s - length for s in sources):
+                runs[-1] = (first, length + count, data, starts)
+                return
+        runs.append((row, count, reads_data, sources))
         if len(runs) > MAX_RUNS:
             raise Unsupported(f"the scatter needs more than {MAX_RUNS} DMA runs")
+
+    copied_from = 0  # rows [copied_from, next hit row) keep their data row
+    hits = zip(hit_rows.tolist(), first_hit.tolist(), hit_counts.tolist(), strict=True)
+    for row, begin, count in hits:
+        if row > copied_from:
+            add(copied_from, row - copied_from, True, ())
+        updates = order[begin : begin + count].tolist()
+        sources = tuple(updates[-1:]) if reduction == "none" else tuple(updates)
+        add(row, 1, reduction != "none", sources)
+        copied_from = row + 1
+    if rows > copied_from:
+        add(copied_from, rows - copied_from, True, ())
     return runs
 
 
