@@ -80,14 +80,14 @@ def program_from_lowering(lowering: Lowering) -> Program:
         ],
         lowering.module,
     )
-    position = {id(emitted): index for index, emitted in enumerate(lowering.instructions)}
     instructions, sources, dynamic = [], [], []
-    for index, emitted in enumerate(lowering.instructions):
+    records = zip(lowering.instructions, lowering.dynamic_entries(), strict=True)
+    for index, (emitted, entries) in enumerate(records):
         instructions.append((emitted.name, canonical_fields(emitted.name, emitted.fields)))
         sources.append(emitted.source)
         dynamic.extend(
-            (index, name, position[id(cluster)], *([offset] if offset else []))
-            for name, cluster, offset in emitted.dynamic
+            (index, name, cluster, *([offset] if offset else []))
+            for name, cluster, offset in entries
         )
     return _program(
         lowering.hw.digest, instructions, data, lowering.dram_elements, lowering.symbols,

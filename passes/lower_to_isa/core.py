@@ -156,6 +156,15 @@ class Lowering:
         (less `offset`, the first cluster row of the tile)."""
         self.last.dynamic.append((field_name, cluster, offset))
 
+    def dynamic_entries(self) -> list[list[tuple[str, int, int]]]:
+        """Per instruction in program order, its data-dependent fields as (field, index of the
+        CLUSTER or ELSA_SELECT that sizes it, offset): the records resolved to positions."""
+        position = {id(emitted): index for index, emitted in enumerate(self.instructions)}
+        return [
+            [(name, position[id(cluster)], offset) for name, cluster, offset in emitted.dynamic]
+            for emitted in self.instructions
+        ]
+
     def stream(self, buffer: int, size: int, depth: int = 2) -> Stream:
         """`depth` slots of `size` elements in `buffer` for the current op (alternated per tile);
         regions of one op never overlap, and every op starts from an empty buffer."""
@@ -443,15 +452,12 @@ class Lowering:
                 properties["value"] = ox.dense_from_numpy(value.astype(np.float32).reshape(-1))
             ops.append(DataOp.build(operands=[source], properties=properties))
         ops.extend(self.symbols)
-        position = {id(emitted): index for index, emitted in enumerate(self.instructions)}
         attributes: dict = {}  # immutable attributes, shared by the ops that use the same value
-        for emitted in self.instructions:
+        for emitted, entries in zip(self.instructions, self.dynamic_entries(), strict=True):
             op = INSTRUCTION_OPS[emitted.name].create_from(
                 emitted.fields, emitted.source, attributes, checked=True
             )
-            op.set_dynamic_fields(
-                [(name, position[id(cluster)], offset) for name, cluster, offset in emitted.dynamic]
-            )
+            op.set_dynamic_fields(entries)
             ops.append(op)
         module = ModuleOp(ops)
         for carried in ("ctac.weights", POLICY_ATTRIBUTE):  # the weight store; policy decisions
