@@ -71,8 +71,9 @@ def program_from_lowering(lowering: Lowering) -> Program:
     without building the ctaisa module: the same program program_from_module makes of
     `lowering.run()`'s module (tests/test_precompute.py checks), at a fraction of the time (8,000
     instruction ops built and read back cost BERT-base's compile ~0.25 s)."""
-    derived = [value for *_, value in lowering.data if isinstance(value, SSAValue)]
-    arrays = dict(zip(derived, evaluate_values(derived, {}, lowering.module), strict=True))
+    arrays = dict(lowering.evaluated)
+    derived = [v for *_, v in lowering.data if isinstance(v, SSAValue) and v not in arrays]
+    arrays.update(zip(derived, evaluate_values(derived, {}, lowering.module), strict=True))
     data = _data_segment(
         [
             (start, count, ref, arrays[value] if isinstance(value, SSAValue) else value)

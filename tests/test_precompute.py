@@ -149,3 +149,48 @@ def test_integer_accumulations_stay_exact_on_the_fp16_machine(tmp_path: Path) ->
     expected = a.astype(np.int64) @ weight.astype(np.int64)
     assert np.abs(expected).max() > 65504
     np.testing.assert_array_equal(got["y"], expected.astype(np.float32))
+
+
+def test_an_integer_precomputed_value_is_evaluated_once_on_the_fp16_machine(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """fp16's integer check evaluates a precomputed index tensor; the emitter reuses that array
+    instead of evaluating the recipe again, and the program is the one the module gives."""
+    import ctac.emit as emit
+    from ctac.passes.lower_to_isa import lowered as lowering_of
+
+    table = rng.standard_normal((10, K)).astype(np.float32)
+    nodes = [
+        helper.make_node("Add", ["base", "step"], ["offsets"]),  # int64, no input: precomputed
+        helper.make_node("Add", ["ids", "offsets"], ["indices"]),
+        helper.make_node("Gather", ["table", "indices"], ["rows"], axis=0),
+        helper.make_node("Add", ["x", "rows"], ["y"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(table, "table"),
+        numpy_helper.from_array(np.array([0, 2, 4, 5], np.int64), "base"),
+        numpy_helper.from_array(np.array([1, 1, 2, 3], np.int64), "step"),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", F32, [4, K]),
+        helper.make_tensor_value_info("ids", TensorProto.INT64, [4]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", F32, [4, K])]
+    path = _save(tmp_path / "gather.onnx", nodes, inputs, outputs, initializers)
+    module = import_model(path).module  # not canonicalized: that would fold the Add
+    lowering = lowering_of(module, FP16)
+    assert [a.tolist() for a in lowering.evaluated.values()] == [[1, 3, 6, 8]]
+    evaluated: list = []
+    real = emit.evaluate_values
+
+    def spy(values, *args):
+        evaluated.extend(values)
+        return real(values, *args)
+
+    monkeypatch.setattr(emit, "evaluate_values", spy)
+    program = emit.program_from_lowering(lowering)
+    assert not set(evaluated) & set(lowering.evaluated)
+    feeds = {"x": rng.standard_normal((4, K)).astype(np.float32), "ids": np.array([1, 0, 1, 0])}
+    got, _ = run_program(program, CAPACITIES, feeds)
+    (expected,) = _onnxruntime(path, feeds)
+    np.testing.assert_allclose(got["y"], expected, atol=4e-3 * np.abs(expected).max())

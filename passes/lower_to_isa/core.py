@@ -113,6 +113,8 @@ class Lowering:
         # (address, elements, weight name, inline array or the SSA value of a precomputed op)
         self.data: list[tuple[int, int, str | None, np.ndarray | SSAValue | None]] = []
         self.precomputed: set[Operation] = set()
+        # precomputed values already evaluated (fp16's integer check): the emitter reuses them
+        self.evaluated: dict[SSAValue, np.ndarray] = {}
         self.data_top = 0
         self.symbols: list[SymbolOp] = []
         self.tensors: dict[SSAValue, Tensor] = {}
@@ -275,6 +277,7 @@ class Lowering:
             if _is_integer(value) and self.hw.precision == "fp16":
                 (array,) = evaluate_values([value], {}, self.module)
                 self._check_storable(value, array)
+                self.evaluated[value] = array
             # Computed when the program is made (emit.program_from_lowering, or
             # program_from_module from the recipe _module() copies into the lowered module).
             self.data.append((address, elements(shape), None, value))
