@@ -275,7 +275,8 @@ def _resize_steps(lowering: Lowering, op: ox.ResizeOp) -> list[tuple[int, np.nda
 
 
 def _prepare_resize(lowering: Lowering, op: ox.ResizeOp) -> None:
-    """Interpolation matrices of the linear/cubic axes go into the data segment."""
+    """Interpolation matrices of the linear/cubic axes go into the data segment; the steps are
+    kept for the lowering (op_data: steps and matrix addresses)."""
     try:
         steps = _resize_steps(lowering, op)
     except Unsupported:
@@ -289,7 +290,7 @@ def _prepare_resize(lowering: Lowering, op: ox.ResizeOp) -> None:
             rows = elements(shape[axis + 1 :]) == 1
             addresses[axis] = lowering.add_data(table.T if rows else table)
         shape = shape[:axis] + (len(table),) + shape[axis + 1 :]
-    lowering.op_data[op] = addresses
+    lowering.op_data[op] = (steps, addresses)
 
 
 PREPARE[ox.ResizeOp] = _prepare_resize
@@ -297,13 +298,14 @@ PREPARE[ox.ResizeOp] = _prepare_resize
 
 @lowering(ox.ResizeOp)
 def lower_resize(lowering: Lowering, op: ox.ResizeOp) -> None:
-    steps = _resize_steps(lowering, op)
+    prepared = lowering.op_data.get(op)
+    # Not prepared: _resize_steps raises the refusal PREPARE set aside.
+    steps, matrices = prepared if prepared is not None else (_resize_steps(lowering, op), {})
     out = lowering.tensors[op.Y]
     current = lowering.tensor(op.X)
     if not steps:  # every axis kept: a copy
         _nearest_axis(lowering, current, out, 0, np.arange(current.shape[0]))
         return
-    matrices = lowering.op_data.get(op, {})
     temporaries = []
     shape = current.shape
     for position, (axis, table, is_map) in enumerate(steps):
