@@ -136,7 +136,9 @@ def on_chip_ranges(emitted: Emitted) -> tuple[list, list]:
     """(reads, writes) of one instruction in the buffers, as (buffer, start, size): computed
     once per instruction of a loop, for both the staging and the reordering check."""
     spec = isa.BY_NAME[emitted.name]
-    fields = isa.with_defaults(emitted.name, emitted.fields)
+    fields = emitted.fields  # Lowering.emit's are complete (checked_fields fills the defaults)
+    if len(fields) != len(spec.fields):
+        fields = isa.with_defaults(emitted.name, fields)
     reads = [r for r in spec.reads(fields) if r[0] != "dram"]
     writes = [w for w in spec.writes(fields) if w[0] != "dram"]
     return reads, writes
