@@ -86,10 +86,11 @@ def program_from_lowering(lowering: Lowering) -> Program:
     for index, (emitted, entries) in enumerate(records):
         instructions.append((emitted.name, canonical_fields(emitted.name, emitted.fields)))
         sources.append(emitted.source)
-        dynamic.extend(
-            (index, name, cluster, *([offset] if offset else []))
-            for name, cluster, offset in entries
-        )
+        if entries:
+            dynamic.extend(
+                (index, name, cluster, *([offset] if offset else []))
+                for name, cluster, offset in entries
+            )
     return _program(
         lowering.hw.digest, instructions, data, lowering.dram_elements, lowering.symbols,
         sources, dynamic, lowering.module, lowering.hw.precision,

@@ -777,18 +777,26 @@ def _validate_table() -> None:
 _validate_table()
 
 
-# Per instruction row: its field names, and per field (name, default, 1 << bits for an unsigned
-# field, whose in-range ints need no further check, else 0, spec), for checked_fields. Keyed
-# by the row itself: a test may add rows to the table (tests/test_isa_extension.py).
+# Per instruction row: its field names, and per field (name, default, lowest and highest int
+# that need no further check, spec): an unsigned or signed field's range, (1, 0) (none) for a
+# float or enum field, which Field.check converts. For checked_fields; keyed by the row itself,
+# as a test may add rows to the table (tests/test_isa_extension.py).
 _FIELD_CHECKS: dict[int, tuple[Instruction, frozenset, tuple]] = {}
+
+
+def _int_range(spec: Field) -> tuple[int, int]:
+    if spec.kind in _UNSIGNED_KINDS:
+        return 0, (1 << spec.bits) - 1
+    if spec.kind == "int":
+        return -(1 << (spec.bits - 1)), (1 << (spec.bits - 1)) - 1
+    return 1, 0
 
 
 def _field_checks(instruction: Instruction) -> tuple[frozenset, tuple]:
     cached = _FIELD_CHECKS.get(id(instruction))
     if cached is None or cached[0] is not instruction:
         checks = tuple(
-            (spec.name, spec.default, 1 << spec.bits if spec.kind in _UNSIGNED_KINDS else 0, spec)
-            for spec in instruction.fields
+            (spec.name, spec.default, *_int_range(spec), spec) for spec in instruction.fields
         )
         known = frozenset(spec.name for spec in instruction.fields)
         cached = _FIELD_CHECKS[id(instruction)] = (instruction, known, checks)
@@ -824,9 +832,9 @@ def checked_fields(name: str, fields: Mapping[str, int | float | str]) -> dict:
         # The common case without a call per field: lower-to-isa emits ~270,000 instructions
         # for a GPT-2-small at 512 tokens, each with ~11 fields.
         values: dict[str, int | float | str] = {}
-        for field_name, default, limit, spec in checks:
+        for field_name, default, low, high, spec in checks:
             value = fields.get(field_name, default)
-            if not (limit and type(value) is int and 0 <= value < limit):
+            if not (type(value) is int and low <= value <= high):
                 if value is None:
                     raise FieldError(
                         f"{name}.{field_name}: missing (the ISA table gives it no default)"
