@@ -27,19 +27,39 @@ class ModeResult:
     mode: str
     seconds: float
     energy_j: float
+    # Busy time: each attention instruction's time on its unit, summed over units (overlapping
+    # units count twice, so it can exceed the whole model's time); what the attention columns
+    # and ratios use, as the paper's attention-only figures do.
     attention_seconds: float
     attention_energy_j: float
     max_abs_err: float | None
     details: dict = field(default_factory=dict)
     profile: Profile | None = None
+    # Wall time: while at least one attention instruction runs (the union of their intervals);
+    # never more than the whole model's time.
+    attention_wall_seconds: float = 0.0
 
 
-def _attention_share(profile: Profile) -> tuple[float, float]:
-    """Seconds and joules of attention instructions (busy time of their unit, energy)."""
+def _attention_share(profile: Profile) -> tuple[float, float, float]:
+    """Busy seconds (summed over units), wall seconds (the union of their intervals) and joules
+    of the attention instructions."""
     attention = [t for t in profile.timings if parse_source(t.source).is_attention]
-    cycles = sum(t.end - t.start for t in attention)
+    busy = sum(t.end - t.start for t in attention)
     energy = sum(t.energy_pj for t in attention)
-    return cycles / profile.clock_hz, energy * 1e-12
+    return busy / profile.clock_hz, covered_cycles(attention) / profile.clock_hz, energy * 1e-12
+
+
+def covered_cycles(timings: list) -> int:
+    """Cycles during which at least one of `timings` ([start, end) each) runs."""
+    covered, reach = 0, None
+    for start, end in sorted((t.start, t.end) for t in timings):
+        if reach is None or start > reach:
+            covered += end - start
+            reach = end
+        elif end > reach:
+            covered += end - reach
+            reach = end
+    return covered
 
 
 def accelerator_mode(
@@ -49,7 +69,7 @@ def accelerator_mode(
     outputs, stats = execute(program, hw, inputs)
     profile = simulate(program, hw, stats.clusters)
     errors = compare_with_onnxruntime(model, inputs, outputs)
-    attention_seconds, attention_energy = _attention_share(profile)
+    attention_seconds, attention_wall, attention_energy = _attention_share(profile)
     return ModeResult(
         name,
         profile.seconds,
@@ -64,6 +84,7 @@ def accelerator_mode(
             "attention": attention_report(program, stats),
         },
         profile,
+        attention_wall,
     )
 
 
@@ -80,6 +101,7 @@ def gpu_mode(module: ModuleOp, hw: Hardware) -> ModeResult:
         attention_seconds * power,
         None,
         {"kernels": len(kernels)},
+        attention_wall_seconds=attention_seconds,  # kernels run one after another
     )
 
 
@@ -122,7 +144,8 @@ def format_table(results: list[ModeResult]) -> str:
     unit, size = energy_unit(baseline.energy_j * 1e12)
     to_unit = 1e12 / size
     header = (
-        f"{'mode':<24}{'time ms':>10}{'energy ' + unit:>13}{'attn ms':>10}{'attn ' + unit:>11}"
+        f"{'mode':<24}{'time ms':>10}{'energy ' + unit:>13}{'attn ms':>10}{'attn wall ms':>14}"
+        f"{'attn ' + unit:>11}"
         f"{'speedup':>9}{'energy saving':>15}{'attn speedup':>14}{'attn energy saving':>20}"
         f"{'max abs err':>13}"
     )
@@ -131,7 +154,8 @@ def format_table(results: list[ModeResult]) -> str:
         err = f"{result.max_abs_err:.2e}" if result.max_abs_err is not None else "n/a"
         lines.append(
             f"{result.mode:<24}{result.seconds * 1e3:>10.4f}{result.energy_j * to_unit:>13.3f}"
-            f"{result.attention_seconds * 1e3:>10.4f}{result.attention_energy_j * to_unit:>11.3f}"
+            f"{result.attention_seconds * 1e3:>10.4f}{result.attention_wall_seconds * 1e3:>14.4f}"
+            f"{result.attention_energy_j * to_unit:>11.3f}"
             f"{_ratio(baseline.seconds, result.seconds):>9}"
             f"{_ratio(baseline.energy_j, result.energy_j):>15}"
             f"{_ratio(baseline.attention_seconds, result.attention_seconds):>14}"
@@ -139,7 +163,9 @@ def format_table(results: list[ModeResult]) -> str:
         )
     lines.append(
         f"(speedup, energy saving: {baseline.mode}'s time and energy over each mode's; "
-        "above 1 is better than exact attention on the same accelerator)"
+        "above 1 is better than exact attention on the same accelerator. attn ms: the attention "
+        "layers' busy time summed over units, which the attn ratios use; attn wall ms: the time "
+        "at least one of them runs)"
     )
     return "\n".join(lines)
 
@@ -165,6 +191,7 @@ def to_json(results: list[ModeResult]) -> dict:
                 "seconds": r.seconds,
                 "energy_pj": r.energy_j * 1e12,
                 "attention_seconds": r.attention_seconds,
+                "attention_wall_seconds": r.attention_wall_seconds,
                 "attention_energy_pj": r.attention_energy_j * 1e12,
                 "speedup": ratio(baseline.seconds, r.seconds),
                 "energy_saving": ratio(baseline.energy_j, r.energy_j),

@@ -112,6 +112,11 @@ def test_compare_prints_all_four_modes(tmp_path: Path, capsys) -> None:
     assert "energy_j" not in cta
     assert "exact (accelerator)'s time and energy over each mode's" in table
     assert "1.00x" in table.splitlines()[2]  # the exact row
+    # Attention's wall time never exceeds the model's, nor its busy time summed over units.
+    for mode in report["modes"]:
+        assert 0 < mode["attention_wall_seconds"] <= mode["seconds"]
+        assert mode["attention_wall_seconds"] <= mode["attention_seconds"] * (1 + 1e-12)
+    assert "attn wall ms" in table
     assert (tmp_path / "compare_cycles.png").exists()
 
 
@@ -246,3 +251,18 @@ def test_elsa_over_several_key_tiles_equals_its_reference_semantics() -> None:
     outputs, stats = run_program(program, CAPACITIES, inputs)
     for name, array in outputs.items():
         np.testing.assert_allclose(array, expected[name], atol=1e-4, rtol=1e-4)
+
+
+def test_attention_wall_time_is_the_union_of_intervals() -> None:
+    from types import SimpleNamespace
+
+    from ctac.compare import covered_cycles
+
+    def spans(*pairs):
+        return [SimpleNamespace(start=a, end=b) for a, b in pairs]
+
+    assert covered_cycles([]) == 0
+    assert covered_cycles(spans((0, 10))) == 10
+    assert covered_cycles(spans((5, 9), (0, 10))) == 10  # nested, out of order
+    assert covered_cycles(spans((0, 10), (8, 15), (20, 25))) == 20  # overlap and a gap
+    assert covered_cycles(spans((0, 10), (10, 12))) == 12  # touching
