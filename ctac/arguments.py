@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
+from ctac.limits import DEFAULT_MAX_TENSOR_BYTES
 
 
 def model_arguments(parser: argparse.ArgumentParser) -> None:

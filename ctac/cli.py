@@ -37,7 +37,7 @@ from ctac.commands.program import asm_command, disasm_command, isa_command
 from ctac.commands.run import compare_command, profile_command, run_command
 from ctac.commands.sweep import sweep_command
 from ctac.errors import CtacError, brief
-from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
+from ctac.limits import DEFAULT_MAX_TENSOR_BYTES
 
 # --hw of the commands that read a program file.
 HW_OF_PROGRAM = (

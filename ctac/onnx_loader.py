@@ -20,9 +20,10 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, external_data_helper, numpy_helper
 
 from ctac.errors import CtacError
+from ctac.limits import DEFAULT_MAX_TENSOR_BYTES
 from ctac.mapped import register as register_mapping
 
-DEFAULT_MAX_TENSOR_BYTES = 4 * 1024**3
+__all__ = ["DEFAULT_MAX_TENSOR_BYTES"]  # re-exported: the loader's default limit
 
 
 def _tensor_byte_size(tensor: TensorProto) -> int:

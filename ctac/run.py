@@ -16,7 +16,7 @@ from ctac.errors import CtacError, shorten
 from ctac.hw import Hardware
 from ctac.runtime import isa
 from ctac.runtime.costmodel import Profile, simulate
-from ctac.runtime.evaluator import neutral_input
+from ctac.runtime.input_names import neutral_input
 from ctac.runtime.interpreter import ExecutionStats, check_memory, run_program
 from ctac.runtime.program import Program, read_program
 from ctac.runtime.sources import parse_source

@@ -18,6 +18,7 @@ from xdsl.irdl import OptOperandDef, VarOperandDef
 
 from ctac.dialects import onnx as ox
 from ctac.errors import CtacError
+from ctac.runtime.input_names import neutral_input
 from ctac.runtime.reference import SEMANTICS
 from ctac.weights import store_for_module
 
@@ -181,19 +182,6 @@ def operand_arrays(op: Operation, values: Mapping[SSAValue, np.ndarray]) -> list
         else:
             arrays.append(values[group[0]] if group else None)
     return arrays
-
-
-# Inputs whose neutral value is zero, not a random draw: an additive float mask or attention
-# bias (0: nothing masked) and token types (segment 0).
-NEUTRAL_FLOAT_INPUTS = ("mask", "bias")
-NEUTRAL_INT_INPUTS = ("token_type",)
-
-
-def neutral_input(name: str, dtype: np.dtype) -> bool:
-    """Whether random_inputs gives this input zeros (see NEUTRAL_*_INPUTS)."""
-    lowered = name.lower()
-    names = NEUTRAL_FLOAT_INPUTS if dtype.kind == "f" else NEUTRAL_INT_INPUTS
-    return any(part in lowered for part in names)
 
 
 def random_inputs(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:

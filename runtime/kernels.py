@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ctac.runtime import isa
-from ctac.runtime.reference import erf
+from ctac.runtime.special_functions import erf
 
 if TYPE_CHECKING:
     from ctac.runtime.interpreter import Machine
@@ -80,7 +80,7 @@ def _gelu_tanh(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
-# reference.erf's Chebyshev coefficients, highest power first (Horner order).
+# special_functions.erf's Chebyshev coefficients, highest power first (Horner order).
 _ERFC_POLY = (
     0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807,
     -0.18628806, 0.09678418, 0.37409196, 1.00002368,
@@ -88,7 +88,7 @@ _ERFC_POLY = (
 
 
 def gelu_into(machine: Machine, a: np.ndarray, out: np.ndarray) -> None:
-    """out = _gelu(a in float64): reference.erf's operations in its order, on scratch tiles."""
+    """out = _gelu(a in float64): special_functions.erf's operations in its order, on scratch tiles."""
     x, z, t, poly = (scratch(machine, a.shape, np.float64, slot) for slot in range(4))
     np.copyto(x, a)  # a.astype(np.float64)
     np.divide(x, math.sqrt(2.0), out=z)  # u, erf's argument

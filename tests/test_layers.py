@@ -38,12 +38,15 @@ LAYERS: list[tuple[str, int]] = [
     ("ctac/blas.py", 0),
     ("ctac/files.py", 0),
     ("ctac/mapped.py", 0),
+    ("ctac/limits.py", 0),
     ("ctac/onnx_loader.py", 0),
     ("ctac/weights.py", 0),
     # 1 description: dialects, the ISA table and what reads only it
     ("dialects/*.py", 1),
     ("runtime/__init__.py", 1),
     ("runtime/isa.py", 1),
+    ("runtime/input_names.py", 1),
+    ("runtime/special_functions.py", 1),
     ("runtime/sources.py", 1),
     ("ctac/hw.py", 1),
     # 2 IR semantics

@@ -200,3 +200,30 @@ def test_printed_module_evaluates_from_a_fresh_weight_store(tmp_path: Path) -> N
     got = evaluate(parse_module(text), feeds)
     (expected,) = ort.InferenceSession(str(model)).run(None, feeds)
     np.testing.assert_allclose(next(iter(got.values())), expected, atol=1e-4)
+
+
+def test_running_a_program_imports_neither_the_compiler_nor_onnx(tmp_path: Path) -> None:
+    """`ctac run PROGRAM.ctab` loads the machine model only: not xDSL, the passes, onnx or the
+    API (they took ~0.25 s of every run's start-up)."""
+    import subprocess
+    import sys
+
+    from ctac.cli import main
+
+    program = tmp_path / "bert.ctab"
+    model = MODELS / _entry("bert_ts_eager")["file"]
+    shapes = "input_ids=1x8,attention_mask=1x8"
+    assert main(["compile", str(model), "--shape", shapes, "-o", str(program)]) == 0
+    script = (
+        "import sys\n"
+        "from ctac.cli import main\n"
+        f"assert main(['run', {str(program)!r}, '--json']) == 0\n"
+        "heavy = ('xdsl', 'onnx', 'onnxruntime', 'ctac.passes', 'ctac.api', 'ctac.frontend',"
+        " 'ctac.runtime.reference', 'matplotlib')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy or "
+        "any(m.startswith(h + '.') for h in heavy)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-2000:]

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from ctac.files import write_atomically
-from ctac.frontend import front_end
 
 # Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
 # `ctac --help` and argument errors answer at once (start-up speed, not a cycle).
@@ -15,6 +14,7 @@ from ctac.frontend import front_end
 def calibrate_command(args: argparse.Namespace) -> int:
     from ctac.calibrate import calibrate
     from ctac.calibration_data import load_calibration_data
+    from ctac.frontend import front_end
     from ctac.hw import load_hardware
 
     module, _ = front_end(args, "cta-detected")

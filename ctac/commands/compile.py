@@ -12,7 +12,6 @@ import numpy as np
 from ctac.commands.common import read_utf8, write_text
 from ctac.errors import CtacError
 from ctac.files import write_atomically
-from ctac.frontend import front_end, policy_decisions, record_origin
 
 # Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
 # `ctac --help` and argument errors answer at once (start-up speed, not a cycle).
@@ -82,6 +81,7 @@ def compile_command(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace, model_sha256) -> int:
+    from ctac.frontend import front_end, record_origin
     from ctac.hw import load_hardware, with_precision
     from ctac.pipeline import module_text
 
@@ -143,6 +143,8 @@ INSPECT_COLUMNS = [
 def inspect_command(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
+
+    from ctac.frontend import front_end, policy_decisions
 
     detected, reports = front_end(args, "cta")
     rows = [asdict(report) for report in reports]

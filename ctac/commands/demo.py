@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from ctac.files import write_atomically
-from ctac.frontend import compress_module, front_end
-from ctac.onnx_loader import DEFAULT_MAX_TENSOR_BYTES
+from ctac.limits import DEFAULT_MAX_TENSOR_BYTES
 
 # Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
 # `ctac --help` and argument errors answer at once (start-up speed, not a cycle).
@@ -19,6 +18,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from importlib import resources
 
     from ctac.compare import compare, format_table, to_json
+    from ctac.frontend import compress_module, front_end
     from ctac.hw import load_hardware
     from ctac.runtime.profile import format_summary, plot_blocks, write_reports
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ctac.errors import CtacError
 from ctac.files import write_atomically
-from ctac.frontend import compress_module, elsa_spec, front_end
 
 # Heavy modules (xDSL, the passes, the runtime) are imported inside the commands, so that
 # `ctac --help` and argument errors answer at once (start-up speed, not a cycle).
@@ -43,10 +42,10 @@ def _check_compared_model(program, program_path: str, model: str) -> None:
 
 
 def provenance(program_path: str | None, model: dict | None, hw, settings: dict) -> dict:
-    """A JSON result's provenance record, the API's (`ctac.api.provenance`): the program file
+    """A JSON result's provenance record, the API's (`ctac.provenance.provenance`): the program file
     (None: compiled in memory), the model it was compiled from when the program records it, the
     hardware config, ctac's version and the settings it ran with."""
-    from ctac.api import provenance as record
+    from ctac.provenance import provenance as record
 
     path, sha256 = (model["path"], model["sha256"]) if model is not None else (None, None)
     return record(path, sha256, hw, settings, program_path).to_dict()
@@ -59,7 +58,7 @@ def _say_neutral_inputs(program, given: list[str]) -> None:
 
     import numpy as np
 
-    from ctac.runtime.evaluator import neutral_input
+    from ctac.runtime.input_names import neutral_input
 
     named = {flag.partition("=")[0] for flag in given}
     for symbol in program.inputs:
@@ -186,7 +185,7 @@ def profile_command(args: argparse.Namespace) -> int:
     print(format_blocks(profile))
     for decision in program.policy:
         print(f"cta policy: {decision['name']}: {decision['reason']}")
-    from ctac.api import run_settings
+    from ctac.provenance import run_settings
 
     run = run_settings(args.timing_only, args.seed, args.cluster_ratio, args.cta_settings)
     paths = write_reports(profile, Path(args.out), Path(args.program).stem, program.policy,
@@ -225,6 +224,7 @@ def compare_command(args: argparse.Namespace) -> int:
     import json
 
     from ctac.compare import compare, format_table, to_json
+    from ctac.frontend import compress_module, elsa_spec, front_end
     from ctac.hw import load_hardware, with_precision
     from ctac.pipeline import run_passes
 
