@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ctac.runtime import fp16
 from ctac.runtime.fp16 import round_into, tricks_hold, widen_into
 from ctac.runtime.program import to_storage
+
+
+@pytest.fixture(autouse=True)
+def tricks_at_every_size(monkeypatch):
+    """Small tiles take numpy's cast (faster there): these tests check the tricks at any size."""
+    monkeypatch.setattr(fp16, "WIDEN_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(fp16, "ROUND_MIN_ELEMENTS", 1)
 
 
 def bits(array: np.ndarray) -> np.ndarray:
