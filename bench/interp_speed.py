@@ -6,8 +6,8 @@ PROGRAM.ctab` on saved inputs against a process that creates a one-thread onnxru
 runs one inference on the same inputs.
 
 onnxruntime's intra_op_num_threads is set to the number of threads numpy's BLAS uses while the
-interpreter runs: 1, since run_program pins the BLAS pool to one thread (threadpoolctl) because its
-tile GEMMs are too small to gain from more. onnxruntime with every core is reported beside. Prints a table and
+interpreter runs: 1, since run_program pins the BLAS pool to one thread (threadpoolctl; ctac/blas.py
+says why). onnxruntime with every core is reported beside. Prints a table and
 writes bench/results/interp_speed.json (medians of --runs runs, min and max).
 
     python bench/interp_speed.py [--seq 128] [--runs 5] [--threads N] [--quick] [--precision fp32]

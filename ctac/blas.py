@@ -9,8 +9,10 @@ _CONTROLLER = None  # threadpoolctl's view of the loaded BLAS libraries, found o
 
 
 def single_threaded_blas():
-    """Tile GEMMs are small (a half buffer at most): a multi-threaded BLAS spends more on
-    synchronisation than it gains (3-4x slower on a busy 2-core machine), so the interpreter (and
+    """Tile GEMMs are small (a half buffer at most). Two threads run a 128x512x128 tile 1.6x
+    faster on an idle 2-core machine, but 3-4x slower on a busy one, and OpenBLAS's results
+    depend on its thread count for some shapes (at 300x700x90, 70% of the outputs differ between
+    1 and 2 threads), which CTA's clustering decisions must not. So the interpreter (and
     detection's proofs, also small matrices) keep numpy's BLAS on one thread while they run.
     The BLAS libraries are looked up once per process (threadpoolctl's scan of the loaded
     libraries took ~1 ms, a fifth of a small model's run): numpy's, loaded with numpy, is
