@@ -15,8 +15,9 @@ def single_threaded_blas():
     1 and 2 threads), which CTA's clustering decisions must not. So the interpreter (and
     detection's proofs, also small matrices) keep numpy's BLAS on one thread while they run.
     The BLAS libraries are looked up once per process (threadpoolctl's scan of the loaded
-    libraries took ~1 ms, a fifth of a small model's run): numpy's, loaded with numpy, is
-    among them."""
+    libraries took ~1 ms, a fifth of a small model's run): numpy's, loaded with numpy and the
+    one the interpreter multiplies with, is always among them; a BLAS another library loads
+    later in the process is not limited."""
     global _CONTROLLER
     try:
         from threadpoolctl import ThreadpoolController  # optional: without it, nothing to limit

@@ -23,8 +23,6 @@ from ctac.errors import CtacError
 from ctac.limits import DEFAULT_MAX_TENSOR_BYTES
 from ctac.mapped import register as register_mapping
 
-__all__ = ["DEFAULT_MAX_TENSOR_BYTES"]  # re-exported: the loader's default limit
-
 
 def _tensor_byte_size(tensor: TensorProto) -> int:
     # Python integers: np.prod would wrap around for hostile dims like [2**40, 2**40].

@@ -70,14 +70,17 @@ def widen_into(half: np.ndarray, out: np.ndarray, exact_tricks: bool = True) -> 
 
 
 def round_into(
-    values: np.ndarray, out: np.ndarray, scratch: np.ndarray, exact_tricks: bool = True
+    values: np.ndarray, out: np.ndarray, scratch: np.ndarray | None, exact_tricks: bool = True
 ) -> None:
     """out[...] = values rounded to fp16 and widened back: values.astype(float16) with finite
     values beyond fp16's range saturated to +-65504 (runtime.program.to_storage), as float32.
-    `values` float32; `scratch` a C-contiguous float32 array of values' shape, overwritten."""
+    `values` float32, at least 1-D; `scratch` a C-contiguous float32 array of values' shape,
+    overwritten (None: numpy's cast, as for a tile below ROUND_MIN_ELEMENTS)."""
     if not (
         exact_tricks
+        and scratch is not None
         and values.size >= ROUND_MIN_ELEMENTS
+        and values.ndim >= 1
         and values.dtype == np.float32
         and scratch.flags.c_contiguous
     ):

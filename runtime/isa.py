@@ -778,9 +778,10 @@ _validate_table()
 
 
 # Per instruction row: its field names, and per field (name, default, lowest and highest int
-# that need no further check, spec): an unsigned or signed field's range, (1, 0) (none) for a
-# float or enum field, which Field.check converts. For checked_fields; keyed by the row itself,
-# as a test may add rows to the table (tests/test_isa_extension.py).
+# that need no further check, spec): an unsigned or signed field's range, (1, 0) (every value
+# goes through Field.check) for a float or enum field. For checked_fields; keyed by the row's
+# id() and checked to be that row, as a test may add rows to the table
+# (tests/test_isa_extension.py).
 _FIELD_CHECKS: dict[int, tuple[Instruction, frozenset, tuple]] = {}
 
 

@@ -99,7 +99,9 @@ def test_rounding_edges():
     round_into(inside, out, np.empty_like(inside))
     assert np.array_equal(bits(out), bits(reference_round(inside)))
     # beyond the range, inf and NaN: the cast's saturation, inf stays inf, NaN stays NaN
-    for special in (65519.0, 65520.0, 1e9, -1e38, np.inf, -np.inf, np.nan):
+    # 65530 rounds to fp16 inf, which the integer tricks would leave as 65536: a tile beyond
+    # 65504 must take the saturating cast
+    for special in (65519.0, 65520.0, 65530.0, 1e9, -1e38, np.inf, -np.inf, np.nan):
         tile = np.array([[1.0, special], [3.0, -2.0]], dtype=np.float32)
         out = np.empty(tile.shape, dtype=np.float32)
         round_into(tile, out, np.empty_like(tile))
@@ -115,6 +117,13 @@ def test_rounding_into_a_strided_target():
     round_into(values, target, np.empty_like(values))
     assert np.array_equal(bits(target), bits(reference_round(values)))
     assert not heap.reshape(40, 50)[:, 30:].any()  # nothing written between the rows
+
+
+def test_without_scratch_a_tile_takes_the_cast():
+    values = random_floats(np.random.default_rng(4), 600).clip(-60000, 60000).reshape(20, 30)
+    out = np.empty_like(values)
+    round_into(values, out, None)
+    assert np.array_equal(bits(out), bits(reference_round(values)))
 
 
 def test_without_the_tricks_the_casts_give_the_same():

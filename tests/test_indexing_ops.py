@@ -244,11 +244,13 @@ def _scatter_runs_row_by_row(targets: np.ndarray, rows: int, reduction: str) -> 
     return runs
 
 
-@pytest.mark.parametrize("reduction", ["none", "add"])
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
 def test_scatter_plan_matches_a_row_by_row_plan(reduction: str) -> None:
     from ctac.passes.lower_to_isa.indexing import scatter_runs
 
     rng = np.random.default_rng(5)
+    empty = np.zeros(0, dtype=np.int64)
+    assert scatter_runs(empty, 0, reduction) == _scatter_runs_row_by_row(empty, 0, reduction)
     for trial in range(200):
         rows = int(rng.integers(1, 40))
         updates = int(rng.integers(0, 30))
@@ -261,6 +263,18 @@ def test_scatter_plan_matches_a_row_by_row_plan(reduction: str) -> None:
         assert scatter_runs(targets, rows, reduction) == _scatter_runs_row_by_row(
             targets, rows, reduction
         ), (rows, targets.tolist())
+
+
+def test_a_scatter_needing_too_many_runs_is_refused() -> None:
+    from ctac.passes.lower_to_isa.indexing import MAX_RUNS, scatter_runs
+    from ctac.passes.lower_to_isa.memory import Unsupported
+
+    # every other row updated: each update and each gap between two is a run of its own
+    fits = np.arange(0, MAX_RUNS - 1, 2, dtype=np.int64)
+    assert len(scatter_runs(fits, MAX_RUNS, "none")) == MAX_RUNS
+    beyond = np.arange(0, MAX_RUNS + 1, 2, dtype=np.int64)
+    with pytest.raises(Unsupported, match="more than"):
+        scatter_runs(beyond, MAX_RUNS + 2, "none")
 
 
 def test_scatter_plan_does_not_grow_with_the_data() -> None:
