@@ -167,21 +167,38 @@ def decide(
     )
     every = len(attentions)
     compiled: dict[tuple[int, int], tuple[dict, list[int]]] = {}
+    # Compressed modules made (passes only) and not compiled yet: key_blocks needs no compile,
+    # and a block size that leaves every layer one block is never compiled.
+    forms: dict[tuple[int, int], tuple[str, ModuleOp]] = {}
 
-    def compressed(size: int, count: int) -> tuple[dict, list[int]]:
-        """Per transformer block span cycles of the compressed form, causal attentions in key
-        blocks of `size` (0: the spec's) clustering their first `count` (0: all but the last);
-        and each attention's key blocks (0: not causal)."""
-        if (size, count) not in compiled:
+    def form(size: int, count: int) -> tuple[str, ModuleOp]:
+        """The detected module compressed with causal attentions in key blocks of `size` (0:
+        the spec's) clustering their first `count` (0: all but the last), and its options."""
+        if (size, count) not in forms:
             options = [
                 f"{name}={','.join([str(value)] * every)}"
                 for name, value in (("causal-block", size), ("compressed-blocks", count))
                 if value
             ]
             spec = f"{compress_spec[:-1]} {' '.join(options)}}}" if options else compress_spec
-            tell(" ".join(options) or "compressed")
             module = detected.clone()
             run_passes(module, spec)
+            forms[size, count] = " ".join(options) or "compressed", module
+        return forms[size, count]
+
+    def blocks(size: int) -> list[int]:
+        """Each attention's key blocks in blocks of `size` (0: not causal), compiled or not."""
+        if (size, 0) in compiled:
+            return compiled[size, 0][1]
+        return key_blocks(form(size, 0)[1], every)
+
+    def compressed(size: int, count: int) -> tuple[dict, list[int]]:
+        """Per transformer block span cycles of the form (see `form`), and each attention's key
+        blocks (0: not causal)."""
+        if (size, count) not in compiled:
+            name, module = form(size, count)
+            del forms[size, count]
+            tell(name)
             program = compile_module(module, hw)
             profile = simulate(program, hw, expected_clusters(program, expectation))
             compiled[size, count] = per_block(profile), key_blocks(module, every)
@@ -202,14 +219,10 @@ def decide(
         tried = ""
         # Causal over several key blocks: the cheapest block size (each clustering all its
         # blocks but the last), then the cheapest prefix of its blocks.
-        by_size = {
-            s: span(compressed(s, 0)[0], layer_name)
-            for s in sizes
-            if compressed(s, 0)[1][index] > 1
-        }
+        by_size = {s: span(compressed(s, 0)[0], layer_name) for s in sizes if blocks(s)[index] > 1}
         if by_size:
             size = min(by_size, key=lambda s: (by_size[s], -s))  # ties: more raw keys
-            key_count = compressed(size, 0)[1][index]
+            key_count = blocks(size)[index]
             spans = {key_count - 1: by_size[size]}
             for candidate in prefix_candidates(key_count):
                 spans.setdefault(candidate, span(compressed(size, candidate)[0], layer_name))

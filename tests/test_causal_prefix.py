@@ -201,6 +201,20 @@ def test_the_policy_sizes_each_causal_layers_key_blocks() -> None:
     assert all(d.cta_cycles < 0.8 * s.cta_cycles for d, s in zip(decisions, small, strict=True))
 
 
+def test_the_policy_compiles_no_block_size_that_leaves_one_block() -> None:
+    """At 256 tokens, blocks of 256 or 512 leave each causal layer one block (nothing before
+    it to cluster): the policy reads that from the compressed module and compiles neither."""
+    heard: list[str] = []
+    decisions = decide(
+        gpt2_long(256), SPEC % (64, ""), HW, cluster_ratio=0.1, block_sizes=CAUSAL_BLOCKS,
+        progress=heard.append,
+    )  # fmt: skip
+    assert not [form for form in heard if "causal-block=256" in form or "causal-block=512" in form]
+    assert heard[:3] == ["exact", "causal-block=64,64", "causal-block=128,128"]
+    assert all(d.block_size in (64, 128) for d in decisions)
+    assert "(tried 64: " in decisions[0].reason and "256: " not in decisions[0].reason
+
+
 def test_cta_block_given_is_kept_and_checked(tmp_path, capsys) -> None:
     from ctac.cli import main
     from ctac.runtime.program import read_program
