@@ -69,20 +69,28 @@ def widen_into(half: np.ndarray, out: np.ndarray, exact_tricks: bool = True) -> 
         out[...] = half  # the tile holds an fp16 inf or NaN
 
 
+def rounds_with_tricks(values: np.ndarray, exact_tricks: bool = True) -> bool:
+    """Whether round_into rounds `values` with its tricks (and so needs a scratch array): a
+    float32 tile of at least ROUND_MIN_ELEMENTS, where the tricks hold."""
+    return (
+        exact_tricks
+        and values.size >= ROUND_MIN_ELEMENTS
+        and values.ndim >= 1
+        and values.dtype == np.float32
+    )
+
+
 def round_into(
     values: np.ndarray, out: np.ndarray, scratch: np.ndarray | None, exact_tricks: bool = True
 ) -> None:
     """out[...] = values rounded to fp16 and widened back: values.astype(float16) with finite
     values beyond fp16's range saturated to +-65504 (runtime.program.to_storage), as float32.
-    `values` float32, at least 1-D; `scratch` a C-contiguous float32 array of values' shape,
-    overwritten (None: numpy's cast, as for a tile below ROUND_MIN_ELEMENTS)."""
+    `scratch` a C-contiguous float32 array of values' shape, overwritten; None where
+    rounds_with_tricks says no (numpy's cast)."""
     if not (
-        exact_tricks
-        and scratch is not None
-        and values.size >= ROUND_MIN_ELEMENTS
-        and values.ndim >= 1
-        and values.dtype == np.float32
+        scratch is not None
         and scratch.flags.c_contiguous
+        and rounds_with_tricks(values, exact_tricks)
     ):
         out[...] = _saturated_cast(values)
         return

@@ -209,7 +209,7 @@ def _store(machine: Machine, f: Fields) -> None:
     if f.get("exact") or machine.element_type != "fp16":
         target[...] = source
     else:
-        tricks = machine.exact_tricks and source.size >= fp16.ROUND_MIN_ELEMENTS
+        tricks = fp16.rounds_with_tricks(source, machine.exact_tricks)
         work = kernels.scratch(machine, source.shape, np.float32) if tricks else None
         fp16.round_into(source, target, work, machine.exact_tricks)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import math
 import struct
 from collections.abc import Callable, Mapping
@@ -208,6 +209,14 @@ class Instruction:
     @property
     def bits(self) -> int:
         return OPCODE_BITS + sum(f.bits for f in self.fields)
+
+    @functools.cached_property
+    def field_checks(self) -> tuple[frozenset[str], tuple]:
+        """checked_fields' table, made once per row: the field names, and per field (name,
+        default, lowest and highest int that needs no Field.check call, spec); a float or enum
+        field has the empty range (1, 0), so every value of it goes through Field.check."""
+        checks = tuple((f.name, f.default, *_unchecked_ints(f), f) for f in self.fields)
+        return frozenset(f.name for f in self.fields), checks
 
 
 def _ceil(a: float, b: float) -> int:
@@ -777,31 +786,13 @@ def _validate_table() -> None:
 _validate_table()
 
 
-# Per instruction row: its field names, and per field (name, default, lowest and highest int
-# that need no further check, spec): an unsigned or signed field's range, (1, 0) (every value
-# goes through Field.check) for a float or enum field. For checked_fields; keyed by the row's
-# id() and checked to be that row, as a test may add rows to the table
-# (tests/test_isa_extension.py).
-_FIELD_CHECKS: dict[int, tuple[Instruction, frozenset, tuple]] = {}
-
-
-def _int_range(spec: Field) -> tuple[int, int]:
+def _unchecked_ints(spec: Field) -> tuple[int, int]:
+    """The ints Field.check returns as they are, as (lowest, highest); (1, 0): none."""
     if spec.kind in _UNSIGNED_KINDS:
         return 0, (1 << spec.bits) - 1
     if spec.kind == "int":
         return -(1 << (spec.bits - 1)), (1 << (spec.bits - 1)) - 1
     return 1, 0
-
-
-def _field_checks(instruction: Instruction) -> tuple[frozenset, tuple]:
-    cached = _FIELD_CHECKS.get(id(instruction))
-    if cached is None or cached[0] is not instruction:
-        checks = tuple(
-            (spec.name, spec.default, *_int_range(spec), spec) for spec in instruction.fields
-        )
-        known = frozenset(spec.name for spec in instruction.fields)
-        cached = _FIELD_CHECKS[id(instruction)] = (instruction, known, checks)
-    return cached[1], cached[2]
 
 
 def _zero(spec: Field) -> int | float | str:
@@ -828,38 +819,28 @@ def checked_fields(name: str, fields: Mapping[str, int | float | str]) -> dict:
     instruction = BY_NAME.get(name)
     if instruction is None:
         raise FieldError(f"unknown instruction '{name}'")
-    known, checks = _field_checks(instruction)
-    if fields.keys() <= known:
-        # The common case without a call per field: lower-to-isa emits ~270,000 instructions
-        # for a GPT-2-small at 512 tokens, each with ~11 fields.
-        values: dict[str, int | float | str] = {}
-        for field_name, default, low, high, spec in checks:
-            value = fields.get(field_name, default)
-            if not (type(value) is int and low <= value <= high):
-                if value is None:
-                    raise FieldError(
-                        f"{name}.{field_name}: missing (the ISA table gives it no default)"
-                    )
-                spec.check(value, name)
-            values[field_name] = value
-        return values
-    unknown = [key for key in fields if key not in known]
-    if unknown:
+    known, checks = instruction.field_checks
+    if not fields.keys() <= known:
         hints = []
-        for key in unknown:
+        for key in [key for key in fields if key not in known]:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         raise FieldError(
-            f"{name}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+            f"{name}: unknown field{'s' if len(hints) > 1 else ''} {', '.join(hints)}; "
             f"its fields are {', '.join(spec.name for spec in instruction.fields) or 'none'}"
         )
+    # An in-range int (most fields of most instructions) needs no Field.check call:
+    # lower-to-isa emits ~270,000 instructions for a GPT-2-small at 512 tokens.
     values: dict[str, int | float | str] = {}
-    for spec in instruction.fields:
-        value = fields.get(spec.name, spec.default)
-        if value is None:
-            raise FieldError(f"{name}.{spec.name}: missing (the ISA table gives it no default)")
-        spec.check(value, name)
-        values[spec.name] = value
+    for field_name, default, low, high, spec in checks:
+        value = fields.get(field_name, default)
+        if not (type(value) is int and low <= value <= high):
+            if value is None:
+                raise FieldError(
+                    f"{name}.{field_name}: missing (the ISA table gives it no default)"
+                )
+            spec.check(value, name)
+        values[field_name] = value
     return values
 
 
