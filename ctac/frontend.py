@@ -52,8 +52,11 @@ def check_compression_flags(args: argparse.Namespace) -> None:
             )
 
 
-def front_end(args: argparse.Namespace, emit: str):
-    """Import, canonicalize and (for emit != 'onnx') detect attention; returns (module, reports)."""
+def front_end(args: argparse.Namespace, emit: str, reuse: dict | None = None):
+    """Import, canonicalize and (for emit != 'onnx') detect attention; returns (module, reports).
+    With `reuse` (a dict): where the CTA policy compiled the final module already, as it does
+    when every layer decides alike, reuse["program"] is that program (compile it once, not
+    twice)."""
     from ctac.importer import import_model, parse_shape_flags
 
     check_compression_flags(args)
@@ -77,8 +80,15 @@ def front_end(args: argparse.Namespace, emit: str):
 
             for layer, reason in uncompressible(imported.module):
                 print(f"warning: attention '{layer}' stays exact: {reason}", file=sys.stderr)
-            keep_exact = _policy(imported.module, args)
+            candidates = [] if reuse is not None else None
+            keep_exact = _policy(imported.module, args, candidates)
             run_passes(imported.module, compress_spec(args, keep_exact))
+            if candidates:
+                from ctac.policy import compiled_form
+
+                program = compiled_form(imported.module, candidates)
+                if program is not None:
+                    reuse["program"] = program
         if getattr(args, "attention", "exact") == "elsa" and emit != "cta-detected":
             run_passes(imported.module, elsa_spec(args))
     return imported.module, reports
@@ -134,9 +144,10 @@ def cta_settings(args: argparse.Namespace):
     return args._settings
 
 
-def _policy(detected, args: argparse.Namespace) -> str:
+def _policy(detected, args: argparse.Namespace, candidates: list | None = None) -> str:
     """--cta-policy cost: decide per layer, print each decision, return the cta-compress options
-    that carry them out (keep-exact, compressed-blocks)."""
+    that carry them out (keep-exact, compressed-blocks). `candidates` receives the forms the
+    policy compiled (policy.decide)."""
     if getattr(args, "cta_policy", "cost") != "cost":
         return ""
     import json
@@ -146,7 +157,7 @@ def _policy(detected, args: argparse.Namespace) -> str:
     from ctac.passes.lower_to_isa import POLICY_ATTRIBUTE
     from ctac.policy import policy_options
 
-    decisions = policy_decisions(detected, args)
+    decisions = policy_decisions(detected, args, candidates)
     for decision in decisions:
         print(f"cta policy: {decision.name}: {decision.reason}", file=sys.stderr)
     # Carried into the program (its source table), so run and profile can report them.
@@ -156,9 +167,9 @@ def _policy(detected, args: argparse.Namespace) -> str:
     return policy_options(decisions)
 
 
-def policy_decisions(detected, args: argparse.Namespace) -> list:
+def policy_decisions(detected, args: argparse.Namespace, candidates: list | None = None) -> list:
     """The cost policy's decision for each attention of the detected module (unchanged), at the
-    --cluster-ratio or the --cta-settings file's ratios and buckets."""
+    --cluster-ratio or the --cta-settings file's ratios and buckets; `candidates` as decide's."""
     from ctac.hw import load_hardware
     from ctac.policy import CAUSAL_BLOCK_SIZES, decide
 
@@ -185,7 +196,7 @@ def policy_decisions(detected, args: argparse.Namespace) -> list:
     try:
         return decide(
             detected, compress_spec(args), load_hardware(getattr(args, "hw", None)), ratio,
-            buckets, sizes, compiled if bar is not None else None,
+            buckets, sizes, compiled if bar is not None else None, candidates,
         )  # fmt: skip
     finally:
         if bar is not None:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
@@ -137,11 +137,14 @@ def decide(
     buckets: float = 1.0,
     block_sizes: tuple[int, ...] = (),
     progress: Callable[[str], object] | None = None,
+    candidates: list[tuple[ModuleOp, Program]] | None = None,
 ) -> list[LayerDecision]:
     """One decision per attention of the detected module (left unchanged), each layer at its
     own expected clusters when `cluster_ratio` is a ClusterExpectation. A causal layer also
     takes the cheapest of `block_sizes` (its key blocks; none given: the spec's `block`) and
-    the cheapest prefix of those blocks to cluster. `progress` hears of each form compiled."""
+    the cheapest prefix of those blocks to cluster. `progress` hears of each form compiled;
+    `candidates`, if given, receives each form compiled with its program (compiled_form finds
+    the final module among them, so `ctac compile` need not compile it again)."""
     from ctac.emit import compile_module
     from ctac.passes.assign_layers import layers_of
     from ctac.pipeline import run_passes
@@ -155,7 +158,10 @@ def decide(
         return []
     tell = progress or (lambda what: None)
     tell("exact")
-    exact = compile_module(detected.clone(), hw)
+    exact_module = detected.clone()
+    exact = compile_module(exact_module, hw)
+    if candidates is not None:
+        candidates.append((exact_module, exact))
     exact_profile = simulate(exact, hw)
     exact_spans = per_block(exact_profile)
     # "layer k", or "encoder/decoder layer k" in an encoder-decoder model (runtime/profile.py).
@@ -200,6 +206,8 @@ def decide(
             del forms[size, count]
             tell(name)
             program = compile_module(module, hw)
+            if candidates is not None:
+                candidates.append((module, program))
             profile = simulate(program, hw, expected_clusters(program, expectation))
             compiled[size, count] = per_block(profile), key_blocks(module, every)
         return compiled[size, count]
@@ -246,6 +254,60 @@ def decide(
             )
         )  # fmt: skip
     return decisions
+
+
+def compiled_form(module: ModuleOp, candidates: list[tuple[ModuleOp, Program]]) -> Program | None:
+    """The program of the candidate (decide's) that `module` is, op for op, given the policy
+    record `module` carries (the candidates were compiled before it was made); None if no
+    candidate is. Every layer decided alike makes the final module one the policy compiled."""
+    import json
+
+    from ctac.passes.lower_to_isa import POLICY_ATTRIBUTE
+
+    record = module.attributes.get(POLICY_ATTRIBUTE)
+    for candidate, program in candidates:
+        if record is not None:
+            candidate.attributes[POLICY_ATTRIBUTE] = record
+        if same_module(module, candidate):
+            policy = json.loads(record.data) if isinstance(record, StringAttr) else []
+            return replace(program, policy=policy)
+    return None
+
+
+def same_module(first: ModuleOp, second: ModuleOp) -> bool:
+    """Whether two modules are the same op for op: names, attributes, properties, operands (as
+    the values they refer to), result types and names, block argument types. (xDSL's
+    is_structurally_equivalent does not compare types, and a compressed form differs from
+    another in little else: its cluster tensors' shapes.)"""
+    ops, others = list(first.walk()), list(second.walk())
+    if len(ops) != len(others):
+        return False
+    values: dict = {}
+    for op, other in zip(ops, others, strict=True):
+        if (
+            op.name != other.name
+            or op.attributes != other.attributes
+            or op.properties != other.properties
+            or len(op.operands) != len(other.operands)
+            or len(op.regions) != len(other.regions)
+            or op.successors
+            or other.successors
+            or [(r.type, r.name_hint) for r in op.results]
+            != [(r.type, r.name_hint) for r in other.results]
+            or any(values.get(a) is not b for a, b in zip(op.operands, other.operands, strict=True))
+        ):
+            return False
+        values.update(zip(op.results, other.results, strict=True))
+        for region, other_region in zip(op.regions, other.regions, strict=True):
+            blocks, other_blocks = list(region.blocks), list(other_region.blocks)
+            if len(blocks) != len(other_blocks):
+                return False
+            for block, other_block in zip(blocks, other_blocks, strict=True):
+                types = [a.type for a in block.args]
+                if types != [a.type for a in other_block.args]:
+                    return False
+                values.update(zip(block.args, other_block.args, strict=True))
+    return True
 
 
 def _tried(cycles: dict[int, int], chosen: int | None = None) -> str:

@@ -222,3 +222,54 @@ def test_timing_only_profiles_charge_a_settings_files_ratio(tmp_path: Path, caps
     assert main(["profile", str(binary), "--out", str(tmp_path / "x"), "--cta-settings",
                  str(tmp_path / "cta.toml")]) == 2  # fmt: skip
     assert "needs --timing-only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "length", "flags"),
+    [("bert_ts_eager.onnx", 16, []), ("gpt2_long.onnx", 256, ["--cluster-ratio", "0.05"])],
+)
+def test_a_final_form_the_policy_compiled_is_not_compiled_again(
+    name: str, length: int, flags: list, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Where every layer decides alike (all exact at 2 x 16; at 0.05 clusters per token each
+    causal layer clusters its first of 4 key blocks), the final module is one the policy
+    compiled: `ctac compile` writes that program, byte for byte what compiling the final module
+    again writes, with one compile fewer."""
+    import ctac.emit
+    import ctac.policy
+    from ctac.cli import main
+
+    compiles = []
+    compile_module = ctac.emit.compile_module
+    monkeypatch.setattr(
+        ctac.emit, "compile_module", lambda *a: compiles.append(1) or compile_module(*a)
+    )
+    command = ["compile", str(MODELS / name), "--shape",
+               f"input_ids=1x{length},attention_mask=1x{length}", "--attention", "cta", *flags]  # fmt: skip
+    assert main([*command, "-o", str(tmp_path / "reused.ctab")]) == 0
+    reused = len(compiles)
+    compiles.clear()
+    monkeypatch.setattr(ctac.policy, "compiled_form", lambda module, candidates: None)
+    assert main([*command, "-o", str(tmp_path / "fresh.ctab")]) == 0
+    assert len(compiles) == reused + 1
+    assert (tmp_path / "reused.ctab").read_bytes() == (tmp_path / "fresh.ctab").read_bytes()
+    decisions = read_program(tmp_path / "reused.ctab").policy
+    if flags:
+        assert all(d["compress"] and d["compressed_blocks"] == 1 for d in decisions)
+    else:
+        assert not any(d["compress"] for d in decisions)
+    capsys.readouterr()
+
+
+def test_forms_that_differ_only_in_their_tensor_shapes_are_not_the_same_module() -> None:
+    """Clustering the first 1 or 3 of 4 key blocks differs only in the shapes of the cluster
+    tensors (xDSL's is_structurally_equivalent would call them equal): same_module tells them
+    apart, and a clone is the same module."""
+    from ctac.policy import same_module
+
+    spec = "cta-compress{tau-q=0.5 tau-kv=0.3 hash-bits=4 window=8 block=64 compressed-blocks=%s}"
+    first, third = detected("gpt2_long.onnx", 256), detected("gpt2_long.onnx", 256)
+    run_passes(first, spec % "1,1")
+    run_passes(third, spec % "3,3")
+    assert not same_module(first, third)
+    assert same_module(first, first.clone()) and same_module(third, third.clone())
