@@ -14,8 +14,9 @@ from ctac.errors import CtacError
 from ctac.hw import Hardware
 from ctac.passes.lower_to_isa import DRAM_ATTRIBUTE, HW_ATTRIBUTE, POLICY_ATTRIBUTE
 from ctac.passes.lower_to_isa.core import ELEMENT_TYPE_ATTRIBUTE, Lowering
+from ctac.runtime.data_segment import DataSegment
 from ctac.runtime.evaluator import evaluate_values
-from ctac.runtime.program import DTYPES, DataSegment, Program, Symbol
+from ctac.runtime.program import DTYPES, Program, Symbol
 from ctac.weights import store_for_module
 
 

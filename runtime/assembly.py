@@ -18,9 +18,9 @@ import numpy as np
 
 from ctac.errors import CtacError, shorten
 from ctac.runtime import isa
+from ctac.runtime.data_segment import ELEMENT_TYPES
 from ctac.runtime.program import (
     BUFFER_NAMES,
-    ELEMENT_TYPES,
     MAX_DRAM_ELEMENTS,
     VERSION,
     Program,

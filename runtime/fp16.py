@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctac.runtime.program import FP16_MAX, to_storage
+from ctac.runtime.data_segment import FP16_MAX, to_storage
 
 # An fp16 bit pattern shifted left by 13 is a float32 whose exponent is 112 too small (127 - 15),
 # for normal and subnormal values alike: multiplying by 2**112 rebias it exactly.
@@ -84,7 +84,7 @@ def round_into(
     values: np.ndarray, out: np.ndarray, scratch: np.ndarray | None, exact_tricks: bool = True
 ) -> None:
     """out[...] = values rounded to fp16 and widened back: values.astype(float16) with finite
-    values beyond fp16's range saturated to +-65504 (runtime.program.to_storage), as float32.
+    values beyond fp16's range saturated to +-65504 (runtime.data_segment.to_storage), as float32.
     `scratch` a C-contiguous float32 array of values' shape, overwritten; None where
     rounds_with_tricks says no (numpy's cast)."""
     if not (

@@ -16,7 +16,8 @@ import numpy as np
 from ctac.blas import single_threaded_blas
 from ctac.errors import CtacError
 from ctac.runtime import fp16, isa, kernels
-from ctac.runtime.program import Program, Symbol, storage_array, to_storage
+from ctac.runtime.data_segment import to_storage
+from ctac.runtime.program import Program, Symbol, storage_array
 
 Fields = dict
 

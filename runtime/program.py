@@ -1,4 +1,5 @@
-"""The program file (.ctab) and its assembly form.
+"""The program file (.ctab): the Program, and its encoding and validated decoding (its data
+segment in memory is runtime/data_segment.py; its assembly form runtime/assembly.py).
 
 Binary layout (little-endian):
 
@@ -31,7 +32,6 @@ import mmap
 import queue
 import struct
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,15 +39,18 @@ import numpy as np
 
 from ctac.errors import CtacError, shorten
 from ctac.files import write_atomically
-from ctac.mapped import FileRange, file_range
+from ctac.mapped import FileRange
 from ctac.runtime import isa
+from ctac.runtime.data_segment import (
+    ELEMENT_TYPE_BY_BYTES,
+    ELEMENT_TYPES,
+    DataSegment,
+    array_chunks,
+    to_storage,
+)
 
 MAGIC = b"CTAB"
 VERSION = 2
-# The data segment's element types (ctac/hw.py PRECISIONS), by name: (bytes, numpy dtype).
-ELEMENT_TYPES = {"fp16": (2, np.dtype("<f2")), "fp32": (4, np.dtype("<f4"))}
-ELEMENT_TYPE_BY_BYTES = {size: name for name, (size, _) in ELEMENT_TYPES.items()}
-FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 HEADER = struct.Struct("<4sHH32sIQQII")
 DTYPES = isa.DTYPES
 BUFFER_NAMES = isa.BUFFER_NAMES
@@ -87,138 +90,6 @@ class Symbol:
             "address": self.address,
             "vocab": self.vocab,
         }
-
-
-def to_storage(values: np.ndarray, element_type: str) -> np.ndarray:
-    """`values` in the storage type `element_type` (a view when they already are). Into fp16,
-    finite values beyond its range saturate to +-65504 instead of becoming inf: an additive mask
-    of float32.min (-3.4e38, what many exporters write for "not visible") must stay a large
-    negative finite number, which still gives its keys zero weight, where -inf would make a fully
-    masked row's softmax arithmetic (-inf minus its -inf maximum) NaN. inf stays inf and NaN
-    stays NaN."""
-    dtype = ELEMENT_TYPES[element_type][1]
-    values = np.asarray(values)
-    if values.dtype == dtype:
-        return values
-    with np.errstate(over="ignore"):
-        stored = values.astype(dtype)
-    if element_type == "fp16" and stored.size:
-        # inf's bit pattern on the raw bits: 7x faster than np.isinf on fp16 (the compiler
-        # converts every weight through here)
-        bits = stored.view(np.uint16) & 0x7FFF
-        overflow = bits == 0x7C00
-        if overflow.any():
-            finite = overflow & np.isfinite(values)
-            stored[finite] = np.copysign(FP16_MAX, values[finite])
-    return stored
-
-
-class DataSegment:
-    """A data segment not yet laid out in memory: `size` float32 elements, zero except for
-    `pieces` [(start, array)] (where two overlap, the later one's values). The compiler's weights
-    stay where they are (views of the ONNX file) until the program is written, which streams them
-    straight into the file (encode_chunks); `np.asarray(segment)` builds the whole array once, for
-    whoever needs it."""
-
-    def __init__(self, size: int, pieces: list[tuple[int, np.ndarray]]) -> None:
-        self.size = size
-        self.pieces = [(start, np.asarray(values).reshape(-1)) for start, values in pieces]
-        self._ordered = sorted(self.pieces, key=lambda piece: piece[0])
-        self._overlap = any(
-            start < before + values.size
-            for (before, values), (start, _) in zip(self._ordered, self._ordered[1:], strict=False)
-        )
-        self._array: np.ndarray | None = None
-        self._stored: dict[str, np.ndarray] = {}
-        self._ahead: dict[int, Future] = {}  # id(piece) -> its converted chunks (convert_ahead)
-        self._ahead_type = ""
-
-    def __len__(self) -> int:
-        return self.size
-
-    def convert_ahead(self, element_type: str) -> None:
-        """Start converting the pieces into `element_type` on a worker thread, in the order
-        `chunks` writes them, so a writer finds them ready: numpy's casts release the GIL, and
-        converting BERT-base's 109 M weights to fp16 took 0.4 s of the compile's critical path.
-        Holds the converted segment (half the float32 bytes for fp16) until it is written."""
-        if ELEMENT_TYPES[element_type][1] == np.dtype("<f4") or self._overlap or self._ahead:
-            return
-        self._ahead_type = element_type
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctac-convert")
-        for _, values in self._ordered:
-            self._ahead[id(values)] = worker.submit(
-                lambda v=values: list(_array_chunks(v, element_type))
-            )
-        worker.shutdown(wait=False)
-
-    def array(self) -> np.ndarray:
-        if self._array is None:
-            array = np.zeros(self.size, dtype=np.float32)
-            for start, values in self.pieces:
-                array[start : start + values.size] = values
-            array.flags.writeable = False
-            self._array = array
-        return self._array
-
-    def stored(self, element_type: str) -> np.ndarray:
-        """The whole segment in its storage type, built once (from the pieces, without the
-        float32 array) and kept: every run of a program compiled in memory starts from it."""
-        if element_type not in self._stored:
-            array = np.zeros(self.size, dtype=ELEMENT_TYPES[element_type][1])
-            for start, values in self.pieces:
-                array[start : start + values.size] = to_storage(values, element_type)
-            array.flags.writeable = False
-            self._stored[element_type] = array
-        return self._stored[element_type]
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        array = self.array()
-        if copy:
-            array = array.copy()
-        return array if dtype is None else array.astype(dtype, copy=False)
-
-    def chunks(self, zeros: int = 1 << 20, file_ranges: bool = False, element_type: str = "fp32"):
-        """The segment as little-endian bytes of `element_type`, in order, without building it
-        (fp16 converted a few MB at a time); with `file_ranges`, an fp32 piece that is a view of
-        a mapped file comes as a FileRange (ctac/mapped.py), which the writer copies file to
-        file."""
-        if self._overlap:
-            yield from _array_chunks(self.array(), element_type)
-            return
-        width = ELEMENT_TYPES[element_type][0]
-        blank = memoryview(bytes(width * min(zeros, max(self.size, 1))))
-        position = 0
-
-        def gap(count: int):
-            while count > 0:
-                step = min(count, len(blank) // width)
-                yield blank[: width * step]
-                count -= step
-
-        for start, values in self._ordered:
-            yield from gap(start - position)
-            source = None
-            if file_ranges and element_type == "fp32" and values.dtype == np.dtype("<f4"):
-                source = file_range(values)
-            ahead = self._ahead.pop(id(values), None) if element_type == self._ahead_type else None
-            if source is not None:
-                yield source
-            elif ahead is not None:
-                yield from ahead.result()
-            else:
-                yield from _array_chunks(values, element_type)
-            position = start + values.size
-        yield from gap(self.size - position)
-
-
-def _array_chunks(array: np.ndarray, element_type: str = "fp32", step: int = 1 << 22):
-    """An array's little-endian bytes in `element_type`, a few MB at a time (views where it is
-    already contiguous in that type, converted chunk by chunk otherwise: to_storage's
-    saturation)."""
-    flat = np.asarray(array).reshape(-1)
-    for start in range(0, flat.size, step):
-        part = np.ascontiguousarray(to_storage(flat[start : start + step], element_type))
-        yield memoryview(part).cast("B")
 
 
 @dataclass
@@ -316,7 +187,7 @@ def encode_chunks(program: Program, file_ranges: bool = False, words: bytes | No
     if isinstance(data, DataSegment):
         data_chunks = data.chunks(file_ranges=file_ranges, element_type=program.element_type)
     else:
-        data_chunks = _array_chunks(data, program.element_type)
+        data_chunks = array_chunks(data, program.element_type)
     header = HEADER.pack(
         MAGIC,
         VERSION,
@@ -671,8 +542,3 @@ def read_program(
     except OSError as exc:
         raise CtacError(f"cannot read program '{path}': {exc.strerror}") from None
     return decode_program(blob, hw_digest, capacities)
-
-
-# ---------------------------------------------------------------------------------------------
-# Assembly
-# ---------------------------------------------------------------------------------------------

@@ -17,17 +17,16 @@ from ctac.errors import CtacError
 from ctac.hw import hardware_from_text, load_hardware, with_precision
 from ctac.run import program_hardware
 from ctac.runtime.assembly import assemble, disassemble
+from ctac.runtime.data_segment import FP16_MAX, to_storage
 from ctac.runtime.interpreter import run_program
 from ctac.runtime.isa import ACT_BUFFER
 from ctac.runtime.program import (
-    FP16_MAX,
     HEADER,
     Program,
     Symbol,
     decode_program,
     encode_program,
     read_program,
-    to_storage,
 )
 
 HW = load_hardware(None)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ctac.runtime import fp16
+from ctac.runtime.data_segment import to_storage
 from ctac.runtime.fp16 import round_into, tricks_hold, widen_into
-from ctac.runtime.program import to_storage
 
 
 @pytest.fixture(autouse=True)

@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, int]] = [
     ("passes/lower_to_isa/*.py", 3),
     # 4 machine model
     ("runtime/program.py", 4),
+    ("runtime/data_segment.py", 4),
     ("runtime/assembly.py", 4),
     ("runtime/interpreter.py", 4),
     ("runtime/fp16.py", 4),

@@ -21,14 +21,8 @@ from ctac.onnx_loader import checkable_skeleton, load_onnx, load_onnx_lazy
 from ctac.passes.detect_attention import detect_attention
 from ctac.passes.lower_to_isa import lower_module
 from ctac.pipeline import run_passes
-from ctac.runtime.program import (
-    DataSegment,
-    decode_program,
-    encode_program,
-    read_program,
-    to_storage,
-    write_program,
-)
+from ctac.runtime.data_segment import DataSegment, to_storage
+from ctac.runtime.program import decode_program, encode_program, read_program, write_program
 from ctac.weights import forget_stores
 
 MODELS = Path(__file__).parent / "models"
