@@ -23,7 +23,7 @@ from ctac.policy import decide, expected_clusters, policy_options, prefix_candid
 from ctac.runtime import compression
 from ctac.runtime.costmodel import effective_fields, simulate
 from ctac.runtime.evaluator import evaluate
-from ctac.runtime.reference import attention
+from ctac.runtime.reference_cta import attention
 
 HW = load_hardware()
 SPEC = "cta-compress{tau-q=0.5 tau-kv=0.3 hash-bits=4 window=8 block=%d%s}"  # the CLI defaults

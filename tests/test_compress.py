@@ -21,7 +21,7 @@ from ctac.passes.cta_compress import CompressOptions, cta_compress
 from ctac.pipeline import module_text, parse_module, run_passes
 from ctac.runtime import compression
 from ctac.runtime.evaluator import evaluate, evaluate_values
-from ctac.runtime.reference import attention
+from ctac.runtime.reference_cta import attention
 
 METHODS = st.sampled_from(["hash-leader", "leader", "hash-spread", "spread"])
 
@@ -481,7 +481,7 @@ def test_additive_masks_are_left_exact() -> None:
 def test_per_head_pool_and_project_equal_pooling_the_projection() -> None:
     """The reference semantics: pooling X (B, n, E) over per-head ids and projecting each head
     with its own columns equals projecting X and pooling V (linearity), bias included."""
-    from ctac.runtime.reference import project
+    from ctac.runtime.reference_cta import project
 
     rng = np.random.default_rng(0)
     b, n, e, heads, dv = 2, 12, 8, 3, 4

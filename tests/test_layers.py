@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, int]] = [
     # 2 IR semantics
     ("runtime/reference.py", 2),
     ("runtime/reference_conv.py", 2),
+    ("runtime/reference_cta.py", 2),
     ("runtime/norms.py", 2),
     ("runtime/reference_indexing.py", 2),
     ("runtime/evaluator.py", 2),
