@@ -126,6 +126,18 @@ def test_without_scratch_a_tile_takes_the_cast():
     assert np.array_equal(bits(out), bits(reference_round(values)))
 
 
+@pytest.mark.parametrize("special", [65504.0, 65519.0, 65520.0, 1e9, -np.inf, np.nan, 2.0**-25])
+def test_without_scratch_edges_take_the_saturating_cast(special: float):
+    """The cast path casts a tile within +-65504 directly; beyond it (65520 casts to inf), inf
+    or NaN it saturates as to_storage does."""
+    tile = np.array([[1.0, special], [-3.0, 2.0**-20]], dtype=np.float32)
+    out = np.empty_like(tile)
+    round_into(tile, out, None)
+    assert np.array_equal(bits(out), bits(reference_round(tile)))
+    empty = np.zeros((0, 4), dtype=np.float32)
+    round_into(empty, empty.copy(), None)
+
+
 def test_without_the_tricks_the_casts_give_the_same():
     rng = np.random.default_rng(3)
     values = random_floats(rng, 600).clip(-60000, 60000).reshape(20, 30)
