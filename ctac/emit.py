@@ -150,12 +150,17 @@ def _program(
         for op in symbol_ops
     ]
     _check_symbols(symbols)
-    policy = module.attributes.get(POLICY_ATTRIBUTE)
-    decisions = json.loads(policy.data) if isinstance(policy, StringAttr) else []
+    decisions = policy_record(module)
     return Program(
         digest, instructions, data, dram, symbols, sources, dynamic, decisions,
         element_type=element_type,
     )  # fmt: skip
+
+
+def policy_record(module: ModuleOp) -> list[dict]:
+    """The CTA policy's decisions a module carries (the program's `policy`), [] if none."""
+    policy = module.attributes.get(POLICY_ATTRIBUTE)
+    return json.loads(policy.data) if isinstance(policy, StringAttr) else []
 
 
 def _check_symbols(symbols: list[Symbol]) -> None:

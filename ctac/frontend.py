@@ -84,11 +84,16 @@ def front_end(args: argparse.Namespace, emit: str, reuse: dict | None = None):
             keep_exact = _policy(imported.module, args, candidates)
             run_passes(imported.module, compress_spec(args, keep_exact))
             if candidates:
+                import gc
+
                 from ctac.policy import compiled_form
 
                 program = compiled_form(imported.module, candidates)
                 if program is not None:
                     reuse["program"] = program
+                # The other forms' IR is cyclic garbage: freed now, not at the write's peak.
+                candidates.clear()
+                gc.collect()
         if getattr(args, "attention", "exact") == "elsa" and emit != "cta-detected":
             run_passes(imported.module, elsa_spec(args))
     return imported.module, reports

@@ -114,3 +114,66 @@ def run_passes(module: ModuleOp, spec: str) -> None:
     except Exception as exc:
         raise CtacError(f"bad pass pipeline '{spec}': {exc}") from None
     pipeline.apply(make_context(), module)
+
+
+def same_module(
+    first: ModuleOp, second: ModuleOp, ignored_attributes: tuple[str, ...] = ()
+) -> bool:
+    """Whether two modules are the same op for op: the same ops in the same blocks, with the same
+    names, attributes (but `ignored_attributes` of the modules themselves), properties, operands
+    (as the values they refer to), result types and names, and block argument types and names.
+    (xDSL's is_structurally_equivalent compares no types, and the compressed forms the CTA
+    policy compiles differ from one another in little else: their cluster tensors' shapes.)"""
+    if len(first.body.blocks) != len(second.body.blocks):
+        return False
+    module_attributes = [
+        {k: v for k, v in op.attributes.items() if k not in ignored_attributes}
+        for op in (first, second)
+    ]
+    if module_attributes[0] != module_attributes[1] or first.properties != second.properties:
+        return False
+    values: dict = {}
+    blocks = list(zip(first.body.blocks, second.body.blocks, strict=True))
+    while blocks:
+        block, other_block = blocks.pop()
+        if not _same_block_header(block, other_block, values):
+            return False
+        ops, other_ops = list(block.ops), list(other_block.ops)
+        if len(ops) != len(other_ops):
+            return False
+        for op, other in zip(ops, other_ops, strict=True):
+            if not _same_op(op, other, values):
+                return False
+            for region, other_region in zip(op.regions, other.regions, strict=True):
+                if len(region.blocks) != len(other_region.blocks):
+                    return False
+                blocks.extend(zip(region.blocks, other_region.blocks, strict=True))
+    return True
+
+
+def _same_block_header(block, other, values: dict) -> bool:
+    arguments = [(a.type, a.name_hint) for a in block.args]
+    if arguments != [(a.type, a.name_hint) for a in other.args]:
+        return False
+    values.update(zip(block.args, other.args, strict=True))
+    return True
+
+
+def _same_op(op, other, values: dict) -> bool:
+    """`op` is `other` given the values already paired (each operand must be defined before its
+    use: ops in order, nested blocks after their op)."""
+    if (
+        op.name != other.name
+        or op.attributes != other.attributes
+        or op.properties != other.properties
+        or len(op.operands) != len(other.operands)
+        or len(op.regions) != len(other.regions)
+        or op.successors
+        or other.successors
+        or [(r.type, r.name_hint) for r in op.results]
+        != [(r.type, r.name_hint) for r in other.results]
+        or any(values.get(a) is not b for a, b in zip(op.operands, other.operands, strict=True))
+    ):
+        return False
+    values.update(zip(op.results, other.results, strict=True))
+    return True

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 
 from ctac.dialects import cta
 from ctac.dialects import onnx as ox
@@ -257,57 +257,18 @@ def decide(
 
 
 def compiled_form(module: ModuleOp, candidates: list[tuple[ModuleOp, Program]]) -> Program | None:
-    """The program of the candidate (decide's) that `module` is, op for op, given the policy
-    record `module` carries (the candidates were compiled before it was made); None if no
-    candidate is. Every layer decided alike makes the final module one the policy compiled."""
-    import json
-
+    """The program of the candidate (decide's) that `module` is, op for op (pipeline.same_module),
+    but for the policy record `module` carries (the candidates were compiled before it was made),
+    given that record; None if no candidate is. Every layer deciding alike makes the final module
+    one the policy compiled."""
+    from ctac.emit import policy_record
     from ctac.passes.lower_to_isa import POLICY_ATTRIBUTE
+    from ctac.pipeline import same_module
 
-    record = module.attributes.get(POLICY_ATTRIBUTE)
     for candidate, program in candidates:
-        if record is not None:
-            candidate.attributes[POLICY_ATTRIBUTE] = record
-        if same_module(module, candidate):
-            policy = json.loads(record.data) if isinstance(record, StringAttr) else []
-            return replace(program, policy=policy)
+        if same_module(module, candidate, ignored_attributes=(POLICY_ATTRIBUTE,)):
+            return replace(program, policy=policy_record(module))
     return None
-
-
-def same_module(first: ModuleOp, second: ModuleOp) -> bool:
-    """Whether two modules are the same op for op: names, attributes, properties, operands (as
-    the values they refer to), result types and names, block argument types. (xDSL's
-    is_structurally_equivalent does not compare types, and a compressed form differs from
-    another in little else: its cluster tensors' shapes.)"""
-    ops, others = list(first.walk()), list(second.walk())
-    if len(ops) != len(others):
-        return False
-    values: dict = {}
-    for op, other in zip(ops, others, strict=True):
-        if (
-            op.name != other.name
-            or op.attributes != other.attributes
-            or op.properties != other.properties
-            or len(op.operands) != len(other.operands)
-            or len(op.regions) != len(other.regions)
-            or op.successors
-            or other.successors
-            or [(r.type, r.name_hint) for r in op.results]
-            != [(r.type, r.name_hint) for r in other.results]
-            or any(values.get(a) is not b for a, b in zip(op.operands, other.operands, strict=True))
-        ):
-            return False
-        values.update(zip(op.results, other.results, strict=True))
-        for region, other_region in zip(op.regions, other.regions, strict=True):
-            blocks, other_blocks = list(region.blocks), list(other_region.blocks)
-            if len(blocks) != len(other_blocks):
-                return False
-            for block, other_block in zip(blocks, other_blocks, strict=True):
-                types = [a.type for a in block.args]
-                if types != [a.type for a in other_block.args]:
-                    return False
-                values.update(zip(block.args, other_block.args, strict=True))
-    return True
 
 
 def _tried(cycles: dict[int, int], chosen: int | None = None) -> str:

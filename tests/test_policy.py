@@ -265,7 +265,7 @@ def test_forms_that_differ_only_in_their_tensor_shapes_are_not_the_same_module()
     """Clustering the first 1 or 3 of 4 key blocks differs only in the shapes of the cluster
     tensors (xDSL's is_structurally_equivalent would call them equal): same_module tells them
     apart, and a clone is the same module."""
-    from ctac.policy import same_module
+    from ctac.pipeline import same_module
 
     spec = "cta-compress{tau-q=0.5 tau-kv=0.3 hash-bits=4 window=8 block=64 compressed-blocks=%s}"
     first, third = detected("gpt2_long.onnx", 256), detected("gpt2_long.onnx", 256)
@@ -273,3 +273,24 @@ def test_forms_that_differ_only_in_their_tensor_shapes_are_not_the_same_module()
     run_passes(third, spec % "3,3")
     assert not same_module(first, third)
     assert same_module(first, first.clone()) and same_module(third, third.clone())
+
+
+def test_same_module_compares_nesting_and_ignores_only_the_named_module_attributes() -> None:
+    """The same ops in other blocks are another module; the policy record (an attribute of the
+    module) is ignored only where named, and nothing is written into either module."""
+    from xdsl.dialects.builtin import ModuleOp, StringAttr
+    from xdsl.dialects.test import TestOp
+    from xdsl.ir import Block, Region
+
+    from ctac.pipeline import same_module
+
+    def nested(*inner: int) -> list:
+        return [TestOp(regions=[Region(Block([TestOp() for _ in range(n)]))]) for n in inner]
+
+    assert not same_module(ModuleOp([*nested(1), TestOp()]), ModuleOp(nested(2)))
+    assert same_module(ModuleOp([*nested(1), TestOp()]), ModuleOp([*nested(1), TestOp()]))
+    first, second = ModuleOp(nested(1)), ModuleOp(nested(1))
+    first.attributes["ctac.policy"] = StringAttr("[]")
+    assert not same_module(first, second)
+    assert same_module(first, second, ignored_attributes=("ctac.policy",))
+    assert "ctac.policy" not in second.attributes

@@ -88,7 +88,8 @@ def _compile(args: argparse.Namespace, model_sha256) -> int:
     # --precision makes another machine (its dram.element_bytes): the CTA policy's cost
     # comparison in front_end and the lowering both see it, and the program embeds it.
     args.hw = with_precision(load_hardware(args.hw), getattr(args, "precision", None))
-    reuse: dict = {}  # the CTA policy's program of the final module, if it compiled that
+    # The CTA policy's program of the final module, if it compiled that (programs only).
+    reuse: dict | None = {} if args.emit in ("ctab", "asm") else None
     module, _ = front_end(args, args.emit, reuse)
     if args.emit in ("onnx", "cta"):
         write_text(args.output, module_text(module))
@@ -102,7 +103,7 @@ def _compile(args: argparse.Namespace, model_sha256) -> int:
     if args.emit == "isa":
         write_text(args.output, module_text(lower_module(module, hw)))
         return 0
-    program = reuse.get("program") or compile_module(module, hw)
+    program = (reuse or {}).get("program") or compile_module(module, hw)
     if args.emit != "asm":
         program.data.convert_ahead(program.element_type)  # while the checks below run
     from ctac.emit import check_loadable
