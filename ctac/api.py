@@ -294,12 +294,13 @@ def compile(
         **{key: value for key, value in options.items() if value is not None},
     )  # fmt: skip
     stderr = io.StringIO()
+    reuse: dict = {}  # the CTA policy's program of the final module, as `ctac compile` takes it
     with contextlib.redirect_stderr(stderr):
-        module, _ = front_end(args, "ctab")
+        module, _ = front_end(args, "ctab", reuse)
     for line in stderr.getvalue().splitlines():
         if line.startswith("warning:"):
             warnings.warn(line.removeprefix("warning: "), stacklevel=2)
-    program = compile_module(module, machine)
+    program = reuse.get("program") or compile_module(module, machine)
     record_origin(program, model_path, machine)  # what CompiledProgram.save writes
     recorded = {
         "attention": attention,

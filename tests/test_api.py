@@ -77,6 +77,26 @@ def test_api_program_is_the_cli_program(programs, tmp_path: Path) -> None:
     assert saved.read_bytes() == target.read_bytes()
 
 
+def test_api_takes_the_policys_program_as_the_cli_does(tmp_path: Path, monkeypatch) -> None:
+    """With the cost policy, the final module is one the policy compiled (both layers stay exact
+    at 2 x 16): the API compiles the model twice (exact, compressed), not three times, and
+    saves the bytes `ctac compile` writes."""
+    import ctac.emit
+
+    compiles = []
+    compile_module = ctac.emit.compile_module
+    monkeypatch.setattr(
+        ctac.emit, "compile_module", lambda *a: compiles.append(1) or compile_module(*a)
+    )
+    program = ctac.compile(MODEL, SHAPES, "cta")
+    assert len(compiles) == 2 and not any(d["compress"] for d in program.policy)
+    target = tmp_path / "cli.ctab"
+    argv = ["compile", str(MODEL), "--shape", "input_ids=2x16,attention_mask=2x16",
+            "--attention", "cta", "-o", str(target)]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert program.save(tmp_path / "api.ctab").read_bytes() == target.read_bytes()
+
+
 def test_run_results_and_to_dict(runs) -> None:
     exact, cta = runs
     for result in runs:
