@@ -22,6 +22,11 @@ from ctac.runtime.program import Program, Symbol, storage_array
 Fields = dict
 
 
+# A program declaring at most this many DRAM elements past its data segment gets them all; one
+# declaring more (up to the ISA's 2**32) gets only what its instructions and symbols reach.
+ALWAYS_ALLOCATED_HEAP = 1 << 24  # 64 MB of float32
+
+
 class Machine:
     """Buffers and DRAM as flat arrays; addresses are element offsets. On-chip buffers are
     float32 (the machine computes and accumulates in fp32); DRAM holds the program's storage
@@ -50,7 +55,9 @@ class Machine:
         self.base = min(len(data), program.dram_elements)
         self.data = data[: self.base].view()
         self.data.flags.writeable = False
-        size = max(self.base, min(program.dram_elements, dram_reach(program)))
+        size = program.dram_elements
+        if size - self.base > ALWAYS_ALLOCATED_HEAP:  # walking the instructions costs ~1 us each
+            size = max(self.base, min(size, dram_reach(program)))
         outputs = sum(symbol.size for symbol in program.outputs)
         check_memory(
             4 * (size - self.base + outputs),
