@@ -38,7 +38,7 @@ from ctac.files import file_sha256, write_atomically
 from ctac.frontend import compile_arguments, front_end, record_origin
 from ctac.hw import Hardware, with_precision
 from ctac.hw_overrides import hardware
-from ctac.importer import parse_shape_flags
+from ctac.model_interface import parse_shape_flags
 from ctac.provenance import Provenance, provenance, run_settings
 from ctac.run import (
     attention_report,

@@ -57,7 +57,8 @@ def front_end(args: argparse.Namespace, emit: str, reuse: dict | None = None):
     With `reuse` (a dict): where the CTA policy compiled the final module already, as it does
     when every layer decides alike, reuse["program"] is that program (compile it once, not
     twice)."""
-    from ctac.importer import import_model, parse_shape_flags
+    from ctac.importer import import_model
+    from ctac.model_interface import parse_shape_flags
 
     check_compression_flags(args)
     from ctac.passes.detect_attention import detect_attention

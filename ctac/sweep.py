@@ -258,7 +258,7 @@ def load_spec(path: str | Path) -> tuple[list[Point], dict]:
 def _model_shapes(shapes: Any, where: str) -> dict[str, list[int]]:
     """A model entry's shapes ({name: "1x128" or [1, 128]}) as {name: [1, 128]}."""
     from ctac.api import _shape_flags
-    from ctac.importer import parse_shape_flags
+    from ctac.model_interface import parse_shape_flags
 
     if not isinstance(shapes, dict):
         raise CtacError(f'{where}: give a table like {{ input_ids = "1x128" }}, got {shapes!r}')

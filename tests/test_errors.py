@@ -14,7 +14,8 @@ from conftest import MODELS
 from onnx import TensorProto, helper, numpy_helper
 
 from ctac.errors import CtacError
-from ctac.importer import import_model, parse_shape_flags
+from ctac.importer import import_model
+from ctac.model_interface import parse_shape_flags
 
 BERT = MODELS / "bert_ts_eager.onnx"
 BERT_SHAPES = "input_ids=2x16,attention_mask=2x16"

@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, int]] = [
     ("ctac/mapped.py", 0),
     ("ctac/limits.py", 0),
     ("ctac/onnx_loader.py", 0),
+    ("ctac/model_interface.py", 0),
     ("ctac/weights.py", 0),
     # 1 description: dialects, the ISA table and what reads only it
     ("dialects/*.py", 1),

@@ -13,7 +13,7 @@ from conftest import MODELS
 from onnx import TensorProto, helper, numpy_helper
 
 from ctac.cli import main
-from ctac.importer import _apply_input_shapes
+from ctac.model_interface import apply_input_shapes
 from ctac.onnx_loader import load_onnx_lazy
 from ctac.positions import derived_positions_error
 
@@ -34,7 +34,7 @@ def test_roberta_longer_than_its_positions_is_one_error(model, tmp_path: Path, c
 @pytest.mark.parametrize(("length", "refused"), [(16, False), (128, False), (129, True)])
 def test_roberta_bound_at_the_edge(length: int, refused: bool) -> None:
     model, arrays = load_onnx_lazy(MODELS / "roberta_ts_eager.onnx")
-    _apply_input_shapes(model.graph, {"input_ids": [1, length], "attention_mask": [1, length]})
+    apply_input_shapes(model.graph, {"input_ids": [1, length], "attention_mask": [1, length]})
     assert (derived_positions_error(model.graph, arrays) is not None) is refused
 
 
