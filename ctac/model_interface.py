@@ -1,7 +1,6 @@
 """A model's interface as the user sets it: the shapes its inputs take (`--shape NAME=2x128`,
 applied to the graph's symbolic dimensions) and the values it computes (`--outputs`: the graph
-cut down to what computes them). Reads only the ONNX protobuf, so the API and sweeps can parse
-shapes without loading the compiler."""
+cut down to what computes them). Reads only the ONNX protobuf."""
 
 from __future__ import annotations
 
