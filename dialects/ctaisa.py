@@ -7,7 +7,7 @@ each with one property per instruction field and the layer it came from:
     ctaisa.gemm dst=acc dst_addr=0 a=act a_addr=0 b=wgt b_addr=0 m=16 k=64 n=64 ... src "layer.0/q"
 
 A field whose size the data decides carries `dynamic {"n": 5}` (or `{"n": [5, 128]}`): the same
-JSON object, byte for byte, as the `;@ "source" {...}` sizes of the assembly runtime/program.py
+JSON object, byte for byte, as the `;@ "source" {...}` sizes of the assembly runtime/assembly.py
 writes and reads (docs/architecture.md, "Two text forms").
 """
 

@@ -76,7 +76,7 @@ class DataSegment:
         if ELEMENT_TYPES[element_type][1] == np.dtype("<f4") or self._overlap or self._ahead:
             return
         self._ahead_type = element_type
-        workers = min(2, os.cpu_count() or 1)
+        workers = min(2, usable_cores())
         worker = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctac-convert")
         for _, values in self._ordered:
             self._ahead[id(values)] = worker.submit(
@@ -128,20 +128,37 @@ class DataSegment:
                 yield blank[: width * step]
                 count -= step
 
-        for start, values in self._ordered:
-            yield from gap(start - position)
-            source = None
-            if file_ranges and element_type == "fp32" and values.dtype == np.dtype("<f4"):
-                source = file_range(values)
-            ahead = self._ahead.pop(id(values), None) if element_type == self._ahead_type else None
-            if source is not None:
-                yield source
-            elif ahead is not None:
-                yield from ahead.result()
-            else:
-                yield from array_chunks(values, element_type)
-            position = start + values.size
-        yield from gap(self.size - position)
+        try:
+            for start, values in self._ordered:
+                yield from gap(start - position)
+                source = None
+                if file_ranges and element_type == "fp32" and values.dtype == np.dtype("<f4"):
+                    source = file_range(values)
+                ahead = (
+                    self._ahead.pop(id(values), None) if element_type == self._ahead_type else None
+                )
+                if source is not None:
+                    yield source
+                elif ahead is not None:
+                    yield from ahead.result()
+                else:
+                    yield from array_chunks(values, element_type)
+                position = start + values.size
+            yield from gap(self.size - position)
+        finally:
+            # A write that stops early (an error, a refused program) leaves no conversion queued
+            # to run on, holding memory and delaying the process's exit.
+            for pending in self._ahead.values():
+                pending.cancel()
+            self._ahead.clear()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def array_chunks(array: np.ndarray, element_type: str = "fp32", step: int = 1 << 22):

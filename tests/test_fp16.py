@@ -328,12 +328,16 @@ def test_an_integer_constant_fp16_cannot_hold_is_refused(tmp_path: Path) -> None
         api.compile(stored, {"input_ids": [1, 8]})
 
 
-def test_converting_ahead_writes_the_same_file(tmp_path: Path) -> None:
-    """`ctac compile` converts the data segment to fp16 on a worker thread while it checks the
-    program (DataSegment.convert_ahead); the file is byte-identical to a plain write, and a
-    conversion for another element type is not used."""
+@pytest.mark.parametrize("cores", [1, 2])
+def test_converting_ahead_writes_the_same_file(tmp_path: Path, monkeypatch, cores: int) -> None:
+    """`ctac compile` converts the data segment to fp16 on worker threads (two where there are
+    two cores) while it checks the program (DataSegment.convert_ahead); the file is
+    byte-identical to a plain write, and a conversion for another element type is not used."""
     import ctac
+    from ctac.runtime import data_segment
     from ctac.runtime.program import write_program
+
+    monkeypatch.setattr(data_segment, "usable_cores", lambda: cores)
 
     shapes = {"input_ids": (2, 16), "attention_mask": (2, 16)}
     plain = ctac.compile(MODELS / "bert_ts_eager.onnx", shapes).save(tmp_path / "plain.ctab")
@@ -364,3 +368,37 @@ def test_compare_runs_the_machine_at_a_chosen_precision(capsys) -> None:
     (fp16_error, fp16_bytes), (fp32_error, fp32_bytes) = errors.values()
     assert fp32_error < 1e-5 < 1e-4 < fp16_error
     assert fp32_bytes > 1.5 * fp16_bytes  # the cost model charges 4-byte elements
+
+
+def test_a_write_that_stops_early_leaves_no_conversion_queued(monkeypatch) -> None:
+    """Closing the chunks after the first (a failed write) cancels the conversions not started
+    and forgets the rest, so they neither hold memory nor delay the exit."""
+    import threading
+    from concurrent.futures import wait
+
+    import ctac
+    from ctac.runtime import data_segment
+
+    shapes = {"input_ids": (2, 16), "attention_mask": (2, 16)}
+    program = ctac.compile(MODELS / "bert_ts_eager.onnx", shapes).program
+    release, convert = threading.Event(), data_segment.array_chunks
+    started = []
+
+    def held(values, element_type):  # the first piece converts; the others wait for `release`
+        started.append(1)
+        if len(started) > 1:
+            release.wait(60)
+        return convert(values, element_type)
+
+    monkeypatch.setattr(data_segment, "array_chunks", held)
+    program.data.convert_ahead("fp16")
+    queued = list(program.data._ahead.values())
+    assert len(queued) > 3
+    chunks = program.data.chunks(element_type="fp16")
+    next(chunks)
+    chunks.close()
+    release.set()
+    assert not program.data._ahead
+    # the first piece and the two the workers were on (both blocked) finish; the rest never start
+    wait(queued, timeout=60)
+    assert sum(f.cancelled() for f in queued) >= len(queued) - 3

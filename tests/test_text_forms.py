@@ -1,5 +1,5 @@
 """The two text forms of a lowered program (docs/architecture.md, "Two text forms"): the ctaisa
-dialect's MLIR text and the assembly of runtime/program.py write an instruction's fields the same
+dialect's MLIR text and the assembly of runtime/assembly.py write an instruction's fields the same
 way, and its dynamic sizes as the same JSON object."""
 
 from __future__ import annotations
