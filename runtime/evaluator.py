@@ -150,7 +150,10 @@ def evaluate(
         values[argument] = array.astype(dtype, copy=False)
     store = None
     outputs: list[np.ndarray] = []
-    for op in function.body.block.ops:
+    ops = list(function.body.block.ops)
+    # Each value goes once its last user has run (evaluate_values does the same).
+    last_use = {value: index for index, op in enumerate(ops) for value in op.operands}
+    for index, op in enumerate(ops):
         if isinstance(op, func.ReturnOp):
             outputs = [values[v] for v in op.arguments]
             break
@@ -165,8 +168,12 @@ def evaluate(
             raise CtacError(f"the reference evaluator has no semantics for {op.name}")
         arguments = operand_arrays(op, values)
         results = implementation(op, *arguments)
+        del arguments
         for result, array in zip(op.results, results, strict=True):
             values[result] = _check_result(op, result, array)
+        for operand in op.operands:
+            if last_use.get(operand) == index:
+                values.pop(operand, None)
     return dict(zip(output_names(module), outputs, strict=True))
 
 
@@ -257,8 +264,12 @@ def evaluate_values(
             break
     order = {op: index for index, op in enumerate(block.ops)} if block is not None else {}
     needed.sort(key=lambda op: order.get(op, -1))
+    # Each intermediate goes as soon as its last user has run: a long sequence's attention
+    # subgraph holds several L x L tensors, of which only a couple are live at once.
+    kept = set(targets) | set(bindings)
+    last_use = {value: index for index, op in enumerate(needed) for value in op.operands}
     store = None
-    for op in needed:
+    for index, op in enumerate(needed):
         if isinstance(op, ox.WeightOp):
             if store is None:
                 owner_module = module or _enclosing_module(op)
@@ -274,6 +285,9 @@ def evaluate_values(
             results = implementation(op, *operand_arrays(op, values))
         for result, array in zip(op.results, results, strict=True):
             values[result] = _check_result(op, result, array)
+        for operand in op.operands:
+            if last_use.get(operand) == index and operand not in kept:
+                values.pop(operand, None)
     return [values[t] for t in targets]
 
 

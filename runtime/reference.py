@@ -40,9 +40,12 @@ def gelu(x: Array, approximate: str = "none") -> Array:
 
 
 def softmax(x: Array, axis: int = -1) -> Array:
+    # exp(x - max) / sum, computed in the one new array (in place: the same values, and a long
+    # sequence's L x L scores are not copied three times)
     shifted = x - np.max(x, axis=axis, keepdims=True)
-    exps = np.exp(shifted)
-    return exps / np.sum(exps, axis=axis, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= np.sum(shifted, axis=axis, keepdims=True)
+    return shifted
 
 
 def layer_norm(x: Array, scale: Array, bias: Array | None, axis: int, epsilon: float) -> Array:

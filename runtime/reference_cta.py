@@ -47,13 +47,20 @@ def attention(
     stages = fake_quant or {}
     dtype = q.dtype if stages else np.dtype(np.float64)
     quantize = _fake_quantizer(stages, dtype)
+    # `scores` is this function's own array from the first matmul on: the elementwise steps
+    # work in place (the same values; a long sequence's L x L float64 tensors made one per
+    # step were most of a proof's memory).
     scores = quantize("scores", np.matmul(q.astype(dtype), np.swapaxes(k.astype(dtype), -1, -2)))
-    scores = quantize("scaled", scores * dtype.type(scale))
+    scores *= dtype.type(scale)
+    scores = quantize("scaled", scores)
     if softcap > 0:
         scores = softcap * np.tanh(scores / softcap)
     visible = None
     if mask_kind == "additive":
-        scores = scores + mask.astype(dtype)
+        if np.broadcast_shapes(scores.shape, mask.shape) == scores.shape:
+            scores += mask.astype(dtype)
+        else:  # a mask that widens the scores (batch 1 queries, a mask per sequence)
+            scores = scores + mask.astype(dtype)
     elif mask_kind == "key_padding":
         visible = (np.asarray(mask) != 0)[:, None, None, :]
     if causal:
@@ -68,12 +75,18 @@ def attention(
         visible = candidates(q, k, full, *elsa)
     scores = quantize("masked", scores)
     if visible is not None:
-        scores = np.where(visible, scores, -np.inf)
+        if np.broadcast_shapes(scores.shape, visible.shape) != scores.shape:
+            scores = np.broadcast_to(scores, np.broadcast_shapes(scores.shape, visible.shape))
+            scores = scores.copy()
+        np.copyto(scores, -np.inf, where=~visible)
     peak = np.max(scores, axis=-1, keepdims=True)
     peak = np.where(np.isfinite(peak), peak, 0.0)
-    weights = np.exp(scores - peak)
+    scores -= peak
+    weights = np.exp(scores, out=scores)
     total = weights.sum(axis=-1, keepdims=True)
-    probabilities = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    # rows with no visible key (or a NaN) give zeros
+    probabilities = np.divide(weights, total, out=weights, where=total > 0)
+    np.copyto(probabilities, 0.0, where=~(total > 0))
     return quantize("output", np.matmul(quantize("probs", probabilities), v.astype(dtype)))
 
 
