@@ -242,28 +242,28 @@ def evaluate_values(
     bound values, constants and weights, then runs those ops in order. Raises CtacError if an
     unbound block argument is needed."""
     values: dict[SSAValue, np.ndarray] = dict(bindings)
+    # The producers, each after the producers of its operands (a depth-first post-order): no
+    # walk over the whole block, which a proof's dozens of calls on a large model paid each time.
     needed: list[Operation] = []
-    seen: set[Operation] = set()
-    stack = [t for t in targets if t not in values]
+    entered: set[Operation] = set()
+    stack: list[tuple[SSAValue | Operation, bool]] = [
+        (t, False) for t in reversed(targets) if t not in values
+    ]
     while stack:
-        value = stack.pop()
-        owner = value.owner
-        if not isinstance(owner, Operation):
-            raise CtacError(f"evaluating needs an unbound argument {value.name_hint or value}")
-        if owner in seen:
+        item, operands_done = stack.pop()
+        if operands_done:
+            needed.append(item)
             continue
-        seen.add(owner)
-        needed.append(owner)
-        if len(needed) > max_ops:
+        owner = item.owner
+        if not isinstance(owner, Operation):
+            raise CtacError(f"evaluating needs an unbound argument {item.name_hint or item}")
+        if owner in entered:
+            continue
+        entered.add(owner)
+        if len(entered) > max_ops:
             raise CtacError("the value depends on too many ops to evaluate")
-        stack.extend(v for v in owner.operands if v not in values)
-    block = None
-    for op in needed:
-        block = op.parent_block()
-        if block is not None:
-            break
-    order = {op: index for index, op in enumerate(block.ops)} if block is not None else {}
-    needed.sort(key=lambda op: order.get(op, -1))
+        stack.append((owner, True))
+        stack.extend((v, False) for v in reversed(owner.operands) if v not in values)
     # Each intermediate goes as soon as its last user has run: a long sequence's attention
     # subgraph holds several L x L tensors, of which only a couple are live at once.
     kept = set(targets) | set(bindings)
