@@ -151,8 +151,7 @@ def evaluate(
     store = None
     outputs: list[np.ndarray] = []
     ops = list(function.body.block.ops)
-    # Each value goes once its last user has run (evaluate_values does the same).
-    last_use = {value: index for index, op in enumerate(ops) for value in op.operands}
+    last_use = _last_uses(ops)
     for index, op in enumerate(ops):
         if isinstance(op, func.ReturnOp):
             outputs = [values[v] for v in op.arguments]
@@ -171,10 +170,24 @@ def evaluate(
         del arguments
         for result, array in zip(op.results, results, strict=True):
             values[result] = _check_result(op, result, array)
-        for operand in op.operands:
-            if last_use.get(operand) == index:
-                values.pop(operand, None)
+        _forget_used_up(values, op, index, last_use)
     return dict(zip(output_names(module), outputs, strict=True))
+
+
+def _last_uses(ops: list[Operation]) -> dict[SSAValue, int]:
+    """Each value's last user among `ops` (run in that order), by position: after it runs, the
+    value can go (a long sequence's attention subgraph holds several L x L tensors, of which
+    only a couple are live at once)."""
+    return {value: index for index, op in enumerate(ops) for value in op.operands}
+
+
+def _forget_used_up(
+    values: dict, op: Operation, index: int, last_use: dict, kept: set | frozenset = frozenset()
+) -> None:
+    """Drop the operands `op` (at `index`) was the last user of, except those `kept`."""
+    for operand in op.operands:
+        if last_use.get(operand) == index and operand not in kept:
+            values.pop(operand, None)
 
 
 def operand_arrays(op: Operation, values: Mapping[SSAValue, np.ndarray]) -> list:
@@ -264,10 +277,8 @@ def evaluate_values(
             raise CtacError("the value depends on too many ops to evaluate")
         stack.append((owner, True))
         stack.extend((v, False) for v in reversed(owner.operands) if v not in values)
-    # Each intermediate goes as soon as its last user has run: a long sequence's attention
-    # subgraph holds several L x L tensors, of which only a couple are live at once.
     kept = set(targets) | set(bindings)
-    last_use = {value: index for index, op in enumerate(needed) for value in op.operands}
+    last_use = _last_uses(needed)
     store = None
     for index, op in enumerate(needed):
         if isinstance(op, ox.WeightOp):
@@ -285,9 +296,7 @@ def evaluate_values(
             results = implementation(op, *operand_arrays(op, values))
         for result, array in zip(op.results, results, strict=True):
             values[result] = _check_result(op, result, array)
-        for operand in op.operands:
-            if last_use.get(operand) == index and operand not in kept:
-                values.pop(operand, None)
+        _forget_used_up(values, op, index, last_use, kept)
     return [values[t] for t in targets]
 
 

@@ -28,7 +28,8 @@ _SMALLEST_NORMAL = np.float32(2.0**-14)
 _SUBNORMAL_SNAP = np.float32(0.75)
 # Below these sizes a tile converts faster with numpy's cast: the tricks' dozen numpy calls cost
 # ~5-7 us whatever the size (measured on this project's machine, numpy 2.4; rounding: the cast
-# path 4.6 / 6.6 / 10.9 us at 512 / 1024 / 2048 elements, the tricks 7.5 / 7.7 / 8.4).
+# path, to_storage, 7.8 / 8.6 / 11.7 us at 1024 / 1280 / 2048 elements, the tricks 7.7 / 8.3 at
+# 1280 / 2048).
 WIDEN_MIN_ELEMENTS = 4096
 ROUND_MIN_ELEMENTS = 1280
 _DROPPED_BITS = 13  # float32 has 23 fraction bits, fp16 10
@@ -93,11 +94,11 @@ def round_into(
         and scratch.flags.c_contiguous
         and rounds_with_tricks(values, exact_tricks)
     ):
-        _round_by_cast(values, out)
+        out[...] = to_storage(values, "fp16")
         return
     magnitude = np.abs(values, out=scratch)
     if not magnitude.max() <= FP16_MAX:  # also True for a NaN
-        out[...] = _saturated_cast(values)
+        out[...] = to_storage(values, "fp16")  # saturating
         return
     # Subnormal results (0 < |x| < 2**-14) have fewer fraction bits than the mask below keeps
     # (zeros, common after ReLU or masking, come through the mask unchanged).
@@ -120,16 +121,3 @@ def round_into(
     if small is not None:
         scratch.reshape(-1)[small] = snapped
     out[...] = scratch
-
-
-def _round_by_cast(values: np.ndarray, out: np.ndarray) -> None:
-    """round_into with numpy's cast: a tile within +-65504 (most) casts as it is, 4 numpy calls
-    (a small tile's store spent ~7 us in to_storage's overflow checks); others saturate."""
-    if values.size and values.dtype == np.float32 and np.abs(values).max() <= FP16_MAX:
-        out[...] = values.astype(np.float16)  # a NaN fails the test above: nothing saturates
-    else:
-        out[...] = _saturated_cast(values)
-
-
-def _saturated_cast(values: np.ndarray) -> np.ndarray:
-    return to_storage(values, "fp16").astype(np.float32)
