@@ -218,7 +218,7 @@ def _store(machine: Machine, f: Fields) -> None:
         target[...] = source
     else:
         tricks = fp16.rounds_with_tricks(source, machine.exact_tricks)
-        work = kernels.scratch(machine, source.shape, np.float32) if tricks else None
+        work = kernels.scratch(machine, (2, *source.shape), np.float32) if tricks else None
         fp16.round_into(source, target, work, machine.exact_tricks)
 
 

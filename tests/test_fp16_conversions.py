@@ -7,7 +7,7 @@ import pytest
 
 from ctac.runtime import fp16
 from ctac.runtime.data_segment import to_storage
-from ctac.runtime.fp16 import round_into, tricks_hold, widen_into
+from ctac.runtime.fp16 import round_into, split_round, tricks_hold, widen_into
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +61,11 @@ def test_a_tile_with_inf_or_nan_widens_exactly():
         assert np.array_equal(bits(out), bits(half.astype(np.float32)))
 
 
+def two_scratch(values: np.ndarray) -> np.ndarray:
+    """round_into's scratch: two float32 arrays of the tile's shape."""
+    return np.empty((2, *values.shape), dtype=np.float32)
+
+
 def random_floats(rng: np.random.Generator, count: int) -> np.ndarray:
     """float32 values across fp16's whole range and beyond it, on both sides of zero."""
     magnitude = 2.0 ** rng.uniform(-30, 17, count)
@@ -83,8 +88,21 @@ def test_rounding_matches_the_cast(seed):
     values = np.concatenate([random_floats(rng, 8000), ties(rng, 4000)])
     values = rng.permutation(values[np.abs(values) <= 65504])[:8000].reshape(-1, 8)
     out = np.empty(values.shape, dtype=np.float32)
-    round_into(values, out, np.empty_like(values))
+    round_into(values, out, two_scratch(values))
     assert np.array_equal(bits(out), bits(reference_round(values)))
+
+
+@pytest.mark.parametrize("low", [2.0**-14, 1.0, 32768.0])
+def test_the_split_rounds_whole_binades_as_the_cast(low: float):
+    """Every float32 of a binade, both signs: fp16's smallest normal one, [1, 2), and the top
+    one up to 65504 (scripts/check_fp16_rounding.py runs all 30)."""
+    first = np.float32(low).view(np.int32)
+    top = min(np.float32(2 * low).view(np.int32), np.float32(65504.0).view(np.int32) + 1)
+    values = np.arange(first, top, dtype=np.int32).view(np.float32)
+    values = np.concatenate([values, -values])
+    out = np.empty_like(values)
+    split_round(values, out, two_scratch(values))
+    assert np.array_equal(bits(out), bits(values.astype(np.float16).astype(np.float32)))
 
 
 def test_rounding_edges():
@@ -96,7 +114,7 @@ def test_rounding_edges():
     )  # fmt: skip
     inside = edges[np.abs(edges) <= 65504]
     out = np.empty(inside.shape, dtype=np.float32)
-    round_into(inside, out, np.empty_like(inside))
+    round_into(inside, out, two_scratch(inside))
     assert np.array_equal(bits(out), bits(reference_round(inside)))
     # beyond the range, inf and NaN: the cast's saturation, inf stays inf, NaN stays NaN
     # 65530 rounds to fp16 inf, which the integer tricks would leave as 65536: a tile beyond
@@ -104,7 +122,7 @@ def test_rounding_edges():
     for special in (65519.0, 65520.0, 65530.0, 1e9, -1e38, np.inf, -np.inf, np.nan):
         tile = np.array([[1.0, special], [3.0, -2.0]], dtype=np.float32)
         out = np.empty(tile.shape, dtype=np.float32)
-        round_into(tile, out, np.empty_like(tile))
+        round_into(tile, out, two_scratch(tile))
         assert np.array_equal(bits(out), bits(reference_round(tile)))
     assert reference_round(np.array([1e9], dtype=np.float32))[0] == 65504.0
 
@@ -114,7 +132,7 @@ def test_rounding_into_a_strided_target():
     heap = np.zeros(40 * 50, dtype=np.float32)
     target = np.lib.stride_tricks.as_strided(heap, shape=(40, 30), strides=(50 * 4, 4))
     values = random_floats(rng, 1200).clip(-60000, 60000).reshape(40, 30)
-    round_into(values, target, np.empty_like(values))
+    round_into(values, target, two_scratch(values))
     assert np.array_equal(bits(target), bits(reference_round(values)))
     assert not heap.reshape(40, 50)[:, 30:].any()  # nothing written between the rows
 
@@ -142,8 +160,8 @@ def test_without_the_tricks_the_casts_give_the_same():
     rng = np.random.default_rng(3)
     values = random_floats(rng, 600).clip(-60000, 60000).reshape(20, 30)
     fast, slow = np.empty_like(values), np.empty_like(values)
-    round_into(values, fast, np.empty_like(values))
-    round_into(values, slow, np.empty_like(values), exact_tricks=False)
+    round_into(values, fast, two_scratch(values))
+    round_into(values, slow, two_scratch(values), exact_tricks=False)
     assert np.array_equal(bits(fast), bits(slow))
     half = values.astype(np.float16)
     widen_into(half, fast)
