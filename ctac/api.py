@@ -331,7 +331,10 @@ def run(
     and valid (token ids inside the vocabulary); a name the program does not take is an error.
     `timing_only`: no numerics, CTA's data-dependent work at its nominal worst case or at
     `cluster_ratio` clusters per token (or a calibration `settings` file's). `check`: compare the
-    outputs with onnxruntime running the program's model on the same inputs."""
+    outputs with onnxruntime running the program's model on the same inputs. A functional run
+    keeps an fp16 program's weights widened to float32 for its next runs, as an onnxruntime
+    session keeps its prepacked weights: twice the data segment's memory, for one program at a
+    time (runtime/forwarding.py)."""
 
     if not isinstance(program, CompiledProgram):
         raise CtacError(
@@ -359,7 +362,10 @@ def run(
                 f"run: no input named {', '.join(unknown)}; the inputs are {', '.join(bound)}"
             )
         bound.update({name: np.asarray(array) for name, array in (inputs or {}).items()})
-        outputs, stats = execute(program.program, program.hw, bound, progress=False)
+        # a CompiledProgram runs again: its fp16 weights are widened once, as a session would
+        outputs, stats = execute(
+            program.program, program.hw, bound, progress=False, keep_widened=True
+        )
         profile = simulate(program.program, program.hw, stats.clusters)
         attention = attention_report(program.program, stats)
         if check:

@@ -218,16 +218,27 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def execute(
-    program: Program, hw: Hardware, inputs: Mapping[str, np.ndarray], progress: bool = True
+    program: Program,
+    hw: Hardware,
+    inputs: Mapping[str, np.ndarray],
+    progress: bool = True,
+    keep_widened: bool = False,
 ) -> tuple[dict[str, np.ndarray], ExecutionStats]:
-    """Run the program; a progress bar on stderr for long programs (when stderr is a terminal)."""
+    """Run the program; a progress bar on stderr for long programs (when stderr is a terminal).
+    `keep_widened`: the program will run again (run_program)."""
     bar = None
     if progress and len(program.instructions) > 2000 and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(program.instructions), unit="instr", desc="interpreting", leave=False)
     try:
-        return run_program(program, capacities(hw), inputs, progress=bar.update if bar else None)
+        return run_program(
+            program,
+            capacities(hw),
+            inputs,
+            progress=bar.update if bar else None,
+            keep_widened=keep_widened,
+        )
     finally:
         if bar is not None:
             bar.close()

@@ -17,6 +17,7 @@ from ctac.blas import single_threaded_blas
 from ctac.errors import CtacError
 from ctac.runtime import fp16, isa, kernels
 from ctac.runtime.data_segment import to_storage
+from ctac.runtime.forwarding import forwarding_plan, widened_data
 from ctac.runtime.program import Program, Symbol, storage_array
 
 Fields = dict
@@ -33,7 +34,12 @@ class Machine:
     type (fp16 by default, ctac/hw.py): the data segment as stored, and every DMA store and
     float input rounded to it."""
 
-    def __init__(self, program: Program, capacities: Mapping[int, int]) -> None:
+    def __init__(
+        self,
+        program: Program,
+        capacities: Mapping[int, int],
+        widened: np.ndarray | None = None,
+    ) -> None:
         self.program = program
         self.stats = ExecutionStats()
         self.index = 0
@@ -75,6 +81,12 @@ class Machine:
                 "does not fit in this computer's memory"
             ) from None
         self.cluster_table = None  # the cluster unit's table (runtime/cluster_unit.py)
+        # Load forwarding (runtime/forwarding.py): the LOADs that hand their GEMM readers a view
+        # of DRAM instead of copying, and the views they handed out, by LOAD index. An fp16
+        # data segment's views are of `widened`, its float32 copy, when there is one.
+        self.plan = forwarding_plan(program)
+        self.widened = widened
+        self.forwarded: dict[int, np.ndarray] = {}
 
     @property
     def dram(self) -> np.ndarray:
@@ -104,15 +116,34 @@ class Machine:
         """A (rows, cols) view of DRAM with a row stride of `stride` elements."""
         span = (rows - 1) * stride + cols if rows > 0 and cols > 0 else 0
         array, offset = self.region(address, span, write)
-        if stride == cols or rows == 1:
-            return array[offset : offset + rows * cols].reshape(rows, cols)
-        if cols < stride and offset + rows * stride <= len(array):
-            # the same view as as_strided below, built by slicing: 3x cheaper per tile
-            return array[offset : offset + rows * stride].reshape(rows, stride)[:, :cols]
-        width = array.itemsize  # the fp16 data segment or the float32 heap
-        return np.lib.stride_tricks.as_strided(
-            array[offset:], shape=(rows, cols), strides=(stride * width, width), writeable=write
-        )
+        return _tile_view(array, offset, rows, cols, stride, write)
+
+    def forward(self, f: Fields) -> bool:
+        """LOAD `f` without copying: record a float32 view of its DRAM tile for the GEMMs that
+        read it (the plan says nothing else does). False where there is no float32 view (an fp16
+        data segment without its widened copy): the LOAD copies."""
+        source, rows, cols = f["src"], f["rows"], f["cols"]
+        if source >= self.base:
+            array, offset = self.heap, source - self.base
+        elif self.data.dtype == np.float32:
+            array, offset = self.data, source
+        elif self.widened is not None:
+            array, offset = self.widened, source
+        else:
+            return False
+        self.tile(f["dst"], f["dst_addr"], rows, cols)  # the destination's checks
+        self.forwarded[self.index] = _tile_view(array, offset, rows, cols, f["stride"], False)
+        return True
+
+    def operand(self, which: str, buffer: int, address: int, rows: int, cols: int) -> np.ndarray:
+        """GEMM operand `which` ("a" or "b"): the (rows, cols) buffer tile, or the view its LOAD
+        forwarded."""
+        loads = self.plan.operands.get(self.index)
+        if loads is not None and which in loads:
+            view = self.forwarded.get(loads[which])
+            if view is not None:
+                return view
+        return self.tile(buffer, address, rows, cols)
 
     def stored(self, values: np.ndarray) -> np.ndarray:
         """`values` as DRAM holds them: rounded to the storage type (fp16 saturating at
@@ -150,6 +181,21 @@ class Machine:
         if mode == "scalar":
             return self.tile(buffer, address, 1, 1)
         return np.float32(imm)
+
+
+def _tile_view(
+    array: np.ndarray, offset: int, rows: int, cols: int, stride: int, write: bool
+) -> np.ndarray:
+    """The (rows, cols) tile of flat `array` from `offset`, rows `stride` elements apart."""
+    if stride == cols or rows == 1:
+        return array[offset : offset + rows * cols].reshape(rows, cols)
+    if cols < stride and offset + rows * stride <= len(array):
+        # the same view as as_strided below, built by slicing: 3x cheaper per tile
+        return array[offset : offset + rows * stride].reshape(rows, stride)[:, :cols]
+    width = array.itemsize  # the fp16 data segment or a float32 array
+    return np.lib.stride_tricks.as_strided(
+        array[offset:], shape=(rows, cols), strides=(stride * width, width), writeable=write
+    )
 
 
 def available_memory() -> int | None:
@@ -191,6 +237,8 @@ def dram_reach(program: Program) -> int:
 
 
 def _load(machine: Machine, f: Fields) -> None:
+    if machine.index in machine.plan.loads and machine.forward(f):
+        return
     rows, cols, stride = f["rows"], f["cols"], f["stride"]
     source = machine.dram_tile(f["src"], rows, cols, stride)
     target = machine.tile(f["dst"], f["dst_addr"], rows, cols)
@@ -441,11 +489,19 @@ def run_program(
     inputs: Mapping[str, np.ndarray],
     progress: Callable[[int], object] | None = None,
     stats: ExecutionStats | None = None,
+    keep_widened: bool = False,
 ) -> tuple[dict[str, np.ndarray], ExecutionStats]:
     """Execute the whole program on named inputs; returns named outputs (in their dtypes) and
-    the data-dependent statistics of the run."""
+    the data-dependent statistics of the run. `keep_widened`: the program will run again, so
+    widen its fp16 data segment to float32 once and keep it (runtime/forwarding.py's
+    widened_data: twice the segment's memory, for runs whose weight loads copy nothing)."""
+    widened = None
+    if keep_widened and program.element_type == "fp16":
+        available = available_memory()
+        if available is None or 4 * len(program.data) < available // 2:  # else: copy as usual
+            widened = widened_data(program)
     with single_threaded_blas():
-        return _run(program, capacities, inputs, progress, stats or ExecutionStats())
+        return _run(program, capacities, inputs, progress, stats or ExecutionStats(), widened)
 
 
 def _run(
@@ -454,8 +510,9 @@ def _run(
     inputs: Mapping[str, np.ndarray],
     progress: Callable[[int], object] | None,
     stats: ExecutionStats,
+    widened: np.ndarray | None,
 ) -> tuple[dict[str, np.ndarray], ExecutionStats]:
-    machine = Machine(program, capacities)
+    machine = Machine(program, capacities, widened)
     machine.stats = stats
     for symbol in program.inputs:
         if symbol.name not in inputs:

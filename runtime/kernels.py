@@ -49,11 +49,11 @@ def scratch(
 def gemm(machine: Machine, f: Fields) -> None:
     """dst (+)= a @ b (+ bias): `out = a @ b; out += bias`, or `out += (a @ b) + bias`."""
     m, k, n = f["m"], f["k"], f["n"]
-    a = machine.tile(f["a"], f["a_addr"], m, k)
+    a = machine.operand("a", f["a"], f["a_addr"], m, k)
     b = (
-        machine.tile(f["b"], f["b_addr"], n, k).T
+        machine.operand("b", f["b"], f["b_addr"], n, k).T
         if f["transpose_b"]
-        else machine.tile(f["b"], f["b_addr"], k, n)
+        else machine.operand("b", f["b"], f["b_addr"], k, n)
     )
     out = machine.tile(f["dst"], f["dst_addr"], m, n)
     bias = machine.tile(f["bias"], f["bias_addr"], 1, n) if f["has_bias"] else None
