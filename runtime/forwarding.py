@@ -42,6 +42,7 @@ class _Candidate:
     dram_start: int
     dram_end: int
     shape: tuple[int, int]
+    dense: bool  # its rows adjacent in DRAM (else a column block: rows `stride` apart)
     readers: list[tuple[int, str]]
     forwardable: bool = True
     stale: bool = False  # its DRAM source was written since: a view would show the new values
@@ -74,6 +75,12 @@ def _plan(program: Program) -> ForwardingPlan:
         reads, writes = spec.reads(fields), spec.writes(fields)
         if any(live.values()):
             operand_shapes = _operand_shapes(name, fields)
+            # numpy's matmul picks its routine by the operands' layout; a view must get the one
+            # the dense buffer tile gets (the same bits). A column-block view of a GEMM with a
+            # dimension of 1 takes a matrix-vector routine the dense tile does not (different
+            # sums; found by review).
+            matrices = name == "GEMM" and min(fields["m"], fields["k"], fields["n"]) > 1
+            viewed: dict[int, _Candidate] = {}
             for position, (where, start, size) in enumerate(reads):
                 if where == "dram":
                     continue
@@ -84,10 +91,18 @@ def _plan(program: Program) -> ForwardingPlan:
                             and position < len(operand_shapes)
                             and (start, start + size) == (candidate.start, candidate.end)
                             and operand_shapes[position] == candidate.shape
+                            and (candidate.dense or matrices)
                         ):
                             candidate.readers.append((index, "ab"[position]))
+                            viewed[position] = candidate
                         else:  # another reader needs the tile in the buffer
                             candidate.forwardable = False
+            if len(viewed) == 2 and viewed[0] is not viewed[1]:
+                a, b = viewed[0], viewed[1]
+                if a.dram_start < b.dram_end and b.dram_start < a.dram_end:
+                    # views of one DRAM tile as a and b.T: numpy's matmul would take its A @ A.T
+                    # routine (syrk), not the general one two buffer tiles get
+                    a.forwardable = b.forwardable = False
             for where, start, size in writes:
                 if where == "dram":
                     for candidate in (c for cs in live.values() for c in cs):
@@ -104,8 +119,16 @@ def _plan(program: Program) -> ForwardingPlan:
             ((_, source, span),) = reads
             rows, cols = fields["rows"], fields["cols"]
             end = source + span
-            # a tile wholly in the data segment or wholly in the heap (one array to view)
-            if rows > 0 and cols > 0 and (end <= base or source >= base):
+            dense = fields["stride"] == cols or rows == 1
+            # a tile wholly in the data segment or wholly in the heap (one array to view), with
+            # rows that do not overlap (stride 0 or < cols: numpy's matmul cannot hand such a
+            # view to BLAS and sums in another order)
+            if (
+                rows > 0
+                and cols > 0
+                and (dense or fields["stride"] > cols)
+                and (end <= base or source >= base)
+            ):
                 start = fields["dst_addr"]
                 live.setdefault(fields["dst"], []).append(
                     _Candidate(
@@ -116,6 +139,7 @@ def _plan(program: Program) -> ForwardingPlan:
                         source,
                         end,
                         (rows, cols),
+                        dense,
                         [],
                     )
                 )
@@ -128,7 +152,7 @@ def _plan(program: Program) -> ForwardingPlan:
 def forwarding_plan(program: Program) -> ForwardingPlan:
     """The program's plan, made once (~20 ms for BERT-base's 8,449 instructions) and kept on
     the program: programs are not changed once they run."""
-    key = (id(program.instructions), len(program.instructions))
+    key = (id(program.instructions), len(program.instructions), len(program.data), program.dram_elements)  # fmt: skip
     cached = getattr(program, "_forwarding", None)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -137,21 +161,26 @@ def forwarding_plan(program: Program) -> ForwardingPlan:
     return plan
 
 
-# The last program's fp16 data segment widened to float32, for its next runs: one program's at a
-# time, so a process holding many programs holds at most one widened copy.
+# The program whose widened data segment is kept (on the program, so it goes with it): one
+# program's at a time, so a process holding many programs holds at most one widened copy between
+# runs. Two programs run in turn widen on every run.
 _widened_lock = threading.Lock()
-_widened: tuple[weakref.ref, np.ndarray] | None = None
+_widened_program: weakref.ref | None = None
 _WIDEN_CHUNK = 1 << 20
 
 
 def widened_data(program: Program) -> np.ndarray:
     """The program's fp16 data segment as float32 (exactly: widening loses nothing), made on its
     first call and kept while the program lives or until another program's is asked for."""
-    global _widened
+    global _widened_program
+    key = (id(program.data), len(program.data), program.element_type)
     with _widened_lock:
-        if _widened is not None and _widened[0]() is program:
-            return _widened[1]
-        _widened = None  # free the last one before making this one
+        kept = getattr(program, "_widened", None)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        previous = _widened_program() if _widened_program is not None else None
+        if previous is not None:
+            previous._widened = None  # free the last one before making this one
         data = storage_array(program)
         wide = np.empty(len(data), dtype=np.float32)
         tricks = fp16.tricks_hold()
@@ -159,5 +188,6 @@ def widened_data(program: Program) -> np.ndarray:
             part = slice(start, start + _WIDEN_CHUNK)
             fp16.widen_into(data[part], wide[part], tricks)
         wide.flags.writeable = False
-        _widened = (weakref.ref(program), wide)
+        program._widened = (key, wide)
+        _widened_program = weakref.ref(program)
         return wide

@@ -5,7 +5,9 @@ whose instructions were mutated, and on hand-made hazards the plan must refuse."
 
 from __future__ import annotations
 
+import gc
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from conftest import MODELS
 from ctac.errors import CtacError
 from ctac.hw import load_hardware, with_precision
 from ctac.run import capacities, random_inputs
-from ctac.runtime import forwarding, interpreter, isa
+from ctac.runtime import interpreter, isa
 from ctac.runtime.forwarding import ForwardingPlan, forwarding_plan, widened_data
 from ctac.runtime.interpreter import run_program
 from ctac.runtime.program import Program, Symbol, storage_array
@@ -165,7 +167,7 @@ def test_a_transposed_operand_and_a_reused_buffer_tile(copying) -> None:
         [
             load(ACT, 0, 16, 4, 4), load(WGT, 0, 0, 4, 4),
             gemm(0, 0, 0, 4, 4, 4, transpose_b=1),
-            load(WGT, 0, 16, 4, 4),  # the same weight tile now holds x
+            load(WGT, 0, 0, 4, 4),  # the weight tile loaded again
             gemm(0, 0, 16, 4, 4, 4, accumulate=0),
             ("VEC", {"op": "add", "dst": ACC, "dst_addr": 0, "a": ACC, "a_addr": 0, "b": ACC,
                      "b_addr": 16, "rows": 4, "cols": 4, "bcast": "full"}),
@@ -176,7 +178,7 @@ def test_a_transposed_operand_and_a_reused_buffer_tile(copying) -> None:
     assert forwarding_plan(program).loads == {0, 1, 3}
     forwarded, copied = run_both(program, copying)
     assert bits(forwarded) == bits(copied)
-    assert np.array_equal(forwarded["y"], X @ WEIGHT.T + X @ X)
+    assert np.array_equal(forwarded["y"], X @ WEIGHT.T + X @ WEIGHT)
 
 
 def test_a_forwarded_load_still_checks_its_destination() -> None:
@@ -229,8 +231,76 @@ def test_the_widened_data_segment_is_exact_and_kept_for_one_program(bert) -> Non
     assert np.array_equal(widened, storage_array(first).astype(np.float32))
     assert widened_data(first) is widened  # kept for the program's next run
     widened_data(second)
-    assert forwarding._widened[0]() is second  # one program's copy at a time
+    assert first._widened is None  # one program's copy at a time
     assert widened_data(first) is not widened
+
+
+def test_the_widened_copy_goes_with_its_program() -> None:
+    program = program_of([], np.ones(1 << 16, np.float16), 1 << 17, [])
+    program.element_type = "fp16"
+    copy = weakref.ref(widened_data(program))
+    del program
+    gc.collect()
+    assert copy() is None
+
+
+def strided_program(m: int, k: int, n: int, a_stride: int, b_stride: int) -> Program:
+    """x (m x k, rows a_stride apart) @ w (k x n, rows b_stride apart) from the data segment."""
+    a_span = max(a_stride, k) * (m - 1) + k  # what the ISA declares a LOAD reads
+    b_span = max(b_stride, n) * (k - 1) + n
+    data = np.random.default_rng(1).standard_normal(a_span + b_span).astype(np.float32)
+    out = len(data)
+    program = program_of(
+        [
+            ("LOAD", {"dst": ACT, "dst_addr": 0, "src": 0, "rows": m, "cols": k, "stride": a_stride}),
+            ("LOAD", {"dst": WGT, "dst_addr": 0, "src": a_span, "rows": k, "cols": n, "stride": b_stride}),
+            gemm(0, 0, 0, m, k, n), store(ACC, 0, out, m, n),
+        ],
+        data, out + m * n, [Symbol("y", "output", (m, n), "float32", out)],
+    )  # fmt: skip
+    program.element_type = "fp32"
+    return program
+
+
+@pytest.mark.parametrize(
+    "m, k, n, a_stride, b_stride, forwarded",
+    [
+        (10, 67, 3, 0, 3, {1}),  # stride 0: one row repeated
+        (33, 53, 32, 53, 0, {0}),
+        (47, 63, 1, 16, 1, {1}),  # stride < cols: overlapping rows
+        (25, 5, 1, 13, 1, {1}),  # a column block of a matrix-vector GEMM (n = 1)
+        (1, 40, 30, 40, 37, {0}),  # m = 1, b a column block
+        (33, 20, 24, 29, 31, {0, 1}),  # column blocks of a matrix GEMM are views
+    ],
+)  # fmt: skip
+def test_views_only_where_numpy_sums_them_as_the_dense_tile(m, k, n, a_stride, b_stride, forwarded, copying) -> None:  # fmt: skip
+    """numpy's matmul cannot hand rows that overlap to BLAS, and takes a matrix-vector routine
+    for a column block with a dimension of 1: each sums in another order than the dense buffer
+    tile's GEMM (the review found 1-849 outputs differing)."""
+    program = strided_program(m, k, n, a_stride, b_stride)
+    assert forwarding_plan(program).loads == forwarded
+    viewed, _ = run_program(program, CAPACITIES, {})
+    copying()
+    copied, _ = run_program(program, CAPACITIES, {})
+    assert bits(viewed) == bits(copied)
+
+
+@pytest.mark.parametrize("m, k", [(16, 64), (5, 300)])
+def test_one_dram_tile_as_a_and_b_transposed_is_copied(m: int, k: int, copying) -> None:
+    """Views of one DRAM tile as a and b.T share a pointer: numpy's matmul would take its A @ A.T
+    routine (syrk), which the two buffer tiles of the copying machine never get."""
+    data = np.random.default_rng(m).standard_normal(m * k).astype(np.float32)
+    out = m * k
+    program = program_of(
+        [load(ACT, 0, 0, m, k), load(WGT, 0, 0, m, k), gemm(0, 0, 0, m, k, m, transpose_b=1), store(ACC, 0, out, m, m)],
+        data, out + m * m, [Symbol("y", "output", (m, m), "float32", out)],
+    )  # fmt: skip
+    program.element_type = "fp32"
+    assert forwarding_plan(program).loads == set()
+    viewed, _ = run_program(program, CAPACITIES, {})
+    copying()
+    copied, _ = run_program(program, CAPACITIES, {})
+    assert bits(viewed) == bits(copied)
 
 
 def test_fuzzed_programs_run_alike_forwarding_or_copying(copying) -> None:
