@@ -100,8 +100,8 @@ def _plan(program: Program) -> ForwardingPlan:
             if len(viewed) == 2 and viewed[0] is not viewed[1]:
                 a, b = viewed[0], viewed[1]
                 if a.dram_start < b.dram_end and b.dram_start < a.dram_end:
-                    # views of one DRAM tile as a and b.T: numpy's matmul would take its A @ A.T
-                    # routine (syrk), not the general one two buffer tiles get
+                    # views of one DRAM tile as a and b: with b transposed numpy's matmul takes
+                    # its A @ A.T routine (syrk), not the general one two buffer tiles get
                     a.forwardable = b.forwardable = False
             for where, start, size in writes:
                 if where == "dram":
@@ -152,7 +152,8 @@ def _plan(program: Program) -> ForwardingPlan:
 def forwarding_plan(program: Program) -> ForwardingPlan:
     """The program's plan, made once (~20 ms for BERT-base's 8,449 instructions) and kept on
     the program: programs are not changed once they run."""
-    key = (id(program.instructions), len(program.instructions), len(program.data), program.dram_elements)  # fmt: skip
+    instructions = program.instructions
+    key = (id(instructions), len(instructions), len(program.data), program.dram_elements)
     cached = getattr(program, "_forwarding", None)
     if cached is not None and cached[0] == key:
         return cached[1]

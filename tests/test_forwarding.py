@@ -72,10 +72,12 @@ SYMBOLS = [Symbol("x", "input", (4, 4), "float32", 16), Symbol("y", "output", (4
 X = np.arange(16, dtype=np.float32).reshape(4, 4) - 5
 
 
-def run_both(program: Program, copying) -> tuple[dict, dict]:
-    forwarded, _ = run_program(program, CAPACITIES, {"x": X})
+def run_both(program: Program, copying, inputs: dict | None = None) -> tuple[dict, dict]:
+    """The outputs forwarding, then copying."""
+    inputs = {"x": X} if inputs is None else inputs
+    forwarded, _ = run_program(program, CAPACITIES, inputs)
     copying()
-    copied, _ = run_program(program, CAPACITIES, {"x": X})
+    copied, _ = run_program(program, CAPACITIES, inputs)
     return forwarded, copied
 
 
@@ -279,9 +281,7 @@ def test_views_only_where_numpy_sums_them_as_the_dense_tile(m, k, n, a_stride, b
     tile's GEMM (the review found 1-849 outputs differing)."""
     program = strided_program(m, k, n, a_stride, b_stride)
     assert forwarding_plan(program).loads == forwarded
-    viewed, _ = run_program(program, CAPACITIES, {})
-    copying()
-    copied, _ = run_program(program, CAPACITIES, {})
+    viewed, copied = run_both(program, copying, {})
     assert bits(viewed) == bits(copied)
 
 
@@ -297,9 +297,7 @@ def test_one_dram_tile_as_a_and_b_transposed_is_copied(m: int, k: int, copying) 
     )  # fmt: skip
     program.element_type = "fp32"
     assert forwarding_plan(program).loads == set()
-    viewed, _ = run_program(program, CAPACITIES, {})
-    copying()
-    copied, _ = run_program(program, CAPACITIES, {})
+    viewed, copied = run_both(program, copying, {})
     assert bits(viewed) == bits(copied)
 
 
