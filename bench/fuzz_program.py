@@ -133,6 +133,8 @@ def _split(blob: bytes):
     fields = list(header.unpack_from(blob))
     count, data_elements, symbol_bytes = fields[4], fields[5], fields[7]
     offset = header.size
+    # a header a previous mutation corrupted may claim up to 2**32 words: only those present
+    count = min(count, max(0, len(blob) - offset) // WORD_BYTES)
     words = [blob[offset + i * WORD_BYTES : offset + (i + 1) * WORD_BYTES] for i in range(count)]
     offset += count * WORD_BYTES
     data = blob[offset : offset + data_elements * _width(fields)]
