@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,15 +171,22 @@ _widened_program: weakref.ref | None = None
 _WIDEN_CHUNK = 1 << 20
 
 
-def widened_data(program: Program) -> np.ndarray:
+def widened_data(
+    program: Program, available_memory: Callable[[], int | None] = lambda: None
+) -> np.ndarray | None:
     """The program's fp16 data segment as float32 (exactly: widening loses nothing), made on its
-    first call and kept while the program lives or until another program's is asked for."""
+    first call and kept while the program lives or until another program's is asked for. None,
+    and nothing kept, where making it would take more than half of `available_memory()` bytes
+    (asked only when it is to be made: a kept copy costs a run nothing)."""
     global _widened_program
     key = (id(program.data), len(program.data), program.element_type)
     with _widened_lock:
         kept = getattr(program, "_widened", None)
         if kept is not None and kept[0] == key:
             return kept[1]
+        available = available_memory()
+        if available is not None and 4 * len(program.data) >= available // 2:
+            return None  # the loads widen as they copy
         previous = _widened_program() if _widened_program is not None else None
         if previous is not None:
             previous._widened = None  # free the last one before making this one

@@ -497,9 +497,7 @@ def run_program(
     widened_data: twice the segment's memory, for runs whose weight loads copy nothing)."""
     widened = None
     if keep_widened and program.element_type == "fp16":
-        available = available_memory()
-        if available is None or 4 * len(program.data) < available // 2:  # else: copy as usual
-            widened = widened_data(program)
+        widened = widened_data(program, available_memory)
     with single_threaded_blas():
         return _run(program, capacities, inputs, progress, stats or ExecutionStats(), widened)
 

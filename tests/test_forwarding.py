@@ -237,6 +237,16 @@ def test_the_widened_data_segment_is_exact_and_kept_for_one_program(bert) -> Non
     assert widened_data(first) is not widened
 
 
+def test_no_widened_copy_where_memory_is_short() -> None:
+    program = program_of([], np.ones(1 << 10, np.float16), 1 << 11, [])
+    program.element_type = "fp16"
+    assert widened_data(program, lambda: 8 * (1 << 10)) is None  # 4 KiB would be half of 8 KiB
+    assert getattr(program, "_widened", None) is None
+    kept = widened_data(program, lambda: 8 * (1 << 10) + 2)
+    assert kept is not None
+    assert widened_data(program, lambda: 0) is kept  # a kept copy asks for no memory
+
+
 def test_the_widened_copy_goes_with_its_program() -> None:
     program = program_of([], np.ones(1 << 16, np.float16), 1 << 17, [])
     program.element_type = "fp16"
