@@ -4,6 +4,7 @@ the accelerator compute what onnxruntime computes from the fused graph."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,9 @@ CAPACITIES = {b.index: b.capacity for b in HW.buffers}
 
 
 def weight(name: str, shape, scale: float = 0.3, seed: int = 0) -> onnx.TensorProto:
-    rng = np.random.default_rng(abs(hash((name, seed))) % 2**32)
+    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and so did
+    # the weights, making the fp16 test's worst element a matter of luck
+    rng = np.random.default_rng(zlib.crc32(f"{name}/{seed}".encode()))
     return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
 
@@ -49,7 +52,12 @@ def save(nodes, inputs, outputs, initializers, path: Path, opset: int = 14) -> P
 
 
 def check(
-    path: Path, feeds: dict, attention: int = 0, atol: float = 1e-5, expected: dict | None = None
+    path: Path,
+    feeds: dict,
+    attention: int = 0,
+    atol: float = 1e-5,
+    expected: dict | None = None,
+    rtol: float = 1e-4,
 ) -> None:
     """Reference evaluator and accelerator both match onnxruntime on the fused file (or
     `expected`, for ops onnxruntime runs on GPUs only)."""
@@ -64,11 +72,13 @@ def check(
     reports, _ = detect_attention(module)
     assert sum(op.name == "cta.attention" for op in module.walk()) == attention
     for name, array in evaluate(module, feeds).items():
-        np.testing.assert_allclose(array, expected[name], atol=atol, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(array, expected[name], atol=atol, rtol=rtol, err_msg=name)
     program = program_from_module(lower_module(module, HW))
     outputs, _ = run_program(program, CAPACITIES, feeds)
     for name, array in outputs.items():
-        np.testing.assert_allclose(array, expected[name], atol=max(atol, 1e-4), rtol=1e-3)
+        np.testing.assert_allclose(
+            array, expected[name], atol=max(atol, 1e-4), rtol=max(rtol, 1e-3)
+        )
 
 
 def x_feed(seed: int = 1) -> np.ndarray:
@@ -225,7 +235,11 @@ def test_fused_ops_in_float16(tmp_path: Path) -> None:
     path = bert_like(tmp_path / "bert.onnx", "index")
     half = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
     onnx.save(half, str(tmp_path / "half.onnx"))
-    check(tmp_path / "half.onnx", bert_feeds("index"), attention=1, atol=1e-2)
+    # Both sides round every op to fp16 (11 significant bits) in their own order: over 40
+    # weight seeds the evaluator was up to 0.011 off onnxruntime's fp16 run (|y| <= 5), and a
+    # CI machine met 0.0195 at y = 2.7 (10 fp16 ulps). A 1% relative tolerance is that
+    # precision's honest bound; a wrong decomposition is off by O(1)
+    check(tmp_path / "half.onnx", bert_feeds("index"), attention=1, atol=1e-2, rtol=1e-2)
 
 
 def test_unsupported_forms_name_the_node(tmp_path: Path) -> None:
