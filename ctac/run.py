@@ -223,9 +223,10 @@ def execute(
     inputs: Mapping[str, np.ndarray],
     progress: bool = True,
     keep_widened: bool = False,
+    lanes: bool | None = None,
 ) -> tuple[dict[str, np.ndarray], ExecutionStats]:
     """Run the program; a progress bar on stderr for long programs (when stderr is a terminal).
-    `keep_widened`: the program will run again (run_program)."""
+    `keep_widened`: the program will run again; `lanes`: on two threads (both: run_program)."""
     bar = None
     if progress and len(program.instructions) > 2000 and sys.stderr.isatty():
         from tqdm import tqdm
@@ -238,6 +239,7 @@ def execute(
             inputs,
             progress=bar.update if bar else None,
             keep_widened=keep_widened,
+            lanes=lanes,
         )
     finally:
         if bar is not None:

@@ -323,6 +323,7 @@ def _cache_key(point: Point, hw) -> str:
 def compute_point(point: Point) -> dict:
     """Compile and run one point (in a worker); its metrics, or {'error': message}."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("CTAC_THREADS", "1")  # one interpreter lane: a worker per core already
     from ctac.api import compile, hardware, run
 
     try:

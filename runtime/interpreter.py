@@ -18,6 +18,7 @@ from ctac.errors import CtacError
 from ctac.runtime import fp16, isa, kernels
 from ctac.runtime.data_segment import to_storage
 from ctac.runtime.forwarding import forwarding_plan, widened_data
+from ctac.runtime.lanes import lane_plan, run_lanes, worth_two_lanes
 from ctac.runtime.program import Program, Symbol, storage_array
 
 Fields = dict
@@ -61,9 +62,7 @@ class Machine:
         self.base = min(len(data), program.dram_elements)
         self.data = data[: self.base].view()
         self.data.flags.writeable = False
-        size = program.dram_elements
-        if size - self.base > ALWAYS_ALLOCATED_HEAP:  # walking the instructions costs ~1 us each
-            size = max(self.base, min(size, dram_reach(program)))
+        size = self.base + heap_elements(program)
         outputs = sum(symbol.size for symbol in program.outputs)
         check_memory(
             4 * (size - self.base + outputs),
@@ -220,6 +219,21 @@ def check_memory(needed: int, what: str) -> None:
             f"{what} need {needed / 2**30:.1f} GiB; this computer has "
             f"{available / 2**30:.1f} GiB available"
         )
+
+
+def heap_elements(program: Program) -> int:
+    """DRAM elements past the data segment a machine for the program holds."""
+    base = min(len(program.data), program.dram_elements)
+    size = program.dram_elements
+    if size - base > ALWAYS_ALLOCATED_HEAP:  # walking the instructions costs ~1 us each
+        size = max(base, min(size, dram_reach(program)))
+    return size - base
+
+
+def runs_on_two_lanes(program: Program) -> bool:
+    """Whether run_program (lanes=None) runs the program on two lanes (runtime/lanes.py)."""
+    plan = lane_plan(program, forwarding_plan(program), heap_elements(program))
+    return worth_two_lanes(plan)
 
 
 def dram_reach(program: Program) -> int:
@@ -483,6 +497,19 @@ class ExecutionStats:
     clusters: dict[int, int] = field(default_factory=dict)
 
 
+def _step(machine: Machine, index: int) -> None:
+    """Run instruction `index`; its errors name it and the op it came from."""
+    name, fields = machine.program.instructions[index]
+    machine.index = index
+    try:
+        SEMANTICS[name](machine, fields)
+    except CtacError as exc:
+        sources = machine.program.sources
+        raise CtacError(
+            f"instruction {index} ({name}, {sources[index] if sources else ''}): {exc}"
+        ) from None
+
+
 def run_program(
     program: Program,
     capacities: Mapping[int, int],
@@ -490,16 +517,22 @@ def run_program(
     progress: Callable[[int], object] | None = None,
     stats: ExecutionStats | None = None,
     keep_widened: bool = False,
+    lanes: bool | None = None,
 ) -> tuple[dict[str, np.ndarray], ExecutionStats]:
     """Execute the whole program on named inputs; returns named outputs (in their dtypes) and
     the data-dependent statistics of the run. `keep_widened`: the program will run again, so
     widen its fp16 data segment to float32 once and keep it (runtime/forwarding.py's
-    widened_data: twice the segment's memory, for runs whose weight loads copy nothing)."""
+    widened_data: twice the segment's memory, for runs whose weight loads copy nothing).
+    `lanes`: run on two threads (runtime/lanes.py; the same outputs and errors): None where the
+    program is long enough to gain and two cores are free to run it, True wherever the program
+    allows it, False never."""
     widened = None
     if keep_widened and program.element_type == "fp16":
         widened = widened_data(program, available_memory)
     with single_threaded_blas():
-        return _run(program, capacities, inputs, progress, stats or ExecutionStats(), widened)
+        return _run(
+            program, capacities, inputs, progress, stats or ExecutionStats(), widened, lanes
+        )
 
 
 def _run(
@@ -509,6 +542,7 @@ def _run(
     progress: Callable[[int], object] | None,
     stats: ExecutionStats,
     widened: np.ndarray | None,
+    lanes: bool | None,
 ) -> tuple[dict[str, np.ndarray], ExecutionStats]:
     machine = Machine(program, capacities, widened)
     machine.stats = stats
@@ -521,15 +555,14 @@ def _run(
                 f"input '{symbol.name}' has shape {array.shape}, the program expects {symbol.shape}"
             )
         machine.write_input(symbol, array)
-    for index, (name, fields) in enumerate(program.instructions):
-        machine.index = index
-        try:
-            SEMANTICS[name](machine, fields)
-        except CtacError as exc:
-            source = program.sources[index] if program.sources else ""
-            raise CtacError(f"instruction {index} ({name}, {source}): {exc}") from None
-        if progress is not None and index % 256 == 255:
-            progress(256)
+    plan = None if lanes is False else lane_plan(program, machine.plan, len(machine.heap))
+    if plan is not None and (lanes or worth_two_lanes(plan)):
+        run_lanes(machine, plan, _step, progress)
+    else:
+        for index in range(len(program.instructions)):
+            _step(machine, index)
+            if progress is not None and index % 256 == 255:
+                progress(256)
     outputs = {}
     for symbol in program.outputs:
         flat = machine.dram_tile(symbol.address, 1, symbol.size, symbol.size)[0]
