@@ -84,6 +84,42 @@ def test_gelu_is_the_reference_erf_formula_on_a_bert_sized_tile() -> None:
         assert _same_bits(machine.tile(ACC, 0, rows, cols), want)
 
 
+def _gelu_tile(a: np.ndarray) -> np.ndarray:
+    rows, cols = a.shape
+    machine = _machine(a=a)
+    interpreter.SEMANTICS["VEC"](machine, decoded(
+        "VEC", op="gelu", dst=ACC, dst_addr=0, a=ACT, a_addr=0, rows=rows, cols=cols,
+        bcast="imm"))  # fmt: skip
+    return machine.tile(ACC, 0, rows, cols)
+
+
+def test_the_gelu_table_gives_every_fp16_values_bits() -> None:
+    """Every finite fp16 value, in one tile, through the table: the reference formula's bits."""
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    a = halves[np.isfinite(halves)].astype(np.float32).reshape(8, -1)  # 63,488 values
+    assert kernels.gelu_by_table(_machine(), a, np.empty_like(a))
+    assert _same_bits(_gelu_tile(a), kernels._gelu(a.astype(np.float64)))
+    rng = np.random.default_rng(3)  # and a BERT FFN tile of fp16 values, as loads widen them
+    a = (rng.normal(size=(18, 3072)) * 3).astype(np.float16).astype(np.float32)
+    assert kernels.gelu_by_table(_machine(), a, np.empty_like(a))
+    assert _same_bits(_gelu_tile(a), kernels._gelu(a.astype(np.float64)))
+
+
+@pytest.mark.parametrize(
+    "odd", [1 / 3, np.nan, np.inf, -np.inf, 1e6, 65520.0, 2.0**-40, 2.0**-25, 1e-45]
+)
+def test_the_gelu_table_refuses_a_tile_with_one_value_fp16_lacks(odd: float) -> None:
+    rng = np.random.default_rng(4)
+    a = (rng.normal(size=(18, 3072)) * 3).astype(np.float16).astype(np.float32)
+    a[7, 1000] = odd
+    out = np.full_like(a, 5.0)
+    assert not kernels.gelu_by_table(_machine(), a, out)
+    assert (out == 5.0).all()  # untouched: gelu_into computes the tile
+    with np.errstate(all="ignore"):
+        want = kernels._gelu(a.astype(np.float64))
+    assert _same_bits(_gelu_tile(a), want)
+
+
 @pytest.mark.parametrize("accumulate", [0, 1])
 @pytest.mark.parametrize("has_bias", [0, 1])
 @pytest.mark.parametrize("transpose_b", [0, 1])
