@@ -24,9 +24,7 @@ _REBIAS = np.float32(2.0**112)
 _SIGN_AND_MAGNITUDE = np.int32(-0x70002000)  # 0x8FFFE000: bit 31 and fp16's 15 bits, shifted
 _WIDENED_INF = np.float32(65536.0)  # fp16 inf / NaN (exponent 31) come out at >= 2**16
 _SMALLEST_NORMAL = np.float32(2.0**-14)
-# Adding then subtracting 0.75 rounds |x| < 0.25 to the float32 spacing at 0.75, 2**-24: fp16's
-# subnormal step, with float32's round-to-nearest-even.
-_SUBNORMAL_SNAP = np.float32(0.75)
+_TO_SUBNORMALS, _FROM_SUBNORMALS = np.float32(2.0**-125), np.float32(2.0**125)
 # Below these sizes a tile converts faster with numpy's cast: the tricks' dozen numpy calls cost
 # ~5-7 us whatever the size (measured on this project's machine, numpy 2.4; rounding: the cast
 # path, to_storage, 7.8 / 8.6 / 11.7 us at 1024 / 1280 / 2048 elements, the tricks 7.7 / 8.3 at
@@ -39,12 +37,16 @@ _SPLITTER = np.float32((1 << _DROPPED_BITS) + 1)
 
 def tricks_hold() -> bool:
     """Whether widen_into / round_into may use their tricks in this process now: not with
-    denormals-are-zero set (some libraries set it), where the widening multiply would flush fp16
-    subnormals to zero."""
+    denormals-are-zero or flush-to-zero set (some libraries set them), where the widening
+    multiply would flush fp16 subnormals to zero, or rounding's scaled subnormals would."""
     half = np.array([2.0**-24, -(2.0**-20), 1.5, -0.0], dtype=np.float16)
     widened = np.empty(half.shape, dtype=np.float32)
     _widen_bits(half, widened)
-    return bool(np.array_equal(widened.view(np.int32), half.astype(np.float32).view(np.int32)))
+    scaled = np.multiply(widened, _TO_SUBNORMALS)  # float32 subnormals, unless flushed
+    return bool(
+        np.array_equal(widened.view(np.int32), half.astype(np.float32).view(np.int32))
+        and np.array_equal(np.multiply(scaled, _FROM_SUBNORMALS), widened)
+    )
 
 
 def _widen_bits(half: np.ndarray, out: np.ndarray) -> None:
@@ -87,25 +89,30 @@ def split_round(values: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> Non
     t = x * (2**13 + 1); t - (t - x). Bit for bit numpy's cast for every float32 in fp16's
     normal range [2**-14, 65504], both signs (scripts/check_fp16_rounding.py checks all
     503,300,098), in three float passes, half the time of the integer tricks it replaced; not
-    below (fp16 subnormals keep fewer bits) or beyond it. `scratch`: float32 (2, *shape), dense,
+    below (fp16 subnormals keep fewer bits) or beyond it. `scratch`: float32 (2 or more, *shape), dense,
     so that a strided DRAM target is written once."""
-    split, difference = scratch
+    split, difference = scratch[0], scratch[1]
     np.multiply(values, _SPLITTER, out=split)
     np.subtract(split, values, out=difference)
     np.subtract(split, difference, out=out)
 
 
 def round_into(
-    values: np.ndarray, out: np.ndarray, scratch: np.ndarray | None, exact_tricks: bool = True
+    values: np.ndarray,
+    out: np.ndarray,
+    scratch: np.ndarray | None,
+    exact_tricks: bool = True,
+    mask: np.ndarray | None = None,
 ) -> None:
     """out[...] = values rounded to fp16 and widened back: values.astype(float16) with finite
     values beyond fp16's range saturated to +-65504 (runtime.data_segment.to_storage), as float32.
-    `scratch` a C-contiguous float32 array of shape (2, *values.shape), overwritten; None where
-    rounds_with_tricks says no (numpy's cast)."""
+    `scratch` a C-contiguous float32 array of shape (3, *values.shape), overwritten; None where
+    rounds_with_tricks says no (numpy's cast). `mask`: a bool array of values' shape to
+    overwrite (else one is made where needed)."""
     if not (
         scratch is not None
         and scratch.flags.c_contiguous
-        and scratch.shape == (2, *values.shape)
+        and scratch.shape == (3, *values.shape)
         and rounds_with_tricks(values, exact_tricks)
     ):
         out[...] = to_storage(values, "fp16")
@@ -114,16 +121,16 @@ def round_into(
     if not magnitude.max() <= FP16_MAX:  # also True for a NaN
         out[...] = to_storage(values, "fp16")  # saturating
         return
-    # Subnormal results (0 < |x| < 2**-14) have fewer fraction bits than the split below keeps
-    # (zeros, common after ReLU or masking, come through it unchanged, signs included).
+    # Below 2**-14 fp16 keeps multiples of 2**-24 (its subnormals), fewer bits than the split
+    # keeps. Scaled by 2**-125 those multiples are float32's subnormal steps (2**-149), so one
+    # float32 multiply rounds them, to nearest even, and scaling back is exact (every float32
+    # below 2**-14, both signs: scripts/check_fp16_rounding.py). Computed for the whole tile,
+    # kept where |x| < 2**-14: four numpy calls, where picking the few elements out took ten.
     small = None
     if magnitude.min() < _SMALLEST_NORMAL:
-        flat = magnitude.reshape(-1)
-        small = np.unravel_index(
-            np.flatnonzero((flat < _SMALLEST_NORMAL) & (flat != 0)), values.shape
-        )
-        tiny = values[small]
-        snapped = np.copysign((tiny + _SUBNORMAL_SNAP) - _SUBNORMAL_SNAP, tiny)
+        small = np.less(magnitude, _SMALLEST_NORMAL, out=mask)
+        low = np.multiply(values, _TO_SUBNORMALS, out=scratch[2])
+        np.multiply(low, _FROM_SUBNORMALS, out=low)
     split_round(values, out, scratch)
     if small is not None:
-        out[small] = snapped
+        np.copyto(out, low, where=small)

@@ -280,8 +280,9 @@ def _store(machine: Machine, f: Fields) -> None:
         target[...] = source
     else:
         tricks = fp16.rounds_with_tricks(source, machine.exact_tricks)
-        work = kernels.scratch(machine, (2, *source.shape), np.float32) if tricks else None
-        fp16.round_into(source, target, work, machine.exact_tricks)
+        work = kernels.scratch(machine, (3, *source.shape), np.float32) if tricks else None
+        mask = kernels.scratch(machine, source.shape, np.bool_) if tricks else None
+        fp16.round_into(source, target, work, machine.exact_tricks, mask)
 
 
 def _indices(values: np.ndarray, limit: int, what: str) -> np.ndarray:

@@ -61,9 +61,9 @@ def test_a_tile_with_inf_or_nan_widens_exactly():
         assert np.array_equal(bits(out), bits(half.astype(np.float32)))
 
 
-def two_scratch(values: np.ndarray) -> np.ndarray:
-    """round_into's scratch: two float32 arrays of the tile's shape."""
-    return np.empty((2, *values.shape), dtype=np.float32)
+def scratch_for(values: np.ndarray) -> np.ndarray:
+    """round_into's scratch: three float32 arrays of the tile's shape."""
+    return np.empty((3, *values.shape), dtype=np.float32)
 
 
 def random_floats(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -88,7 +88,7 @@ def test_rounding_matches_the_cast(seed):
     values = np.concatenate([random_floats(rng, 8000), ties(rng, 4000)])
     values = rng.permutation(values[np.abs(values) <= 65504])[:8000].reshape(-1, 8)
     out = np.empty(values.shape, dtype=np.float32)
-    round_into(values, out, two_scratch(values))
+    round_into(values, out, scratch_for(values))
     assert np.array_equal(bits(out), bits(reference_round(values)))
 
 
@@ -101,7 +101,21 @@ def test_the_split_rounds_whole_binades_as_the_cast(low: float):
     values = np.arange(first, top, dtype=np.int32).view(np.float32)
     values = np.concatenate([values, -values])
     out = np.empty_like(values)
-    split_round(values, out, two_scratch(values))
+    split_round(values, out, scratch_for(values))
+    assert np.array_equal(bits(out), bits(values.astype(np.float16).astype(np.float32)))
+
+
+@pytest.mark.parametrize("low", [2.0**-26, 2.0**-15])
+def test_round_into_rounds_whole_subnormal_binades_as_the_cast(low: float):
+    """Every float32 of a binade below 2**-14 (fp16's subnormal steps: 2**-24, ties to even,
+    rounding to zero below 2**-25), both signs, in tiles that also hold normal values, so each
+    tile takes both the split and the scaled multiply (scripts/check_fp16_rounding.py runs every
+    float32 from 0 to 65504)."""
+    first = np.float32(low).view(np.int32)
+    values = np.arange(first, np.float32(2 * low).view(np.int32), dtype=np.int32).view(np.float32)
+    values = np.concatenate([values, -values, np.float32(1.0) + values])
+    out = np.empty_like(values)
+    round_into(values, out, scratch_for(values))
     assert np.array_equal(bits(out), bits(values.astype(np.float16).astype(np.float32)))
 
 
@@ -114,7 +128,7 @@ def test_rounding_edges():
     )  # fmt: skip
     inside = edges[np.abs(edges) <= 65504]
     out = np.empty(inside.shape, dtype=np.float32)
-    round_into(inside, out, two_scratch(inside))
+    round_into(inside, out, scratch_for(inside))
     assert np.array_equal(bits(out), bits(reference_round(inside)))
     # beyond the range, inf and NaN: the cast's saturation, inf stays inf, NaN stays NaN
     # 65530 rounds to fp16 inf, which the integer tricks would leave as 65536: a tile beyond
@@ -122,7 +136,7 @@ def test_rounding_edges():
     for special in (65519.0, 65520.0, 65530.0, 1e9, -1e38, np.inf, -np.inf, np.nan):
         tile = np.array([[1.0, special], [3.0, -2.0]], dtype=np.float32)
         out = np.empty(tile.shape, dtype=np.float32)
-        round_into(tile, out, two_scratch(tile))
+        round_into(tile, out, scratch_for(tile))
         assert np.array_equal(bits(out), bits(reference_round(tile)))
     assert reference_round(np.array([1e9], dtype=np.float32))[0] == 65504.0
 
@@ -132,7 +146,7 @@ def test_rounding_into_a_strided_target():
     heap = np.zeros(40 * 50, dtype=np.float32)
     target = np.lib.stride_tricks.as_strided(heap, shape=(40, 30), strides=(50 * 4, 4))
     values = random_floats(rng, 1200).clip(-60000, 60000).reshape(40, 30)
-    round_into(values, target, two_scratch(values))
+    round_into(values, target, scratch_for(values))
     assert np.array_equal(bits(target), bits(reference_round(values)))
     assert not heap.reshape(40, 50)[:, 30:].any()  # nothing written between the rows
 
@@ -160,8 +174,8 @@ def test_without_the_tricks_the_casts_give_the_same():
     rng = np.random.default_rng(3)
     values = random_floats(rng, 600).clip(-60000, 60000).reshape(20, 30)
     fast, slow = np.empty_like(values), np.empty_like(values)
-    round_into(values, fast, two_scratch(values))
-    round_into(values, slow, two_scratch(values), exact_tricks=False)
+    round_into(values, fast, scratch_for(values))
+    round_into(values, slow, scratch_for(values), exact_tricks=False)
     assert np.array_equal(bits(fast), bits(slow))
     half = values.astype(np.float16)
     widen_into(half, fast)
