@@ -320,10 +320,16 @@ def _cache_key(point: Point, hw) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def compute_point(point: Point) -> dict:
-    """Compile and run one point (in a worker); its metrics, or {'error': message}."""
+def compute_point_in_worker(point: Point) -> dict:
+    """compute_point in one of several worker processes, which already take a core each: one
+    thread for OpenMP and one interpreter lane (runtime/lanes.py)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("CTAC_THREADS", "1")  # one interpreter lane: a worker per core already
+    os.environ.setdefault("CTAC_THREADS", "1")
+    return compute_point(point)
+
+
+def compute_point(point: Point) -> dict:
+    """Compile and run one point; its metrics, or {'error': message}."""
     from ctac.api import compile, hardware, run
 
     try:
@@ -383,7 +389,7 @@ def _run_local(points: list[Point], jobs: int, done) -> None:
     # spawn: onnxruntime and numpy threads do not survive a fork cleanly
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(compute_point, point): point for point in points}
+        futures = {pool.submit(compute_point_in_worker, point): point for point in points}
         for future in as_completed(futures):
             done(futures[future], future.result())
 
@@ -398,7 +404,7 @@ def _run_ray(points: list[Point], address: str | None, jobs: int, done) -> None:
             ray.init(address=address or None, log_to_driver=False)
         else:  # a local instance with --jobs CPUs
             ray.init(num_cpus=max(jobs, 1), include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(compute_point)
+    remote = ray.remote(compute_point_in_worker)
     pending = {remote.remote(point): point for point in points}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)

@@ -4,6 +4,7 @@ errors naming the bad key, and the same points on a local Ray instance."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,16 @@ def test_sweep_on_local_ray(tmp_path: Path) -> None:
     assert list(remote.table["cycles"]) == list(local.table["cycles"])
     assert list(remote.table["energy_pj"]) == list(local.table["energy_pj"])
     assert (tmp_path / "ray" / "results.csv").is_file()
+
+
+def test_only_worker_processes_run_on_one_interpreter_lane(monkeypatch) -> None:
+    """Several workers take a core each, so they run one lane (CTAC_THREADS=1); a sweep run in
+    the caller's process leaves its environment (and two lanes) alone."""
+    from ctac import sweep
+
+    monkeypatch.delenv("CTAC_THREADS", raising=False)
+    monkeypatch.setattr(sweep, "compute_point", lambda point: os.environ.get("CTAC_THREADS"))
+    seen = []
+    sweep._run_local(["a point"], 1, lambda point, result: seen.append(result))
+    assert seen == [None] and "CTAC_THREADS" not in os.environ
+    assert sweep.compute_point_in_worker("a point") == "1"
