@@ -317,13 +317,15 @@ def _hash(machine: Machine, f: Fields) -> None:
     machine.tile(f["dst"], f["dst_addr"], rows, 1)[:, 0] = codes
 
 
-def _spill(machine: Machine, f: Fields, rows: int) -> np.ndarray:
-    """The DRAM words of `rows` table rows from `resident` on (the cluster table's overflow)."""
+def _spill(machine: Machine, f: Fields, rows: int, write: bool = True) -> np.ndarray:
+    """The DRAM words of `rows` table rows from `resident` on (the cluster table's overflow);
+    `write`: CLUSTER writes them back, CLUSTER_READ only reads (a read of the data segment
+    must not make the machine copy its DRAM: two lanes would then hold two)."""
     size = rows * isa.cluster_row_elements(f["cols"])
     if f["spill"] + size > machine.base + len(machine.heap):
         raise CtacError(f"the cluster table's DRAM rows [{f['spill']}, +{size}) exceed DRAM")
     return (
-        machine.dram_tile(f["spill"], 1, size, size, write=True)[0]
+        machine.dram_tile(f["spill"], 1, size, size, write=write)[0]
         if size
         else np.zeros(0, np.float32)
     )
@@ -380,7 +382,7 @@ def _cluster_read(machine: Machine, f: Fields) -> None:
         first = max(row0, resident)
         size = isa.cluster_row_elements(f["cols"])
         words = _spill(
-            machine, {**f, "spill": f["spill"] + (first - resident) * size}, last - first
+            machine, {**f, "spill": f["spill"] + (first - resident) * size}, last - first, False
         )
         table.load_spilled(words, first, last, first)
     target[...], count_row[0] = table.read(row0, rows)

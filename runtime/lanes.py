@@ -318,10 +318,10 @@ def lane_plan(program: Program, forwarding: ForwardingPlan, heap: int) -> LanePl
     instructions = program.instructions
     key = (id(instructions), len(instructions), len(program.data), program.dram_elements, heap)
     cached = getattr(program, "_lanes", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    if cached is not None and cached[0] == key and cached[1] is forwarding:
+        return cached[2]
     plan = _plan(program, forwarding, heap)
-    program._lanes = (key, plan)
+    program._lanes = (key, forwarding, plan)
     return plan
 
 
@@ -350,8 +350,7 @@ def worth_two_lanes(plan: LanePlan | None) -> bool:
     return sum(plan.work) >= MIN_WORK_SECONDS and threads() >= 2
 
 
-class _Failure(Exception):
-    """Carries the first error of a lane to the thread that raises it."""
+_FINISHED = 1 << 62  # a lane's next instruction once it has run them all
 
 
 def run_lanes(
@@ -362,23 +361,40 @@ def run_lanes(
 ) -> None:
     """Run `plan` on `machine` (the first lane; the second gets its own buffers) with
     `step(machine_of_lane, index)` running one instruction. Raises what the in-order run would
-    raise first."""
+    raise first, and leaves the statistics and progress the in-order run leaves: that of the
+    instructions before the error (a lane may have run past it meanwhile)."""
     second = copy.copy(machine)
     second.buffers = {index: np.zeros_like(memory) for index, memory in machine.buffers.items()}
     machines = (machine, second)
+    count = len(machine.program.instructions)
     done = [-1, -1]  # per lane: the last instruction index it finished
+    # per lane: the next instruction it has not finished; every index below both is finished
+    upcoming = [order[0] if order else _FINISHED for order in plan.orders]
     waiting = [False, False]
-    stop = [len(machine.program.instructions)]  # lanes run no instruction past this index
+    stop = [count]  # lanes run no instruction past this index
     errors: dict[int, BaseException] = {}
-    counted = [0, 0]
+    reported = [0]
+    ended = [False, False]  # per lane: its thread has left `run`
+    stats_before = dict(machine.stats.clusters)
+    error_state = np.geterr()  # numpy < 2 keeps it per thread, not per context
     changed = threading.Condition()
+
+    def report(finished: int) -> None:
+        """Progress as the in-order run reports it: every 256 instructions finished."""
+        due = min(finished, count) // 256 * 256
+        if progress is not None and due > reported[0]:
+            progress(due - reported[0])
+            reported[0] = due
 
     def run(lane: int) -> None:
         other = 1 - lane
         lane_machine = machines[lane]
+        order = plan.orders[lane]
         index = -1
+        if lane == 1:
+            np.seterr(**error_state)
         try:
-            for index, need in zip(plan.orders[lane], plan.waits[lane], strict=True):
+            for position, (index, need) in enumerate(zip(order, plan.waits[lane], strict=True)):
                 if done[other] < need:
                     with changed:
                         waiting[lane] = True
@@ -389,26 +405,26 @@ def run_lanes(
                     break
                 step(lane_machine, index)
                 done[lane] = index
-                if lane == 0 or index not in plan.shared:
-                    counted[lane] += 1
+                upcoming[lane] = order[position + 1] if position + 1 < len(order) else _FINISHED
                 if waiting[other]:
                     with changed:
                         changed.notify_all()
-                if lane == 0 and progress is not None and counted[0] + counted[1] >= 256:
-                    total = counted[0] + counted[1]
-                    counted[0] -= total - total % 256
-                    progress(total - total % 256)
+                if lane == 0:
+                    report(min(upcoming))
         except Exception as exc:  # re-raised by the caller, the lowest index's first
             with changed:
                 errors[index] = exc
                 stop[0] = min(stop[0], index)
-        except BaseException:  # KeyboardInterrupt (in the main thread): both lanes stop now
-            stop[0] = -1
-            raise
         finally:
             with changed:
-                done[lane] = 1 << 62
+                done[lane] = _FINISHED
+                ended[lane] = True
                 changed.notify_all()
+
+    def halt() -> None:
+        with changed:
+            stop[0] = -1
+            changed.notify_all()
 
     # the second lane runs in the caller's context: numpy's error state (np.errstate) is a
     # context variable, and a new thread would start from the defaults
@@ -416,12 +432,34 @@ def run_lanes(
         target=contextvars.copy_context().run, args=(run, 1), name="ctac-lane-1", daemon=True
     )
     worker.start()
+    interrupted: BaseException | None = None
     try:
         run(0)
-    finally:
-        worker.join()
+    except BaseException as exc:  # KeyboardInterrupt in the main thread: both lanes stop now
+        interrupted = exc
+        halt()
+    # waits on `ended`, not Thread.join: a join that Ctrl-C interrupts can leave is_alive()
+    # False while the thread still runs (CPython 3.11)
+    while not ended[1]:
+        try:
+            with changed:
+                while not ended[1]:
+                    changed.wait()
+        except BaseException as exc:  # interrupted while waiting for the other lane
+            interrupted = interrupted or exc
+            halt()
+    worker.join()
+    if interrupted is not None:
+        raise interrupted
+    first = min(errors) if errors else count
+    # The statistics as the in-order run leaves them: only instructions before the first error
+    # recorded (a lane may have run past it), new entries in program order.
+    recorded = machine.stats.clusters
+    kept = {i: recorded[i] if i < first else value for i, value in stats_before.items()}
+    new = sorted((i, v) for i, v in recorded.items() if i < first and i not in stats_before)
+    recorded.clear()
+    recorded.update(kept)
+    recorded.update(new)
+    report(first)
     if errors:
-        raise errors[min(errors)]
-    total = counted[0] + counted[1]
-    if progress is not None and total >= 256:
-        progress(total - total % 256)
+        raise errors[first]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import MODELS
-from test_forwarding import ACC, ACT, CAPACITIES, HW, WGT, bits, gemm, load, program_of, store
+from test_forwarding import ACC, ACT, CAPACITIES, HW, VEC, WGT, bits, gemm, load, program_of, store
 
 from ctac.errors import CtacError
 from ctac.hw import with_precision
@@ -26,14 +26,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def both(program: Program, inputs: dict) -> tuple:
-    """(outputs or error message) in order, then on two lanes."""
+    """In order, then on two lanes: (outputs' bits or the error message, the statistics' items
+    in their order, the progress reported)."""
     found = []
     for two in (False, True):
+        stats, seen = interpreter.ExecutionStats(), []
         try:
             with np.errstate(all="ignore"):
-                found.append(bits(run_program(program, CAPACITIES, inputs, lanes=two)[0]))
+                run = run_program(program, CAPACITIES, inputs, seen.append, stats, lanes=two)
+            result = bits(run[0])
         except CtacError as exc:
-            found.append(str(exc))
+            result = str(exc)
+        found.append((result, list(stats.clusters.items()), seen))
     return tuple(found)
 
 
@@ -224,7 +228,7 @@ def test_chains_meeting_in_dram_run_as_in_order(name: str, chains: list, expecte
     plan = plan_of(program)
     assert plan.orders[0] and plan.orders[1]  # the chains are split
     in_order, two = both(program, {"x": X})
-    assert two == in_order
+    assert two == in_order and isinstance(two[0], dict)
     outputs, _ = run_program(program, CAPACITIES, {"x": X}, lanes=True)
     for symbol, value in expected.items():
         np.testing.assert_allclose(outputs[symbol], value, rtol=1e-6, err_msg=symbol)
@@ -245,7 +249,8 @@ def test_chains_are_lanes_and_loads_go_where_they_are_read() -> None:
     assert lane_of[5] == lane_of[2] and lane_of[6] == lane_of[4]  # each store with its GEMM
     assert 1 in plan.orders[0] and 1 in plan.orders[1]  # the weight tile: loaded by both
     assert plan.shared == {1}
-    assert both(program, {"x": X})[0] == both(program, {"x": X})[1]
+    in_order, two = both(program, {"x": X})
+    assert two == in_order
 
 
 def test_column_tiles_of_one_matrix_do_not_conflict() -> None:
@@ -280,7 +285,7 @@ def test_the_cluster_unit_is_one_chain() -> None:
     assert len(units) == 3 and len({lane_of[i] for i in units}) == 1
     assert len(plan.orders[0]) and len(plan.orders[1])
     in_order, two = both(program, {"x": X})
-    assert two == in_order and isinstance(two, dict)
+    assert two == in_order and isinstance(two[0], dict)
 
 
 def test_the_first_error_in_program_order_is_raised() -> None:
@@ -295,7 +300,7 @@ def test_the_first_error_in_program_order_is_raised() -> None:
     lane_of = {i: lane for lane in (0, 1) for i in plan.orders[lane]}
     assert lane_of[8] != lane_of[13]  # the failing stores
     in_order, two = both(program, {"x": X})
-    assert "exceeds" in in_order and two == in_order
+    assert "exceeds" in in_order[0] and two == in_order
 
 
 def test_progress_counts_every_instruction_once(bert) -> None:
@@ -330,7 +335,8 @@ def test_programs_that_write_the_data_segment_run_in_order() -> None:
     """A store into the data segment makes the machine copy the whole DRAM mid-run: no lanes."""
     program = hand_made([chain(x, 0, y0), chain(x, 16, 8)])
     assert lanes.lane_plan(program, forwarding_plan(program), program.dram_elements) is None
-    assert both(program, {"x": X})[0] == both(program, {"x": X})[1]
+    in_order, two = both(program, {"x": X})
+    assert two == in_order
 
 
 def test_small_programs_run_in_order_by_default(bert) -> None:
@@ -402,3 +408,77 @@ def test_ctac_threads_limits_the_lanes(bert, monkeypatch) -> None:
         monkeypatch.setenv("CTAC_THREADS", bad)
         with pytest.raises(CtacError, match="CTAC_THREADS"):
             lanes.worth_two_lanes(big)
+
+
+def bump(rows: int = 4) -> tuple:
+    """VEC tile at 200 += 1."""
+    return ("VEC", {"op": "add", "dst": VEC, "dst_addr": 200, "a": VEC, "a_addr": 200, "b": VEC, "b_addr": 200, "rows": rows, "cols": 4, "bcast": "imm", "imm": 1.0})  # fmt: skip
+
+
+def test_a_cluster_read_of_the_data_segment_copies_no_dram() -> None:
+    """CLUSTER_READ only reads its spilled rows: a spill address in the data segment must not
+    make one lane's machine copy the whole DRAM (its later stores would be lost; found by
+    review)."""
+    cluster = ("CLUSTER", {"rows": 4, "cols": 4, "src_addr": 0, "codes_addr": 0, "ids_addr": 12, "threshold": 0.5, "first": 1, "table_rows": 0, "resident": 0, "spill": 128})  # fmt: skip
+    read = ("CLUSTER_READ", {"rows": 2, "cols": 4, "row0": 0, "dst": ACT, "dst_addr": 200, "counts_addr": 40, "resident": 0, "spill": 0})  # fmt: skip
+    program = hand_made(
+        [chain(x, 32, y3, 16), [cluster], chain(x, 64, y0), [read], chain(x, 96, y1, 16),
+         [store(ACT, 200, y2, 2, 4)]],
+        dram=256,
+    )  # fmt: skip
+    plan = plan_of(program)
+    assert 4 in plan.orders[1] and 9 in plan.orders[1]  # the cluster unit: the second lane
+    in_order, two = both(program, {"x": X})
+    assert two == in_order and isinstance(two[0], dict)
+
+
+def test_a_failed_run_leaves_the_statistics_and_progress_of_the_in_order_run() -> None:
+    """A lane may run past the other lane's error before it stops: what it recorded there
+    (a CLUSTER's statistics) and counted (progress) is the in-order run's, which never got
+    there (found by review)."""
+    overrun = store(ACC, 0, y3, CAPACITIES[ACC] // 4 + 1, 4)
+    cluster = ("CLUSTER", {"rows": 4, "cols": 4, "src_addr": 512, "codes_addr": 64, "ids_addr": 72, "threshold": 0.5, "first": 1, "table_rows": 0, "resident": 64})  # fmt: skip
+    multiplies = [load(ACT, 0, x, 4, 4), load(WGT, 0, 0, 4, 4), *[gemm(0, 0, 0, 4, 4, 4, accumulate=1)] * 300]  # fmt: skip
+    program = hand_made([multiplies, [overrun], [cluster], [bump()] * 300], dram=1 << 18)
+    plan = plan_of(program, check=False)
+    assert 302 in plan.orders[0] and 303 in plan.orders[1]  # the error, and a CLUSTER after it
+    in_order, two = both(program, {"x": X})
+    assert in_order[0].startswith("instruction 302 (STORE") and in_order[1:] == ([], [256])
+    assert two == in_order
+    # and where the failing lane is the second, after 300 instructions the first never ran
+    program = hand_made([chain(x, 0, y0), [bump()] * 300, [bump(CAPACITIES[VEC] // 4)]])
+    plan = plan_of(program, check=False)
+    assert 304 in plan.orders[1] and len(plan.orders[0]) < 256
+    in_order, two = both(program, {"x": X})
+    assert in_order[2] == [256] and two == in_order
+
+
+def test_an_interrupt_while_waiting_for_the_other_lane_stops_it() -> None:
+    """Ctrl-C after the first lane has finished, while it waits for the second: the second
+    stops too before the interrupt reaches the caller (found by review: a join that Ctrl-C
+    interrupts can report the thread finished while it still runs)."""
+    import os
+    import signal
+    import time
+
+    program = hand_made([chain(x, 0, y0), [bump()] * 50], dram=256)
+    plan = plan_of(program, check=False)
+    ran_after = []
+    interrupted = threading.Event()
+    step = interpreter._step
+
+    def slow_second_lane(machine, index: int) -> None:
+        if threading.current_thread().name == "ctac-lane-1":
+            if index == plan.orders[1][5]:
+                time.sleep(0.3)  # the first lane has long finished: the caller is waiting
+                os.kill(os.getpid(), signal.SIGINT)  # interrupts the caller's wait
+                interrupted.wait(2)
+            elif interrupted.is_set():
+                ran_after.append(index)
+        step(machine, index)
+
+    before = threading.active_count()
+    with pytest.raises(KeyboardInterrupt):
+        lanes.run_lanes(interpreter.Machine(program, CAPACITIES), plan, slow_second_lane)
+    interrupted.set()
+    assert threading.active_count() == before and not ran_after
