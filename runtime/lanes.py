@@ -24,7 +24,9 @@ The split (`lane_plan`, made once per program):
 
 Errors: a lane stops at its first error and the other at the first instruction past it; the run
 raises the error of the lowest instruction index, the one the in-order run raises (an
-instruction's error depends only on its inputs, which are the in-order run's).
+instruction's error depends only on its inputs, which are the in-order run's). What the other
+lane recorded past that index (statistics) is dropped, and progress counts only the instructions
+finished in program order, so a failed run also leaves what the in-order run leaves.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ _MAX_BLOCKS = 1 << 20
 class LanePlan:
     """Per lane, in program order: the instruction indices it runs, and for each the index of the
     other lane's last instruction that must be done first (-1: none). `shared`: the instructions
-    both lanes run (LOADs; progress counts them once). `work`: each lane's estimated seconds."""
+    both lanes run (LOADs). `work`: each lane's estimated seconds."""
 
     orders: tuple[tuple[int, ...], tuple[int, ...]]
     waits: tuple[tuple[int, ...], tuple[int, ...]]
