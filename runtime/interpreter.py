@@ -18,7 +18,7 @@ from ctac.errors import CtacError
 from ctac.runtime import fp16, isa, kernels
 from ctac.runtime.data_segment import to_storage
 from ctac.runtime.forwarding import forwarding_plan, widened_data
-from ctac.runtime.lanes import lane_plan, run_lanes, worth_two_lanes
+from ctac.runtime.lanes import chosen_plan, run_lanes
 from ctac.runtime.program import Program, Symbol, storage_array
 
 Fields = dict
@@ -232,8 +232,7 @@ def heap_elements(program: Program) -> int:
 
 def runs_on_two_lanes(program: Program) -> bool:
     """Whether run_program (lanes=None) runs the program on two lanes (runtime/lanes.py)."""
-    plan = lane_plan(program, forwarding_plan(program), heap_elements(program))
-    return worth_two_lanes(plan)
+    return chosen_plan(program, forwarding_plan(program), heap_elements(program), None) is not None
 
 
 def dram_reach(program: Program) -> int:
@@ -558,8 +557,8 @@ def _run(
                 f"input '{symbol.name}' has shape {array.shape}, the program expects {symbol.shape}"
             )
         machine.write_input(symbol, array)
-    plan = None if lanes is False else lane_plan(program, machine.plan, len(machine.heap))
-    if plan is not None and (lanes or worth_two_lanes(plan)):
+    plan = chosen_plan(program, machine.plan, len(machine.heap), lanes)
+    if plan is not None:
         run_lanes(machine, plan, _step, progress)
     else:
         for index in range(len(program.instructions)):

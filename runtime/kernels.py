@@ -141,6 +141,8 @@ GELU_TABLE_MIN_ELEMENTS = 4096  # below, making the codes costs more than gelu_i
 
 def _gelu_table() -> np.ndarray | bool:
     global _GELU_TABLE, _FP16_VALUES
+    if _GELU_TABLE is not None:  # made: no lock on the hot path
+        return _GELU_TABLE
     with _TABLE_LOCK:
         if _GELU_TABLE is None:
             codes = np.arange(1 << 16, dtype=np.uint32)
@@ -239,7 +241,9 @@ def vec(machine: Machine, f: Fields) -> None:
         if op in _UNARY:
             dst = machine.tile(f["dst"], f["dst_addr"], rows, cols)
             if op == "gelu":
-                if not gelu_by_table(machine, a, dst):
+                # only an fp16 machine's tiles can be fp16 values: an fp32 one skips the check
+                fp16_tile = machine.element_type == "fp16" and gelu_by_table(machine, a, dst)
+                if not fp16_tile:
                     gelu_into(machine, a, dst)
             elif op in _EXACT_UFUNCS:
                 _UNARY[op](a, out=dst)

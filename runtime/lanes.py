@@ -352,6 +352,34 @@ def worth_two_lanes(plan: LanePlan | None) -> bool:
     return sum(plan.work) >= MIN_WORK_SECONDS and threads() >= 2
 
 
+def _estimated_work(program: Program) -> float:
+    """Estimated seconds of the whole program in order (`_work`), kept on the program."""
+    key = (id(program.instructions), len(program.instructions))
+    cached = getattr(program, "_estimated_work", None)
+    if cached is None or cached[0] != key:
+        cached = program._estimated_work = (
+            key,
+            sum(_work(name, fields) for name, fields in program.instructions),
+        )
+    return cached[1]
+
+
+def chosen_plan(
+    program: Program, forwarding: ForwardingPlan, heap: int, lanes: bool | None
+) -> LanePlan | None:
+    """The plan to run on two lanes, or None to run in order. `lanes`: False never; True
+    wherever the plan allows; None where it pays (worth_two_lanes). The plan is made only
+    where it may be used: a short program or one thread allowed is decided without it."""
+    if lanes is False:
+        return None
+    if lanes is None and (_estimated_work(program) < MIN_WORK_SECONDS or threads() < 2):
+        return None
+    plan = lane_plan(program, forwarding, heap)
+    if lanes is None and not worth_two_lanes(plan):
+        return None
+    return plan
+
+
 _FINISHED = 1 << 62  # a lane's next instruction once it has run them all
 
 
@@ -411,7 +439,7 @@ def run_lanes(
                 if waiting[other]:
                     with changed:
                         changed.notify_all()
-                if lane == 0:
+                if lane == 0 and progress is not None:
                     report(min(upcoming))
         except Exception as exc:  # re-raised by the caller, the lowest index's first
             with changed:
