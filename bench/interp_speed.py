@@ -14,10 +14,12 @@ lane (lanes=False, or CTAC_THREADS=1) and the exact run's CPU seconds are report
 The exact runs are repeated runs of one program, as `ctac.run` runs a CompiledProgram: the first
 widens the fp16 weights once and keeps them (runtime/forwarding.py), as an onnxruntime session
 prepacks its weights when it is created; that first run is reported beside, and so are runs that
-widen the weights on every load (`ctac run`, one run per process). Prints a table and
-writes bench/results/interp_speed.json (medians of --runs runs, min and max).
+widen the weights on every load (`ctac run`, one run per process). The onnxruntime inference,
+the exact run and the run on one lane are timed in rounds, one of each in turn, so that a shared
+machine's changing load falls on all three alike; each round's ratio is reported too. Prints a
+table and writes bench/results/interp_speed.json (medians of --runs runs, min and max).
 
-    python bench/interp_speed.py [--seq 128] [--runs 5] [--threads N] [--quick] [--precision fp32]
+    python bench/interp_speed.py [--seq 128] [--runs 9] [--threads N] [--quick] [--precision fp32]
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def whole_processes(model: Path, program, inputs: dict, runs: int, hw) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=9)
     parser.add_argument(
         "--threads", type=int, help="BLAS and onnxruntime threads (default: numpy's)"
     )
@@ -100,7 +102,7 @@ def main() -> int:
         "interp_speed_fp32.json)",
     )
     args = parser.parse_args()
-    runs = max(args.runs, 5)
+    runs = 5 if args.quick else max(args.runs, 5)
     import numpy as np
     import onnxruntime as ort
 
@@ -161,12 +163,19 @@ def main() -> int:
 
     interp_once(keep_widened=False)  # warm-up (the in-memory program's data segment converted)
     first_run_s = interp_once()  # widens the weights and keeps them
-    ort_s = stats([ort_once() for _ in range(runs)])
+    # Rounds of one onnxruntime inference, one exact run and one run on one lane, in turn: a
+    # shared machine's load changes over seconds, and each round's runs see the same load.
+    samples: dict[str, list[float]] = {"ort": [], "interp": [], "one_lane": [], "cpu": []}
+    for _ in range(runs):
+        samples["ort"].append(ort_once())
+        cpu_seconds.clear()
+        samples["interp"].append(interp_once())
+        samples["cpu"].extend(cpu_seconds)
+        samples["one_lane"].append(interp_once(lanes=False))
+    ort_s, interp_s = stats(samples["ort"]), stats(samples["interp"])
+    interp_cpu_s, one_lane_s = stats(samples["cpu"]), stats(samples["one_lane"])
+    round_ratios = [i / o for i, o in zip(samples["interp"], samples["ort"], strict=True)]
     ort_all_s = stats([ort_once(all_cores) for _ in range(runs)])
-    cpu_seconds.clear()
-    interp_s = stats([interp_once() for _ in range(runs)])
-    interp_cpu_s = stats(cpu_seconds)
-    one_lane_s = stats([interp_once(lanes=False) for _ in range(runs)])
     two_lanes = runs_on_two_lanes(program)
     fp16 = program.element_type == "fp16"  # an fp32 machine has no weights to widen
     widening_s = stats([interp_once(keep_widened=False) for _ in range(runs)]) if fp16 else None
@@ -198,7 +207,8 @@ def main() -> int:
             f"{s['median'] / ort_s['median']:>8.2f}x"
         )
     print(
-        f"interpreter / ORT = {ratio:.2f}x at {threads} thread(s) (target <= {TARGET_TIME:g}x), "
+        f"interpreter / ORT = {ratio:.2f}x at {threads} thread(s) (target <= {TARGET_TIME:g}x; "
+        f"per round {min(round_ratios):.2f}-{max(round_ratios):.2f}x), "
         f"{interp_s['median'] / ort_all_s['median']:.2f}x vs ORT on {cores} threads, "
         f"{interp_cpu_s['median']:.3f} CPU s per run; "
         + (f"first run (widening the weights) {first_run_s:.3f} s; " if fp16 else "")
@@ -241,7 +251,8 @@ def main() -> int:
             else {}
         ),
         "timing_only_s": timing_s,
-        "ratio_interpreter_over_ort": ratio,
+        "ratio_interpreter_over_ort": ratio,  # of the medians
+        "ratio_per_round": stats(round_ratios),  # each round's exact run / its onnxruntime run
         "ratio_timing_only_over_ort": timing_ratio,
         "target_ratio": TARGET_TIME,
         "meets_target": ratio <= TARGET_TIME,

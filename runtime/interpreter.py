@@ -8,6 +8,7 @@ instructions' kernels are in runtime/kernels.py). Timing is a separate model
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -27,6 +28,8 @@ Fields = dict
 # A program declaring at most this many DRAM elements past its data segment gets them all; one
 # declaring more (up to the ISA's 2**32) gets only what its instructions and symbols reach.
 ALWAYS_ALLOCATED_HEAP = 1 << 24  # 64 MB of float32
+# A run keeps at most this many tile views (~200 bytes each; a BERT-base run uses 48).
+MAX_KEPT_TILES = 1 << 16
 
 
 class Machine:
@@ -86,6 +89,23 @@ class Machine:
         self.plan = forwarding_plan(program)
         self.widened = widened
         self.forwarded: dict[int, np.ndarray] = {}
+        # Views of the data segment the forwarded LOADs hand out: the same in every run of the
+        # program (the segment and its widened copy never change), so made once.
+        self.segment_views = _segment_views(program, widened)
+        # This run's views of buffer tiles, by (buffer, address, rows, cols): a layer's tiles
+        # recur in every layer, and a dict lookup costs a fifth of making the view.
+        self.tiles: dict[tuple[int, int, int, int], np.ndarray] = {}
+        self.scratch_arrays: dict = {}  # runtime/kernels.py's scratch
+
+    def for_second_lane(self) -> Machine:
+        """A machine for runtime/lanes.py's second lane: this one's DRAM, its own buffers (and
+        the views and scratch arrays that are of them)."""
+        second = copy.copy(self)
+        second.buffers = {index: np.zeros_like(memory) for index, memory in self.buffers.items()}
+        second.tiles = {}
+        second.scratch_arrays = {}
+        second.forwarded = {}
+        return second
 
     @property
     def dram(self) -> np.ndarray:
@@ -131,7 +151,17 @@ class Machine:
         else:
             return False
         self.tile(f["dst"], f["dst_addr"], rows, cols)  # the destination's checks
-        self.forwarded[self.index] = _tile_view(array, offset, rows, cols, f["stride"], False)
+        if source < self.base:
+            where = (source, rows, cols, f["stride"])
+            kept = self.segment_views.get(self.index)
+            if kept is not None and kept[0] == where:
+                view = kept[1]
+            else:
+                view = _tile_view(array, offset, rows, cols, f["stride"], False)
+                self.segment_views[self.index] = (where, view)
+        else:
+            view = _tile_view(array, offset, rows, cols, f["stride"], False)
+        self.forwarded[self.index] = view
         return True
 
     def operand(self, which: str, buffer: int, address: int, rows: int, cols: int) -> np.ndarray:
@@ -158,6 +188,15 @@ class Machine:
 
     def tile(self, buffer: int, address: int, rows: int, cols: int) -> np.ndarray:
         """A writable (rows, cols) view of a dense tile."""
+        key = (buffer, address, rows, cols)
+        view = self.tiles.get(key)
+        if view is None:
+            view = self._new_tile(buffer, address, rows, cols)
+            if len(self.tiles) < MAX_KEPT_TILES:
+                self.tiles[key] = view
+        return view
+
+    def _new_tile(self, buffer: int, address: int, rows: int, cols: int) -> np.ndarray:
         memory = self.buffers.get(buffer)
         if memory is None or address < 0 or rows < 0 or cols < 0:
             raise CtacError(f"buffer {buffer} tile at {address} ({rows} x {cols}) does not exist")
@@ -180,6 +219,18 @@ class Machine:
         if mode == "scalar":
             return self.tile(buffer, address, 1, 1)
         return np.float32(imm)
+
+
+def _segment_views(program: Program, widened: np.ndarray | None) -> dict:
+    """The program's cache of forwarded views of its data segment (or of `widened`, its float32
+    copy), by LOAD index: ((src, rows, cols, stride), view). Kept on the program for as long as
+    that array is the one viewed."""
+    viewed = widened if widened is not None else program.data
+    key = (id(viewed), len(viewed), id(program.instructions))
+    kept = getattr(program, "_segment_views", None)
+    if kept is None or kept[0] != key or kept[1] is not viewed:
+        kept = program._segment_views = (key, viewed, {})
+    return kept[2]
 
 
 def _tile_view(

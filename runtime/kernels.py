@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -28,18 +27,14 @@ if TYPE_CHECKING:
 
 Fields = Mapping
 
-# Per machine, arrays a kernel may overwrite freely within one call, by (shape, dtype, slot):
-# slots are a kernel's distinct temporaries. Weak keys: they go with their machine.
-_SCRATCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def scratch(
     machine: Machine, shape: tuple[int, ...], dtype: type = np.float64, slot: int = 0
 ) -> np.ndarray:
-    """A reusable array of `shape` for `machine`; its contents are garbage between calls."""
-    arrays = _SCRATCH.get(machine)
-    if arrays is None:
-        arrays = _SCRATCH[machine] = {}
+    """A reusable array of `shape` for `machine`; its contents are garbage between calls.
+    Kept in the machine's `scratch_arrays` by (shape, dtype, slot): slots are a kernel's
+    distinct temporaries, and each lane has its own (Machine.for_second_lane)."""
+    arrays = machine.scratch_arrays
     key = (shape, dtype, slot)
     array = arrays.get(key)
     if array is None:
@@ -65,7 +60,10 @@ def gemm(machine: Machine, f: Fields) -> None:
             product += bias
         out += product
         return
-    if np.shares_memory(out, a) or np.shares_memory(out, b):
+    # only a tile of the destination's own buffer can overlap it (a forwarded operand is DRAM)
+    if (f["a"] == f["dst"] and np.shares_memory(out, a)) or (
+        f["b"] == f["dst"] and np.shares_memory(out, b)
+    ):
         out[...] = a @ b  # the product is complete before dst changes
     else:
         np.matmul(a, b, out=out)
@@ -122,6 +120,9 @@ def gelu_into(machine: Machine, a: np.ndarray, out: np.ndarray) -> None:
 
 class _TableScratch:
     """Owns the scratch tiles gelu_into uses while the GELU table is made."""
+
+    def __init__(self) -> None:
+        self.scratch_arrays: dict = {}
 
 
 # The fp16 GELU table. An fp16 machine's GELU reads tiles its loads widened from fp16, and fp16

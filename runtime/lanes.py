@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import bisect
 import contextvars
-import copy
 import os
 import threading
 from collections.abc import Callable
@@ -393,8 +392,7 @@ def run_lanes(
     `step(machine_of_lane, index)` running one instruction. Raises what the in-order run would
     raise first, and leaves the statistics and progress the in-order run leaves: that of the
     instructions before the error (a lane may have run past it meanwhile)."""
-    second = copy.copy(machine)
-    second.buffers = {index: np.zeros_like(memory) for index, memory in machine.buffers.items()}
+    second = machine.for_second_lane()
     machines = (machine, second)
     count = len(machine.program.instructions)
     done = [-1, -1]  # per lane: the last instruction index it finished

@@ -194,6 +194,37 @@ def test_a_forwarded_load_still_checks_its_destination() -> None:
         run_program(program, CAPACITIES, {"x": X})
 
 
+def test_segment_views_are_made_once_and_follow_a_changed_load() -> None:
+    """A forwarded LOAD of the data segment hands out one view across runs; a LOAD whose fields
+    changed in place (the same program object) gets a view of its new tile."""
+    weight = np.arange(32, dtype=np.float32) / 8
+    program = program_of(
+        [load(ACT, 0, 32, 4, 4), load(WGT, 0, 0, 4, 4), gemm(0, 0, 0, 4, 4, 4), store(ACC, 0, 48, 4, 4)],
+        weight, 64, [Symbol("x", "input", (4, 4), "float32", 32), Symbol("y", "output", (4, 4), "float32", 48)],
+    )  # fmt: skip
+    first, _ = run_program(program, CAPACITIES, {"x": X})
+    views = dict(program._segment_views[2])
+    assert set(views) == {1}
+    again, _ = run_program(program, CAPACITIES, {"x": X})
+    assert program._segment_views[2][1][1] is views[1][1]
+    assert bits(again) == bits(first)
+    program.instructions[1][1]["src"] = 16  # the weight's second half
+    moved, _ = run_program(program, CAPACITIES, {"x": X})
+    assert np.array_equal(moved["y"], X @ weight[16:].reshape(4, 4))
+
+
+def test_a_kept_tile_view_does_not_skip_the_checks_of_another() -> None:
+    """Tile views are kept by (buffer, address, rows, cols): a tile that exceeds its buffer is
+    refused although a smaller one at the same place was used before."""
+    capacity = CAPACITIES[VEC]
+    program = program_of(
+        [vec("add", VEC, capacity - 16, VEC, capacity - 16, 4, 4), vec("add", VEC, capacity - 16, VEC, capacity - 16, 4, 8)],
+        WEIGHT.reshape(-1), 48, SYMBOLS,
+    )  # fmt: skip
+    with pytest.raises(CtacError, match=r"instruction 1 \(VEC.*exceeds its"):
+        run_program(program, CAPACITIES, {"x": X})
+
+
 @pytest.fixture(scope="module")
 def bert() -> dict:
     """The test BERT compiled for fp16 and fp32."""
