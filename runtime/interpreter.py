@@ -19,6 +19,7 @@ from ctac.errors import CtacError
 from ctac.runtime import fp16, isa, kernels
 from ctac.runtime.data_segment import to_storage
 from ctac.runtime.forwarding import forwarding_plan, widened_data
+from ctac.runtime.lane_worker import run_in_worker
 from ctac.runtime.lanes import chosen_plan, run_lanes
 from ctac.runtime.program import Program, Symbol, storage_array
 
@@ -96,6 +97,17 @@ class Machine:
         # recur in every layer, and a dict lookup costs a fifth of making the view.
         self.tiles: dict[tuple[int, int, int, int], np.ndarray] = {}
         self.scratch_arrays: dict = {}  # runtime/kernels.py's scratch
+
+    def restart(self) -> None:
+        """Ready this machine for another run of its program (runtime/lane_worker.py's second
+        lane runs every run on one machine): buffers zeroed, the last run's forwarded views,
+        cluster table and statistics dropped. DRAM is the caller's to write."""
+        for memory in self.buffers.values():
+            memory.fill(0)
+        self.forwarded = {}
+        self.cluster_table = None
+        self.stats = ExecutionStats()
+        self.index = 0
 
     def for_second_lane(self) -> Machine:
         """A machine for runtime/lanes.py's second lane: this one's DRAM, its own buffers (and
@@ -610,7 +622,8 @@ def _run(
         machine.write_input(symbol, array)
     plan = chosen_plan(program, machine.plan, len(machine.heap), lanes)
     if plan is not None:
-        run_lanes(machine, plan, _step, progress)
+        if not run_in_worker(machine, plan, _step, progress):
+            run_lanes(machine, plan, _step, progress)
     else:
         for index in range(len(program.instructions)):
             _step(machine, index)

@@ -13,6 +13,7 @@ destination (out=) or into scratch arrays the machine keeps per tile shape.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -136,6 +137,12 @@ class _TableScratch:
 _GELU_TABLE: np.ndarray | bool | None = None
 _FP16_VALUES: np.ndarray | None = None
 _TABLE_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a fork (runtime/lane_worker.py) never copies it held
+    os.register_at_fork(
+        before=_TABLE_LOCK.acquire,
+        after_in_parent=_TABLE_LOCK.release,
+        after_in_child=_TABLE_LOCK.release,
+    )
 _FP16_SCALE = 2.0**-112
 GELU_TABLE_MIN_ELEMENTS = 4096  # below, making the codes costs more than gelu_into saves
 

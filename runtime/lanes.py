@@ -1,5 +1,7 @@
-"""Two-lane execution: the interpreter runs a program on two threads, and its outputs and errors
-are bit for bit those of running it in order.
+"""Two-lane execution: the interpreter runs a program on two lanes, and its outputs and errors
+are bit for bit those of running it in order. This module makes the plan and runs it on two
+threads (`run_lanes`); on Linux runtime/lane_worker.py runs the same plan with the second lane in
+a worker process, which spares the lanes the GIL, and falls back to the threads.
 
 numpy releases the GIL while it multiplies (and during its larger elementwise loops), so two
 threads that each run a share of a program's tile chains use two cores. The hardware does the
@@ -327,8 +329,9 @@ def lane_plan(program: Program, forwarding: ForwardingPlan, heap: int) -> LanePl
 
 
 def threads() -> int:
-    """Threads a run may use: $CTAC_THREADS where set (a sweep's workers set 1: they already run
-    a point per core), else the CPU cores this process may run on."""
+    """Lanes (threads, or a worker process) a run may use: $CTAC_THREADS where set (a sweep's
+    workers set 1: they already run a point per core), else the CPU cores this process may run
+    on."""
     setting = os.environ.get("CTAC_THREADS", "").strip()
     if setting:
         if not setting.isdigit() or int(setting) < 1:
@@ -379,7 +382,7 @@ def chosen_plan(
     return plan
 
 
-_FINISHED = 1 << 62  # a lane's next instruction once it has run them all
+FINISHED = 1 << 62  # a lane's next instruction once it has run them all
 
 
 def run_lanes(
@@ -397,22 +400,15 @@ def run_lanes(
     count = len(machine.program.instructions)
     done = [-1, -1]  # per lane: the last instruction index it finished
     # per lane: the next instruction it has not finished; every index below both is finished
-    upcoming = [order[0] if order else _FINISHED for order in plan.orders]
+    upcoming = [order[0] if order else FINISHED for order in plan.orders]
     waiting = [False, False]
     stop = [count]  # lanes run no instruction past this index
     errors: dict[int, BaseException] = {}
-    reported = [0]
     ended = [False, False]  # per lane: its thread has left `run`
     stats_before = dict(machine.stats.clusters)
     error_state = np.geterr()  # numpy < 2 keeps it per thread, not per context
     changed = threading.Condition()
-
-    def report(finished: int) -> None:
-        """Progress as the in-order run reports it: every 256 instructions finished."""
-        due = min(finished, count) // 256 * 256
-        if progress is not None and due > reported[0]:
-            progress(due - reported[0])
-            reported[0] = due
+    report = progress_reporter(progress, count)
 
     def run(lane: int) -> None:
         other = 1 - lane
@@ -433,7 +429,7 @@ def run_lanes(
                     break
                 step(lane_machine, index)
                 done[lane] = index
-                upcoming[lane] = order[position + 1] if position + 1 < len(order) else _FINISHED
+                upcoming[lane] = order[position + 1] if position + 1 < len(order) else FINISHED
                 if waiting[other]:
                     with changed:
                         changed.notify_all()
@@ -445,7 +441,7 @@ def run_lanes(
                 stop[0] = min(stop[0], index)
         finally:
             with changed:
-                done[lane] = _FINISHED
+                done[lane] = FINISHED
                 ended[lane] = True
                 changed.notify_all()
 
@@ -479,9 +475,37 @@ def run_lanes(
     worker.join()
     if interrupted is not None:
         raise interrupted
+    finish(machine, stats_before, errors, count, report)
+
+
+def progress_reporter(
+    progress: Callable[[int], object] | None, count: int
+) -> Callable[[int], None]:
+    """report(finished): progress as the in-order run reports it, every 256 instructions, where
+    `finished` instructions of program order are done."""
+    reported = [0]
+
+    def report(finished: int) -> None:
+        due = min(finished, count) // 256 * 256
+        if progress is not None and due > reported[0]:
+            progress(due - reported[0])
+            reported[0] = due
+
+    return report
+
+
+def finish(
+    machine,
+    stats_before: dict[int, int],
+    errors: dict[int, BaseException],
+    count: int,
+    report: Callable[[int], None],
+) -> None:
+    """End a two-lane run as the in-order run ends: the statistics of the instructions before
+    the first error only (a lane may have run past it), new entries in program order, over
+    those the caller's stats held before (`stats_before`); progress up to the error; then the
+    first error raised."""
     first = min(errors) if errors else count
-    # The statistics as the in-order run leaves them: only instructions before the first error
-    # recorded (a lane may have run past it), new entries in program order.
     recorded = machine.stats.clusters
     kept = {i: recorded[i] if i < first else value for i, value in stats_before.items()}
     new = sorted((i, v) for i, v in recorded.items() if i < first and i not in stats_before)

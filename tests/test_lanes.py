@@ -1,5 +1,6 @@
-"""Two-lane execution (runtime/lanes.py): the interpreter runs a program's tile chains on two
-threads, and every output and error stays bit for bit the in-order run's: on a real model (fp16
+"""Two-lane execution (runtime/lanes.py, runtime/lane_worker.py): the interpreter runs a program's
+tile chains on two lanes, threads or a worker process beside the caller, and every output and
+error stays bit for bit the in-order run's: on a real model (fp16
 and fp32, with and without forwarded views), on fuzzed programs, and on hand-made programs whose
 chains meet in DRAM every way the plan must order."""
 
@@ -17,12 +18,23 @@ from test_forwarding import ACC, ACT, CAPACITIES, HW, VEC, WGT, bits, gemm, load
 from ctac.errors import CtacError
 from ctac.hw import with_precision
 from ctac.run import random_inputs
-from ctac.runtime import interpreter, isa, lanes
+from ctac.runtime import interpreter, isa, lane_worker, lanes
 from ctac.runtime.forwarding import forwarding_plan
 from ctac.runtime.interpreter import run_program
 from ctac.runtime.program import Program, Symbol
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, params=["worker", "threads"])
+def engine(request, monkeypatch) -> str:
+    """Every test with the second lane in a worker process (runtime/lane_worker.py; Linux),
+    and again on two threads (lanes.run_lanes, as elsewhere)."""
+    if request.param == "threads":
+        monkeypatch.setattr(lane_worker, "usable", lambda: False)
+    elif not lane_worker.usable():
+        pytest.skip("a forked worker needs Linux")
+    return request.param
 
 
 def both(program: Program, inputs: dict) -> tuple:

@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, int]] = [
     ("runtime/fp16.py", 4),
     ("runtime/forwarding.py", 4),
     ("runtime/lanes.py", 4),
+    ("runtime/lane_worker.py", 4),
     ("runtime/kernels.py", 4),
     ("runtime/costmodel.py", 4),
     ("runtime/profile.py", 4),
