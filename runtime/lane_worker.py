@@ -2,10 +2,10 @@
 lanes.
 
 Two threads share one GIL: every numpy call releases and retakes it, and with two lanes wanting
-it each call can hand it to the other lane and wait to get it back. On BERT-base the two-thread
-run took 0.29 s where the same plan in two processes took 0.24-0.26 s (one lane: 0.40 s). So on
-Linux the second lane runs in a worker process, forked from the caller once and kept for the
-program's next runs:
+it each call can hand it to the other lane and wait to get it back. bench/interp_speed.py put
+BERT-base's two lanes at 1.32-2.03x onnxruntime's one-thread inference on threads (sixteen
+runs) and at 1.11-1.24x with the worker (one lane: 1.75x). So on Linux the second lane runs in a
+worker process, forked from the caller once and kept for the program's next runs:
 - DRAM's heap is one shared mapping, which both processes' machines use (the plan keeps their
   accesses ordered, as between threads). The data segment and its widened copy are the
   caller's, shared by the fork and never written (the plan refuses programs that write them).
