@@ -20,10 +20,14 @@ worker process, forked from the caller once and kept for the program's next runs
   in-order run.
 
 One worker exists at a time. It goes when its program does, when another program needs one, at
-exit, or after IDLE_SECONDS without a run. Being a fork, it shares the caller's memory as it was:
-pages the caller writes afterwards get copied, so it is kept no longer than that. It ignores
-Ctrl-C: the caller stops it. Where fork or eventfd is missing (not Linux), or the worker is busy
-with another thread's run, the lanes run as threads (runtime/lanes.py's run_lanes).
+exit, or IDLE_SECONDS after its last run (the caller's timer: a worker never leaves on its own
+while a run may be on its way). Being a fork, it keeps the caller's memory as it was at the fork:
+pages the caller writes or frees afterwards stay in the worker until it goes. It keeps no other
+file the caller had open. It ignores Ctrl-C: the caller stops its lane, or kills it if it does
+not answer. Programs are not to be changed in place once run (the plans kept on them assume so;
+the worker runs its copy). Where fork or eventfd is missing (not Linux), on processors that may
+reorder stores (the lanes' order rests on x86's), or while the worker serves another thread's run,
+the lanes run as threads (runtime/lanes.py's run_lanes).
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ import contextlib
 import mmap
 import os
 import pickle
+import platform
 import select
 import signal
 import struct
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 
@@ -57,8 +63,15 @@ _REPLY_SECONDS = 10.0  # how long a stopped worker may take to answer before it 
 
 
 def usable() -> bool:
-    """Whether this platform can run the second lane in a forked worker."""
-    return sys.platform == "linux" and hasattr(os, "fork") and hasattr(os, "eventfd")
+    """Whether this platform can run the second lane in a forked worker: Linux (fork, eventfd)
+    on x86-64, whose stores other cores see in program order (a lane's results before its
+    "done"); other processors would need memory barriers Python does not give."""
+    return (
+        sys.platform == "linux"
+        and hasattr(os, "fork")
+        and hasattr(os, "eventfd")
+        and platform.machine() in ("x86_64", "AMD64")
+    )
 
 
 def _send(fd: int, message: object) -> None:
@@ -74,7 +87,12 @@ def _receive(fd: int) -> object | None:
     if header is None:
         return None
     data = _read_exactly(fd, struct.unpack("<Q", header)[0])
-    return None if data is None else pickle.loads(data)
+    if data is None:
+        return None
+    try:
+        return pickle.loads(data)
+    except Exception as exc:  # an error class the other side could pickle but this cannot load
+        raise CtacError(f"the interpreter's second lane sent what cannot be read: {exc}") from None
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:
@@ -165,10 +183,16 @@ class _Worker:
         self.step = step
         self.busy = threading.Lock()
         self.ended = "the interpreter's second lane (a worker process) was stopped"
+        self.orphaned = False  # its program is gone
+        self.runs = 0
+        self.last_run = time.monotonic()
+        self.timer: threading.Timer | None = None
+        self.finalizer: weakref.finalize | None = None
         size = len(machine.heap)
-        mapping = mmap.mmap(-1, 4 * size + 8 * _CONTROL_WORDS)
-        self.heap = np.frombuffer(mapping, dtype=np.float32, count=size)
-        control = np.frombuffer(mapping, np.int64, _CONTROL_WORDS, offset=4 * size)
+        # the control block first: its words aligned, none across a cache line
+        mapping = mmap.mmap(-1, 8 * _CONTROL_WORDS + 4 * size)
+        control = np.frombuffer(mapping, np.int64, _CONTROL_WORDS)
+        self.heap = np.frombuffer(mapping, np.float32, size, offset=8 * _CONTROL_WORDS)
         flags = os.EFD_NONBLOCK | os.EFD_CLOEXEC
         self.lanes = _Lanes(control, (os.eventfd(0, flags), os.eventfd(0, flags)))
         commands, self.commands = os.pipe()
@@ -176,11 +200,12 @@ class _Worker:
         second = machine.for_second_lane()
         second.heap = self.heap
         parent = os.getpid()
-        self.pid = os.fork()
+        with warnings.catch_warnings():  # Python 3.12 warns of forking with threads running
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.pid = os.fork()
         if self.pid == 0:  # the worker: never returns into the caller's code
             try:
-                os.close(self.commands)
-                os.close(self.replies)
+                _close_all_but((commands, replies, *self.lanes.wake))
                 _serve(second, plan, step, self.lanes, commands, replies, parent)
             finally:
                 os._exit(0)
@@ -213,7 +238,7 @@ class _Worker:
 
     def run(self, machine, progress: Callable[[int], object] | None) -> bool:
         """One run of the program on `machine` (lane 0, here) and the worker (lane 1); False,
-        having run nothing, where the worker has just gone (idle)."""
+        having run nothing, where the worker is gone before it got the run."""
         plan, lanes = self.plan, self.lanes
         count = len(machine.program.instructions)
         control = lanes.control
@@ -226,34 +251,51 @@ class _Worker:
         report = progress_reporter(progress, count)
         reporting = report if progress is not None else None
         errors: dict[int, BaseException] = {}
-        self.heap[...] = machine.heap  # the inputs the caller wrote
+        own = machine.heap
+        self.heap[...] = own  # the inputs the caller wrote
+        self.runs += 1
+        sent = False
         try:
-            _send(self.commands, ("run", np.geterr()))
-        except OSError:  # it left, idle, after it was last seen running
-            self.close(force=True)
-            return False
-        machine.heap = self.heap
-        try:
+            machine.heap = self.heap
+            _send(self.commands, ("run", self.runs, np.geterr(), warnings.filters))
+            sent = True
             lanes.run(0, machine, plan, self.step, errors, self.alive, reporting)
             reply = self._reply()
-            assert reply is not None  # no timeout: an answer, or the worker's end raised
-        except BaseException:  # Ctrl-C, or the worker gone: stop its lane too, then stop
-            if self.pid:
-                # a worker that has not answered this run is killed: its lane may still run,
-                # and its answer would be taken for the next run's
-                answered = False
-                try:
-                    control[_STOP] = -1
-                    os.eventfd_write(lanes.wake[1], 1)
-                    answered = self._reply(_REPLY_SECONDS) is not None
-                finally:
-                    if not answered:
-                        self.close(force=True)
+            if reply is None or reply["run"] != self.runs:
+                raise CtacError("the interpreter's second lane answered out of step")
+        except BaseException as exc:
+            if not sent and isinstance(exc, OSError):  # it left before it got the run
+                machine.heap = own
+                self.close(force=True)
+                return False
+            self._stop(sent)
             raise
+        finally:
+            self.last_run = time.monotonic()
+        for message, category, filename, lineno in reply["warnings"]:
+            warnings.warn_explicit(message, category, filename, lineno)
         errors.update(reply["errors"])
         machine.stats.clusters.update(reply["stats"])
         finish(machine, stats_before, errors, count, report)
         return True
+
+    def _stop(self, sent: bool) -> None:
+        """After an interrupt or failure mid-run: the worker's lane stopped and its answer read,
+        or the worker killed (a late answer must not be taken for the next run's)."""
+        if not self.pid:
+            return
+        answered = False
+        try:
+            if sent:
+                self.lanes.control[_STOP] = -1
+                os.eventfd_write(self.lanes.wake[1], 1)
+                reply = self._reply(_REPLY_SECONDS)
+                answered = reply is not None and reply["run"] == self.runs
+        except (CtacError, OSError):
+            pass
+        finally:
+            if not answered:
+                self.close(force=True)
 
     def _reply(self, timeout: float | None = None) -> dict | None:
         """The worker's answer to a run; None after `timeout` seconds without one. Raises where
@@ -272,7 +314,8 @@ class _Worker:
             self.alive()
 
     def close(self, force: bool = False) -> None:
-        """Stop the worker and free what it holds."""
+        """Stop the worker and free what it holds. The caller holds `busy` (two closes at once
+        could close a descriptor number another file has since been given)."""
         if self.pid:
             try:
                 if force:
@@ -289,11 +332,46 @@ class _Worker:
                 os.close(fd)
         self.commands = self.replies = -1
         self.lanes.wake = (-1, -1)
-        self.heap = None  # the shared mapping goes with the last view of it
+        # the shared mapping goes with the last view of it
+        self.heap = self.lanes.control = None
+        if self.finalizer is not None:
+            self.finalizer.detach()
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def close_when_idle(self) -> None:
+        """Close the worker IDLE_SECONDS after its last run, unless another run came."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = threading.Timer(IDLE_SECONDS, self._close_if_idle)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _close_if_idle(self) -> None:
+        if self.busy.acquire(blocking=False):
+            try:
+                if time.monotonic() - self.last_run >= IDLE_SECONDS * 0.99:
+                    self.close()
+            finally:
+                self.busy.release()
+
+
+def _close_all_but(kept: tuple[int, ...]) -> None:
+    """In the worker: close every file the caller had open but the standard streams and
+    `kept` (a pipe or socket the caller closes must see its end)."""
+    keep = {0, 1, 2, *kept}
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in open_fds:
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _serve(second, plan, step, lanes: _Lanes, commands: int, replies: int, parent: int) -> None:
-    """The worker's loop: a run for each command, until the caller quits, goes, or is idle."""
+    """The worker's loop: a run for each command, until the caller quits or goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def alive() -> None:
@@ -301,24 +379,43 @@ def _serve(second, plan, step, lanes: _Lanes, commands: int, replies: int, paren
             os._exit(0)
 
     while True:
-        ready, _, _ = select.select([commands], [], [], IDLE_SECONDS)
-        if not ready:
-            return
-        message = _receive(commands)
+        message = _receive(commands)  # None: the caller has gone or closed the pipe
         if message is None or message[0] != "run":
             return
-        np.seterr(**message[1])
+        _, run, error_state, filters = message
+        np.seterr(**error_state)
         second.restart()
         errors: dict[int, BaseException] = {}
-        lanes.run(1, second, plan, step, errors, alive)
-        _send(replies, {"errors": _picklable(errors), "stats": dict(second.stats.clusters)})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.filters[:] = filters  # the caller's, at this run: "error" raises here too
+            _filters_changed()
+            lanes.run(1, second, plan, step, errors, alive)
+        _send(
+            replies,
+            {
+                "run": run,
+                "errors": _picklable(errors),
+                "stats": dict(second.stats.clusters),
+                "warnings": [(str(w.message), w.category, w.filename, w.lineno) for w in caught],
+            },
+        )
+
+
+def _filters_changed() -> None:
+    """Tell the warnings machinery its filter list was replaced (a private hook, named
+    differently across Python versions)."""
+    for name in ("_filters_mutated", "_filters_mutated_lock_held"):
+        hook = getattr(warnings, name, None)
+        if hook is not None:
+            hook()
+            return
 
 
 def _picklable(errors: dict[int, BaseException]) -> dict[int, BaseException]:
     kept = {}
     for index, error in errors.items():
         try:
-            pickle.dumps(error)
+            pickle.loads(pickle.dumps(error))
             kept[index] = error
         except Exception:  # an error numpy or a kernel raised that cannot cross processes
             kept[index] = CtacError(f"{type(error).__name__}: {error}")
@@ -343,6 +440,9 @@ def run_in_worker(
         id(program),
         id(program.instructions),
         len(program.instructions),
+        id(program.data),
+        len(program.data),
+        program.element_type,
         id(machine.widened),
         machine.base,
         len(machine.heap),
@@ -352,7 +452,7 @@ def run_in_worker(
     )
     with _workers_lock:
         worker = _worker
-        if worker is not None and (worker.key != key or not worker.running()):
+        if worker is not None and (worker.orphaned or worker.key != key or not worker.running()):
             if not worker.busy.acquire(blocking=False):
                 return False  # another thread's run uses it
             worker.close()
@@ -360,33 +460,56 @@ def run_in_worker(
             _worker = worker = None
         if worker is None:
             worker = _worker = _Worker(key, machine, plan, step)
-            weakref.finalize(program, _close_if_current, worker)
+            worker.finalizer = weakref.finalize(program, _orphan, worker)
         if not worker.busy.acquire(blocking=False):
             return False
     try:
         return worker.run(machine, progress)
     finally:
         worker.busy.release()
+        worker.close_when_idle()
 
 
-def _close_if_current(worker: _Worker) -> None:
+def close_worker() -> None:
+    """Stop the worker process, if there is one, after any run it serves (the next two-lane run
+    forks another)."""
     global _worker
     with _workers_lock:
-        if _worker is worker:
-            _worker = None
-    worker.close()
+        worker, _worker = _worker, None
+    if worker is not None:
+        with worker.busy:
+            worker.close()
+
+
+def _orphan(worker: _Worker) -> None:
+    """Its program is gone (a weakref.finalize callback, which the garbage collector may run
+    anywhere, `_workers_lock` held or not): close it now where no run holds it, else at the
+    next run."""
+    worker.orphaned = True
+    if worker.busy.acquire(blocking=False):
+        try:
+            worker.close()
+        finally:
+            worker.busy.release()
 
 
 @atexit.register
 def _close_at_exit() -> None:
-    if _worker is not None:
-        _worker.close()
+    worker = _worker
+    # closes only once no run, idle timer or finalizer is closing it (each holds `busy`)
+    if worker is not None and worker.busy.acquire(timeout=_REPLY_SECONDS):
+        try:
+            worker.close()
+        finally:
+            worker.busy.release()
 
 
 def _forget_in_child() -> None:
     """In a process forked from this one (a sweep's pool, or a worker itself), the worker is
-    the parent's: closing it there would stop the parent's. Its copies of the pipes go."""
-    global _worker
+    the parent's: closing it there would stop the parent's. Its copies of the pipes go, and the
+    module lock is made anew (another thread may have held it at the fork)."""
+    global _worker, _workers_lock
+    _workers_lock = threading.Lock()
     worker, _worker = _worker, None
     if worker is not None:
         worker.pid = 0

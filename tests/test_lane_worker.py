@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import signal
 import time
 
 import numpy as np
 import pytest
-from test_forwarding import ACC, ACT, CAPACITIES, WGT, bits, gemm, load, store
+from test_forwarding import ACC, ACT, CAPACITIES, VEC, WGT, bits, gemm, load, store
 from test_lanes import X, bert, chain, hand_made, plan_of, x, y0, y1  # noqa: F401  (bert: fixture)
 
 from ctac.errors import CtacError
@@ -118,9 +119,7 @@ def test_an_interrupt_stops_the_workers_lane_and_the_next_run_works(bert) -> Non
 
 def test_an_idle_worker_leaves_and_the_next_run_forks_another(bert, monkeypatch) -> None:  # noqa: F811
     program = bert["fp32"]
-    if lane_worker._worker is not None:
-        lane_worker._close_if_current(lane_worker._worker)
-    monkeypatch.setattr(lane_worker, "IDLE_SECONDS", 0.2)  # the worker forked next reads it
+    monkeypatch.setattr(lane_worker, "IDLE_SECONDS", 0.2)  # the caller's timer after each run
     inputs = random_inputs(program, seed=1)
     first, _ = run_program(program, CAPACITIES, inputs, lanes=True)
     worker = lane_worker._worker
@@ -174,3 +173,45 @@ def test_each_run_starts_from_zeroed_buffers() -> None:
     for _ in range(3):
         two, _ = run_program(program, CAPACITIES, {"x": X}, lanes=True)
         assert bits(two) == bits(in_order)
+
+
+def test_the_worker_keeps_no_file_the_caller_opened(bert) -> None:  # noqa: F811
+    """A pipe the caller opened before the worker was forked ends when the caller closes it:
+    the worker holds no copy of its write end."""
+    lane_worker.close_worker()
+    reader, writer = os.pipe()
+    try:
+        program = bert["fp32"]
+        run_program(program, CAPACITIES, random_inputs(program, seed=1), lanes=True)
+        assert lane_worker._worker.running()
+        os.close(writer)
+        writer = -1
+        ready, _, _ = select.select([reader], [], [], 10)  # no copy of the write end left
+        assert ready and os.read(reader, 1) == b""
+    finally:
+        os.close(reader)
+        if writer >= 0:
+            os.close(writer)
+
+
+def test_warnings_in_the_workers_lane_follow_the_callers_filters() -> None:
+    """A lane's numpy warning (a REDUCE that overflows) reaches the caller as in order: shown
+    where the caller's filters show it, raised where they make it an error, also when the
+    worker was forked under other filters."""
+    import warnings
+
+    reduce = ("REDUCE", {"op": "sum", "dst": VEC, "dst_addr": 32, "src": VEC, "src_addr": 0, "rows": 4, "cols": 4})  # fmt: skip
+    program = hand_made([chain(x, 0, y0), [load(VEC, 0, x, 4, 4), reduce, store(VEC, 32, y1, 1, 4)]])  # fmt: skip
+    plan = plan_of(program)
+    worker_lane = set(plan.orders[1]) - plan.shared
+    assert any(program.instructions[i][0] == "REDUCE" for i in worker_lane)
+    big = {"x": np.full((4, 4), 3e38, np.float32)}
+    run_program(program, CAPACITIES, {"x": X}, lanes=True)  # the worker forked, default filters
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        run_program(program, CAPACITIES, big, lanes=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(RuntimeWarning, match="overflow"):
+            run_program(program, CAPACITIES, big, lanes=False)
+        with pytest.raises(RuntimeWarning, match="overflow"):
+            run_program(program, CAPACITIES, big, lanes=True)
