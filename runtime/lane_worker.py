@@ -4,8 +4,9 @@ lanes.
 Two threads share one GIL: every numpy call releases and retakes it, and with two lanes wanting
 it each call can hand it to the other lane and wait to get it back. bench/interp_speed.py put
 BERT-base's two lanes at 1.32-2.03x onnxruntime's one-thread inference on threads (sixteen
-runs) and at 1.11-1.24x with the worker (one lane: 1.75x). So on Linux the second lane runs in a
-worker process, forked from the caller once and kept for the program's next runs:
+runs) and at 1.11-1.37x with the worker (five runs; one lane: 1.75-1.81x). So on Linux the
+second lane runs in a worker process, forked from the caller once and kept for the program's
+next runs:
 - DRAM's heap is one shared mapping, which both processes' machines use (the plan keeps their
   accesses ordered, as between threads). The data segment and its widened copy are the
   caller's, shared by the fork and never written (the plan refuses programs that write them).
