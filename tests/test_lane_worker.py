@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from test_forwarding import ACC, ACT, CAPACITIES, VEC, WGT, bits, gemm, load, store
-from test_lanes import X, bert, chain, hand_made, plan_of, x, y0, y1  # noqa: F401  (bert: fixture)
+from test_lanes import X, acting_at, bert, chain, hand_made, interrupt, plan_of, x, y0, y1  # noqa: F401  (bert: fixture)
 
 from ctac.errors import CtacError
 from ctac.run import random_inputs
@@ -75,46 +75,31 @@ def test_another_program_gets_another_worker_and_the_first_one_ends(bert) -> Non
         os.waitpid(old, os.WNOHANG)
 
 
-def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_forks_another(bert) -> None:  # noqa: F811
-    program = bert["fp32"]
-    plan = plan_of(program, check=False)
-    step = interpreter._step
-    kill_at = plan.orders[0][len(plan.orders[0]) // 3]
-
-    def killing(machine, index: int) -> None:
-        if index == kill_at:
-            os.kill(lane_worker._worker.pid, signal.SIGKILL)
-        step(machine, index)
-
-    with pytest.raises(CtacError, match="second lane .*ended.*signal 9.*CTAC_THREADS=1"):
-        lane_worker.run_in_worker(machine_for(program), plan, killing, None)
+def assert_the_next_run_is_right(program) -> None:
     inputs = random_inputs(program, seed=1)
     again, _ = run_program(program, CAPACITIES, inputs, lanes=True)
     in_order, _ = run_program(program, CAPACITIES, inputs, lanes=False)
     assert bits(again) == bits(in_order)
 
 
+def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_forks_another(bert) -> None:  # noqa: F811
+    program = bert["fp32"]
+    plan, killing = acting_at(program, 1 / 3, lambda: os.kill(lane_worker._worker.pid, signal.SIGKILL))  # fmt: skip
+    with pytest.raises(CtacError, match="second lane .*ended.*signal 9.*CTAC_THREADS=1"):
+        lane_worker.run_in_worker(machine_for(program), plan, killing, None)
+    assert_the_next_run_is_right(program)
+
+
 def test_an_interrupt_stops_the_workers_lane_and_the_next_run_works(bert) -> None:  # noqa: F811
     program = bert["fp32"]
-    plan = plan_of(program, check=False)
-    step = interpreter._step
-    interrupt_at = plan.orders[0][len(plan.orders[0]) // 2]
-
-    def interrupted(machine, index: int) -> None:
-        if index == interrupt_at:
-            raise KeyboardInterrupt
-        step(machine, index)
-
+    plan, interrupted = acting_at(program, 0.5, interrupt)
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         lane_worker.run_in_worker(machine_for(program), plan, interrupted, None)
     assert time.monotonic() - started < lane_worker._REPLY_SECONDS
     worker = lane_worker._worker
     assert worker.running() and not worker.busy.locked()  # it answered: kept
-    inputs = random_inputs(program, seed=1)
-    again, _ = run_program(program, CAPACITIES, inputs, lanes=True)
-    in_order, _ = run_program(program, CAPACITIES, inputs, lanes=False)
-    assert bits(again) == bits(in_order)
+    assert_the_next_run_is_right(program)
 
 
 def test_an_idle_worker_leaves_and_the_next_run_forks_another(bert, monkeypatch) -> None:  # noqa: F811

@@ -325,18 +325,29 @@ def test_progress_counts_every_instruction_once(bert) -> None:
     assert counts[True] == counts[False] == len(program.instructions) // 256 * 256
 
 
-def test_an_interrupt_stops_both_lanes(bert) -> None:
-    program = bert["fp32"]
+def acting_at(program: Program, fraction: float, action) -> tuple[lanes.LanePlan, object]:
+    """The program's plan, and a step that calls `action()` before it runs the first lane's
+    instruction `fraction` of the way through its order."""
     plan = plan_of(program, check=False)
-    machine = interpreter.Machine(program, CAPACITIES)
+    at = plan.orders[0][int(len(plan.orders[0]) * fraction)]
     step = interpreter._step
-    interrupt_at = plan.orders[0][len(plan.orders[0]) // 2]
 
-    def interrupted(machine, index: int) -> None:
-        if index == interrupt_at:
-            raise KeyboardInterrupt
+    def acting(machine, index: int) -> None:
+        if index == at:
+            action()
         step(machine, index)
 
+    return plan, acting
+
+
+def interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def test_an_interrupt_stops_both_lanes(bert) -> None:
+    program = bert["fp32"]
+    plan, interrupted = acting_at(program, 0.5, interrupt)
+    machine = interpreter.Machine(program, CAPACITIES)
     before = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
         lanes.run_lanes(machine, plan, interrupted)
