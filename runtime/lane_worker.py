@@ -52,13 +52,19 @@ from collections.abc import Callable
 import numpy as np
 
 from ctac.errors import CtacError
-from ctac.runtime.lanes import FINISHED, LanePlan, finish, progress_reporter
+from ctac.runtime.lanes import (
+    CONTROL_WORDS,
+    DONE,
+    STOP,
+    WAITING,
+    LanePlan,
+    finish,
+    progress_reporter,
+    run_lane,
+    start_control,
+)
 
 IDLE_SECONDS = 60.0
-# The control block: per lane (0, 1), its last finished instruction, its next one, where it
-# stopped (an error's index, or -1: stop now), and whether it waits for the other lane.
-_DONE, _NEXT, _STOP, _WAITING = 0, 2, 4, 6
-_CONTROL_WORDS = 8
 _WAIT_SECONDS = 1e-3  # the longest a lane sleeps before it looks again
 _REPLY_SECONDS = 10.0  # how long a stopped worker may take to answer before it is killed
 
@@ -108,71 +114,33 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
 
 
 class _Lanes:
-    """Both processes' view of the shared control block and the eventfds."""
+    """Both processes' view of the shared control block and the eventfds: lanes.run_lane's wait
+    and signal across processes. `alive` raises (or exits) where the other process is gone."""
 
     def __init__(self, control: np.ndarray, wake: tuple[int, int]) -> None:
         self.control = control
         self.wake = wake
+        self.alive: Callable[[], None] = lambda: None
 
-    def stopped_at(self) -> int:
-        return int(min(self.control[_STOP], self.control[_STOP + 1]))
-
-    def wait(self, lane: int, need: int, alive: Callable[[], None]) -> None:
+    def wait(self, lane: int, need: int) -> None:
         """Sleep until the other lane has finished instruction `need`."""
         control, other = self.control, 1 - lane
-        while control[_DONE + other] < need:
-            control[_WAITING + lane] = 1
-            if control[_DONE + other] >= need:
+        while control[DONE + other] < need:
+            control[WAITING + lane] = 1
+            if control[DONE + other] >= need:
                 break
             ready, _, _ = select.select([self.wake[lane]], [], [], _WAIT_SECONDS)
             if ready:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self.wake[lane])
             else:
-                alive()
-        control[_WAITING + lane] = 0
+                self.alive()
+        control[WAITING + lane] = 0
 
     def signal(self, lane: int) -> None:
         """Wake `lane` if it sleeps."""
-        if self.control[_WAITING + lane]:
+        if self.control[WAITING + lane]:
             os.eventfd_write(self.wake[lane], 1)
-
-    def run(
-        self,
-        lane: int,
-        machine,
-        plan: LanePlan,
-        step: Callable,
-        errors: dict[int, BaseException],
-        alive: Callable[[], None],
-        report: Callable[[int], None] | None = None,
-    ) -> None:
-        """Run `lane`'s instructions in order, each after the other lane's it waits for; an
-        error is recorded in `errors` and stops the lane."""
-        control, other = self.control, 1 - lane
-        order, waits = plan.orders[lane], plan.waits[lane]
-        index = -1
-        try:
-            for position, (index, need) in enumerate(zip(order, waits, strict=True)):
-                if control[_DONE + other] < need:
-                    self.wait(lane, need, alive)
-                if index >= self.stopped_at():
-                    break
-                step(machine, index)
-                control[_DONE + lane] = index
-                control[_NEXT + lane] = (
-                    order[position + 1] if position + 1 < len(order) else FINISHED
-                )
-                self.signal(other)
-                if report is not None:
-                    report(int(min(control[_NEXT], control[_NEXT + 1])))
-        except Exception as exc:  # the caller raises the lowest index's first
-            errors[index] = exc
-            control[_STOP + lane] = index
-        finally:
-            control[_DONE + lane] = FINISHED
-            control[_NEXT + lane] = FINISHED
-            self.signal(other)
 
 
 class _Worker:
@@ -191,11 +159,12 @@ class _Worker:
         self.finalizer: weakref.finalize | None = None
         size = len(machine.heap)
         # the control block first: its words aligned, none across a cache line
-        mapping = mmap.mmap(-1, 8 * _CONTROL_WORDS + 4 * size)
-        control = np.frombuffer(mapping, np.int64, _CONTROL_WORDS)
-        self.heap = np.frombuffer(mapping, np.float32, size, offset=8 * _CONTROL_WORDS)
+        mapping = mmap.mmap(-1, 8 * CONTROL_WORDS + 4 * size)
+        control = np.frombuffer(mapping, np.int64, CONTROL_WORDS)
+        self.heap = np.frombuffer(mapping, np.float32, size, offset=8 * CONTROL_WORDS)
         flags = os.EFD_NONBLOCK | os.EFD_CLOEXEC
         self.lanes = _Lanes(control, (os.eventfd(0, flags), os.eventfd(0, flags)))
+        self.lanes.alive = self.alive
         commands, self.commands = os.pipe()
         self.replies, replies = os.pipe()
         second = machine.for_second_lane()
@@ -242,12 +211,7 @@ class _Worker:
         having run nothing, where the worker is gone before it got the run."""
         plan, lanes = self.plan, self.lanes
         count = len(machine.program.instructions)
-        control = lanes.control
-        control[_DONE : _DONE + 2] = -1
-        control[_WAITING : _WAITING + 2] = 0
-        control[_STOP : _STOP + 2] = count
-        for lane in (0, 1):
-            control[_NEXT + lane] = plan.orders[lane][0] if plan.orders[lane] else FINISHED
+        start_control(lanes.control, plan, count)
         stats_before = dict(machine.stats.clusters)
         report = progress_reporter(progress, count)
         reporting = report if progress is not None else None
@@ -260,7 +224,7 @@ class _Worker:
             machine.heap = self.heap
             _send(self.commands, ("run", self.runs, np.geterr(), warnings.filters))
             sent = True
-            lanes.run(0, machine, plan, self.step, errors, self.alive, reporting)
+            run_lane(0, machine, plan, self.step, lanes.control, errors, lanes.wait, lanes.signal, reporting)  # fmt: skip
             reply = self._reply()
             if reply is None or reply["run"] != self.runs:
                 raise CtacError("the interpreter's second lane answered out of step")
@@ -288,7 +252,7 @@ class _Worker:
         answered = False
         try:
             if sent:
-                self.lanes.control[_STOP] = -1
+                self.lanes.control[STOP] = -1
                 os.eventfd_write(self.lanes.wake[1], 1)
                 reply = self._reply(_REPLY_SECONDS)
                 answered = reply is not None and reply["run"] == self.runs
@@ -379,6 +343,7 @@ def _serve(second, plan, step, lanes: _Lanes, commands: int, replies: int, paren
         if os.getppid() != parent:
             os._exit(0)
 
+    lanes.alive = alive
     while True:
         message = _receive(commands)  # None: the caller has gone or closed the pipe
         if message is None or message[0] != "run":
@@ -390,7 +355,7 @@ def _serve(second, plan, step, lanes: _Lanes, commands: int, replies: int, paren
         with warnings.catch_warnings(record=True) as caught:
             warnings.filters[:] = filters  # the caller's, at this run: "error" raises here too
             _filters_changed()
-            lanes.run(1, second, plan, step, errors, alive)
+            run_lane(1, second, plan, step, lanes.control, errors, lanes.wait, lanes.signal)
         _send(
             replies,
             {

@@ -385,6 +385,62 @@ def chosen_plan(
 FINISHED = 1 << 62  # a lane's next instruction once it has run them all
 
 
+# The lanes' shared state, one int64 word per lane (0, 1) each: the last instruction it finished,
+# the next one it has not (every index below both lanes' is finished), where it stopped (an
+# error's index; -1: stop now), and whether it waits for the other lane.
+DONE, NEXT, STOP, WAITING = 0, 2, 4, 6
+CONTROL_WORDS = 8
+
+
+def start_control(control: np.ndarray, plan: LanePlan, count: int) -> None:
+    """Set `control` (CONTROL_WORDS int64) for a run of `count` instructions."""
+    control[DONE : DONE + 2] = -1
+    control[WAITING : WAITING + 2] = 0
+    control[STOP : STOP + 2] = count
+    for lane in (0, 1):
+        control[NEXT + lane] = plan.orders[lane][0] if plan.orders[lane] else FINISHED
+
+
+def run_lane(
+    lane: int,
+    machine,
+    plan: LanePlan,
+    step: Callable,
+    control: np.ndarray,
+    errors: dict[int, BaseException],
+    wait: Callable[[int, int], None],
+    signal: Callable[[int], None],
+    report: Callable[[int], None] | None = None,
+) -> None:
+    """Run `lane`'s instructions in program order, each once the other lane has finished the
+    instruction it waits for (`wait(lane, need)` sleeps until then; `signal(other)` wakes a
+    lane that sleeps). An error is recorded in `errors` and stops the lane; both lanes stop
+    before any instruction past the lowest error. The threads (run_lanes) and the worker
+    process (runtime/lane_worker.py) run their lanes with this, each its own wait and signal."""
+    other = 1 - lane
+    order = plan.orders[lane]
+    index = -1
+    try:
+        for position, (index, need) in enumerate(zip(order, plan.waits[lane], strict=True)):
+            if control[DONE + other] < need:
+                wait(lane, need)
+            if index >= min(control[STOP], control[STOP + 1]):
+                break
+            step(machine, index)
+            control[DONE + lane] = index
+            control[NEXT + lane] = order[position + 1] if position + 1 < len(order) else FINISHED
+            signal(other)
+            if report is not None:
+                report(int(min(control[NEXT], control[NEXT + 1])))
+    except Exception as exc:  # the caller raises the lowest index's first
+        errors[index] = exc
+        control[STOP + lane] = index
+    finally:
+        control[DONE + lane] = FINISHED
+        control[NEXT + lane] = FINISHED
+        signal(other)
+
+
 def run_lanes(
     machine,
     plan: LanePlan,
@@ -392,17 +448,14 @@ def run_lanes(
     progress: Callable[[int], object] | None = None,
 ) -> None:
     """Run `plan` on `machine` (the first lane; the second gets its own buffers) with
-    `step(machine_of_lane, index)` running one instruction. Raises what the in-order run would
-    raise first, and leaves the statistics and progress the in-order run leaves: that of the
-    instructions before the error (a lane may have run past it meanwhile)."""
+    `step(machine_of_lane, index)` running one instruction, the second lane on a thread. Raises
+    what the in-order run would raise first, and leaves the statistics and progress the
+    in-order run leaves: that of the instructions before the error (a lane may have run past it
+    meanwhile)."""
     second = machine.for_second_lane()
-    machines = (machine, second)
     count = len(machine.program.instructions)
-    done = [-1, -1]  # per lane: the last instruction index it finished
-    # per lane: the next instruction it has not finished; every index below both is finished
-    upcoming = [order[0] if order else FINISHED for order in plan.orders]
-    waiting = [False, False]
-    stop = [count]  # lanes run no instruction past this index
+    control = np.empty(CONTROL_WORDS, dtype=np.int64)  # a word's write is atomic under the GIL
+    start_control(control, plan, count)
     errors: dict[int, BaseException] = {}
     ended = [False, False]  # per lane: its thread has left `run`
     stats_before = dict(machine.stats.clusters)
@@ -410,44 +463,32 @@ def run_lanes(
     changed = threading.Condition()
     report = progress_reporter(progress, count)
 
+    def wait(lane: int, need: int) -> None:
+        with changed:
+            control[WAITING + lane] = 1
+            while control[DONE + 1 - lane] < need:
+                changed.wait()
+            control[WAITING + lane] = 0
+
+    def signal(lane: int) -> None:
+        if control[WAITING + lane]:
+            with changed:
+                changed.notify_all()
+
     def run(lane: int) -> None:
-        other = 1 - lane
-        lane_machine = machines[lane]
-        order = plan.orders[lane]
-        index = -1
         if lane == 1:
             np.seterr(**error_state)
         try:
-            for position, (index, need) in enumerate(zip(order, plan.waits[lane], strict=True)):
-                if done[other] < need:
-                    with changed:
-                        waiting[lane] = True
-                        while done[other] < need and index < stop[0]:
-                            changed.wait()
-                        waiting[lane] = False
-                if index >= stop[0]:
-                    break
-                step(lane_machine, index)
-                done[lane] = index
-                upcoming[lane] = order[position + 1] if position + 1 < len(order) else FINISHED
-                if waiting[other]:
-                    with changed:
-                        changed.notify_all()
-                if lane == 0 and progress is not None:
-                    report(min(upcoming))
-        except Exception as exc:  # re-raised by the caller, the lowest index's first
-            with changed:
-                errors[index] = exc
-                stop[0] = min(stop[0], index)
+            lane_machine, reporting = (machine, report if progress else None) if lane == 0 else (second, None)  # fmt: skip
+            run_lane(lane, lane_machine, plan, step, control, errors, wait, signal, reporting)
         finally:
             with changed:
-                done[lane] = FINISHED
                 ended[lane] = True
                 changed.notify_all()
 
     def halt() -> None:
         with changed:
-            stop[0] = -1
+            control[STOP] = -1
             changed.notify_all()
 
     # the second lane runs in the caller's context: numpy's error state (np.errstate) is a
